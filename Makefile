@@ -1,0 +1,37 @@
+# convkit: `make demo` and `make test` work from a fresh clone (Python 3.11+).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench sample-data clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+sample_data/dicom: | $(STAMP)
+	$(BIN)/python sample_data/make_sample_data.py
+
+demo: $(STAMP) sample_data/dicom
+	rm -rf demo_output
+	$(BIN)/convkit dicom2nii --list sample_data/dicom
+	$(BIN)/convkit dicom2nii sample_data/dicom demo_output
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check convkit tests benchmarks sample_data
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python benchmarks/convert.py
+
+sample-data: $(STAMP)
+	$(BIN)/python sample_data/make_sample_data.py
+
+clean:
+	rm -rf $(VENV) demo_output .pytest_cache

@@ -1,0 +1,63 @@
+"""convkit dicom2nii: every DICOM series under a folder -> NIfTI/NRRD + JSON sidecar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from convkit.cli import render
+from convkit.cli.progress import progress_bar
+
+
+def dicom2nii(
+    in_dir: Path = typer.Argument(..., help="Folder (searched recursively) or file with DICOM."),
+    out_dir: Path = typer.Argument(None, help="Output folder (not needed with --list)."),
+    fmt: str = typer.Option("nii.gz", "--format", "-f", help="nii.gz | nii | nrrd | nhdr"),
+    name: str = typer.Option("{SeriesNumber}_{SeriesDescription}", "--name",
+                             help="File name template over header fields."),
+    series: list[str] = typer.Option(None, "--series", "-s",
+                                     help="Convert only this series (number, label or UID); "
+                                          "repeatable."),
+    list_only: bool = typer.Option(False, "--list", help="Print the series table; write nothing."),
+    tilt: str = typer.Option("resample", "--tilt", help="Gantry tilt: resample | refuse."),
+    resample: bool = typer.Option(False, "--resample",
+                                  help="Interpolate uneven spacing onto a regular grid."),
+    dtype: str = typer.Option(None, "--dtype",
+                              help="Write real-world values as this type (e.g. float32, int16)."),
+    keep_identifiers: bool = typer.Option(False, "--keep-identifiers",
+                                          help="Keep patient name, ID, birth date in the sidecar."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable report."),
+) -> None:
+    """Convert every DICOM series under IN_DIR to NIfTI (default) or NRRD in OUT_DIR."""
+    from convkit.convert import convert_folder
+    from convkit.dicom.series import ConvertOptions
+
+    options = ConvertOptions(tilt=tilt, resample=resample, dtype=dtype,
+                             keep_identifiers=keep_identifiers)
+    with progress_bar(enabled=not as_json) as progress:
+        report = convert_folder(in_dir, out_dir, options=options, fmt=fmt, name_template=name,
+                                select=series, force=force, list_only=list_only,
+                                progress=progress)
+    if as_json:
+        render.print_json(report.to_json())
+        _report_problems(report)
+    else:
+        out = render.console()
+        out.print(render.series_table(report, listing=list_only))
+        for line in render.series_details(report):
+            out.print(line, soft_wrap=True)
+        out.print(render.file_summary(report))
+    raise typer.Exit(report.exit_code)
+
+
+def _report_problems(report) -> None:
+    """Refused and failed series on stderr, when stdout carries JSON."""
+    err = render.error_console()
+    for result in report.series:
+        if result.status in ("refused", "failed"):
+            err.print(f"[bold yellow]{result.status.capitalize()}:[/] {result.reason}",
+                      highlight=False, soft_wrap=True)
+            if result.hint:
+                err.print(f"[yellow]Hint:[/] {result.hint}", highlight=False, soft_wrap=True)

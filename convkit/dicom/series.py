@@ -1,0 +1,345 @@
+"""One series group -> one Volume, with geometry exactly as the headers say.
+
+Order comes from positions projected on the slice normal, never from file
+names or InstanceNumber; spacing comes from those positions. What is not a
+regular straight grid (gaps, duplicate positions, gantry tilt) is refused or,
+when the options allow it, resampled and said so in Volume.notes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convkit import geometry, resample
+from convkit.dicom.scan import SeriesGroup, SliceHeader, scan_folder
+from convkit.dicom.sidecar import sidecar_fields
+from convkit.errors import InputError, RefusedError, UsageError
+from convkit.volume import RGB_DTYPE, Volume
+
+#: Attributes that order repeated positions in time, strongest first.
+TIME_KEYS = (
+    ("TemporalPositionIdentifier", "temporal_position"),
+    ("TriggerTime", "trigger_time"),
+    ("AcquisitionTime", "acquisition_time"),
+    ("ContentTime", "content_time"),
+    ("AcquisitionNumber", "acquisition_number"),
+    ("InstanceNumber", "instance_number"),
+)
+#: Values a user may ask for with --dtype.
+OUTPUT_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+#: Refuse to allocate volumes larger than this many bytes (a corrupt header, not a scan).
+MAX_VOLUME_BYTES = 16 * 1024**3
+
+SliceProgress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """How to handle what is not a plain regular stack.
+
+    tilt: 'resample' (default: shift each slice onto a grid along the slice
+        normal) or 'refuse'.
+    resample: interpolate uneven spacing / missing slices onto a regular grid
+        instead of refusing.
+    dtype: write real-world values in this type (refusing casts that overflow or
+        lose values) instead of stored values with a slope/intercept.
+    """
+
+    tilt: str = "resample"
+    resample: bool = False
+    dtype: str | None = None
+    keep_identifiers: bool = False
+
+    def __post_init__(self) -> None:
+        if self.tilt not in ("resample", "refuse"):
+            raise UsageError(f"--tilt must be 'resample' or 'refuse', not {self.tilt!r}")
+        if self.dtype is not None and self.dtype not in OUTPUT_DTYPES:
+            raise UsageError(f"--dtype {self.dtype!r} is not supported",
+                             f"choose one of {', '.join(OUTPUT_DTYPES)}")
+
+
+@dataclass
+class Layout:
+    """Slices arranged on the grid: positions[k][t] is the header of slice k, time t."""
+
+    positions: list[list[SliceHeader]]
+    time_key: str | None  # attribute that ordered repeated positions, None for 3D
+
+    @property
+    def n_times(self) -> int:
+        return len(self.positions[0])
+
+
+def read_series(
+    source: SeriesGroup | Path | str,
+    options: ConvertOptions | None = None,
+    progress: SliceProgress | None = None,
+) -> Volume:
+    """Read one series into a Volume (RAS affine, stored values + scaling).
+
+    source is a SeriesGroup from scan_folder, or a folder holding exactly one series.
+    Raises RefusedError when the data cannot be converted faithfully with these
+    options, InputError when it cannot be read.
+    """
+    options = options or ConvertOptions()
+    group = _single_group(source) if not isinstance(source, SeriesGroup) else source
+    check_supported(group)
+    layout = arrange_slices(group.headers)
+    reps = [slices[0] for slices in layout.positions]
+    first = reps[0]
+    stack = geometry.analyse_stack([h.position for h in reps], first.orientation,
+                                   first.pixel_spacing, first.slice_thickness or 1.0)
+    _check_grid(stack, options, group, reps)
+    array, slope, intercept = _read_pixels(layout, progress)
+    notes: list[str] = []
+    array, stack_origin, distances = _straighten(array, stack, first.pixel_spacing, notes)
+    array, spacing = _regularise(array, distances, stack, notes)
+    affine_lps = geometry.affine_lps(np.concatenate([stack.row_dir, stack.col_dir]),
+                                     first.pixel_spacing, stack_origin, stack.normal * spacing)
+    volume = Volume(array, geometry.lps_to_ras(affine_lps), slope, intercept, notes=notes)
+    if layout.time_key:
+        volume.notes.append(f"{layout.n_times} volumes ordered by {layout.time_key}")
+    if options.dtype:
+        cast_real(volume, options.dtype)
+    volume.metadata = sidecar_fields(first.path, options.keep_identifiers)
+    volume.metadata.update(_conversion_fields(layout, stack, volume))
+    return volume
+
+
+def _single_group(folder: Path | str) -> SeriesGroup:
+    scan = scan_folder(folder)
+    if len(scan.series) != 1:
+        found = ", ".join(g.label for g in scan.series) or "none"
+        raise InputError(f"{folder} holds {len(scan.series)} series ({found}), not one",
+                         "use scan_folder() and pass one SeriesGroup")
+    return scan.series[0]
+
+
+def check_supported(group: SeriesGroup) -> None:
+    """Refuse what convkit cannot (yet) convert faithfully: multi-frame, mosaic, no geometry."""
+    first = group.first
+    if any(h.number_of_frames > 1 for h in group.headers):
+        raise RefusedError(
+            f"series {group.label}: multi-frame (enhanced) DICOM is not supported yet "
+            f"({first.number_of_frames} frames per file)",
+            "convert it with dcm2niix for now; enhanced multi-frame support is planned")
+    if first.is_mosaic:
+        raise RefusedError(f"series {group.label}: Siemens mosaic images are not supported yet",
+                           "convert it with dcm2niix for now; mosaic support is planned")
+    missing = [name for name, value in (("ImagePositionPatient", first.position),
+                                        ("ImageOrientationPatient", first.orientation),
+                                        ("PixelSpacing", first.pixel_spacing)) if value is None]
+    if missing or any(h.position is None or h.orientation is None for h in group.headers):
+        raise RefusedError(f"series {group.label}: no patient geometry "
+                           f"({', '.join(missing) or 'ImagePositionPatient'} missing)",
+                           "without positions the slices cannot be placed in world space")
+    pixel_layout = {(h.bits_allocated, h.pixel_representation, h.samples_per_pixel,
+                     h.photometric) for h in group.headers}
+    if len(pixel_layout) > 1:
+        raise RefusedError(f"series {group.label}: slices differ in pixel format {sorted(pixel_layout)}",
+                           "convert the slices with one format separately (--series)")
+    if first.samples_per_pixel not in (1, 3) or first.bits_allocated not in (8, 16, 32):
+        raise RefusedError(f"series {group.label}: {first.samples_per_pixel} samples of "
+                           f"{first.bits_allocated} bits per pixel is not supported")
+    size = first.rows * first.columns * len(group.headers) * max(first.bits_allocated // 8, 1)
+    if size * first.samples_per_pixel > MAX_VOLUME_BYTES:
+        raise InputError(f"series {group.label}: {first.rows} x {first.columns} x "
+                         f"{len(group.headers)} would need {size / 1024**3:.1f} GiB",
+                         "the header looks corrupt; check Rows/Columns")
+
+
+def arrange_slices(headers: list[SliceHeader]) -> Layout:
+    """Sort by position along the normal; repeated positions become time points."""
+    normal = geometry.plane_axes(headers[0].orientation)[2]
+    distance = {id(h): float(np.dot(h.position, normal)) for h in headers}
+    ordered = sorted(headers, key=lambda h: (distance[id(h)], str(h.path)))
+    clusters: list[list[SliceHeader]] = [[ordered[0]]]
+    for header in ordered[1:]:
+        previous = distance[id(clusters[-1][0])]
+        if distance[id(header)] - previous <= geometry.SAME_POSITION_TOLERANCE_MM:
+            clusters[-1].append(header)
+        else:
+            clusters.append([header])
+    counts = {len(c) for c in clusters}
+    if counts == {1}:
+        return Layout(clusters, None)
+    if len(counts) > 1:
+        repeated = [f"{distance[id(c[0])]:.2f} mm ({len(c)} files)" for c in clusters if len(c) > 1]
+        raise RefusedError(
+            f"slices at duplicate positions: {', '.join(repeated[:5])}"
+            f"{' ...' if len(repeated) > 5 else ''} while other positions have "
+            f"{min(counts)} file(s)",
+            "remove the extra files, or convert the acquisitions separately")
+    time_key, attribute = _time_key(clusters)
+    ordered_clusters = [sorted(c, key=lambda h: getattr(h, attribute)) for c in clusters]
+    return Layout(ordered_clusters, time_key)
+
+
+def _time_key(clusters: list[list[SliceHeader]]) -> tuple[str, str]:
+    """The strongest attribute that tells the files at each position apart."""
+    for keyword, attribute in TIME_KEYS:
+        values_ok = all(
+            all(getattr(h, attribute) is not None for h in cluster)
+            and len({getattr(h, attribute) for h in cluster}) == len(cluster)
+            for cluster in clusters
+        )
+        if values_ok:
+            return keyword, attribute
+    raise RefusedError(
+        f"slices at duplicate positions: {len(clusters[0])} files at each of {len(clusters)} "
+        "positions, and no time or instance attribute tells them apart",
+        "the files look like copies: remove the duplicates")
+
+
+def _check_grid(stack: geometry.StackGeometry, options: ConvertOptions, group: SeriesGroup,
+                reps: list[SliceHeader]) -> None:
+    if stack.gaps and not options.resample:
+        gap = stack.gaps[0]
+        where = reps[gap.after_index]
+        position = "\\".join(f"{v:g}" for v in where.position)
+        more = f" (and {len(stack.gaps) - 1} more)" if len(stack.gaps) > 1 else ""
+        raise RefusedError(
+            f"series {group.label}: uneven slice spacing: a {gap.step_mm:.3g} mm step after the "
+            f"slice at ImagePositionPatient {position} ({where.path.name}) where the series "
+            f"steps {gap.expected_mm:.3g} mm{more}: missing or extra slices",
+            "--resample interpolates onto a regular grid")
+    if stack.sheared and options.tilt == "refuse":
+        raise RefusedError(
+            f"series {group.label}: gantry tilt of {stack.tilt_degrees:.2f} degrees "
+            "(slices are sheared, not stacked along their normal)",
+            "--tilt resample puts the slices on a regular grid along the normal")
+
+
+def _pixel_dtype(header: SliceHeader) -> np.dtype:
+    if header.samples_per_pixel == 3:
+        return RGB_DTYPE
+    kind = "i" if header.pixel_representation else "u"
+    return np.dtype(f"{kind}{header.bits_allocated // 8}")
+
+
+def _read_pixels(layout: Layout, progress: SliceProgress | None) -> tuple[np.ndarray, float, float]:
+    """Decode every slice into one preallocated (i, j, k[, t]) array.
+
+    Returns (array, slope, intercept). Stored values are kept when every slice has
+    the same rescale; otherwise each slice is scaled to float32 real-world values.
+    """
+    first = layout.positions[0][0]
+    headers = [h for slices in layout.positions for h in slices]
+    scales = {(h.rescale_slope, h.rescale_intercept) for h in headers}
+    per_slice_scaling = len(scales) > 1 and first.samples_per_pixel == 1
+    dtype = np.dtype(np.float32) if per_slice_scaling else _pixel_dtype(first)
+    n_k, n_t = len(layout.positions), layout.n_times
+    shape = (first.columns, first.rows, n_k) + ((n_t,) if n_t > 1 else ())
+    array = np.empty(shape, dtype=dtype, order="F")
+    done = 0
+    for k, slices in enumerate(layout.positions):
+        for t, header in enumerate(slices):
+            pixels = decode_slice(header)
+            if per_slice_scaling:
+                pixels = pixels * np.float32(header.rescale_slope) + np.float32(header.rescale_intercept)
+            index = (slice(None), slice(None), k) + ((t,) if n_t > 1 else ())
+            array[index] = pixels.T
+            done += 1
+            if progress:
+                progress(done, len(headers))
+    if per_slice_scaling:
+        return array, 1.0, 0.0
+    slope, intercept = scales.pop() if scales else (1.0, 0.0)
+    return array, float(slope), float(intercept)
+
+
+def decode_slice(header: SliceHeader) -> np.ndarray:
+    """Pixel data of one single-frame file as (rows, cols) or (rows, cols) RGB_DTYPE."""
+    from pydicom.pixels import pixel_array
+
+    try:
+        pixels = pixel_array(header.path)
+    except Exception as exc:  # decoders raise many types; all mean "unreadable pixels"
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise InputError(f"{header.path}: cannot decode pixel data ({reason})",
+                         "the file may be truncated or use an unsupported compression") from exc
+    if header.samples_per_pixel == 3:
+        if pixels.shape != (header.rows, header.columns, 3):
+            raise InputError(f"{header.path}: colour pixel data of shape {pixels.shape}")
+        return np.ascontiguousarray(pixels, dtype=np.uint8).view(RGB_DTYPE)[..., 0]
+    if pixels.shape != (header.rows, header.columns):
+        raise InputError(f"{header.path}: pixel data of shape {pixels.shape}, expected "
+                         f"{header.rows} x {header.columns}")
+    return pixels
+
+
+def _straighten(
+    array: np.ndarray, stack: geometry.StackGeometry, pixel_spacing: tuple[float, float],
+    notes: list[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Undo gantry tilt: shift each slice in-plane onto a grid along the normal.
+
+    Returns (array, LPS origin of the straight grid, slice distances along the normal).
+    """
+    if not stack.sheared:
+        return array, stack.origin, stack.distances
+    offsets_px = stack.offsets / np.array([pixel_spacing[1], pixel_spacing[0]])
+    fill = _fill_value(array)
+    straight, origin_px = resample.unshear(array, offsets_px, fill)
+    origin = (stack.origin + origin_px[0] * pixel_spacing[1] * stack.row_dir
+              + origin_px[1] * pixel_spacing[0] * stack.col_dir)
+    notes.append(f"gantry tilt {stack.tilt_degrees:.2f} degrees corrected: slices shifted in-plane "
+                 f"onto a grid along the slice normal (linear), matrix {array.shape[0]}x"
+                 f"{array.shape[1]} -> {straight.shape[0]}x{straight.shape[1]}")
+    return straight, origin, stack.distances
+
+
+def _regularise(
+    array: np.ndarray, distances: np.ndarray, stack: geometry.StackGeometry, notes: list[str],
+) -> tuple[np.ndarray, float]:
+    """Interpolate uneven slices onto a regular grid (only reached with --resample)."""
+    if not stack.gaps:
+        return array, stack.spacing
+    targets = resample.regular_targets(distances)
+    regular = resample.regrid_slices(array, distances, targets)
+    spacing = float(targets[1] - targets[0])
+    notes.append(f"uneven spacing resampled (linear): {len(distances)} slices -> {len(targets)} "
+                 f"at {spacing:.4g} mm")
+    return regular, spacing
+
+
+def _fill_value(array: np.ndarray) -> float:
+    return 0.0 if array.dtype == RGB_DTYPE else float(array.min())
+
+
+def cast_real(volume: Volume, dtype: str) -> None:
+    """Replace stored values by real-world values of dtype, refusing overflow and rounding."""
+    if volume.is_rgb:
+        raise RefusedError("--dtype does not apply to colour (RGB) images")
+    target = np.dtype(dtype)
+    real = volume.real_array(np.float64)
+    if target.kind in "iu":
+        info = np.iinfo(target)
+        low, high = float(real.min()), float(real.max())
+        if low < info.min or high > info.max:
+            raise RefusedError(f"--dtype {dtype} cannot hold values from {low:g} to {high:g}",
+                               "choose a wider type, e.g. --dtype float32")
+        if not np.array_equal(real, np.rint(real)):
+            raise RefusedError(f"--dtype {dtype} would round non-integer values",
+                               "choose --dtype float32")
+    volume.array = real.astype(target, order="F")
+    volume.slope, volume.intercept = 1.0, 0.0
+    volume.notes.append(f"real-world values written as {dtype}")
+
+
+def _conversion_fields(layout: Layout, stack: geometry.StackGeometry, volume: Volume) -> dict:
+    """What convkit found and did, for the sidecar."""
+    return {
+        "SliceSpacingFromPositions": round(volume.spacing[2], 6),
+        "GantryTiltFromPositions": round(stack.tilt_degrees, 4),
+        "TiltCorrected": stack.sheared,
+        "Resampled": bool(stack.gaps),
+        "SlicesDropped": 0,
+        "VolumeOrderedBy": layout.time_key,
+        "ConvkitNotes": list(volume.notes),
+    }

@@ -1,0 +1,69 @@
+"""Acquisition fields for the JSON sidecar, read from a series' first file.
+
+Names follow DICOM keywords; times follow BIDS (EchoTime, RepetitionTime and
+InversionTime in seconds). Patient identifiers are left out unless asked for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+#: DICOM keyword -> divisor that converts its value to the sidecar's unit.
+ACQUISITION_FIELDS: dict[str, float] = {
+    "Modality": 1, "Manufacturer": 1, "ManufacturerModelName": 1, "SoftwareVersions": 1,
+    "MagneticFieldStrength": 1, "InstitutionName": 1, "BodyPartExamined": 1,
+    "PatientPosition": 1, "SeriesDescription": 1, "ProtocolName": 1, "SeriesNumber": 1,
+    "SeriesInstanceUID": 1, "StudyInstanceUID": 1, "StudyDate": 1, "AcquisitionNumber": 1,
+    "ImageType": 1, "SliceThickness": 1, "SpacingBetweenSlices": 1, "PixelSpacing": 1,
+    "EchoTime": 1000, "RepetitionTime": 1000, "InversionTime": 1000, "FlipAngle": 1,
+    "EchoTrainLength": 1, "ScanningSequence": 1, "SequenceVariant": 1, "ScanOptions": 1,
+    "SequenceName": 1, "MRAcquisitionType": 1, "ImagingFrequency": 1,
+    "KVP": 1, "XRayTubeCurrent": 1, "Exposure": 1, "ExposureTime": 1, "ConvolutionKernel": 1,
+    "ReconstructionDiameter": 1, "GantryDetectorTilt": 1, "TableHeight": 1,
+    "ContrastBolusAgent": 1, "WindowCenter": 1, "WindowWidth": 1, "RescaleSlope": 1,
+    "RescaleIntercept": 1, "RescaleType": 1, "BitsStored": 1, "PhotometricInterpretation": 1,
+}
+IDENTIFIER_FIELDS = ("PatientName", "PatientID", "PatientBirthDate")
+
+
+def sidecar_fields(path: Path, keep_identifiers: bool = False) -> dict[str, Any]:
+    """The acquisition fields present in one DICOM file, as JSON-ready values."""
+    import pydicom
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    fields: dict[str, Any] = {}
+    for keyword, divisor in ACQUISITION_FIELDS.items():
+        value = _json_value(ds.get(keyword))
+        if value is None:
+            continue
+        if divisor != 1 and isinstance(value, (int, float)):
+            value = round(value / divisor, 9)
+        fields[keyword] = value
+    if "ImageOrientationPatient" in ds:
+        fields["ImageOrientationPatientDICOM"] = _json_value(ds.ImageOrientationPatient)
+    fields["TransferSyntaxUID"] = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(
+        ds, "file_meta") else ""
+    if keep_identifiers:
+        for keyword in IDENTIFIER_FIELDS:
+            if keyword in ds:
+                fields[keyword] = _json_value(ds.get(keyword))
+    return fields
+
+
+def _json_value(value: Any) -> Any:
+    """DICOM element values -> str, int, float or lists of them (None when empty)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        items = [_json_value(v) for v in value]
+        return items or None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+        return int(number) if number.is_integer() and type(value).__name__ in ("IS", "int") \
+            else number
+    if type(value).__name__ in ("DSfloat", "DSdecimal"):
+        return float(value)
+    if isinstance(value, bytes):
+        return None
+    return str(value).strip() or None

@@ -1,0 +1,84 @@
+"""Volume -> NIfTI-1 (.nii / .nii.gz): header by nibabel, data streamed by us.
+
+The voxel bytes are written straight from the Fortran-ordered array (no copy)
+through a fast deflate (ISA-L igzip) instead of CPython's zlib: compression is
+most of a conversion's time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from convkit import __version__
+from convkit.volume import Volume
+
+#: igzip level (0-3): 1 is several times faster than zlib level 6 at similar size.
+GZIP_LEVEL = 1
+_CHUNK_BYTES = 16 * 1024 * 1024
+_VOX_OFFSET = 352  # 348-byte header + 4-byte extension flag
+
+
+def nifti_header(volume: Volume):
+    """A nibabel Nifti1Header: qform and sform (codes 1), pixdim, units, scaling, descrip."""
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_data_dtype(volume.array.dtype)
+    header.set_data_shape(volume.shape)
+    header.set_qform(volume.affine, code=1)
+    header.set_sform(volume.affine, code=1)
+    zooms = list(volume.spacing) + [volume.repetition_time_s or 1.0] * (len(volume.shape) - 3)
+    header.set_zooms(zooms)
+    header.set_xyzt_units("mm", "sec")
+    if not volume.is_rgb:
+        header.set_slope_inter(volume.slope, volume.intercept)
+    header["descrip"] = describe(volume).encode()[:79]
+    header["vox_offset"] = _VOX_OFFSET
+    return header
+
+
+def describe(volume: Volume) -> str:
+    """Short, identifier-free description for the header's descrip field."""
+    parts = [f"convkit {__version__}"]
+    meta = volume.metadata
+    if meta.get("Modality"):
+        parts.append(str(meta["Modality"]))
+    if meta.get("EchoTime") is not None:
+        parts.append(f"TE={meta['EchoTime'] * 1000:g}")
+    if meta.get("RepetitionTime") is not None:
+        parts.append(f"TR={meta['RepetitionTime'] * 1000:g}")
+    if meta.get("TiltCorrected"):
+        parts.append("tilt corrected")
+    if meta.get("Resampled"):
+        parts.append("resampled")
+    return "; ".join(parts)
+
+
+def write_nifti(volume: Volume, path: Path) -> None:
+    """Write volume to path (.nii or .nii.gz by suffix)."""
+    header = nifti_header(volume).binaryblock + b"\x00" * 4
+    data = _flat_bytes(volume.array)
+    if path.name.endswith(".gz"):
+        from isal import igzip
+
+        with igzip.open(path, "wb", compresslevel=GZIP_LEVEL) as handle:
+            _write_all(handle, header, data)
+    else:
+        with open(path, "wb") as handle:
+            _write_all(handle, header, data)
+
+
+def _flat_bytes(array: np.ndarray) -> memoryview:
+    """The array's bytes in Fortran (NIfTI) order, without a copy when already Fortran-ordered."""
+    flat = np.asarray(array).reshape(-1, order="F")
+    if not flat.dtype.isnative:
+        flat = flat.astype(flat.dtype.newbyteorder("="))
+    return memoryview(flat.view(np.uint8))
+
+
+def _write_all(handle, header: bytes, data: memoryview) -> None:
+    handle.write(header)
+    for start in range(0, len(data), _CHUNK_BYTES):
+        handle.write(data[start:start + _CHUNK_BYTES])

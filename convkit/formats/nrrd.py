@@ -1,0 +1,70 @@
+"""Volume -> NRRD (.nrrd attached, .nhdr detached) with pynrrd, in LPS space.
+
+NRRD has no slope/intercept, so real-world values are written, in the smallest
+type that holds them exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from convkit.geometry import lps_to_ras
+from convkit.volume import Volume
+
+#: zlib level for NRRD's gzip encoding (pynrrd uses CPython zlib).
+NRRD_GZIP_LEVEL = 1
+_INTEGER_TYPES = [np.dtype(t) for t in ("uint8", "int8", "uint16", "int16", "uint32", "int32",
+                                        "int64")]
+
+
+def compact_real_values(volume: Volume) -> np.ndarray:
+    """Real-world values in the smallest dtype that holds them exactly (Fortran order)."""
+    if volume.is_rgb or not volume.scaled:
+        return volume.array
+    real = volume.real_array(np.float64)
+    if real.size and np.array_equal(real, np.rint(real)):
+        low, high = real.min(), real.max()
+        for dtype in _INTEGER_TYPES:
+            info = np.iinfo(dtype)
+            if info.min <= low and high <= info.max:
+                return real.astype(dtype, order="F")
+    single = real.astype(np.float32, order="F")
+    return single if np.array_equal(single, real) else real
+
+
+def nrrd_header(volume: Volume, data: np.ndarray) -> dict:
+    """pynrrd header: space LPS, directions and origin from the affine, gzip encoding."""
+    lps = lps_to_ras(volume.affine)
+    spatial = lps[:3, :3].T  # one row per axis i, j, k
+    header = {
+        "space": "left-posterior-superior",
+        "encoding": "gzip",
+        "space origin": lps[:3, 3],
+    }
+    kinds = ["domain", "domain", "domain"]
+    directions = [row for row in spatial]
+    if volume.is_rgb:
+        kinds = ["RGB-color"] + kinds
+        directions = [np.full(3, np.nan)] + directions
+    extra = data.ndim - len(kinds)
+    kinds += ["time" if volume.array.ndim == 4 else "list"] * extra
+    directions += [np.full(3, np.nan)] * extra
+    header["kinds"] = kinds
+    header["space directions"] = np.array(directions)
+    if volume.metadata.get("Modality"):
+        header["content"] = f"{volume.metadata['Modality']} converted by convkit"
+    return header
+
+
+def write_nrrd(volume: Volume, path: Path) -> None:
+    """Write volume to path: .nrrd (attached) or .nhdr (+ .raw.gz beside it)."""
+    import nrrd
+
+    data = compact_real_values(volume)
+    if volume.is_rgb:
+        data = np.stack([data[channel] for channel in "RGB"])  # (3, i, j, k): RGB-color first
+    header = nrrd_header(volume, data)
+    nrrd.write(str(path), data, header, detached_header=path.suffix == ".nhdr",
+               compression_level=NRRD_GZIP_LEVEL, index_order="F")

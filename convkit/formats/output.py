@@ -1,0 +1,50 @@
+"""Atomic output: files appear complete, all together, or not at all.
+
+Writers write into a hidden staging folder inside the target folder (same file
+system, so the final rename is atomic); nothing is overwritten unless asked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from convkit.errors import OutputError
+
+
+def check_targets(paths: list[Path], force: bool) -> None:
+    """Refuse (exit 5) when a target exists and force is not set."""
+    existing = [p for p in paths if p.exists()]
+    if existing and not force:
+        shown = ", ".join(str(p) for p in existing[:3]) + (" ..." if len(existing) > 3 else "")
+        raise OutputError(f"output exists: {shown}", "use --force to overwrite")
+
+
+@contextmanager
+def staged_files(folder: Path, force: bool = False) -> Iterator[Path]:
+    """Yield a staging folder; on success move every file in it into folder.
+
+    On any exception the staging folder and everything in it are removed, so a
+    failed write leaves nothing behind.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".convkit-", dir=folder))
+    except OSError as exc:
+        raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}",
+                          "check the path and its permissions") from exc
+    try:
+        yield staging
+        staged = sorted(staging.iterdir())
+        check_targets([folder / p.name for p in staged], force)
+        for path in staged:
+            os.replace(path, folder / path.name)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}",
+                          "check free space and permissions") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,197 @@
+"""Pure geometry: affines from DICOM attributes, slice order and spacing, tilt.
+
+No I/O here, only numpy. Conventions used throughout convkit:
+
+- DICOM patient space is LPS; NIfTI world space is RAS. Functions say which.
+- Voxel index order is (i, j, k[, t]) with i along a DICOM row (increasing
+  column index, ImageOrientationPatient[:3]), j down a column (increasing row
+  index, ImageOrientationPatient[3:]) and k across slices.
+- An affine maps (i, j, k, 1) to world millimetres.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Two ImageOrientationPatient vectors closer than this (max abs cosine difference) are equal.
+ORIENTATION_TOLERANCE = 1e-3
+#: Slice positions (projected on the normal) closer than this are the same position, in mm.
+SAME_POSITION_TOLERANCE_MM = 0.01
+#: A slice may sit this far from the regular grid (mm, or this fraction of the spacing,
+#: whichever is larger) before the spacing counts as uneven.
+SPACING_TOLERANCE_MM = 0.02
+SPACING_TOLERANCE_FRACTION = 0.01
+#: In-plane drift of slice origins (mm, or this fraction of a pixel, whichever is larger)
+#: above which a stack counts as sheared (gantry tilt).
+SHEAR_TOLERANCE_MM = 0.02
+SHEAR_TOLERANCE_FRACTION = 0.01
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def lps_to_ras(affine: np.ndarray) -> np.ndarray:
+    """Convert an affine to LPS world into one to RAS world (and back: it is its own inverse)."""
+    return LPS_TO_RAS @ affine
+
+
+def plane_axes(orientation: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit row direction, column direction and slice normal (LPS) from ImageOrientationPatient.
+
+    The row direction is the first triplet (increasing column index), the column
+    direction the second (increasing row index); normal = row x column.
+    """
+    iop = np.asarray(orientation, dtype=float).reshape(2, 3)
+    row_dir = iop[0] / np.linalg.norm(iop[0])
+    col_dir = iop[1] / np.linalg.norm(iop[1])
+    normal = np.cross(row_dir, col_dir)
+    return row_dir, col_dir, normal / np.linalg.norm(normal)
+
+
+def same_orientation(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when two ImageOrientationPatient vectors agree within ORIENTATION_TOLERANCE."""
+    return bool(np.max(np.abs(np.asarray(a, float) - np.asarray(b, float))) <= ORIENTATION_TOLERANCE)
+
+
+def affine_lps(
+    orientation: np.ndarray,
+    pixel_spacing: tuple[float, float],
+    origin: np.ndarray,
+    slice_step: np.ndarray,
+) -> np.ndarray:
+    """Voxel (i, j, k) -> LPS mm.
+
+    pixel_spacing is DICOM's [between rows, between columns]; origin is the
+    ImagePositionPatient of slice k = 0; slice_step is the LPS vector from one
+    slice origin to the next.
+    """
+    row_dir, col_dir, _ = plane_axes(orientation)
+    affine = np.eye(4)
+    affine[:3, 0] = row_dir * float(pixel_spacing[1])
+    affine[:3, 1] = col_dir * float(pixel_spacing[0])
+    affine[:3, 2] = np.asarray(slice_step, dtype=float)
+    affine[:3, 3] = np.asarray(origin, dtype=float)
+    return affine
+
+
+@dataclass(frozen=True)
+class Gap:
+    """An irregular step between two consecutive distinct slice positions (mm along the normal)."""
+
+    after_index: int  # 0-based index (in sorted order) of the slice before the step
+    position_mm: float  # projected position of that slice
+    step_mm: float  # the step found
+    expected_mm: float  # the typical step of the series
+
+
+@dataclass(frozen=True)
+class StackGeometry:
+    """The geometry of one stack of distinct slice positions (LPS).
+
+    distances and offsets are relative to the first slice in sorted order
+    (ascending along the normal).
+    """
+
+    row_dir: np.ndarray
+    col_dir: np.ndarray
+    normal: np.ndarray
+    origin: np.ndarray  # LPS position of the first slice in sorted order
+    distances: np.ndarray  # (n,) mm along the normal
+    offsets: np.ndarray  # (n, 2) in-plane drift of each slice origin, mm along row_dir, col_dir
+    spacing: float  # regular slice spacing: span / (n - 1), or the fallback for one slice
+    gaps: tuple[Gap, ...]
+    sheared: bool
+
+    @property
+    def regular(self) -> bool:
+        return not self.gaps
+
+    @property
+    def tilt_degrees(self) -> float:
+        """Angle between the slice stacking direction and the slice normal."""
+        if len(self.distances) < 2 or self.distances[-1] == 0:
+            return 0.0
+        drift = np.hypot(*(self.offsets[-1] - self.offsets[0]))
+        return float(np.degrees(np.arctan2(drift, self.distances[-1] - self.distances[0])))
+
+
+def project_positions(positions: np.ndarray, orientation: np.ndarray) -> np.ndarray:
+    """Distance of each LPS position along the slice normal (mm)."""
+    _, _, normal = plane_axes(orientation)
+    return np.asarray(positions, dtype=float) @ normal
+
+
+def analyse_stack(
+    positions: np.ndarray,
+    orientation: np.ndarray,
+    pixel_spacing: tuple[float, float],
+    fallback_spacing: float = 1.0,
+) -> StackGeometry:
+    """Geometry of distinct slice positions given in ascending order along the normal.
+
+    positions: (n, 3) LPS ImagePositionPatient values, already sorted. The result
+    reports uneven steps (gaps) and in-plane drift (shear, i.e. gantry tilt)
+    rather than hiding them; fallback_spacing is used for a single slice.
+    """
+    positions = np.asarray(positions, dtype=float).reshape(-1, 3)
+    row_dir, col_dir, normal = plane_axes(orientation)
+    rel = positions - positions[0]
+    distances = rel @ normal
+    offsets = np.stack([rel @ row_dir, rel @ col_dir], axis=1)
+    n = len(positions)
+    spacing = float(distances[-1] / (n - 1)) if n > 1 else float(fallback_spacing)
+    gaps: tuple[Gap, ...] = ()
+    if n > 2:
+        gaps = _find_gaps(distances, spacing)
+    shear_tol = max(SHEAR_TOLERANCE_MM, SHEAR_TOLERANCE_FRACTION * float(min(pixel_spacing)))
+    sheared = bool(n > 1 and np.max(np.abs(offsets)) > shear_tol)
+    return StackGeometry(row_dir, col_dir, normal, positions[0], distances, offsets, spacing,
+                         gaps, sheared)
+
+
+def _find_gaps(distances: np.ndarray, spacing: float) -> tuple[Gap, ...]:
+    """Steps that put a slice off the regular grid first + k * spacing."""
+    steps = np.diff(distances)
+    typical = float(np.median(steps))
+    tol = max(SPACING_TOLERANCE_MM, SPACING_TOLERANCE_FRACTION * abs(typical))
+    grid = np.arange(len(distances)) * spacing
+    if np.max(np.abs(distances - grid)) <= tol and np.max(np.abs(steps - typical)) <= tol:
+        return ()
+    return tuple(
+        Gap(int(i), float(distances[i]), float(step), typical)
+        for i, step in enumerate(steps)
+        if abs(step - typical) > tol
+    )
+
+
+def stack_affine_lps(stack: StackGeometry, pixel_spacing: tuple[float, float]) -> np.ndarray:
+    """Affine (LPS) of a straight, regular stack: k along the normal at the regular spacing."""
+    orientation = np.concatenate([stack.row_dir, stack.col_dir])
+    return affine_lps(orientation, pixel_spacing, stack.origin, stack.normal * stack.spacing)
+
+
+def axis_codes(affine_ras: np.ndarray) -> str:
+    """Closest canonical axis letters of a RAS affine, e.g. 'RAS' or 'LPI' (like nibabel's)."""
+    letters = ("LR", "PA", "IS")
+    linear = np.asarray(affine_ras, float)[:3, :3]
+    codes = []
+    used: set[int] = set()
+    # Assign the most dominant axes first so that oblique matrices map one-to-one.
+    order = np.argsort(-np.max(np.abs(linear), axis=0))
+    result = [""] * 3
+    for col in order:
+        weights = np.abs(linear[:, col]).copy()
+        weights[list(used)] = -1
+        world = int(np.argmax(weights))
+        used.add(world)
+        result[col] = letters[world][1 if linear[world, col] > 0 else 0]
+    codes.extend(result)
+    return "".join(codes)
+
+
+def obliquity_degrees(affine: np.ndarray) -> float:
+    """Largest angle (degrees) between a voxel axis and its closest world axis."""
+    linear = np.asarray(affine, float)[:3, :3]
+    unit = linear / np.linalg.norm(linear, axis=0)
+    return float(np.degrees(np.arccos(np.clip(np.max(np.abs(unit), axis=0).min(), -1, 1))))

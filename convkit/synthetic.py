@@ -1,0 +1,186 @@
+"""Synthetic DICOM series with known geometry, for tests, sample data and benchmarks.
+
+Everything here is deterministic: UIDs and file names derive from ``seed``.
+Geometry is given in DICOM terms (LPS): ImageOrientationPatient, PixelSpacing
+[between rows, between columns] and one ImagePositionPatient per slice.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convkit.geometry import plane_axes
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+SECONDARY_CAPTURE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
+_SOP_CLASS = {"CT": CT_IMAGE_STORAGE, "MR": MR_IMAGE_STORAGE}
+
+
+def regular_positions(
+    n_slices: int,
+    orientation: Sequence[float] = (1, 0, 0, 0, 1, 0),
+    origin: Sequence[float] = (0.0, 0.0, 0.0),
+    spacing: float = 1.0,
+    step: Sequence[float] | None = None,
+) -> np.ndarray:
+    """(n, 3) LPS positions: origin + k * step, step defaulting to normal * spacing."""
+    if step is None:
+        step = plane_axes(np.asarray(orientation, float))[2] * spacing
+    return np.asarray(origin, float) + np.outer(np.arange(n_slices), np.asarray(step, float))
+
+
+def uid(seed: Any, *parts: Any) -> str:
+    """A valid, deterministic DICOM UID derived from seed and parts."""
+    from pydicom.uid import generate_uid
+
+    return generate_uid(entropy_srcs=[str(seed), *map(str, parts)])
+
+
+def write_series(
+    out_dir: Path | str,
+    stored: np.ndarray,
+    positions: np.ndarray,
+    *,
+    orientation: Sequence[float] = (1, 0, 0, 0, 1, 0),
+    pixel_spacing: Sequence[float] = (1.0, 1.0),
+    modality: str = "CT",
+    rescale_slope: float | Sequence[float] | None = None,
+    rescale_intercept: float | Sequence[float] | None = None,
+    bits_stored: int | None = None,
+    series_number: int = 1,
+    series_description: str = "synthetic",
+    seed: int = 0,
+    transfer_syntax: str | None = None,
+    shuffle_names: bool = True,
+    slice_thickness: float | None = None,
+    times: Sequence[float] | None = None,
+    extra: dict[str, Any] | None = None,
+    per_slice: Sequence[dict[str, Any]] | None = None,
+) -> list[Path]:
+    """Write one single-frame file per slice and return the paths (in slice order).
+
+    stored: (n, rows, cols) integer stored values, or (n, rows, cols, 3) uint8 RGB.
+    positions: (n, 3) ImagePositionPatient per slice (LPS mm), in the same order.
+    times: optional seconds per slice; sets AcquisitionTime (and, when given,
+    TemporalPositionIdentifier from the distinct times).
+    extra: attributes (by keyword) set on every file; per_slice: one dict per slice.
+    File names are random-looking (seeded) when shuffle_names, so order must
+    come from the headers.
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    stored = np.asarray(stored)
+    n = stored.shape[0]
+    positions = np.asarray(positions, float).reshape(n, 3)
+    rgb = stored.ndim == 4
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slopes = _per_slice_values(rescale_slope, n)
+    intercepts = _per_slice_values(rescale_intercept, n)
+    _, _, normal = plane_axes(np.asarray(orientation, float))
+    if slice_thickness is None:
+        distances = positions @ normal
+        slice_thickness = float(np.median(np.abs(np.diff(distances)))) if n > 1 else 1.0
+    distinct_times = sorted(set(times)) if times is not None else []
+    study_uid, series_uid, frame_uid = (uid(seed, "study"), uid(seed, series_number, "series"),
+                                        uid(seed, "frame"))
+    names = [f"IM{index:05d}.dcm" for index in range(n)]
+    if shuffle_names:
+        rng = random.Random(seed)
+        names = [f"{rng.getrandbits(48):012x}" for _ in range(n)]
+    paths = []
+    for index in range(n):
+        ds = Dataset()
+        ds.SOPClassUID = _SOP_CLASS.get(modality, SECONDARY_CAPTURE_STORAGE)
+        ds.SOPInstanceUID = uid(seed, series_number, "instance", index)
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.FrameOfReferenceUID = frame_uid
+        ds.Modality = modality
+        ds.Manufacturer = "convkit synthetic"
+        ds.PatientName = "Synthetic^Patient"
+        ds.PatientID = "SYNTH001"
+        ds.PatientBirthDate = "19700101"
+        ds.StudyDate = ds.SeriesDate = "20260101"
+        ds.StudyTime = "120000"
+        ds.SeriesNumber = series_number
+        ds.SeriesDescription = series_description
+        ds.InstanceNumber = index + 1
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.ImagePositionPatient = [_ds(v) for v in positions[index]]
+        ds.ImageOrientationPatient = [_ds(v) for v in orientation]
+        ds.PixelSpacing = [_ds(v) for v in pixel_spacing]
+        ds.SliceThickness = _ds(slice_thickness)
+        ds.SliceLocation = _ds(float(positions[index] @ normal))
+        if times is not None:
+            ds.AcquisitionTime = _dicom_time(times[index])
+            ds.TemporalPositionIdentifier = distinct_times.index(times[index]) + 1
+        _set_pixels(ds, stored[index], rgb, bits_stored)
+        if slopes[index] is not None:
+            ds.RescaleSlope = _ds(slopes[index])
+        if intercepts[index] is not None:
+            ds.RescaleIntercept = _ds(intercepts[index])
+        for keyword, value in {**(extra or {}), **(per_slice[index] if per_slice else {})}.items():
+            setattr(ds, keyword, value)
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        path = out_dir / names[index]
+        if transfer_syntax and transfer_syntax != ExplicitVRLittleEndian:
+            ds.compress(transfer_syntax)
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def _set_pixels(ds: Any, pixels: np.ndarray, rgb: bool, bits_stored: int | None) -> None:
+    ds.Rows, ds.Columns = pixels.shape[:2]
+    if rgb:
+        ds.SamplesPerPixel = 3
+        ds.PhotometricInterpretation = "RGB"
+        ds.PlanarConfiguration = 0
+        ds.BitsAllocated = ds.BitsStored = 8
+        ds.HighBit = 7
+        ds.PixelRepresentation = 0
+        ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
+        return
+    dtype = pixels.dtype
+    if dtype.kind not in "iu":
+        raise ValueError(f"stored values must be integers, got {dtype}")
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 8 * dtype.itemsize
+    ds.BitsStored = bits_stored or ds.BitsAllocated
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = 1 if dtype.kind == "i" else 0
+    ds.PixelData = np.ascontiguousarray(pixels, dtype=dtype.newbyteorder("<")).tobytes()
+
+
+def _per_slice_values(value: float | Sequence[float] | None, n: int) -> list[float | None]:
+    if value is None or np.isscalar(value):
+        return [value] * n
+    values = list(value)
+    if len(values) != n:
+        raise ValueError(f"expected {n} per-slice values, got {len(values)}")
+    return values
+
+
+def _ds(value: float) -> str:
+    """A DS string of at most 16 characters."""
+    from pydicom.valuerep import format_number_as_ds
+
+    return format_number_as_ds(float(value))
+
+
+def _dicom_time(seconds: float) -> str:
+    hours, rest = divmod(float(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{int(hours):02d}{int(minutes):02d}{secs:09.6f}"

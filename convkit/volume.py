@@ -1,0 +1,107 @@
+"""Volume: a voxel array, its affine and its metadata, the one currency of convkit.
+
+Conventions (see geometry.py): ``array`` is indexed (i, j, k[, t]) and held in
+Fortran order, so that ``array[:, :, k]`` is one contiguous DICOM slice and the
+bytes are already in NIfTI's on-disk order. ``affine`` maps (i, j, k) to RAS mm.
+``array`` holds stored values; real-world values are ``array * slope + intercept``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from convkit.geometry import axis_codes
+
+RGB_DTYPE = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
+
+
+@dataclass
+class Volume:
+    """A 3D or 4D image in RAS world space.
+
+    array: (i, j, k[, t]) stored values (Fortran order), or RGB_DTYPE for colour.
+    affine: 4x4, voxel index -> RAS mm.
+    slope, intercept: real-world value = stored * slope + intercept.
+    metadata: acquisition fields for the JSON sidecar (no patient identifiers
+        unless asked for).
+    notes: what convkit did to get here (tilt corrected, resampled, ...), for
+        people and for the sidecar.
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    slope: float = 1.0
+    intercept: float = 0.0
+    metadata: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    repetition_time_s: float | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        """Voxel size (mm) along i, j, k."""
+        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
+
+    @property
+    def is_rgb(self) -> bool:
+        return self.array.dtype == RGB_DTYPE
+
+    @property
+    def scaled(self) -> bool:
+        return (self.slope, self.intercept) != (1.0, 0.0)
+
+    @property
+    def orientation(self) -> str:
+        """Closest canonical axis codes, e.g. 'LPS' or 'RAS'."""
+        return axis_codes(self.affine)
+
+    def real_array(self, dtype: np.dtype | str = np.float32) -> np.ndarray:
+        """Real-world values (stored * slope + intercept) as a new array of dtype."""
+        if self.is_rgb:
+            return self.array.copy()
+        if not self.scaled:
+            return self.array.astype(dtype, order="F")
+        real = self.array.astype(dtype, order="F")
+        real *= dtype_type(dtype)(self.slope)
+        real += dtype_type(dtype)(self.intercept)
+        return real
+
+    def to_nibabel(self):
+        """A nibabel Nifti1Image holding the stored values and the scaling (no copy)."""
+        from convkit.formats.nifti import nifti_header
+
+        import nibabel as nib
+
+        return nib.Nifti1Image(self.array, self.affine, header=nifti_header(self))
+
+    def to_sitk(self):
+        """A SimpleITK image of the real-world values (LPS, as ITK expects)."""
+        import SimpleITK as sitk
+
+        from convkit.geometry import lps_to_ras
+
+        if self.is_rgb:
+            data = self.array.view(np.uint8).reshape(*self.shape, 3)
+            image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0, 3)),
+                                           isVector=True)
+        else:
+            values = self.real_array() if self.scaled else self.array
+            image = sitk.GetImageFromArray(np.ascontiguousarray(values.T))
+        if self.array.ndim > 3:
+            raise NotImplementedError("to_sitk supports 3D volumes; take one time point first")
+        lps = lps_to_ras(self.affine)
+        spacing = np.linalg.norm(lps[:3, :3], axis=0)
+        image.SetSpacing([float(s) for s in spacing])
+        image.SetDirection([float(v) for v in (lps[:3, :3] / spacing).ravel()])
+        image.SetOrigin([float(v) for v in lps[:3, 3]])
+        return image
+
+
+def dtype_type(dtype: np.dtype | str) -> type:
+    return np.dtype(dtype).type
