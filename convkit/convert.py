@@ -16,7 +16,13 @@ from typing import Any
 from convkit import __version__
 from convkit.dicom.scan import FileRecord, ScanResult, SeriesGroup, name_series, scan_folder
 from convkit.dicom.series import ConvertOptions, read_series
-from convkit.errors import ConvkitError, InputError, RefusedError, UsageError
+from convkit.errors import (
+    ConvkitError,
+    InputError,
+    RefusedError,
+    UnreadableFileError,
+    UsageError,
+)
 from convkit.formats import FORMATS, write_volume
 from convkit.formats.output import check_targets, staged_files
 from convkit.volume import Volume
@@ -46,6 +52,7 @@ class SeriesResult:
     notes: list[str] = field(default_factory=list)
     reason: str = ""
     hint: str = ""
+    unreadable: list[str] = field(default_factory=list)  # files that could not be decoded
 
 
 @dataclass
@@ -111,7 +118,12 @@ def convert_folder(
         return report
     suffix = FORMATS[fmt]
     check_targets([out_path / f"{g.label}{ext}" for g in groups for ext in (suffix, ".json")], force)
+    unreadable = _unreadable_by_series(scan)
     for group in groups:
+        broken = unreadable.get(group.series_uid)
+        if broken:
+            report.series.append(_incomplete(group, broken))
+            continue
         report.series.append(_convert_one(group, out_path, suffix, options, force, progress))
     _mark_refused_files(report, groups)
     return report
@@ -135,7 +147,9 @@ def _select(scan: ScanResult, select: list[str] | None) -> list[SeriesGroup]:
     if not scan.series:
         counts = ", ".join(f"{scan.count(s)} {s}" for s in ("not-dicom", "dicomdir", "unreadable",
                                                             "skipped") if scan.count(s))
-        raise InputError(f"no DICOM images under {scan.root} ({counts or 'no files'})",
+        problems = [r for r in scan.files if r.status in ("unreadable", "skipped")]
+        example = f"; {problems[0].path.name}: {problems[0].reason}" if problems else ""
+        raise InputError(f"no DICOM images under {scan.root} ({counts or 'no files'}{example})",
                          "point convkit at the folder that holds the DICOM files")
     if not select:
         return scan.series
@@ -154,6 +168,25 @@ def _result(group: SeriesGroup, status: str) -> SeriesResult:
                         first.series_description, first.modality, len(group.headers), status)
 
 
+def _unreadable_by_series(scan: ScanResult) -> dict[str, list[FileRecord]]:
+    found: dict[str, list[FileRecord]] = {}
+    for record in scan.files:
+        if record.status == "unreadable" and record.series_uid:
+            found.setdefault(record.series_uid, []).append(record)
+    return found
+
+
+def _incomplete(group: SeriesGroup, broken: list[FileRecord]) -> SeriesResult:
+    """A series with unreadable files is not converted: the volume would have a hole."""
+    result = _result(group, "failed")
+    first = broken[0]
+    more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+    result.reason = f"series {group.label}: {first.path} is unreadable: {first.reason}{more}"
+    result.unreadable = [str(r.path) for r in broken]
+    result.hint = "re-export the series, or remove the file and convert with --resample"
+    return result
+
+
 def _convert_one(group: SeriesGroup, out_dir: Path, suffix: str, options: ConvertOptions,
                  force: bool, progress: Progress | None) -> SeriesResult:
     result = _result(group, "written")
@@ -165,6 +198,8 @@ def _convert_one(group: SeriesGroup, out_dir: Path, suffix: str, options: Conver
         result.status, result.reason, result.hint = "refused", exc.message, exc.hint
         return result
     except (InputError, OSError) as exc:
+        if isinstance(exc, UnreadableFileError):
+            result.unreadable.append(str(exc.path))
         result.status = "failed"
         result.reason = getattr(exc, "message", None) or str(exc)
         result.hint = getattr(exc, "hint", "")
@@ -200,7 +235,10 @@ def _mark_refused_files(report: ConversionReport, groups: list[SeriesGroup]) -> 
     for record in report.files:
         result = by_label.get(record.series)
         if record.status == "used" and result and result.status != "written":
-            record.status = "refused" if result.status == "refused" else "unreadable"
+            if str(record.path) in result.unreadable:
+                record.status = "unreadable"
+            else:
+                record.status = "refused" if result.status == "refused" else "skipped"
             record.reason = result.reason
 
 

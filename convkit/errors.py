@@ -34,6 +34,14 @@ class InputError(ConvkitError):
     exit_code = 3
 
 
+class UnreadableFileError(InputError):
+    """One file's content cannot be read (exit 3); ``path`` names it."""
+
+    def __init__(self, path: object, message: str, hint: str = "") -> None:
+        super().__init__(message, hint)
+        self.path = path
+
+
 class RefusedError(ConvkitError):
     """The data cannot be converted faithfully without an explicit option (exit 4)."""
 

@@ -153,7 +153,7 @@ def analyse_stack(
 def _find_gaps(distances: np.ndarray, spacing: float) -> tuple[Gap, ...]:
     """Steps that put a slice off the regular grid first + k * spacing."""
     steps = np.diff(distances)
-    typical = float(np.median(steps))
+    typical = typical_step(steps)
     tol = max(SPACING_TOLERANCE_MM, SPACING_TOLERANCE_FRACTION * abs(typical))
     grid = np.arange(len(distances)) * spacing
     if np.max(np.abs(distances - grid)) <= tol and np.max(np.abs(steps - typical)) <= tol:
@@ -163,6 +163,14 @@ def _find_gaps(distances: np.ndarray, spacing: float) -> tuple[Gap, ...]:
         for i, step in enumerate(steps)
         if abs(step - typical) > tol
     )
+
+
+def typical_step(steps: np.ndarray) -> float:
+    """The step most other steps agree with (ties: the smallest), robust to a few gaps."""
+    steps = np.asarray(steps, dtype=float)
+    tol = np.maximum(SPACING_TOLERANCE_MM, SPACING_TOLERANCE_FRACTION * np.abs(steps))
+    support = [(int(np.sum(np.abs(steps - s) <= t)), -s) for s, t in zip(steps, tol)]
+    return float(-max(support)[1])
 
 
 def stack_affine_lps(stack: StackGeometry, pixel_spacing: tuple[float, float]) -> np.ndarray:

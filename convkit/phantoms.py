@@ -37,7 +37,7 @@ _DESCENDING_AORTA = (28.0, 35.0, 12.0)
 _ARCH_Z = 80.0
 _VERTEBRA = (0.0, 60.0, 18.0)  # x, y, radius
 _SPINAL_CANAL = (0.0, 88.0, 8.0)
-_NEURAL_ARCH_RADIUS = 14.0
+_NEURAL_ARCH = (0.0, 88.0, 14.0)  # bone ring around the canal
 _MEDIASTINUM_MARGIN = 4.0  # lung tissue keeps this far from heart, aorta and spine
 # Nominal ground-glass centres (x, y, z), chosen well inside the lungs and clear of the
 # mediastinum; each is jittered by up to _GGO_JITTER mm per axis.
@@ -70,6 +70,7 @@ _GGO_MEAN_RANGE = (-630.0, -570.0)
 _GGO_HALF_WIDTH = 100.0
 
 Shape3 = tuple[int, int, int]
+GgoShape = tuple[np.ndarray, np.ndarray]  # centre (x, y, z) and semi-axes, mm
 
 
 class _Grid:
@@ -161,7 +162,7 @@ def _chest(shape: Shape3, pixel_spacing_mm: Sequence[float], slice_spacing_mm: f
     np.putmask(labels, vessels, _LABEL["vessel"])
     ggo = np.zeros(grid.shape, dtype=bool)
     for index, (centre, semi_axes) in enumerate(ggo_shapes):
-        # "& lungs" guards the contract "ggo is inside the lungs"; the layout already ensures it.
+        # The layout keeps every patch inside the lungs; "& lungs" makes that a guarantee.
         patch = grid.ellipsoid(centre, semi_axes) & lungs
         np.putmask(labels, patch, len(_TISSUES) + index)
         ggo |= patch
@@ -179,11 +180,9 @@ def _body_core(grid: _Grid) -> np.ndarray:
 
 def _paint_mediastinum(grid: _Grid, labels: np.ndarray) -> np.ndarray:
     """Paint spine, heart and aorta into labels; return the bone mask."""
-    canal_x, canal_y, canal_r = _SPINAL_CANAL
-    canal = grid.ellipse(canal_x, canal_y, canal_r, canal_r) <= 1
-    arch = grid.ellipse(canal_x, canal_y, _NEURAL_ARCH_RADIUS, _NEURAL_ARCH_RADIUS) <= 1
-    bone_2d = _disk(grid, _VERTEBRA) | (arch & ~canal)
-    bone = np.broadcast_to(bone_2d, grid.shape)
+    canal = _disk(grid, _SPINAL_CANAL)
+    neural_arch = _disk(grid, _NEURAL_ARCH) & ~canal
+    bone = np.broadcast_to(_disk(grid, _VERTEBRA) | neural_arch, grid.shape)
     np.putmask(labels, bone, _LABEL["bone"])
     np.putmask(labels, np.broadcast_to(canal, grid.shape), _LABEL["canal"])
     np.putmask(labels, _heart(grid, 0.0), _LABEL["myocardium"])
@@ -226,14 +225,11 @@ def _lungs(grid: _Grid) -> np.ndarray:
     lungs = grid.extrude(np.minimum(*(grid.ellipse(x, centre_y, a, b) for x in _LUNG_CENTRES_X)),
                          limit)
     spine = _disk(grid, _VERTEBRA, _MEDIASTINUM_MARGIN)
-    spine |= _disk(grid, (*_SPINAL_CANAL[:2], _NEURAL_ARCH_RADIUS), _MEDIASTINUM_MARGIN)
+    spine |= _disk(grid, _NEURAL_ARCH, _MEDIASTINUM_MARGIN)
     lungs &= ~spine[None, :, :]
     lungs &= ~_heart(grid, _MEDIASTINUM_MARGIN)
     lungs &= ~_aorta(grid, _MEDIASTINUM_MARGIN)
     return lungs
-
-
-GgoShape = tuple[np.ndarray, np.ndarray]
 
 
 def _ggo_shapes(rng: np.random.Generator) -> list[GgoShape]:
@@ -289,22 +285,34 @@ def _hounsfield(labels: np.ndarray, rng: np.random.Generator, n_ggo: int) -> np.
 def head_mr(shape: Shape3 = (20, 80, 64), seed: int = 0) -> np.ndarray:
     """Synthetic T1-weighted head MR: uint16 signal, (n_slices, rows, cols).
 
-    Coordinates are normalised to each array axis (-1..1), so the head fills about 90% of
+    Coordinates are normalised to each array axis (-1..1), so the head fills about 85% of
     every axis whatever the spacing; choose spacing for realistic proportions. Layers from
     outside in: scalp (bright, fatty), skull (dark rim), CSF (dark), cortex (~650) and white
-    matter (~850), with two dark lateral ventricles displaced along axis 0.
+    matter (~850) around two dark lateral ventricles.
+
+    Two features break the symmetry so that flips show: a nose (anterior, below the centre)
+    and a bright skin marker on the patient's left, assuming the axes of a sagittal stack
+    written with ImageOrientationPatient [0, 1, 0, 0, 0, -1]: slices from patient left to
+    right, rows from superior to inferior, columns from anterior to posterior.
     """
     rng = np.random.default_rng(seed)
     k, r, c = (np.linspace(-1, 1, size, dtype=np.float32) for size in shape)
-    w, v, u = k[:, None, None], r[None, :, None], c[None, None, :]
-    rho = np.sqrt((w / 0.9) ** 2 + (v / 0.9) ** 2 + (u / 0.9) ** 2)
+    point = (k[:, None, None], r[None, :, None], c[None, None, :])
+    rho = np.sqrt(sum(axis**2 for axis in point)) / 0.85
     signal = np.select(
         [rho <= 0.72, rho <= 0.80, rho <= 0.84, rho <= 0.92, rho <= 1.0],
         [850.0, 650.0, 150.0, 60.0, 700.0],
         default=0.0,
     ).astype(np.float32)
-    for side in (-0.12, 0.12):
-        ventricle = ((w - side) / 0.07) ** 2 + ((v + 0.05) / 0.15) ** 2 + (u / 0.35) ** 2 <= 1
-        signal[ventricle] = 150.0
+    for side in (-0.15, 0.15):
+        signal[_blob(point, (side, -0.1, 0.05), (0.1, 0.18, 0.4))] = 150.0
+    signal[_blob(point, (0.0, 0.3, -0.85), (0.12, 0.2, 0.15)) & (rho > 1)] = 400.0
+    signal[_blob(point, (-0.92, -0.3, 0.0), (0.07, 0.08, 0.08))] = 1000.0
     noise = rng.normal(0.0, 15.0, shape).astype(np.float32)
     return np.clip(np.abs(signal + noise), 0, 4095).astype(np.uint16)
+
+
+def _blob(point: Sequence[np.ndarray], centre: Sequence[float],
+          semi_axes: Sequence[float]) -> np.ndarray:
+    """Mask of a solid axis-aligned ellipsoid, broadcast over the three coordinate arrays."""
+    return sum(((x - x0) / a) ** 2 for x, x0, a in zip(point, centre, semi_axes, strict=True)) <= 1

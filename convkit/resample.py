@@ -16,6 +16,8 @@ import math
 
 import numpy as np
 
+from convkit.geometry import typical_step
+
 
 def shear_grid(offsets_px: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
     """Integer origin shift and output in-plane size that hold every shifted slice.
@@ -66,7 +68,7 @@ def regrid_slices(array: np.ndarray, distances: np.ndarray, targets: np.ndarray)
 def regular_targets(distances: np.ndarray) -> np.ndarray:
     """A regular grid from the first to the last distance at about the most common step."""
     span = float(distances[-1] - distances[0])
-    typical = float(np.median(np.diff(distances)))
+    typical = typical_step(np.diff(distances))
     count = max(2, int(round(span / typical)) + 1)
     return distances[0] + np.arange(count) * (span / (count - 1))
 

@@ -28,8 +28,9 @@ def _register_commands() -> None:
     app.command("dicom2nii", no_args_is_help=True)(dicom2nii.dicom2nii)
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", help="Show the version and exit."),
 ) -> None:
     """convkit: DICOM -> NIfTI/NRRD with a JSON sidecar, and more to come."""
@@ -38,6 +39,9 @@ def _root(
 
         typer.echo(f"convkit {__version__}")
         raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(2)
 
 
 def report_error(error: ConvkitError) -> None:
@@ -74,12 +78,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _unexpected(error: Exception, debug: bool) -> int:
-    import click
-
-    if isinstance(error, click.exceptions.ClickException):
+    # typer ships its own click: recognise its usage errors by shape, not by import.
+    if hasattr(error, "show") and isinstance(getattr(error, "exit_code", None), int):
         error.show()
         return error.exit_code
-    if isinstance(error, click.exceptions.Abort):
+    if type(error).__name__ == "Abort":
         print("Aborted.", file=sys.stderr)
         return 1
     if debug:

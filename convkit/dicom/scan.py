@@ -103,6 +103,7 @@ class FileRecord:
     status: str  # used | duplicate | not-dicom | dicomdir | unreadable | skipped | refused
     reason: str = ""
     series: str = ""  # label of the series it belongs to
+    series_uid: str = ""  # known for unreadable files whose header could be read
 
 
 @dataclass
@@ -178,7 +179,7 @@ def read_header(path: Path) -> SliceHeader | FileRecord:
         return FileRecord(path, "unreadable", f"header: {exc}".splitlines()[0][:200])
     problem = _check_pixel_size(header, path.stat().st_size)
     if problem:
-        return FileRecord(path, "unreadable", problem)
+        return FileRecord(path, "unreadable", problem, series_uid=header.series_instance_uid)
     return header
 
 

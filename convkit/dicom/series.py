@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from convkit import geometry, resample
-from convkit.dicom.scan import SeriesGroup, SliceHeader, scan_folder
+from convkit.dicom.scan import NATIVE_SYNTAXES, SeriesGroup, SliceHeader, scan_folder
 from convkit.dicom.sidecar import sidecar_fields
-from convkit.errors import InputError, RefusedError, UsageError
+from convkit.errors import InputError, RefusedError, UnreadableFileError, UsageError
 from convkit.volume import RGB_DTYPE, Volume
 
 #: Attributes that order repeated positions in time, strongest first.
@@ -255,21 +255,33 @@ def _read_pixels(layout: Layout, progress: SliceProgress | None) -> tuple[np.nda
 
 def decode_slice(header: SliceHeader) -> np.ndarray:
     """Pixel data of one single-frame file as (rows, cols) or (rows, cols) RGB_DTYPE."""
+    import pydicom
     from pydicom.pixels import pixel_array
 
+    hint = "the file may be truncated or use an unsupported compression; re-export the series"
     try:
-        pixels = pixel_array(header.path)
+        ds = pydicom.dcmread(header.path)
+        if header.transfer_syntax in NATIVE_SYNTAXES:
+            held = len(ds.PixelData)
+            if held < header.expected_pixel_bytes:
+                raise UnreadableFileError(
+                    header.path, f"{header.path}: truncated pixel data: the file holds {held} of "
+                    f"the {header.expected_pixel_bytes} bytes", hint)
+        pixels = pixel_array(ds)
+    except UnreadableFileError:
+        raise
     except Exception as exc:  # decoders raise many types; all mean "unreadable pixels"
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise InputError(f"{header.path}: cannot decode pixel data ({reason})",
-                         "the file may be truncated or use an unsupported compression") from exc
+        raise UnreadableFileError(header.path, f"{header.path}: cannot decode pixel data "
+                                  f"({reason})", hint) from exc
     if header.samples_per_pixel == 3:
         if pixels.shape != (header.rows, header.columns, 3):
-            raise InputError(f"{header.path}: colour pixel data of shape {pixels.shape}")
+            raise UnreadableFileError(header.path, f"{header.path}: colour pixel data of shape "
+                                      f"{pixels.shape}")
         return np.ascontiguousarray(pixels, dtype=np.uint8).view(RGB_DTYPE)[..., 0]
     if pixels.shape != (header.rows, header.columns):
-        raise InputError(f"{header.path}: pixel data of shape {pixels.shape}, expected "
-                         f"{header.rows} x {header.columns}")
+        raise UnreadableFileError(header.path, f"{header.path}: pixel data of shape "
+                                  f"{pixels.shape}, expected {header.rows} x {header.columns}")
     return pixels
 
 

@@ -1,0 +1,7 @@
+"""python -m convkit"""
+
+import sys
+
+from convkit.cli.app import main
+
+sys.exit(main())
