@@ -1,8 +1,50 @@
-"""convkit: DICOM to NIfTI/NRRD with geometry you can trust."""
+"""convkit: DICOM to NIfTI/NRRD with geometry you can trust.
 
+The public API is imported lazily (start-up time counts on small jobs)::
+
+    import convkit
+    scan = convkit.scan_folder("dicom/")
+    volume = convkit.read_series(scan.series[0])
+    convkit.write_volume(volume, "ct.nii.gz")
+    image = volume.to_nibabel()          # or volume.to_sitk()
+    report = convkit.convert_folder("dicom/", "out/")   # what `convkit dicom2nii` does
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 try:
     __version__ = version("convkit")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0"
+
+_API = {
+    "scan_folder": "convkit.dicom.scan",
+    "ScanResult": "convkit.dicom.scan",
+    "SeriesGroup": "convkit.dicom.scan",
+    "read_series": "convkit.dicom.series",
+    "ConvertOptions": "convkit.dicom.series",
+    "write_volume": "convkit.formats",
+    "convert_folder": "convkit.convert",
+    "ConversionReport": "convkit.convert",
+    "Volume": "convkit.volume",
+    "ConvkitError": "convkit.errors",
+    "InputError": "convkit.errors",
+    "RefusedError": "convkit.errors",
+    "OutputError": "convkit.errors",
+    "UsageError": "convkit.errors",
+}
+__all__ = sorted(_API) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(import_module(_API[name]), name)
+    raise AttributeError(f"module 'convkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

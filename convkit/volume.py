@@ -73,28 +73,37 @@ class Volume:
         return real
 
     def to_nibabel(self):
-        """A nibabel Nifti1Image holding the stored values and the scaling (no copy)."""
-        from convkit.formats.nifti import nifti_header
+        """A nibabel Nifti1Image whose get_fdata() gives real-world values.
 
+        nibabel applies scl_slope/scl_inter only to data read from a file, so a
+        scaled volume is handed over as float32 real-world values (unscaled
+        volumes share the array, no copy).
+        """
         import nibabel as nib
 
-        return nib.Nifti1Image(self.array, self.affine, header=nifti_header(self))
+        from convkit.formats.nifti import nifti_header
+
+        header = nifti_header(self)
+        data = self.real_array() if self.scaled else self.array
+        header.set_data_dtype(data.dtype)
+        header.set_slope_inter(1.0, 0.0)
+        return nib.Nifti1Image(data, self.affine, header=header)
 
     def to_sitk(self):
-        """A SimpleITK image of the real-world values (LPS, as ITK expects)."""
+        """A SimpleITK image of the real-world values (LPS, as ITK expects); 3D only."""
         import SimpleITK as sitk
 
         from convkit.geometry import lps_to_ras
 
+        if self.array.ndim != 3:
+            raise ValueError("to_sitk supports 3D volumes; take one time point first")
         if self.is_rgb:
-            data = self.array.view(np.uint8).reshape(*self.shape, 3)
-            image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0, 3)),
+            channels = np.stack([self.array[c] for c in "RGB"], axis=-1)  # (i, j, k, 3)
+            image = sitk.GetImageFromArray(np.ascontiguousarray(channels.transpose(2, 1, 0, 3)),
                                            isVector=True)
         else:
             values = self.real_array() if self.scaled else self.array
             image = sitk.GetImageFromArray(np.ascontiguousarray(values.T))
-        if self.array.ndim > 3:
-            raise NotImplementedError("to_sitk supports 3D volumes; take one time point first")
         lps = lps_to_ras(self.affine)
         spacing = np.linalg.norm(lps[:3, :3], axis=0)
         image.SetSpacing([float(s) for s in spacing])
