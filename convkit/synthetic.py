@@ -71,7 +71,8 @@ def write_series(
     TemporalPositionIdentifier from the distinct times).
     extra: attributes (by keyword) set on every file; per_slice: one dict per slice.
     File names are random-looking (seeded) when shuffle_names, so order must
-    come from the headers.
+    come from the headers. Series written with the same seed share the Study and
+    FrameOfReference UIDs (one study); give different seeds to separate them.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian
@@ -159,6 +160,10 @@ def _set_pixels(ds: Any, pixels: np.ndarray, rgb: bool, bits_stored: int | None)
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated = 8 * dtype.itemsize
     ds.BitsStored = bits_stored or ds.BitsAllocated
+    low, high = (-(1 << (ds.BitsStored - 1)), (1 << (ds.BitsStored - 1)) - 1) if dtype.kind == "i" \
+        else (0, (1 << ds.BitsStored) - 1)
+    if pixels.size and (pixels.min() < low or pixels.max() > high):
+        raise ValueError(f"values {pixels.min()}..{pixels.max()} do not fit {ds.BitsStored} bits")
     ds.HighBit = ds.BitsStored - 1
     ds.PixelRepresentation = 1 if dtype.kind == "i" else 0
     ds.PixelData = np.ascontiguousarray(pixels, dtype=dtype.newbyteorder("<")).tobytes()

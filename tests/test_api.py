@@ -44,7 +44,7 @@ def test_volume_matches_nibabel_and_sitk(sagittal, tmp_path):
     back = nib.load(tmp_path / "x.nii.gz")
     np.testing.assert_allclose(back.affine, volume.affine, atol=1e-5)
     np.testing.assert_allclose(back.get_fdata(), real)
-    assert back.header["scl_slope"] == 2.0 and back.header["scl_inter"] == -100.0
+    assert (back.dataobj.slope, back.dataobj.inter) == (2.0, -100.0)
     assert np.asarray(back.dataobj.get_unscaled()).dtype == np.int16
 
 
