@@ -42,6 +42,6 @@ def run_convkit(*args: str, check_code: int | None = None) -> subprocess.Complet
     return done
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cli():
     return run_convkit
