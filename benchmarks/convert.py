@@ -143,7 +143,7 @@ def build_series(work: Path) -> Path:
     import convkit.phantoms
     import convkit.synthetic
 
-    recipe = {"shape": SHAPE, "pixel_spacing_mm": PIXEL_SPACING_MM,
+    recipe = {"shape": list(SHAPE), "pixel_spacing_mm": list(PIXEL_SPACING_MM),
               "slice_spacing_mm": SLICE_SPACING_MM, "rescale_intercept": RESCALE_INTERCEPT,
               "seed": SEED,
               "source_sha256": hashlib.sha256(
@@ -171,7 +171,7 @@ def build_series(work: Path) -> Path:
                                    modality="CT", rescale_slope=1,
                                    rescale_intercept=RESCALE_INTERCEPT,
                                    series_description="bench chest CT", seed=SEED,
-                                   shuffle_names=True)
+                                   shuffle_names=True, extra={"PatientPosition": "HFS"})
     shutil.rmtree(series, ignore_errors=True)
     staging.rename(series)
     stamp.write_text(json.dumps(recipe))

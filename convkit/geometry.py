@@ -180,22 +180,14 @@ def stack_affine_lps(stack: StackGeometry, pixel_spacing: tuple[float, float]) -
 
 
 def axis_codes(affine_ras: np.ndarray) -> str:
-    """Closest canonical axis letters of a RAS affine, e.g. 'RAS' or 'LPI' (like nibabel's)."""
-    letters = ("LR", "PA", "IS")
-    linear = np.asarray(affine_ras, float)[:3, :3]
-    codes = []
-    used: set[int] = set()
-    # Assign the most dominant axes first so that oblique matrices map one-to-one.
-    order = np.argsort(-np.max(np.abs(linear), axis=0))
-    result = [""] * 3
-    for col in order:
-        weights = np.abs(linear[:, col]).copy()
-        weights[list(used)] = -1
-        world = int(np.argmax(weights))
-        used.add(world)
-        result[col] = letters[world][1 if linear[world, col] > 0 else 0]
-    codes.extend(result)
-    return "".join(codes)
+    """Closest canonical axis letters of a RAS affine, e.g. 'RAS' or 'LPI'.
+
+    Delegates to nibabel (pure numpy) so that convkit and nib-ls always agree,
+    oblique and anisotropic affines included.
+    """
+    from nibabel.orientations import aff2axcodes
+
+    return "".join(aff2axcodes(np.asarray(affine_ras, float)))
 
 
 def obliquity_degrees(affine: np.ndarray) -> float:

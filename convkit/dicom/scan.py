@@ -254,7 +254,7 @@ def scan_folder(
             headers.append(outcome)
         if progress:
             progress(done, len(paths))
-    unique, duplicates = _drop_duplicates(headers)
+    unique, duplicates = _drop_duplicates(headers, root)
     result.files.extend(duplicates)
     result.series = group_series(unique)
     name_series(result.series)
@@ -264,14 +264,17 @@ def scan_folder(
     return result
 
 
-def _drop_duplicates(headers: list[SliceHeader]) -> tuple[list[SliceHeader], list[FileRecord]]:
+def _drop_duplicates(headers: list[SliceHeader], root: Path,
+                     ) -> tuple[list[SliceHeader], list[FileRecord]]:
     """Keep the first file of each SOPInstanceUID (in path order); report the others."""
     seen: dict[str, SliceHeader] = {}
     duplicates = []
     for header in sorted(headers, key=lambda h: str(h.path)):
         kept = seen.setdefault(header.sop_instance_uid, header)
         if kept is not header:
-            duplicates.append(FileRecord(header.path, "duplicate", f"same SOPInstanceUID as {kept.path.name}"))
+            where = kept.path.relative_to(root) if root.is_dir() else kept.path.name
+            duplicates.append(FileRecord(header.path, "duplicate",
+                                         f"same SOPInstanceUID as {where}"))
     return list(seen.values()), duplicates
 
 

@@ -108,6 +108,8 @@ def read_series(
         cast_real(volume, options.dtype)
     volume.metadata = sidecar_fields(first.path, options.keep_identifiers)
     volume.metadata.update(_conversion_fields(layout, stack, volume))
+    if layout.n_times > 1:
+        volume.repetition_time_s = volume.metadata.get("RepetitionTime")
     return volume
 
 

@@ -43,14 +43,10 @@ def nrrd_header(volume: Volume, data: np.ndarray) -> dict:
         "encoding": "gzip",
         "space origin": lps[:3, 3],
     }
-    kinds = ["domain", "domain", "domain"]
-    directions = [row for row in spatial]
-    if volume.is_rgb:
-        kinds = ["RGB-color"] + kinds
-        directions = [np.full(3, np.nan)] + directions
-    extra = data.ndim - len(kinds)
-    kinds += ["time" if volume.array.ndim == 4 else "list"] * extra
-    directions += [np.full(3, np.nan)] * extra
+    # Non-spatial axes come first (RGB channels, or time points as a 'list'), as
+    # ITK expects: it reads them as vector components of a 3D image.
+    kinds = ["RGB-color" if volume.is_rgb else "list"] * (data.ndim - 3) + ["domain"] * 3
+    directions = [np.full(3, np.nan)] * (data.ndim - 3) + [row for row in spatial]
     header["kinds"] = kinds
     header["space directions"] = np.array(directions)
     if volume.metadata.get("Modality"):
@@ -65,6 +61,8 @@ def write_nrrd(volume: Volume, path: Path) -> None:
     data = compact_real_values(volume)
     if volume.is_rgb:
         data = np.stack([data[channel] for channel in "RGB"])  # (3, i, j, k): RGB-color first
+    elif data.ndim == 4:
+        data = np.moveaxis(data, 3, 0)  # (t, i, j, k): time points as a list axis first
     header = nrrd_header(volume, data)
     nrrd.write(str(path), data, header, detached_header=path.suffix == ".nhdr",
                compression_level=NRRD_GZIP_LEVEL, index_order="F")
