@@ -117,7 +117,8 @@ def convert_folder(
         report.series = [_result(g, "found") for g in groups]
         return report
     suffix = FORMATS[fmt]
-    check_targets([out_path / f"{g.label}{ext}" for g in groups for ext in (suffix, ".json")], force)
+    targets = [out_path / f"{g.label}{ext}" for g in groups for ext in (suffix, ".json")]
+    check_targets(targets, force)
     unreadable = _unreadable_by_series(scan)
     for group in groups:
         broken = unreadable.get(group.series_uid)

@@ -51,7 +51,8 @@ def plane_axes(orientation: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 def same_orientation(a: np.ndarray, b: np.ndarray) -> bool:
     """True when two ImageOrientationPatient vectors agree within ORIENTATION_TOLERANCE."""
-    return bool(np.max(np.abs(np.asarray(a, float) - np.asarray(b, float))) <= ORIENTATION_TOLERANCE)
+    difference = np.abs(np.asarray(a, float) - np.asarray(b, float))
+    return bool(np.max(difference) <= ORIENTATION_TOLERANCE)
 
 
 def affine_lps(
@@ -169,7 +170,7 @@ def typical_step(steps: np.ndarray) -> float:
     """The step most other steps agree with (ties: the smallest), robust to a few gaps."""
     steps = np.asarray(steps, dtype=float)
     tol = np.maximum(SPACING_TOLERANCE_MM, SPACING_TOLERANCE_FRACTION * np.abs(steps))
-    support = [(int(np.sum(np.abs(steps - s) <= t)), -s) for s, t in zip(steps, tol)]
+    support = [(int(np.sum(np.abs(steps - s) <= t)), -s) for s, t in zip(steps, tol, strict=True)]
     return float(-max(support)[1])
 
 

@@ -31,7 +31,9 @@ def shear_grid(offsets_px: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarra
     return low, (size[0] + int(high[0] - low[0]), size[1] + int(high[1] - low[1]))
 
 
-def unshear(array: np.ndarray, offsets_px: np.ndarray, fill: float) -> tuple[np.ndarray, np.ndarray]:
+def unshear(
+    array: np.ndarray, offsets_px: np.ndarray, fill: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """Shift each slice k by offsets_px[k] (pixels along i, j) onto a common straight grid.
 
     Returns (new array, origin shift in pixels). Values outside a slice's field of

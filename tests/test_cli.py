@@ -93,7 +93,9 @@ def test_refused_series_leaves_no_output_and_input_untouched(cli, tmp_path):
     paths[3].unlink()  # a missing slice
     before = listing(tmp_path / "in")
     done = cli("dicom2nii", tmp_path / "in", tmp_path / "out", check_code=4)
-    assert "uneven slice spacing" in done.stdout and "--resample" in done.stdout
+    assert "refused" in done.stdout
+    assert "Refused: series 3_CT_test: uneven slice spacing" in done.stderr
+    assert "Hint: --resample" in done.stderr
     assert not (tmp_path / "out").exists() or listing(tmp_path / "out") == []
     assert listing(tmp_path / "in") == before
 

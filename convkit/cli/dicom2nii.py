@@ -42,18 +42,18 @@ def dicom2nii(
                                 progress=progress)
     if as_json:
         render.print_json(report.to_json())
-        _report_problems(report)
     else:
         out = render.console()
         out.print(render.series_table(report, listing=list_only))
-        for line in render.series_details(report):
+        for line in render.series_notes(report):
             out.print(line, soft_wrap=True)
         out.print(render.file_summary(report))
+    _report_problems(report)
     raise typer.Exit(report.exit_code)
 
 
 def _report_problems(report) -> None:
-    """Refused and failed series on stderr, when stdout carries JSON."""
+    """Refused and failed series on stderr: one line with the reason, one with the hint."""
     err = render.error_console()
     for result in report.series:
         if result.status in ("refused", "failed"):

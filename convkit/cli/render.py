@@ -52,17 +52,9 @@ def series_table(report, listing: bool = False) -> Table:
     return table
 
 
-def series_details(report) -> list[str]:
-    """Lines for what the table cannot hold: notes of written series, reasons of refusals."""
-    lines = []
-    for result in report.series:
-        for note in result.notes:
-            lines.append(f"[cyan]{result.label}[/]: {note}")
-        if result.status in ("refused", "failed"):
-            lines.append(f"[yellow]{result.label}[/]: {result.status}: {result.reason}")
-            if result.hint:
-                lines.append(f"  hint: {result.hint}")
-    return lines
+def series_notes(report) -> list[str]:
+    """What convkit did to written series (tilt corrected, resampled, 4D order)."""
+    return [f"[cyan]{result.label}[/]: {note}" for result in report.series for note in result.notes]
 
 
 def file_summary(report) -> str:

@@ -168,7 +168,8 @@ def read_header(path: Path) -> SliceHeader | FileRecord:
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
         meta = getattr(ds, "file_meta", None)
-        sop_class = str(ds.get("SOPClassUID", "") or (meta or {}).get("MediaStorageSOPClassUID", ""))
+        sop_class = str(ds.get("SOPClassUID", "")
+                        or (meta or {}).get("MediaStorageSOPClassUID", ""))
         if sop_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
             return FileRecord(path, "dicomdir")
         if "Rows" not in ds or "Columns" not in ds:
@@ -286,9 +287,13 @@ def group_series(headers: list[SliceHeader]) -> list[SeriesGroup]:
     groups = []
     for members in by_uid.values():
         groups.extend(_split_series(members))
-    groups.sort(key=lambda g: (g.first.series_number if g.first.series_number is not None else 1 << 30,
-                               g.series_uid, g.split_suffix))
+    groups.sort(key=_group_sort_key)
     return groups
+
+
+def _group_sort_key(group: SeriesGroup) -> tuple:
+    number = group.first.series_number
+    return (number is None, number or 0, group.series_uid, group.split_suffix)
 
 
 def _split_series(members: list[SliceHeader]) -> list[SeriesGroup]:
@@ -324,7 +329,9 @@ def _split_series(members: list[SliceHeader]) -> list[SeriesGroup]:
     return groups
 
 
-def _orientation_index(known: list[tuple[float, ...]], orientation: tuple[float, ...] | None) -> int:
+def _orientation_index(
+    known: list[tuple[float, ...]], orientation: tuple[float, ...] | None,
+) -> int:
     """Index of the cluster of orientation (within tolerance), adding a new one if needed."""
     if orientation is None:
         return -1
@@ -339,7 +346,9 @@ def _slice_sort_key(header: SliceHeader) -> tuple:
     return (header.instance_number if header.instance_number is not None else 0, str(header.path))
 
 
-def name_series(groups: list[SeriesGroup], template: str = "{SeriesNumber}_{SeriesDescription}") -> None:
+def name_series(
+    groups: list[SeriesGroup], template: str = "{SeriesNumber}_{SeriesDescription}",
+) -> None:
     """Give every group a file-name-safe label, unique across the scan (deterministic)."""
     used: dict[str, int] = {}
     for group in groups:

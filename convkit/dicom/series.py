@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -143,7 +142,8 @@ def check_supported(group: SeriesGroup) -> None:
     pixel_layout = {(h.bits_allocated, h.pixel_representation, h.samples_per_pixel,
                      h.photometric) for h in group.headers}
     if len(pixel_layout) > 1:
-        raise RefusedError(f"series {group.label}: slices differ in pixel format {sorted(pixel_layout)}",
+        raise RefusedError(f"series {group.label}: slices differ in pixel format "
+                           f"{sorted(pixel_layout)}",
                            "convert the slices with one format separately (--series)")
     if first.samples_per_pixel not in (1, 3) or first.bits_allocated not in (8, 16, 32):
         raise RefusedError(f"series {group.label}: {first.samples_per_pixel} samples of "
@@ -243,7 +243,8 @@ def _read_pixels(layout: Layout, progress: SliceProgress | None) -> tuple[np.nda
         for t, header in enumerate(slices):
             pixels = decode_slice(header)
             if per_slice_scaling:
-                pixels = pixels * np.float32(header.rescale_slope) + np.float32(header.rescale_intercept)
+                pixels = (pixels * np.float32(header.rescale_slope)
+                          + np.float32(header.rescale_intercept))
             index = (slice(None), slice(None), k) + ((t,) if n_t > 1 else ())
             array[index] = pixels.T
             done += 1
