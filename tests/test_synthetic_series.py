@@ -491,11 +491,12 @@ def test_copied_file_is_a_duplicate_and_converts_normally_cli(tmp_path, cli):
     np.testing.assert_array_equal(np.asarray(image.dataobj), expected_array(stored, order))
 
 
-def test_two_different_files_at_one_position_refused_cli(tmp_path, cli):
+def test_an_extra_file_at_one_position_is_refused_cli(tmp_path, cli):
+    """A fifth, different image at one position only: duplicate positions, not a 4D series."""
     iop = ORIENTATIONS["axial"]
     regular = stack_positions(iop, 4, 2.0, (0, 0, 0))
-    positions = np.vstack([regular, regular[2:3]])  # a fifth, different image at slice 2
-    stored = random_stored(5, 4, 4, seed=8)
+    positions = np.vstack([regular, regular[2:3]])
+    stored = random_stored(len(positions), 4, 4, seed=8)
     write_series(tmp_path / "in", stored, positions, orientation=iop)
     done = cli("dicom2nii", tmp_path / "in", tmp_path / "out", "--json")
     assert done.returncode == 4, done.stdout + done.stderr
@@ -503,6 +504,27 @@ def test_two_different_files_at_one_position_refused_cli(tmp_path, cli):
     assert json.loads(done.stdout)["series"][0]["status"] == "refused"
     with pytest.raises(RefusedError, match="duplicate positions"):
         read_series(tmp_path / "in")
+
+
+def test_repeats_without_time_are_ordered_by_instance_number(tmp_path, cli):
+    """Every position twice and no time attribute (anonymised fMRI exports look like this):
+    a 4D series ordered by InstanceNumber, as dcm2niix does, and the sidecar says so."""
+    iop = ORIENTATIONS["axial"]
+    regular = stack_positions(iop, 4, 2.0, (0, 0, 0))
+    order = [4, 5, 6, 7, 0, 1, 2, 3]  # second repeat written first: file order is not time
+    positions = np.vstack([regular, regular])[order]
+    stored = random_stored(8, 4, 4, seed=8)[order]
+    write_series(tmp_path / "in", stored, positions, orientation=iop,
+                 per_slice=[{"InstanceNumber": 1 + index} for index in order])
+    run_ok(cli, tmp_path / "in", tmp_path / "out")
+    (nifti,) = (tmp_path / "out").glob("*.nii.gz")
+    data = np.asarray(nib.load(nifti).dataobj)
+    assert data.shape == (4, 4, 4, 2)
+    by_instance = random_stored(8, 4, 4, seed=8)  # instance n holds slice (n-1) % 4, time (n-1)//4
+    for t in range(2):
+        np.testing.assert_array_equal(data[..., t], by_instance[4 * t:4 * t + 4].transpose(2, 1, 0))
+    sidecar = json.loads(nifti.with_name(nifti.name.replace(".nii.gz", ".json")).read_text())
+    assert sidecar["VolumeOrderedBy"] == "InstanceNumber"
 
 
 # --------------------------------------------------------------------------- 4D
