@@ -135,11 +135,30 @@ def write_series(
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         path = out_dir / names[index]
-        if transfer_syntax and transfer_syntax != ExplicitVRLittleEndian:
-            ds.compress(transfer_syntax)
+        _encode(ds, transfer_syntax or ExplicitVRLittleEndian, stored.dtype)
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def _encode(ds: Any, syntax: str, dtype: np.dtype) -> None:
+    """Set the transfer syntax: native ones by byte order/deflate, the rest by compression."""
+    from pydicom.uid import (
+        DeflatedExplicitVRLittleEndian,
+        ExplicitVRBigEndian,
+        ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+    )
+
+    if syntax == ExplicitVRBigEndian:
+        swapped = np.frombuffer(ds.PixelData, dtype=dtype.newbyteorder("<")).astype(
+            dtype.newbyteorder(">"))
+        ds.PixelData = swapped.tobytes()
+    elif syntax not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian,
+                        DeflatedExplicitVRLittleEndian):
+        ds.compress(syntax)
+        return
+    ds.file_meta.TransferSyntaxUID = syntax
 
 
 def _set_pixels(ds: Any, pixels: np.ndarray, rgb: bool, bits_stored: int | None) -> None:

@@ -184,3 +184,23 @@ def test_name_template_is_made_safe_and_unique(cli, tmp_path):
 def test_no_traceback_without_debug(cli, tmp_path):
     done = cli("dicom2nii", tmp_path / "missing", tmp_path / "out", check_code=3)
     assert "Traceback" not in done.stderr and done.stderr.startswith("Error:")
+
+
+@pytest.mark.parametrize("syntax", [
+    "1.2.840.10008.1.2",  # implicit VR little endian
+    "1.2.840.10008.1.2.2",  # explicit VR big endian
+    "1.2.840.10008.1.2.1.99",  # deflated explicit VR little endian
+    "1.2.840.10008.1.2.5",  # RLE lossless
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless
+])
+def test_transfer_syntaxes_decode_to_the_stored_values(cli, tmp_path, syntax):
+    # The JPEG 2000 encoder needs at least 32 pixels per side.
+    stored = np.random.default_rng(5).integers(-1024, 3000, size=(3, 64, 48)).astype(np.int16)
+    paths = write_series(tmp_path / "in", stored, regular_positions(3, spacing=2.0),
+                         rescale_intercept=-1024, transfer_syntax=syntax)
+    assert str(pydicom.dcmread(paths[0]).file_meta.TransferSyntaxUID) == syntax
+    cli("dicom2nii", tmp_path / "in", tmp_path / "out", check_code=0)
+    image = nib.load(tmp_path / "out" / "1_synthetic.nii.gz")
+    np.testing.assert_array_equal(np.asarray(image.dataobj.get_unscaled()),
+                                  stored.transpose(2, 1, 0))
