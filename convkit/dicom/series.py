@@ -88,7 +88,7 @@ def read_series(
     options = options or ConvertOptions()
     group = _single_group(source) if not isinstance(source, SeriesGroup) else source
     check_supported(group)
-    layout = arrange_slices(group.headers)
+    layout = arrange_slices(group.headers, group.label)
     reps = [slices[0] for slices in layout.positions]
     first = reps[0]
     stack = geometry.analyse_stack([h.position for h in reps], first.orientation,
@@ -155,8 +155,9 @@ def check_supported(group: SeriesGroup) -> None:
                          "the header looks corrupt; check Rows/Columns")
 
 
-def arrange_slices(headers: list[SliceHeader]) -> Layout:
+def arrange_slices(headers: list[SliceHeader], label: str = "") -> Layout:
     """Sort by position along the normal; repeated positions become time points."""
+    where = f"series {label}: " if label else ""
     normal = geometry.plane_axes(headers[0].orientation)[2]
     distance = {id(h): float(np.dot(h.position, normal)) for h in headers}
     ordered = sorted(headers, key=lambda h: (distance[id(h)], str(h.path)))
@@ -173,16 +174,16 @@ def arrange_slices(headers: list[SliceHeader]) -> Layout:
     if len(counts) > 1:
         repeated = [f"{distance[id(c[0])]:.2f} mm ({len(c)} files)" for c in clusters if len(c) > 1]
         raise RefusedError(
-            f"slices at duplicate positions: {', '.join(repeated[:5])}"
+            f"{where}slices at duplicate positions: {', '.join(repeated[:5])}"
             f"{' ...' if len(repeated) > 5 else ''} while other positions have "
             f"{min(counts)} file(s)",
             "remove the extra files, or convert the acquisitions separately")
-    time_key, attribute = _time_key(clusters)
+    time_key, attribute = _time_key(clusters, where)
     ordered_clusters = [sorted(c, key=lambda h: getattr(h, attribute)) for c in clusters]
     return Layout(ordered_clusters, time_key)
 
 
-def _time_key(clusters: list[list[SliceHeader]]) -> tuple[str, str]:
+def _time_key(clusters: list[list[SliceHeader]], where: str = "") -> tuple[str, str]:
     """The strongest attribute that tells the files at each position apart."""
     for keyword, attribute in TIME_KEYS:
         values_ok = all(
@@ -193,7 +194,8 @@ def _time_key(clusters: list[list[SliceHeader]]) -> tuple[str, str]:
         if values_ok:
             return keyword, attribute
     raise RefusedError(
-        f"slices at duplicate positions: {len(clusters[0])} files at each of {len(clusters)} "
+        f"{where}slices at duplicate positions: {len(clusters[0])} files at each of "
+        f"{len(clusters)} "
         "positions, and no time or instance attribute tells them apart",
         "the files look like copies: remove the duplicates")
 
