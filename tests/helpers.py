@@ -33,6 +33,15 @@ def assert_same_world(a: Path | str, b: Path | str, atol_values: float = 0.0) ->
         np.testing.assert_allclose(data_a, data_b, atol=atol_values, rtol=0)
 
 
+def rotation(ax: float, ay: float, az: float) -> np.ndarray:
+    """Rotation matrix Rz(az) @ Ry(ay) @ Rx(ax), angles in degrees."""
+    x, y, z = np.radians([ax, ay, az])
+    rx = np.array([[1, 0, 0], [0, np.cos(x), -np.sin(x)], [0, np.sin(x), np.cos(x)]])
+    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+    rz = np.array([[np.cos(z), -np.sin(z), 0], [np.sin(z), np.cos(z), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
 def run_dcm2niix(binary: str, series_dir: Path, out_dir: Path) -> list[Path]:
     """Convert series_dir with dcm2niix (uncompressed NIfTI) and return the .nii files it wrote."""
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -13,21 +13,13 @@ import math
 import nibabel as nib
 import numpy as np
 import pytest
+from helpers import rotation
 
 from convkit import geometry
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
 SAGITTAL = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
-
-
-def rotation(ax: float, ay: float, az: float) -> np.ndarray:
-    """Rotation matrix Rz(az) @ Ry(ay) @ Rx(ax), angles in degrees."""
-    x, y, z = np.radians([ax, ay, az])
-    rx = np.array([[1, 0, 0], [0, math.cos(x), -math.sin(x)], [0, math.sin(x), math.cos(x)]])
-    ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
-    rz = np.array([[math.cos(z), -math.sin(z), 0], [math.sin(z), math.cos(z), 0], [0, 0, 1]])
-    return rz @ ry @ rx
 
 
 def oblique_iop() -> tuple[float, ...]:

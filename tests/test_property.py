@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from helpers import rotation
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,15 +22,6 @@ from convkit.synthetic import write_series
 #: DS strings carry at most 16 characters (~13 significant digits for these magnitudes),
 #: so 1e-4 mm is far above the rounding and far below any real error.
 AFFINE_ATOL = 1e-4
-
-
-def euler_matrix(ax: float, ay: float, az: float) -> np.ndarray:
-    """Rz(az) @ Ry(ay) @ Rx(ax), angles in degrees."""
-    x, y, z = np.radians([ax, ay, az])
-    rx = np.array([[1, 0, 0], [0, np.cos(x), -np.sin(x)], [0, np.sin(x), np.cos(x)]])
-    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
-    rz = np.array([[np.cos(z), -np.sin(z), 0], [np.sin(z), np.cos(z), 0], [0, 0, 1]])
-    return rz @ ry @ rx
 
 
 finite = {"allow_nan": False, "allow_infinity": False}
@@ -45,7 +37,7 @@ def series_cases(draw):
     order = draw(st.sampled_from(["ascending", "descending", "shuffled"]))
     permutation = draw(st.permutations(range(n))) if order == "shuffled" else None
     return {
-        "rotation": euler_matrix(*angles),
+        "rotation": rotation(*angles),
         "pixel_spacing": (draw(st.floats(0.2, 3.0, **finite)), draw(st.floats(0.2, 3.0, **finite))),
         "slice_spacing": draw(st.floats(0.3, 6.0, **finite)),
         # Never equal to the slice spacing: catches spacing taken from SliceThickness.

@@ -24,6 +24,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from helpers import rotation
 
 from convkit.convert import convert_folder
 from convkit.dicom.series import ConvertOptions, read_series
@@ -33,15 +34,6 @@ from convkit.synthetic import write_series
 RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 AFFINE_ATOL = 1e-4  # mm; DS strings carry ~13 significant digits, float32 sform ~1e-5 at 100 mm
 LABEL = "1_synthetic"  # {SeriesNumber}_{SeriesDescription} of write_series' defaults
-
-
-def rotation(ax: float, ay: float, az: float) -> np.ndarray:
-    """Rotation matrix Rz(az) @ Ry(ay) @ Rx(ax), angles in degrees."""
-    x, y, z = np.radians([ax, ay, az])
-    rx = np.array([[1, 0, 0], [0, math.cos(x), -math.sin(x)], [0, math.sin(x), math.cos(x)]])
-    ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
-    rz = np.array([[math.cos(z), -math.sin(z), 0], [math.sin(z), math.cos(z), 0], [0, 0, 1]])
-    return rz @ ry @ rx
 
 
 _OBLIQUE = rotation(20.0, -35.0, 50.0)
