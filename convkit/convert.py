@@ -166,7 +166,7 @@ def _select(scan: ScanResult, select: list[str] | None) -> list[SeriesGroup]:
 def _result(group: SeriesGroup, status: str) -> SeriesResult:
     first = group.first
     return SeriesResult(group.label, group.series_uid, first.series_number,
-                        first.series_description, first.modality, len(group.headers), status)
+                        first.series_description, first.modality, group.n_files, status)
 
 
 def _unreadable_by_series(scan: ScanResult) -> dict[str, list[FileRecord]]:
@@ -194,7 +194,7 @@ def _convert_one(group: SeriesGroup, out_dir: Path, suffix: str, options: Conver
     try:
         callback = (lambda d, t: progress(group.label, d, t)) if progress else None
         volume = read_series(group, options, callback)
-        outputs = write_outputs(volume, out_dir / group.label, suffix, force, len(group.headers))
+        outputs = write_outputs(volume, out_dir / group.label, suffix, force, group.n_files)
     except RefusedError as exc:
         result.status, result.reason, result.hint = "refused", exc.message, exc.hint
         return result

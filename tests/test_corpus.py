@@ -31,7 +31,7 @@ D2N = Path("dicom") / "d2n"
 SAME = "same as dcm2niix"  # one volume, equal to dcm2niix's in world space
 SAME_FLOAT = "same as dcm2niix, float values"  # per-slice rescale -> float32 real-world values
 SAME_RGB = "same as dcm2niix, RGB"
-MULTIFRAME = "refused: multi-frame"
+PHILIPS_PRECISE = "same as dcm2niix with --philips-precise (dcm2niix's default)"
 UNEVEN = "refused: uneven spacing"
 ORIENTATIONS = "two orientations"
 TILT = "gantry tilt corrected"
@@ -58,11 +58,11 @@ EXPECTED = {
     "generic_compressed_rle_001": SAME,
     "generic_rgb_001": SAME_RGB,
     "hitachi_anatomical_001": SAME,
-    "hyperfine_anatomical_001": MULTIFRAME,
-    "philips_enhanced_anatomical_001": MULTIFRAME,
+    "hyperfine_anatomical_001": SAME,
+    "philips_enhanced_anatomical_001": PHILIPS_PRECISE,
     "philips_fmri_001": SAME,
     "siemens_anatomical_001": SAME,
-    "siemens_multiframe_anatomical_001": MULTIFRAME,
+    "siemens_multiframe_anatomical_001": SAME,
 }
 
 
@@ -248,8 +248,10 @@ def test_d2n_case(case, corpus, convkit_run, dcm2niix_run):
     assert case in EXPECTED, f"new corpus case {case}: add its expectation"
     kind = EXPECTED[case]
     result = convkit_run(case)
-    if kind in (MULTIFRAME, UNEVEN):
+    if kind == UNEVEN:
         check_refusal(case, kind, result, corpus, dcm2niix_run)
+    elif kind == PHILIPS_PRECISE:
+        check_same(case, SAME, convkit_run(case, "--philips-precise"), corpus, dcm2niix_run)
     elif kind in (SAME, SAME_FLOAT, SAME_RGB):
         check_same(case, kind, result, corpus, dcm2niix_run)
     elif kind == ORIENTATIONS:
@@ -323,14 +325,6 @@ def check_refusal(case, kind, result, corpus, dcm2niix_run):
     assert result.code == 4, f"exit {result.code}, expected a refusal (4)\n{result.text}"
     assert result.outputs() == [] and not list(result.out.glob("*.json")), "refusal wrote files"
     assert "Traceback" not in result.text
-    if kind == MULTIFRAME:
-        assert "multi-frame" in result.text
-        frames = [int(header(p).get("NumberOfFrames", 1) or 1) for p in dicom_files(corpus, case)]
-        assert max(frames) > 1  # the cause named is the real one
-        assert f"{max(frames)} frames per file" in result.text
-        # dcm2niix does convert these: the refusal is a limitation of convkit (a later issue).
-        assert len(dcm2niix_run(case)) == 1
-        return
     # Uneven spacing: the message names the cause and where the gap is (the slice before it).
     assert "uneven slice spacing" in result.text
     assert "--resample" in result.text  # the option that would allow it
@@ -768,13 +762,12 @@ def test_whole_tree_accounts_for_every_file(cli, corpus, tmp_path):
             assert sop[path] in kept
 
     # Refused files are exactly the files of the cases convkit refuses, with the reason.
-    refusing = [case for case, kind in EXPECTED.items() if kind in (MULTIFRAME, UNEVEN)]
+    refusing = [case for case, kind in EXPECTED.items() if kind == UNEVEN]
     expected_refused = {p.resolve() for case in refusing for p in dicom_files(corpus, case)}
     assert {p for p, s in statuses.items() if s == "refused"} == expected_refused
     for record in report["files"]:
         if record["status"] == "refused":
-            assert ("multi-frame" in record["reason"]
-                    or "uneven slice spacing" in record["reason"]), record
+            assert "uneven slice spacing" in record["reason"], record
     series = {s["label"]: s for s in report["series"]}
     assert {s["status"] for s in series.values()} == {"written", "refused"}
     for record in report["files"]:

@@ -27,6 +27,10 @@ def dicom2nii(
                               help="Write real-world values as this type (e.g. float32, int16)."),
     keep_identifiers: bool = typer.Option(False, "--keep-identifiers",
                                           help="Keep patient name, ID, birth date in the sidecar."),
+    philips_precise: bool = typer.Option(
+        False, "--philips-precise",
+        help="Philips: precise floating-point values (private scale slope) instead of display "
+             "values."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable report."),
 ) -> None:
@@ -35,7 +39,7 @@ def dicom2nii(
     from convkit.dicom.series import ConvertOptions
 
     options = ConvertOptions(tilt=tilt, resample=resample, dtype=dtype,
-                             keep_identifiers=keep_identifiers)
+                             keep_identifiers=keep_identifiers, philips_precise=philips_precise)
     with progress_bar(enabled=not as_json) as progress:
         report = convert_folder(in_dir, out_dir, options=options, fmt=fmt, name_template=name,
                                 select=series, force=force, list_only=list_only,

@@ -9,14 +9,20 @@ magnitude/phase, localizer).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from convkit.dicom import values
+from convkit.dicom.mosaic import is_mosaic, mosaic_layout
+from convkit.dicom.multiframe import frame_headers
+from convkit.dicom.vendors import is_philips, philips_scale_slope
+from convkit.errors import ConvkitError
 from convkit.geometry import same_orientation
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -45,6 +51,7 @@ class SliceHeader:
     series_number: int | None
     series_description: str
     modality: str
+    manufacturer: str
     sop_class_uid: str
     transfer_syntax: str
     rows: int
@@ -60,6 +67,7 @@ class SliceHeader:
     position: tuple[float, float, float] | None
     pixel_spacing: tuple[float, float] | None
     slice_thickness: float | None
+    spacing_between_slices: float | None
     instance_number: int | None
     acquisition_number: int | None
     acquisition_time: float | None
@@ -71,6 +79,33 @@ class SliceHeader:
     rescale_slope: float
     rescale_intercept: float
     gantry_tilt: float | None
+    frame: int = -1  # index of the 2D image in the file: a frame or a mosaic tile; -1 if single
+    stack_id: str = ""  # enhanced multi-frame StackID
+    philips_scale_slope: float | None = None  # private (2005,100E): 'precise' values
+    mosaic: Any = None  # MosaicLayout shared by the tiles of one Siemens mosaic file
+    slice_time: float | None = None  # seconds from the start of the volume (mosaic CSA header)
+
+    def real_scaling(self, philips_precise: bool = False) -> tuple[float, float]:
+        """(slope, intercept) to real-world values; Philips 'precise' values when asked.
+
+        Philips stores DV = PV * RescaleSlope + RescaleIntercept (display values) and
+        a private scale slope SS with FP = DV / (RescaleSlope * SS) (precise values).
+        """
+        slope, intercept = self.rescale_slope, self.rescale_intercept
+        if philips_precise and self.philips_scale_slope:
+            divisor = slope * self.philips_scale_slope
+            return slope / divisor, intercept / divisor
+        return slope, intercept
+
+    @property
+    def nominal_spacing(self) -> float:
+        """Slice spacing from the header, for a single slice where positions cannot tell."""
+        return abs(self.spacing_between_slices or 0) or abs(self.slice_thickness or 0) or 1.0
+
+    @property
+    def instance_order(self) -> tuple[int, int]:
+        """InstanceNumber, then frame: the acquisition order when nothing better is known."""
+        return (self.instance_number or 0, self.frame)
 
     @property
     def complex_suffix(self) -> str:
@@ -91,7 +126,12 @@ class SliceHeader:
 
     @property
     def expected_pixel_bytes(self) -> int:
-        return (self.rows * self.columns * self.samples_per_pixel * self.number_of_frames
+        """Bytes of uncompressed pixel data in the whole file (all frames, all tiles)."""
+        rows, columns = self.rows, self.columns
+        if self.mosaic is not None:
+            rows = self.mosaic.tile_rows * self.mosaic.tiles_per_row
+            columns = self.mosaic.tile_cols * self.mosaic.tiles_per_row
+        return (rows * columns * self.samples_per_pixel * self.number_of_frames
                 * ((self.bits_allocated + 7) // 8))
 
 
@@ -121,6 +161,11 @@ class SeriesGroup:
     @property
     def series_uid(self) -> str:
         return self.first.series_instance_uid
+
+    @property
+    def n_files(self) -> int:
+        """Files in the group (a multi-frame file or mosaic gives several images)."""
+        return len({h.path for h in self.headers})
 
 
 @dataclass
@@ -158,8 +203,11 @@ def looks_like_dicom(path: Path) -> bool:
     return len(head) >= 8 and head[:2] in (b"\x02\x00", b"\x08\x00") and head[2:4] < b"\x20\x00"
 
 
-def read_header(path: Path) -> SliceHeader | FileRecord:
-    """The SliceHeader of a DICOM file, or a FileRecord saying why it is not one."""
+def read_header(path: Path) -> list[SliceHeader] | FileRecord:
+    """The SliceHeaders of a DICOM file (one per frame), or a FileRecord saying why there are none.
+
+    A single-frame file gives one header; an enhanced multi-frame file one per frame.
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -175,13 +223,37 @@ def read_header(path: Path) -> SliceHeader | FileRecord:
         if "Rows" not in ds or "Columns" not in ds:
             return FileRecord(path, "skipped", f"no image ({_sop_class_name(sop_class)})")
         header = _header_from_dataset(path, ds, sop_class)
+        headers = _expand(ds, header)
+    except ConvkitError as exc:
+        return FileRecord(path, "unreadable", exc.message)
     except (InvalidDicomError, OSError, ValueError, TypeError, AttributeError, KeyError,
             IndexError, EOFError) as exc:
         return FileRecord(path, "unreadable", f"header: {exc}".splitlines()[0][:200])
     problem = _check_pixel_size(header, path.stat().st_size)
     if problem:
         return FileRecord(path, "unreadable", problem, series_uid=header.series_instance_uid)
-    return header
+    return headers
+
+
+def _expand(ds: Any, header: SliceHeader) -> list[SliceHeader]:
+    """One header per 2D image: frames of an enhanced file, tiles of a mosaic, or the file."""
+    if header.number_of_frames > 1:
+        return frame_headers(ds, header)
+    if header.is_mosaic and is_mosaic(ds):
+        return mosaic_headers(ds, header)
+    return [header]
+
+
+def mosaic_headers(ds: Any, header: SliceHeader) -> list[SliceHeader]:
+    """A header per tile of a Siemens mosaic, at the tile's own position (LPS)."""
+    layout = mosaic_layout(ds)
+    times = layout.slice_times_s
+    return [dataclasses.replace(
+        header, frame=tile, rows=layout.tile_rows, columns=layout.tile_cols,
+        position=tuple(float(v) for v in layout.positions[tile]), mosaic=layout,
+        slice_time=None if times is None else float(times[tile]),
+        slice_thickness=header.slice_thickness or layout.spacing)
+        for tile in range(layout.n_slices)]
 
 
 def _header_from_dataset(path: Path, ds: Any, sop_class: str) -> SliceHeader:
@@ -196,9 +268,10 @@ def _header_from_dataset(path: Path, ds: Any, sop_class: str) -> SliceHeader:
         sop_instance_uid=str(ds.SOPInstanceUID),
         series_instance_uid=str(ds.SeriesInstanceUID),
         study_instance_uid=str(ds.get("StudyInstanceUID", "")),
-        series_number=_int(ds.get("SeriesNumber")),
+        series_number=values.to_int(ds.get("SeriesNumber")),
         series_description=str(ds.get("SeriesDescription", "") or ds.get("ProtocolName", "") or ""),
         modality=str(ds.get("Modality", "") or ""),
+        manufacturer=str(ds.get("Manufacturer", "") or ""),
         sop_class_uid=sop_class,
         transfer_syntax=syntax,
         rows=int(ds.Rows),
@@ -208,23 +281,26 @@ def _header_from_dataset(path: Path, ds: Any, sop_class: str) -> SliceHeader:
         bits_stored=int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16),
         pixel_representation=int(ds.get("PixelRepresentation", 0) or 0),
         photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2")),
-        number_of_frames=_int(ds.get("NumberOfFrames")) or 1,
-        image_type=tuple(str(v).upper() for v in _multi(ds.get("ImageType"))),
-        orientation=_floats(ds.get("ImageOrientationPatient"), 6),
-        position=_floats(ds.get("ImagePositionPatient"), 3),
-        pixel_spacing=_floats(ds.get("PixelSpacing"), 2),
-        slice_thickness=_float(ds.get("SliceThickness")),
-        instance_number=_int(ds.get("InstanceNumber")),
-        acquisition_number=_int(ds.get("AcquisitionNumber")),
-        acquisition_time=_seconds(ds.get("AcquisitionTime")),
-        content_time=_seconds(ds.get("ContentTime")),
-        trigger_time=_float(ds.get("TriggerTime")),
-        temporal_position=_int(ds.get("TemporalPositionIdentifier")),
-        echo_number=_int(_first(ds.get("EchoNumbers"))),
-        echo_time=_float(ds.get("EchoTime")),
-        rescale_slope=_float(ds.get("RescaleSlope")) or 1.0,
-        rescale_intercept=_float(ds.get("RescaleIntercept")) or 0.0,
-        gantry_tilt=_float(ds.get("GantryDetectorTilt")),
+        number_of_frames=values.to_int(ds.get("NumberOfFrames")) or 1,
+        image_type=tuple(str(v).upper() for v in values.multi(ds.get("ImageType"))),
+        orientation=values.floats(ds.get("ImageOrientationPatient"), 6),
+        position=values.floats(ds.get("ImagePositionPatient"), 3),
+        pixel_spacing=values.floats(ds.get("PixelSpacing"), 2),
+        slice_thickness=values.to_float(ds.get("SliceThickness")),
+        spacing_between_slices=values.to_float(ds.get("SpacingBetweenSlices")),
+        instance_number=values.to_int(ds.get("InstanceNumber")),
+        acquisition_number=values.to_int(ds.get("AcquisitionNumber")),
+        acquisition_time=values.time_seconds(ds.get("AcquisitionTime")),
+        content_time=values.time_seconds(ds.get("ContentTime")),
+        trigger_time=values.to_float(ds.get("TriggerTime")),
+        temporal_position=values.to_int(ds.get("TemporalPositionIdentifier")),
+        echo_number=values.to_int(values.first(ds.get("EchoNumbers"))),
+        echo_time=values.to_float(ds.get("EchoTime")),
+        rescale_slope=values.to_float(ds.get("RescaleSlope")) or 1.0,
+        rescale_intercept=values.to_float(ds.get("RescaleIntercept")) or 0.0,
+        gantry_tilt=values.to_float(ds.get("GantryDetectorTilt")),
+        philips_scale_slope=(philips_scale_slope(ds)
+                             if is_philips(str(ds.get("Manufacturer", ""))) else None),
     )
 
 
@@ -252,31 +328,37 @@ def scan_folder(
         if isinstance(outcome, FileRecord):
             result.files.append(outcome)
         else:
-            headers.append(outcome)
+            headers.extend(outcome)
         if progress:
             progress(done, len(paths))
     unique, duplicates = _drop_duplicates(headers, root)
     result.files.extend(duplicates)
     result.series = group_series(unique)
     name_series(result.series)
+    labels: dict[Path, list[str]] = {}
     for group in result.series:
-        result.files.extend(FileRecord(h.path, "used", series=group.label) for h in group.headers)
+        for path in dict.fromkeys(h.path for h in group.headers):
+            labels.setdefault(path, []).append(group.label)
+    result.files.extend(FileRecord(path, "used", series=", ".join(names))
+                        for path, names in labels.items())
     result.files.sort(key=lambda record: str(record.path))
     return result
 
 
 def _drop_duplicates(headers: list[SliceHeader], root: Path,
                      ) -> tuple[list[SliceHeader], list[FileRecord]]:
-    """Keep the first file of each SOPInstanceUID (in path order); report the others."""
-    seen: dict[str, SliceHeader] = {}
-    duplicates = []
-    for header in sorted(headers, key=lambda h: str(h.path)):
-        kept = seen.setdefault(header.sop_instance_uid, header)
-        if kept is not header:
-            where = kept.path.relative_to(root) if root.is_dir() else kept.path.name
-            duplicates.append(FileRecord(header.path, "duplicate",
-                                         f"same SOPInstanceUID as {where}"))
-    return list(seen.values()), duplicates
+    """Keep the first file of each SOPInstanceUID (in path order); report the others once."""
+    kept_path: dict[str, Path] = {}
+    unique, duplicates = [], {}
+    for header in sorted(headers, key=lambda h: (str(h.path), h.frame)):
+        kept = kept_path.setdefault(header.sop_instance_uid, header.path)
+        if kept == header.path:
+            unique.append(header)
+        elif header.path not in duplicates:
+            where = kept.relative_to(root) if root.is_dir() else kept.name
+            duplicates[header.path] = FileRecord(header.path, "duplicate",
+                                                 f"same SOPInstanceUID as {where}")
+    return unique, list(duplicates.values())
 
 
 def group_series(headers: list[SliceHeader]) -> list[SeriesGroup]:
@@ -296,37 +378,56 @@ def _group_sort_key(group: SeriesGroup) -> tuple:
     return (number is None, number or 0, group.series_uid, group.split_suffix)
 
 
+class _VolumeKey(NamedTuple):
+    """What every image of one volume shares (None where it does not split the series)."""
+
+    series_number: int | None
+    localizer: bool
+    orientation: int
+    stack: str
+    shape: tuple[int, int, int]
+    echo: int | None
+    component: str  # '' magnitude, '_ph', '_real', '_imag'
+
+
 def _split_series(members: list[SliceHeader]) -> list[SeriesGroup]:
-    """One SeriesInstanceUID -> groups of files that share everything a volume must share."""
+    """One SeriesInstanceUID -> groups of images that share everything a volume must share."""
     orientations: list[tuple[float, ...]] = []
     echoes = sorted({h.echo_number for h in members if h.echo_number is not None})
-    parts: dict[tuple, list[SliceHeader]] = {}
+    stacks = {h.stack_id for h in members}
+    parts: dict[_VolumeKey, list[SliceHeader]] = {}
     for header in members:
-        key = (
+        key = _VolumeKey(
+            header.series_number, header.is_localizer,
             _orientation_index(orientations, header.orientation),
-            header.rows, header.columns, header.samples_per_pixel,
+            header.stack_id if len(stacks) > 1 else "",
+            (header.rows, header.columns, header.samples_per_pixel),
             header.echo_number if len(echoes) > 1 else None,
             header.complex_suffix,
-            header.is_localizer,
         )
         parts.setdefault(key, []).append(header)
-    groups = []
     keys = sorted(parts, key=lambda k: tuple((v is None, v) for v in k))
-    shapes = {(k[1], k[2], k[3]) for k in keys}
-    orientation_ids = sorted({k[0] for k in keys})
-    for key in keys:
-        suffix = ""
-        if key[6]:
-            suffix += "_localizer"
-        elif len(orientation_ids) > 1 and key[0] != orientation_ids[0]:
-            suffix += f"_ori{orientation_ids.index(key[0]) + 1}"
-        if len(shapes) > 1:
-            suffix += f"_{key[2]}x{key[1]}"
-        if key[4] is not None and key[4] != echoes[0]:
-            suffix += f"_e{key[4]}"
-        suffix += key[5]
-        groups.append(SeriesGroup(sorted(parts[key], key=_slice_sort_key), suffix))
-    return groups
+    return [SeriesGroup(sorted(parts[key], key=_slice_sort_key), _split_suffix(key, keys, echoes))
+            for key in keys]
+
+
+def _split_suffix(key: _VolumeKey, keys: list[_VolumeKey], echoes: list[int]) -> str:
+    """How this group differs from its siblings of the same SeriesNumber, for its file name."""
+    siblings = [k for k in keys if k.series_number == key.series_number]
+    suffix = ""
+    if key.localizer:
+        suffix += "_localizer"
+    else:
+        orientation_ids = sorted({k.orientation for k in siblings if not k.localizer})
+        if len(orientation_ids) > 1 and key.orientation != orientation_ids[0]:
+            suffix += f"_ori{orientation_ids.index(key.orientation) + 1}"
+    if len({k.stack for k in siblings}) > 1:
+        suffix += f"_stack{key.stack}"
+    if len({k.shape for k in siblings}) > 1:
+        suffix += f"_{key.shape[1]}x{key.shape[0]}"
+    if key.echo is not None and key.echo != echoes[0]:
+        suffix += f"_e{key.echo}"
+    return suffix + key.component
 
 
 def _orientation_index(
@@ -343,7 +444,7 @@ def _orientation_index(
 
 
 def _slice_sort_key(header: SliceHeader) -> tuple:
-    return (header.instance_number if header.instance_number is not None else 0, str(header.path))
+    return (header.instance_order, str(header.path))
 
 
 def name_series(
@@ -387,57 +488,3 @@ def _sop_class_name(uid: str) -> str:
     from pydicom.uid import UID
 
     return UID(uid).name if uid else "unknown SOP class"
-
-
-def _multi(value: Any) -> list:
-    if value is None:
-        return []
-    if isinstance(value, (str, bytes)):
-        return [value]
-    try:
-        return list(value)
-    except TypeError:
-        return [value]
-
-
-def _first(value: Any) -> Any:
-    values = _multi(value)
-    return values[0] if values else None
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return None if value in (None, "") else int(float(value))
-    except (TypeError, ValueError):
-        return None
-
-
-def _float(value: Any) -> float | None:
-    try:
-        return None if value in (None, "") else float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _floats(value: Any, count: int) -> tuple[float, ...] | None:
-    values = _multi(value)
-    if len(values) != count:
-        return None
-    try:
-        return tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        return None
-
-
-def _seconds(value: Any) -> float | None:
-    """DICOM TM (HHMMSS.FFFFFF) -> seconds since midnight."""
-    text = str(value or "").strip()
-    if not text:
-        return None
-    try:
-        hours = int(text[0:2])
-        minutes = int(text[2:4]) if len(text) >= 4 else 0
-        seconds = float(text[4:]) if len(text) > 4 else 0.0
-    except ValueError:
-        return None
-    return hours * 3600 + minutes * 60 + seconds

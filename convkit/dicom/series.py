@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from convkit import geometry, resample
+from convkit.dicom.mosaic import untile
 from convkit.dicom.scan import NATIVE_SYNTAXES, SeriesGroup, SliceHeader, scan_folder
 from convkit.dicom.sidecar import sidecar_fields
 from convkit.errors import InputError, RefusedError, UnreadableFileError, UsageError
@@ -27,7 +28,7 @@ TIME_KEYS = (
     ("AcquisitionTime", "acquisition_time"),
     ("ContentTime", "content_time"),
     ("AcquisitionNumber", "acquisition_number"),
-    ("InstanceNumber", "instance_number"),
+    ("InstanceNumber", "instance_order"),  # then the frame number within a multi-frame file
 )
 #: Values a user may ask for with --dtype.
 OUTPUT_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
@@ -47,12 +48,16 @@ class ConvertOptions:
         instead of refusing.
     dtype: write real-world values in this type (refusing casts that overflow or
         lose values) instead of stored values with a slope/intercept.
+    keep_identifiers: put patient name, ID and birth date into the metadata.
+    philips_precise: Philips 'precise' floating-point values (private scale slope)
+        instead of the display values that RescaleSlope/Intercept give (the default).
     """
 
     tilt: str = "resample"
     resample: bool = False
     dtype: str | None = None
     keep_identifiers: bool = False
+    philips_precise: bool = False
 
     def __post_init__(self) -> None:
         if self.tilt not in ("resample", "refuse"):
@@ -92,9 +97,9 @@ def read_series(
     reps = [slices[0] for slices in layout.positions]
     first = reps[0]
     stack = geometry.analyse_stack([h.position for h in reps], first.orientation,
-                                   first.pixel_spacing, first.slice_thickness or 1.0)
+                                   first.pixel_spacing, first.nominal_spacing)
     _check_grid(stack, options, group, reps)
-    array, slope, intercept = _read_pixels(layout, progress)
+    array, slope, intercept = _read_pixels(layout, options.philips_precise, progress)
     notes: list[str] = []
     array, stack_origin, distances = _straighten(array, stack, first.pixel_spacing, notes)
     array, spacing = _regularise(array, distances, stack, notes)
@@ -109,6 +114,12 @@ def read_series(
     volume.metadata.update(_conversion_fields(layout, stack, volume))
     if layout.n_times > 1:
         volume.repetition_time_s = volume.metadata.get("RepetitionTime")
+    if first.philips_scale_slope:
+        volume.metadata["PhilipsScaling"] = "precise" if options.philips_precise else "display"
+    if all(h.slice_time is not None for h in reps):
+        volume.metadata["SliceTiming"] = [round(h.slice_time, 6) for h in reps]
+    if "EchoTime" not in volume.metadata and first.echo_time is not None:
+        volume.metadata["EchoTime"] = round(first.echo_time / 1000, 9)
     return volume
 
 
@@ -124,14 +135,9 @@ def _single_group(folder: Path | str) -> SeriesGroup:
 def check_supported(group: SeriesGroup) -> None:
     """Refuse what convkit cannot (yet) convert faithfully: multi-frame, mosaic, no geometry."""
     first = group.first
-    if any(h.number_of_frames > 1 for h in group.headers):
-        raise RefusedError(
-            f"series {group.label}: multi-frame (enhanced) DICOM is not supported yet "
-            f"({first.number_of_frames} frames per file)",
-            "convert it with dcm2niix for now; enhanced multi-frame support is planned")
-    if first.is_mosaic:
-        raise RefusedError(f"series {group.label}: Siemens mosaic images are not supported yet",
-                           "convert it with dcm2niix for now; mosaic support is planned")
+    if first.is_mosaic and first.mosaic is None:
+        raise RefusedError(f"series {group.label}: a MOSAIC image without a readable Siemens "
+                           "CSA header cannot be un-tiled", "re-export the series")
     missing = [name for name, value in (("ImagePositionPatient", first.position),
                                         ("ImageOrientationPatient", first.orientation),
                                         ("PixelSpacing", first.pixel_spacing)) if value is None]
@@ -226,40 +232,65 @@ def _pixel_dtype(header: SliceHeader) -> np.dtype:
     return np.dtype(f"{kind}{header.bits_allocated // 8}")
 
 
-def _read_pixels(layout: Layout, progress: SliceProgress | None) -> tuple[np.ndarray, float, float]:
-    """Decode every slice into one preallocated (i, j, k[, t]) array.
+def _read_pixels(layout: Layout, philips_precise: bool, progress: SliceProgress | None,
+                 ) -> tuple[np.ndarray, float, float]:
+    """Decode every image into one preallocated (i, j, k[, t]) array, each file once.
 
-    Returns (array, slope, intercept). Stored values are kept when every slice has
-    the same rescale; otherwise each slice is scaled to float32 real-world values.
+    Returns (array, slope, intercept). Stored values are kept when every image has
+    the same rescale; otherwise each image is scaled to float32 real-world values.
     """
     first = layout.positions[0][0]
-    headers = [h for slices in layout.positions for h in slices]
-    scales = {(h.rescale_slope, h.rescale_intercept) for h in headers}
-    per_slice_scaling = len(scales) > 1 and first.samples_per_pixel == 1
-    dtype = np.dtype(np.float32) if per_slice_scaling else _pixel_dtype(first)
     n_k, n_t = len(layout.positions), layout.n_times
+    by_path: dict[Path, list[tuple[SliceHeader, tuple]]] = {}
+    for k, images in enumerate(layout.positions):
+        for t, header in enumerate(images):
+            index = (slice(None), slice(None), k) + ((t,) if n_t > 1 else ())
+            by_path.setdefault(header.path, []).append((header, index))
+    headers = [h for images in layout.positions for h in images]
+    scales = {h.real_scaling(philips_precise) for h in headers}
+    per_image_scaling = len(scales) > 1 and first.samples_per_pixel == 1
+    dtype = np.dtype(np.float32) if per_image_scaling else _pixel_dtype(first)
     shape = (first.columns, first.rows, n_k) + ((n_t,) if n_t > 1 else ())
     array = np.empty(shape, dtype=dtype, order="F")
     done = 0
-    for k, slices in enumerate(layout.positions):
-        for t, header in enumerate(slices):
-            pixels = decode_slice(header)
-            if per_slice_scaling:
-                pixels = (pixels * np.float32(header.rescale_slope)
-                          + np.float32(header.rescale_intercept))
-            index = (slice(None), slice(None), k) + ((t,) if n_t > 1 else ())
+    for items in by_path.values():
+        images = decode_images(items[0][0], [header.frame for header, _ in items])
+        for (header, index), pixels in zip(items, images, strict=True):
+            if per_image_scaling:
+                slope, intercept = header.real_scaling(philips_precise)
+                pixels = pixels * np.float32(slope) + np.float32(intercept)
             array[index] = pixels.T
-            done += 1
-            if progress:
-                progress(done, len(headers))
-    if per_slice_scaling:
+        done += len(items)
+        if progress:
+            progress(done, len(headers))
+    if per_image_scaling:
         return array, 1.0, 0.0
     slope, intercept = scales.pop() if scales else (1.0, 0.0)
     return array, float(slope), float(intercept)
 
 
-def decode_slice(header: SliceHeader) -> np.ndarray:
-    """Pixel data of one single-frame file as (rows, cols) or (rows, cols) RGB_DTYPE."""
+def decode_images(header: SliceHeader, frames: list[int]) -> list[np.ndarray]:
+    """The 2D images (rows, cols) of one file: the whole image (frame -1) or the given frames."""
+    pixels = _decode_file(header)
+    rows, columns = header.rows, header.columns
+    if header.mosaic is not None:
+        rows, columns = (header.mosaic.tile_rows * header.mosaic.tiles_per_row,
+                         header.mosaic.tile_cols * header.mosaic.tiles_per_row)
+    expected = (rows, columns) + ((3,) if header.samples_per_pixel == 3 else ())
+    if header.number_of_frames > 1:
+        expected = (header.number_of_frames, *expected)
+    if pixels.shape != expected:
+        raise UnreadableFileError(header.path, f"{header.path}: pixel data of shape "
+                                  f"{pixels.shape}, expected {expected}")
+    if header.samples_per_pixel == 3:
+        pixels = np.ascontiguousarray(pixels, dtype=np.uint8).view(RGB_DTYPE)[..., 0]
+    if header.mosaic is not None:
+        pixels = untile(pixels, header.mosaic)
+    return [pixels if frame < 0 else pixels[frame] for frame in frames]
+
+
+def _decode_file(header: SliceHeader) -> np.ndarray:
+    """All pixel data of a file, checking native data for truncation first."""
     import pydicom
     from pydicom.pixels import pixel_array
 
@@ -272,22 +303,13 @@ def decode_slice(header: SliceHeader) -> np.ndarray:
                 raise UnreadableFileError(
                     header.path, f"{header.path}: truncated pixel data: the file holds {held} of "
                     f"the {header.expected_pixel_bytes} bytes", hint)
-        pixels = pixel_array(ds)
+        return pixel_array(ds)
     except UnreadableFileError:
         raise
     except Exception as exc:  # decoders raise many types; all mean "unreadable pixels"
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise UnreadableFileError(header.path, f"{header.path}: cannot decode pixel data "
                                   f"({reason})", hint) from exc
-    if header.samples_per_pixel == 3:
-        if pixels.shape != (header.rows, header.columns, 3):
-            raise UnreadableFileError(header.path, f"{header.path}: colour pixel data of shape "
-                                      f"{pixels.shape}")
-        return np.ascontiguousarray(pixels, dtype=np.uint8).view(RGB_DTYPE)[..., 0]
-    if pixels.shape != (header.rows, header.columns):
-        raise UnreadableFileError(header.path, f"{header.path}: pixel data of shape "
-                                  f"{pixels.shape}, expected {header.rows} x {header.columns}")
-    return pixels
 
 
 def _straighten(
