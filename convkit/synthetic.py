@@ -208,3 +208,89 @@ def _dicom_time(seconds: float) -> str:
     hours, rest = divmod(float(seconds), 3600)
     minutes, secs = divmod(rest, 60)
     return f"{int(hours):02d}{int(minutes):02d}{secs:09.6f}"
+
+
+ENHANCED_MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
+
+
+def write_enhanced(
+    path: Path | str,
+    stored: np.ndarray,
+    positions: np.ndarray,
+    orientations: np.ndarray,
+    *,
+    pixel_spacing: Sequence[float] = (1.0, 1.0),
+    stack_ids: Sequence[str] | None = None,
+    temporal_indices: Sequence[int] | None = None,
+    echo_times: Sequence[float] | None = None,
+    rescale_slope: float = 1.0,
+    rescale_intercept: float = 0.0,
+    seed: int = 0,
+    series_number: int = 1,
+) -> Path:
+    """Write one Enhanced MR Image Storage file with a frame per stored[f].
+
+    stored: (frames, rows, cols) integers; positions (frames, 3) and orientations
+    (frames, 6) per frame (LPS), in the Per-frame Functional Groups; pixel
+    measures and rescale in the Shared Functional Groups. stack_ids,
+    temporal_indices and echo_times go to FrameContent / MREcho per frame.
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence as DicomSequence
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    stored = np.asarray(stored)
+    n_frames = stored.shape[0]
+    ds = Dataset()
+    ds.SOPClassUID = ENHANCED_MR_STORAGE
+    ds.SOPInstanceUID = uid(seed, series_number, "enhanced")
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = uid(seed, "study"), uid(seed, series_number, "s")
+    ds.FrameOfReferenceUID = uid(seed, "frame")
+    ds.Modality, ds.Manufacturer = "MR", "convkit synthetic"
+    ds.PatientName, ds.PatientID = "Synthetic^Patient", "SYNTH001"
+    ds.SeriesNumber, ds.SeriesDescription, ds.InstanceNumber = series_number, "enhanced", 1
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+    ds.NumberOfFrames = n_frames
+    _set_pixels(ds, stored[0], False, None)
+    ds.PixelData = np.ascontiguousarray(stored, dtype=stored.dtype.newbyteorder("<")).tobytes()
+    shared = Dataset()
+    shared.PixelMeasuresSequence = DicomSequence([Dataset()])
+    shared.PixelMeasuresSequence[0].PixelSpacing = [_ds(v) for v in pixel_spacing]
+    shared.PixelMeasuresSequence[0].SliceThickness = _ds(1.0)
+    shared.PixelValueTransformationSequence = DicomSequence([Dataset()])
+    shared.PixelValueTransformationSequence[0].RescaleSlope = _ds(rescale_slope)
+    shared.PixelValueTransformationSequence[0].RescaleIntercept = _ds(rescale_intercept)
+    shared.PixelValueTransformationSequence[0].RescaleType = "US"
+    ds.SharedFunctionalGroupsSequence = DicomSequence([shared])
+    ds.PerFrameFunctionalGroupsSequence = DicomSequence(
+        [_frame_item(f, positions, orientations, stack_ids, temporal_indices, echo_times)
+         for f in range(n_frames)])
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _frame_item(frame: int, positions, orientations, stack_ids, temporal_indices, echo_times):
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    item = Dataset()
+    item.PlanePositionSequence = DicomSequence([Dataset()])
+    item.PlanePositionSequence[0].ImagePositionPatient = [_ds(v) for v in positions[frame]]
+    item.PlaneOrientationSequence = DicomSequence([Dataset()])
+    item.PlaneOrientationSequence[0].ImageOrientationPatient = [
+        _ds(v) for v in orientations[frame]]
+    content = Dataset()
+    content.StackID = stack_ids[frame] if stack_ids is not None else "1"
+    if temporal_indices is not None:
+        content.TemporalPositionIndex = int(temporal_indices[frame])
+    item.FrameContentSequence = DicomSequence([content])
+    if echo_times is not None:
+        item.MREchoSequence = DicomSequence([Dataset()])
+        item.MREchoSequence[0].EffectiveEchoTime = float(echo_times[frame])
+    return item

@@ -421,7 +421,8 @@ def _split_suffix(key: _VolumeKey, keys: list[_VolumeKey], echoes: list[int]) ->
         orientation_ids = sorted({k.orientation for k in siblings if not k.localizer})
         if len(orientation_ids) > 1 and key.orientation != orientation_ids[0]:
             suffix += f"_ori{orientation_ids.index(key.orientation) + 1}"
-    if len({k.stack for k in siblings}) > 1:
+    stacks = sorted({k.stack for k in siblings})
+    if len(stacks) > 1 and key.stack != stacks[0]:
         suffix += f"_stack{key.stack}"
     if len({k.shape for k in siblings}) > 1:
         suffix += f"_{key.shape[1]}x{key.shape[0]}"
