@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from convkit import __version__
+from convkit.dicom.diffusion import fsl_bvecs, write_bval_bvec
 from convkit.dicom.scan import FileRecord, ScanResult, SeriesGroup, name_series, scan_folder
 from convkit.dicom.series import ConvertOptions, read_series
 from convkit.errors import (
@@ -224,7 +225,12 @@ def write_outputs(volume: Volume, stem: Path, suffix: str, force: bool = False,
     with staged_files(stem.parent, force) as stage:
         write_volume(volume, stage / f"{stem.name}{suffix}")
         (stage / f"{stem.name}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
+        if volume.diffusion is not None:
+            bvals, directions = volume.diffusion
+            write_bval_bvec(stage / stem.name, bvals, fsl_bvecs(directions, volume.affine))
     written = [stem.parent / f"{stem.name}{suffix}", stem.parent / f"{stem.name}.json"]
+    if volume.diffusion is not None:
+        written += [stem.parent / f"{stem.name}.bval", stem.parent / f"{stem.name}.bvec"]
     if suffix == ".nhdr":
         written.insert(1, stem.parent / f"{stem.name}.raw.gz")
     return written

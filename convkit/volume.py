@@ -29,6 +29,8 @@ class Volume:
         unless asked for).
     notes: what convkit did to get here (tilt corrected, resampled, ...), for
         people and for the sidecar.
+    diffusion: the gradient table of a diffusion series: b-values and unit LPS
+        directions per volume (NaN rows for b=0); written as FSL .bval/.bvec.
     """
 
     array: np.ndarray
@@ -38,6 +40,7 @@ class Volume:
     metadata: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     repetition_time_s: float | None = None
+    diffusion: tuple[np.ndarray, np.ndarray] | None = None  # b-values (t,), LPS directions (t, 3)
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -51,6 +51,20 @@ def test_mosaic_equals_reference_with_slice_timing(case, corpus, tmp_path):
                                                                     normal))]
     np.testing.assert_allclose(ours_by_position, ref_by_position, atol=1e-3, rtol=0)
     assert len(set(sidecar["SliceTiming"])) > 1  # real timing, not a constant
+    reference_sidecar = json.loads((folder / "dcm2niix_ref.json").read_text())
+    for key in ("EffectiveEchoSpacing", "TotalReadoutTime"):
+        assert sidecar[key] == pytest.approx(reference_sidecar[key], abs=1e-6)
+    # Phase encoding: the same world direction, whatever each converter's voxel axes are.
+    np.testing.assert_allclose(
+        phase_direction_world(sidecar["PhaseEncodingDirection"], nib.load(ours).affine),
+        phase_direction_world(reference_sidecar["PhaseEncodingDirection"],
+                              nib.load(reference).affine), atol=1e-6)
+
+
+def phase_direction_world(code: str, affine: np.ndarray) -> np.ndarray:
+    """Unit RAS vector of a BIDS PhaseEncodingDirection ('i', 'j-', ...) for a NIfTI affine."""
+    column = affine[:3, "ijk".index(code[0])]
+    return (-1 if code.endswith("-") else 1) * column / np.linalg.norm(column)
 
 
 def isolate(path: Path, tmp_path: Path) -> Path:

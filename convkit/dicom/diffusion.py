@@ -146,6 +146,16 @@ def diffusion_of(ds: Any, frame: Any | None = None) -> Diffusion | None:
     return standard
 
 
+def diffusion_header_fields(ds: Any, frame: Any | None = None) -> dict[str, Any]:
+    """SliceHeader fields for an MR image's diffusion weighting, or why it is unusable."""
+    if str(ds.get("Modality", "")) != "MR":
+        return {}
+    try:
+        return {"diffusion": diffusion_of(ds, frame)}
+    except RefusedError as exc:
+        return {"problem": f"{exc.message} ({exc.hint})" if exc.hint else exc.message}
+
+
 def is_derived_diffusion(ds: Any) -> bool:
     """True for computed diffusion maps (ADC, exponential ADC, trace-weighted, FA, colour FA).
 
@@ -385,10 +395,15 @@ def _philips_private(ds: Any) -> Diffusion | None:
 # --- value helpers -------------------------------------------------------------------------
 
 def _private_element(ds: Any, group: int, offset: int, creator: str) -> Any | None:
+    """The element of creator's block at offset; its usual (gggg,10xx) address when the
+    file has lost its private creators (some anonymisers drop them)."""
     try:
         return ds.get_private_item(group, offset, creator)
     except (KeyError, ValueError):
+        pass
+    if (group, 0x0010) in ds:  # the usual block belongs to another creator
         return None
+    return ds.get((group, 0x1000 + offset))
 
 
 def _private_numbers(ds: Any, group: int, offset: int, creator: str, vr: str) -> list[float]:

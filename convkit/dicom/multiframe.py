@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any
 
 from convkit.dicom import values
+from convkit.dicom.diffusion import diffusion_header_fields
 from convkit.dicom.vendors import is_philips, philips_scale_slope
 
 #: Functional group sequences that carry what a frame needs, and the attributes read from each.
@@ -39,11 +40,12 @@ def frame_headers(ds: Any, base: Any) -> list[Any]:
     headers = []
     for index in range(n_frames):
         item = per_frame[index] if per_frame else None
-        headers.append(_frame_header(base, index, item, shared, echo_times))
+        headers.append(_frame_header(ds, base, index, item, shared, echo_times))
     return headers
 
 
-def _frame_header(base: Any, index: int, item: Any, shared: Any, echo_times: list[float]) -> Any:
+def _frame_header(ds: Any, base: Any, index: int, item: Any, shared: Any,
+                  echo_times: list[float]) -> Any:
     def group(name: str) -> Any:
         return _group(item, shared, name)
 
@@ -76,6 +78,9 @@ def _frame_header(base: Any, index: int, item: Any, shared: Any, echo_times: lis
             content.get("FrameAcquisitionDateTime")) or base.acquisition_time
     if frame_type is not None and frame_type.get("FrameType"):
         changes["image_type"] = tuple(str(v).upper() for v in values.multi(frame_type.FrameType))
+    weighting = item if item is not None and "MRDiffusionSequence" in item else shared
+    if weighting is not None and "MRDiffusionSequence" in weighting:
+        changes.update(diffusion_header_fields(ds, weighting))
     legacy = _philips_legacy_item(item)
     if legacy is not None and is_philips(base.manufacturer):
         changes["philips_scale_slope"] = philips_scale_slope(legacy) or base.philips_scale_slope

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from convkit.dicom import values
+from convkit.dicom.diffusion import DERIVED_DIFFUSION_TYPES, diffusion_header_fields
 from convkit.dicom.mosaic import is_mosaic, mosaic_layout
 from convkit.dicom.multiframe import frame_headers
 from convkit.dicom.vendors import is_philips, philips_scale_slope
@@ -83,6 +84,8 @@ class SliceHeader:
     stack_id: str = ""  # enhanced multi-frame StackID
     philips_scale_slope: float | None = None  # private (2005,100E): 'precise' values
     mosaic: Any = None  # MosaicLayout shared by the tiles of one Siemens mosaic file
+    diffusion: Any = None  # diffusion.Diffusion: b-value and LPS gradient direction
+    problem: str = ""  # why this image cannot be converted faithfully (refused with its series)
     slice_time: float | None = None  # seconds from the start of the volume (mosaic CSA header)
 
     def real_scaling(self, philips_precise: bool = False) -> tuple[float, float]:
@@ -114,6 +117,16 @@ class SliceHeader:
             for token in value.upper().replace("-", "_").split("_"):
                 if token in COMPLEX_COMPONENTS and token not in ("M", "MAGNITUDE"):
                     return COMPLEX_COMPONENTS[token]
+        return ""
+
+    @property
+    def derived_suffix(self) -> str:
+        """'_ADC', '_TRACEW', '_trace' ... for derived diffusion images: outputs of their own."""
+        for value in self.image_type:
+            if value in DERIVED_DIFFUSION_TYPES:
+                return f"_{value}"
+        if self.diffusion is not None and self.diffusion.is_isotropic:
+            return "_trace"
         return ""
 
     @property
@@ -301,6 +314,7 @@ def _header_from_dataset(path: Path, ds: Any, sop_class: str) -> SliceHeader:
         gantry_tilt=values.to_float(ds.get("GantryDetectorTilt")),
         philips_scale_slope=(philips_scale_slope(ds)
                              if is_philips(str(ds.get("Manufacturer", ""))) else None),
+        **diffusion_header_fields(ds),
     )
 
 
@@ -388,6 +402,7 @@ class _VolumeKey(NamedTuple):
     shape: tuple[int, int, int]
     echo: int | None
     component: str  # '' magnitude, '_ph', '_real', '_imag'
+    derived: str  # '' or '_ADC', '_TRACEW', ...
 
 
 def _split_series(members: list[SliceHeader]) -> list[SeriesGroup]:
@@ -404,6 +419,7 @@ def _split_series(members: list[SliceHeader]) -> list[SeriesGroup]:
             (header.rows, header.columns, header.samples_per_pixel),
             header.echo_number if len(echoes) > 1 else None,
             header.complex_suffix,
+            header.derived_suffix,
         )
         parts.setdefault(key, []).append(header)
     keys = sorted(parts, key=lambda k: tuple((v is None, v) for v in k))
@@ -428,7 +444,7 @@ def _split_suffix(key: _VolumeKey, keys: list[_VolumeKey], echoes: list[int]) ->
         suffix += f"_{key.shape[1]}x{key.shape[0]}"
     if key.echo is not None and key.echo != echoes[0]:
         suffix += f"_e{key.echo}"
-    return suffix + key.component
+    return suffix + key.component + key.derived
 
 
 def _orientation_index(

@@ -105,12 +105,13 @@ def read_series(
     array, spacing = _regularise(array, distances, stack, notes)
     affine_lps = geometry.affine_lps(np.concatenate([stack.row_dir, stack.col_dir]),
                                      first.pixel_spacing, stack_origin, stack.normal * spacing)
-    volume = Volume(array, geometry.lps_to_ras(affine_lps), slope, intercept, notes=notes)
+    volume = Volume(array, geometry.lps_to_ras(affine_lps), slope, intercept, notes=notes,
+                    diffusion=gradient_table(layout, group.label))
     if layout.time_key:
         volume.notes.append(f"{layout.n_times} volumes ordered by {layout.time_key}")
     if options.dtype:
         cast_real(volume, options.dtype)
-    volume.metadata = sidecar_fields(first.path, options.keep_identifiers)
+    volume.metadata = sidecar_fields(first, options.keep_identifiers)
     volume.metadata.update(_conversion_fields(layout, stack, volume))
     if layout.n_times > 1:
         volume.repetition_time_s = volume.metadata.get("RepetitionTime")
@@ -121,6 +122,28 @@ def read_series(
     if "EchoTime" not in volume.metadata and first.echo_time is not None:
         volume.metadata["EchoTime"] = round(first.echo_time / 1000, 9)
     return volume
+
+
+def gradient_table(layout: Layout, label: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(b-values (t,), LPS directions (t, 3), NaN for none) of a diffusion series, else None.
+
+    Every slice of a volume must carry the same weighting; otherwise the volumes
+    are not what they claim and the series is refused.
+    """
+    if not any(h.diffusion is not None and h.diffusion.direction_lps is not None
+               for images in layout.positions for h in images):
+        return None  # no gradient direction anywhere: not a DWI (b=0 only, or a trace map)
+    bvals = np.zeros(layout.n_times)
+    directions = np.full((layout.n_times, 3), np.nan)
+    for t in range(layout.n_times):
+        weights = [images[t].diffusion for images in layout.positions]
+        if any(w is None for w in weights) or any(w != weights[0] for w in weights[1:]):
+            raise RefusedError(f"series {label}: the slices of volume {t} carry different "
+                               "diffusion weightings", "convert the acquisitions separately")
+        bvals[t] = weights[0].bvalue
+        if weights[0].direction_lps is not None:
+            directions[t] = weights[0].direction_lps
+    return bvals, directions
 
 
 def _single_group(folder: Path | str) -> SeriesGroup:
@@ -135,6 +158,9 @@ def _single_group(folder: Path | str) -> SeriesGroup:
 def check_supported(group: SeriesGroup) -> None:
     """Refuse what convkit cannot (yet) convert faithfully: multi-frame, mosaic, no geometry."""
     first = group.first
+    problem = next((h for h in group.headers if h.problem), None)
+    if problem is not None:
+        raise RefusedError(f"series {group.label}: {problem.path.name}: {problem.problem}")
     if first.is_mosaic and first.mosaic is None:
         raise RefusedError(f"series {group.label}: a MOSAIC image without a readable Siemens "
                            "CSA header cannot be un-tiled", "re-export the series")

@@ -6,8 +6,9 @@ InversionTime in seconds). Patient identifiers are left out unless asked for.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
+
+from convkit.dicom.vendors import phase_encoding_fields
 
 #: DICOM keyword -> divisor that converts its value to the sidecar's unit.
 ACQUISITION_FIELDS: dict[str, float] = {
@@ -27,11 +28,14 @@ ACQUISITION_FIELDS: dict[str, float] = {
 IDENTIFIER_FIELDS = ("PatientName", "PatientID", "PatientBirthDate")
 
 
-def sidecar_fields(path: Path, keep_identifiers: bool = False) -> dict[str, Any]:
-    """The acquisition fields present in one DICOM file, as JSON-ready values."""
+def sidecar_fields(header: Any, keep_identifiers: bool = False) -> dict[str, Any]:
+    """The acquisition fields of a series, from its first image's file, as JSON-ready values.
+
+    header is that image's SliceHeader (its rows and columns are a mosaic tile's).
+    """
     import pydicom
 
-    ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    ds = pydicom.dcmread(header.path, stop_before_pixels=True, force=True)
     fields: dict[str, Any] = {}
     for keyword, divisor in ACQUISITION_FIELDS.items():
         value = _json_value(ds.get(keyword))
@@ -44,6 +48,8 @@ def sidecar_fields(path: Path, keep_identifiers: bool = False) -> dict[str, Any]
         fields["ImageOrientationPatientDICOM"] = _json_value(ds.ImageOrientationPatient)
     fields["TransferSyntaxUID"] = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(
         ds, "file_meta") else ""
+    if str(ds.get("Modality", "")) == "MR":
+        fields.update(phase_encoding_fields(ds, header.rows, header.columns))
     if keep_identifiers:
         for keyword in IDENTIFIER_FIELDS:
             if keyword in ds:
