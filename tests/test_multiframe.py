@@ -103,3 +103,27 @@ def test_echoes_in_one_file_are_separate_outputs(cli, tmp_path):
                                   data[:3].transpose(2, 1, 0))
     np.testing.assert_array_equal(images["1_enhanced_e2.nii.gz"].get_fdata(),
                                   data[3:].transpose(2, 1, 0))
+
+
+def test_slice_timing_from_frame_acquisition_times(cli, tmp_path):
+    """A time series: SliceTiming is each slice's acquisition time in the first volume."""
+    import json
+
+    from pydicom import dcmread
+
+    iop = np.array([1.0, 0, 0, 0, 1, 0])
+    positions = stack(iop, (0.0, 0.0, 0.0), 3, 3.0)
+    path = write_enhanced(tmp_path / "in" / "mf.dcm", frames(6, seed=9),
+                          np.vstack([positions, positions]), np.tile(iop, (6, 1)),
+                          temporal_indices=[1, 1, 1, 2, 2, 2])
+    ds = dcmread(path)
+    offsets = [0.0, 1.0, 0.5, 2.0, 3.0, 2.5]  # interleaved: slice 0, 2, 1 in each volume
+    for item, offset in zip(ds.PerFrameFunctionalGroupsSequence, offsets, strict=True):
+        seconds = 36000 + offset
+        item.FrameContentSequence[0].FrameAcquisitionDateTime = (
+            f"20260101{int(seconds // 3600):02d}{int(seconds % 3600 // 60):02d}"
+            f"{seconds % 60:09.6f}")
+    ds.save_as(path)
+    cli("dicom2nii", path.parent, tmp_path / "out", check_code=0)
+    sidecar = json.loads((tmp_path / "out" / "1_enhanced.json").read_text())
+    assert sidecar["SliceTiming"] == [0.0, 1.0, 0.5]

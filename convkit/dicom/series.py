@@ -117,11 +117,28 @@ def read_series(
         volume.repetition_time_s = volume.metadata.get("RepetitionTime")
     if first.philips_scale_slope:
         volume.metadata["PhilipsScaling"] = "precise" if options.philips_precise else "display"
-    if all(h.slice_time is not None for h in reps):
-        volume.metadata["SliceTiming"] = [round(h.slice_time, 6) for h in reps]
+    timing = slice_timing(layout)
+    if timing is not None:
+        volume.metadata["SliceTiming"] = timing
     if "EchoTime" not in volume.metadata and first.echo_time is not None:
         volume.metadata["EchoTime"] = round(first.echo_time / 1000, 9)
     return volume
+
+
+def slice_timing(layout: Layout) -> list[float] | None:
+    """Seconds from the start of the first volume to each of its slices (k order), or None.
+
+    From the Siemens CSA header where there is one; otherwise, for a time series,
+    from the per-slice (or per-frame) acquisition times of the first volume.
+    """
+    first_volume = [images[0] for images in layout.positions]
+    if all(h.slice_time is not None for h in first_volume):
+        return [round(h.slice_time, 6) for h in first_volume]
+    times = [h.acquisition_time for h in first_volume]
+    if layout.n_times < 2 or None in times or len(set(times)) < 2:
+        return None
+    start = min(times)
+    return [round(t - start, 6) for t in times]
 
 
 def gradient_table(layout: Layout, label: str) -> tuple[np.ndarray, np.ndarray] | None:
