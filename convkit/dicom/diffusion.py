@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from convkit.dicom import values
 from convkit.errors import RefusedError
 
 #: Gradient vectors shorter than this are "no direction" (b=0 or isotropic).
@@ -166,12 +167,11 @@ def is_derived_diffusion(ds: Any) -> bool:
     DIFFUSION. An isotropic (trace) volume acquired inside a DWI series is
     recognised from its weighting instead: ``Diffusion.is_isotropic``.
     """
-    values = {str(v).strip().upper() for v in _as_list(getattr(ds, "ImageType", None))}
-    if values & DERIVED_DIFFUSION_TYPES:
+    types = {str(v).strip().upper() for v in values.multi(getattr(ds, "ImageType", None))}
+    if types & DERIVED_DIFFUSION_TYPES:
         return True
-    if "DIFFUSION" in values and (values & DERIVED_WITH_DIFFUSION_TYPES or "DERIVED" in values):
-        return True
-    return False
+    return "DIFFUSION" in types and bool(types & DERIVED_WITH_DIFFUSION_TYPES
+                                         or "DERIVED" in types)
 
 
 def fsl_bvecs(directions_lps: np.ndarray, affine_ras: np.ndarray) -> np.ndarray:
@@ -420,7 +420,7 @@ def _private_numbers(ds: Any, group: int, offset: int, creator: str, vr: str) ->
             value = value.decode("ascii").strip("\x00 ").split("\\")
         except (UnicodeDecodeError, struct.error):
             return []
-    numbers = [_float(v) for v in _as_list(value)]
+    numbers = [_float(v) for v in values.multi(value)]
     return [v for v in numbers if v is not None]
 
 
@@ -434,36 +434,19 @@ def _private_text(ds: Any, group: int, offset: int, creator: str) -> str:
     return str(value).strip("\x00 ")
 
 
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, str | bytes):
-        return [value]
-    try:
-        return list(value)
-    except TypeError:
-        return [value]
-
-
 def _float(value: Any) -> float | None:
-    if value is None or value == "":
-        return None
+    """The first value as a finite float, or None."""
     if not isinstance(value, str | bytes) and hasattr(value, "__len__"):
-        if len(value) == 0:
-            return None
-        value = value[0]
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if np.isfinite(number) else None
+        value = values.first(value)
+    number = values.to_float(value)
+    return number if number is not None and np.isfinite(number) else None
 
 
 def _unit(vector: Any) -> np.ndarray | None:
     if vector is None:
         return None
     try:
-        array = np.asarray([float(v) for v in _as_list(vector)], dtype=float)
+        array = np.asarray([float(v) for v in values.multi(vector)], dtype=float)
     except (TypeError, ValueError):
         return None
     if array.shape != (3,) or not np.all(np.isfinite(array)):
