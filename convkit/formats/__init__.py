@@ -4,15 +4,55 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from convkit.errors import UsageError
+from convkit.errors import InputError, UsageError
 from convkit.volume import Volume
 
 #: --format values and the file suffix each one writes.
-FORMATS = {"nii.gz": ".nii.gz", "nii": ".nii", "nrrd": ".nrrd", "nhdr": ".nhdr"}
+FORMATS = {"nii.gz": ".nii.gz", "nii": ".nii", "nrrd": ".nrrd", "nhdr": ".nhdr",
+           "mha": ".mha", "mhd": ".mhd"}
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def volume_format(path: Path | str) -> str | None:
+    """'nifti', 'nrrd' or 'mha' from the file name, or None."""
+    name = Path(path).name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    if name.endswith((".nrrd", ".nhdr")):
+        return "nrrd"
+    if name.endswith((".mha", ".mhd")):
+        return "mha"
+    return None
+
+
+def read_volume(path: Path | str) -> Volume:
+    """Read a NIfTI, NRRD or MetaImage file into a Volume (RAS affine).
+
+    Raises InputError when the file cannot be read, RefusedError when it holds
+    something convkit cannot represent faithfully (e.g. an NRRD without a space).
+    """
+    path = Path(path)
+    kind = volume_format(path)
+    if kind is None:
+        raise UsageError(f"unknown volume format: {path.name}",
+                         f"use one of {', '.join(VOLUME_SUFFIXES)}")
+    if not path.is_file():
+        raise InputError(f"{path} does not exist", "check the path")
+    if kind == "nifti":
+        from convkit.formats.nifti_read import read_nifti
+
+        return read_nifti(path)
+    if kind == "nrrd":
+        from convkit.formats.nrrd_read import read_nrrd
+
+        return read_nrrd(path)
+    from convkit.formats.mha import read_mha
+
+    return read_mha(path)
 
 
 def write_volume(volume: Volume, path: Path | str) -> None:
-    """Write a Volume to path; the format follows the suffix (.nii, .nii.gz, .nrrd, .nhdr).
+    """Write a Volume to path; the format follows the suffix (.nii[.gz], .nrrd, .nhdr, .mha, .mhd).
 
     This writes in place; use formats.output.staged_files for atomic outputs.
     """
@@ -26,6 +66,10 @@ def write_volume(volume: Volume, path: Path | str) -> None:
         from convkit.formats.nrrd import write_nrrd
 
         write_nrrd(volume, path)
+    elif name.endswith((".mha", ".mhd")):
+        from convkit.formats.mha import write_mha
+
+        write_mha(volume, path)
     else:
         raise UsageError(f"unknown output format for {path.name}",
                          f"use one of {', '.join(FORMATS.values())}")

@@ -1,0 +1,69 @@
+"""NRRD (.nrrd attached, .nhdr detached) -> Volume, honouring the file's own `space`.
+
+pynrrd converts nothing: a RAS-space NRRD and an LPS-space NRRD of the same image
+have opposite x and y directions in their headers. Both become the same RAS affine
+here. Non-spatial axes (RGB, a list of time points or components) must come first
+(as ITK and Slicer write them) or last; they end up last (i, j, k, t).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from convkit.errors import InputError, RefusedError
+from convkit.volume import RGB_DTYPE, Volume
+
+#: NRRD spaces -> sign of x, y, z relative to RAS.
+SPACE_SIGNS = {
+    "right-anterior-superior": (1, 1, 1), "ras": (1, 1, 1),
+    "left-anterior-superior": (-1, 1, 1), "las": (-1, 1, 1),
+    "left-posterior-superior": (-1, -1, 1), "lps": (-1, -1, 1),
+    "scanner-xyz": (1, 1, 1),
+}
+
+
+def read_nrrd(path: Path) -> Volume:
+    """Real values and RAS affine of an NRRD file (3D, or 3D plus leading non-spatial axes)."""
+    import nrrd
+
+    try:
+        data, header = nrrd.read(str(path), index_order="F")
+    except Exception as exc:  # pynrrd raises its own and numpy errors for damaged files
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: cannot read NRRD ({reason})",
+                         "the file may be truncated, or its data file missing") from exc
+    space = str(header.get("space", "")).lower()
+    if space not in SPACE_SIGNS or "space directions" not in header:
+        raise RefusedError(f"{path}: NRRD without a 3D patient space (space: {space or 'none'})",
+                           "only NRRDs with 'space' and 'space directions' have a world geometry")
+    directions = np.asarray(header["space directions"], dtype=float)
+    spatial = [i for i, row in enumerate(directions) if np.all(np.isfinite(row))]
+    leading = spatial == list(range(data.ndim - 3, data.ndim))
+    if len(spatial) != 3 or data.ndim > 4 or not (leading or spatial == [0, 1, 2]):
+        raise RefusedError(f"{path}: {len(spatial)} spatial axes of {data.ndim} (convkit reads "
+                           "3D volumes with one optional list, time or RGB axis)")
+    signs = np.array(SPACE_SIGNS[space], dtype=float)
+    affine = np.eye(4)
+    affine[:3, :3] = (directions[spatial] * signs).T
+    origin = np.asarray(header.get("space origin", np.zeros(3)), dtype=float)
+    affine[:3, 3] = origin * signs
+    kinds = [str(k).lower() for k in header.get("kinds", [])]
+    array = _move_components_last(data, kinds) if leading else data
+    metadata = {"Format": "NRRD", "space": space,
+                "kinds": kinds, "encoding": str(header.get("encoding", ""))}
+    return Volume(np.asfortranarray(array), affine, metadata=metadata)
+
+
+def _move_components_last(data: np.ndarray, kinds: list[str]) -> np.ndarray:
+    if data.ndim == 3:
+        return data
+    if data.ndim == 4 and kinds and kinds[0] in ("rgb-color", "rgb") and data.shape[0] == 3:
+        rgb = np.empty(data.shape[1:], dtype=RGB_DTYPE, order="F")
+        for channel, name in enumerate("RGB"):
+            rgb[name] = data[channel]
+        return rgb
+    if data.ndim == 4:
+        return np.moveaxis(data, 0, 3)
+    raise RefusedError(f"NRRD with {data.ndim} dimensions is not supported")
