@@ -22,10 +22,21 @@ app = typer.Typer(
 )
 
 
-def _register_commands() -> None:
-    from convkit.cli import dicom2nii
+#: command name -> module under convkit.cli defining a function of the same name (snake_case).
+COMMANDS = ("dicom2nii", "nii2dicom", "convert", "compare", "preview", "audit")
 
-    app.command("dicom2nii", no_args_is_help=True)(dicom2nii.dicom2nii)
+
+def _register_commands() -> None:
+    """Register each command whose module is installed (modules import lazily: fast start-up)."""
+    from importlib import import_module
+    from importlib.util import find_spec
+
+    for name in COMMANDS:
+        module_name = f"convkit.cli.{name}"
+        if find_spec(module_name) is None:
+            continue
+        module = import_module(module_name)
+        app.command(name, no_args_is_help=True)(getattr(module, name.replace("-", "_")))
 
 
 @app.callback(invoke_without_command=True)
