@@ -28,6 +28,8 @@ _API = {
     "read_series": "convkit.dicom.series",
     "ConvertOptions": "convkit.dicom.series",
     "write_volume": "convkit.formats",
+    "read_volume": "convkit.formats",
+    "load_volume": "convkit.inputs",
     "convert_folder": "convkit.convert",
     "ConversionReport": "convkit.convert",
     "Volume": "convkit.volume",
