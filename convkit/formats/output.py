@@ -48,3 +48,34 @@ def staged_files(folder: Path, force: bool = False) -> Iterator[Path]:
                           "check free space and permissions") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def staged_folder(target: Path, force: bool = False) -> Iterator[Path]:
+    """Yield an empty staging folder beside target; on success it becomes target.
+
+    target must not exist or be empty unless force (then the old content is
+    replaced as a whole, never merged). On failure nothing is left behind.
+    """
+    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not force:
+        raise OutputError(f"output exists: {target}", "use --force to replace it")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.convkit-", dir=target.parent))
+    except OSError as exc:
+        raise OutputError(f"cannot write to {target.parent}: {exc.strerror or exc}",
+                          "check the path and its permissions") from exc
+    try:
+        yield staging
+        if target.exists():
+            old = staging.with_name(staging.name + ".old")
+            os.replace(target, old)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}",
+                          "check free space and permissions") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
