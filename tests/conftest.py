@@ -31,6 +31,17 @@ def dcm2niix() -> str:
     return found
 
 
+@pytest.fixture(scope="session")
+def dicom3tools() -> dict[str, str]:
+    """Paths of dciodvfy and dcentvfy (Debian's dicom3tools, installed by `make test`)."""
+    found = {name: shutil.which(name) for name in ("dciodvfy", "dcentvfy")}
+    if not all(found.values()):
+        if os.environ.get("CI") == "true":
+            pytest.fail("dicom3tools is missing in CI: `make test` should have installed it")
+        pytest.skip("dicom3tools (dciodvfy, dcentvfy) is not installed")
+    return found
+
+
 def run_convkit(*args: str, check_code: int | None = None) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess with a pinned terminal width."""
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
