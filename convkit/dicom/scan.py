@@ -331,8 +331,12 @@ def _check_pixel_size(header: SliceHeader, file_size: int) -> str:
 def scan_folder(
     root: Path | str,
     progress: ProgressCallback | None = None,
+    jobs: int = 1,
 ) -> ScanResult:
-    """Read the headers of every file under root and group the DICOM images into series."""
+    """Read the headers of every file under root and group the DICOM images into series.
+
+    jobs: worker processes reading headers (1: in this process; 0: one per core).
+    """
     root = Path(root)
     paths = list(iter_files(root))
     result = ScanResult(root)

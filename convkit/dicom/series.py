@@ -163,6 +163,38 @@ def gradient_table(layout: Layout, label: str) -> tuple[np.ndarray, np.ndarray] 
     return bvals, directions
 
 
+@dataclass
+class SeriesPlan:
+    """What read_series would produce, from headers only (no pixel data is decoded)."""
+
+    shape: tuple[int, ...]  # output shape (i, j, k[, t]) before any resampling
+    stack: geometry.StackGeometry
+    layout: Layout
+    refusal: RefusedError | None  # why read_series would refuse, with these options
+
+
+def plan_series(group: SeriesGroup, options: ConvertOptions | None = None) -> SeriesPlan | None:
+    """Headers-only dry run of read_series: the layout, geometry and any refusal.
+
+    Returns None when the series cannot even be laid out (no geometry, unsupported
+    pixels): then refusal reasons come from check_supported, raised as RefusedError.
+    """
+    options = options or ConvertOptions()
+    check_supported(group)
+    layout = arrange_slices(group.headers, group.label)
+    reps = [images[0] for images in layout.positions]
+    first = reps[0]
+    stack = geometry.analyse_stack([h.position for h in reps], first.orientation,
+                                   first.pixel_spacing, first.nominal_spacing)
+    shape = (first.columns, first.rows, len(reps)) + ((layout.n_times,) if layout.n_times > 1
+                                                      else ())
+    try:
+        _check_grid(stack, options, group, reps)
+    except RefusedError as refusal:
+        return SeriesPlan(shape, stack, layout, refusal)
+    return SeriesPlan(shape, stack, layout, None)
+
+
 def _single_group(folder: Path | str) -> SeriesGroup:
     scan = scan_folder(folder)
     if len(scan.series) != 1:
