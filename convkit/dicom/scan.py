@@ -20,6 +20,7 @@ import numpy as np
 
 from convkit.dicom import values
 from convkit.dicom.diffusion import DERIVED_DIFFUSION_TYPES, diffusion_header_fields
+from convkit.dicom.fastheader import FastDataset, read_fast
 from convkit.dicom.mosaic import is_mosaic, mosaic_layout
 from convkit.dicom.multiframe import frame_headers
 from convkit.dicom.vendors import is_philips, philips_scale_slope
@@ -220,14 +221,15 @@ def read_header(path: Path) -> list[SliceHeader] | FileRecord:
     """The SliceHeaders of a DICOM file (one per frame), or a FileRecord saying why there are none.
 
     A single-frame file gives one header; an enhanced multi-frame file one per frame.
+    Most files are read by the fast tag walker; what it does not cover (MR, with its
+    vendor and diffusion attributes, multi-frame, mosaics, unusual encodings) by pydicom.
     """
-    import pydicom
     from pydicom.errors import InvalidDicomError
 
     if not looks_like_dicom(path):
         return FileRecord(path, "not-dicom")
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        ds = _read_dataset(path)
         meta = getattr(ds, "file_meta", None)
         sop_class = str(ds.get("SOPClassUID", "")
                         or (meta or {}).get("MediaStorageSOPClassUID", ""))
@@ -242,10 +244,28 @@ def read_header(path: Path) -> list[SliceHeader] | FileRecord:
     except (InvalidDicomError, OSError, ValueError, TypeError, AttributeError, KeyError,
             IndexError, EOFError) as exc:
         return FileRecord(path, "unreadable", f"header: {exc}".splitlines()[0][:200])
-    problem = _check_pixel_size(header, path.stat().st_size)
+    problem = _check_pixel_size(header, path.stat().st_size, getattr(ds, "pixel_data_end", None))
     if problem:
         return FileRecord(path, "unreadable", problem, series_uid=header.series_instance_uid)
     return headers
+
+
+def _read_dataset(path: Path) -> Any:
+    """The fast tag walker's view of the file when it suffices, else pydicom's."""
+    import pydicom
+
+    fast = read_fast(path)
+    if fast is not None and _fast_path_suffices(fast):
+        return fast
+    return pydicom.dcmread(path, stop_before_pixels=True, force=True)
+
+
+def _fast_path_suffices(ds: FastDataset) -> bool:
+    """MR (vendor/diffusion attributes), multi-frame and mosaics need the full dataset."""
+    image_type = values.multi(ds.get("ImageType"))
+    return (ds.get("Modality") != "MR" and (values.to_int(ds.get("NumberOfFrames")) or 1) == 1
+            and "MOSAIC" not in image_type and "SOPInstanceUID" in ds
+            and "SeriesInstanceUID" in ds)
 
 
 def _expand(ds: Any, header: SliceHeader) -> list[SliceHeader]:
@@ -318,8 +338,16 @@ def _header_from_dataset(path: Path, ds: Any, sop_class: str) -> SliceHeader:
     )
 
 
-def _check_pixel_size(header: SliceHeader, file_size: int) -> str:
-    """A reason when a native-syntax file is too short to hold its pixel data."""
+def _check_pixel_size(header: SliceHeader, file_size: int, pixel_end: int | None = None) -> str:
+    """A reason when a file is too short to hold its pixel data.
+
+    pixel_end (known from the fast path) is where the pixel data element must end;
+    otherwise native data are checked against the file size, which catches all but
+    the smallest truncations (decoding checks the rest).
+    """
+    if pixel_end is not None and file_size < pixel_end:
+        return (f"truncated pixel data: the file has {file_size} bytes, the pixel data end "
+                f"at byte {pixel_end}")
     if header.transfer_syntax not in NATIVE_SYNTAXES or header.transfer_syntax.endswith(".99"):
         return ""
     expected = header.expected_pixel_bytes
@@ -341,14 +369,11 @@ def scan_folder(
     paths = list(iter_files(root))
     result = ScanResult(root)
     headers: list[SliceHeader] = []
-    for done, path in enumerate(paths, 1):
-        outcome = read_header(path)
+    for outcome in _read_headers(paths, jobs, progress):
         if isinstance(outcome, FileRecord):
             result.files.append(outcome)
         else:
             headers.extend(outcome)
-        if progress:
-            progress(done, len(paths))
     unique, duplicates = _drop_duplicates(headers, root)
     result.files.extend(duplicates)
     result.series = group_series(unique)
@@ -361,6 +386,37 @@ def scan_folder(
                         for path, names in labels.items())
     result.files.sort(key=lambda record: str(record.path))
     return result
+
+
+#: Below this many files a process pool costs more (start-up, imports) than it saves.
+PARALLEL_MIN_FILES = 2000
+_CHUNK = 256
+
+
+def _read_headers(paths: list[Path], jobs: int, progress: ProgressCallback | None,
+                  ) -> Iterable[list[SliceHeader] | FileRecord]:
+    """read_header over paths, in order; in worker processes for big trees when jobs != 1."""
+    workers = (os.cpu_count() or 1) if jobs == 0 else max(jobs, 1)
+    if workers == 1 or len(paths) < PARALLEL_MIN_FILES:
+        for done, path in enumerate(paths, 1):
+            yield read_header(path)
+            if progress:
+                progress(done, len(paths))
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunks = [paths[i:i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
+    done = 0
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for outcomes in pool.map(_read_chunk, chunks):
+            yield from outcomes
+            done += len(outcomes)
+            if progress:
+                progress(done, len(paths))
+
+
+def _read_chunk(paths: list[Path]) -> list[list[SliceHeader] | FileRecord]:
+    return [read_header(path) for path in paths]
 
 
 def _drop_duplicates(headers: list[SliceHeader], root: Path,
