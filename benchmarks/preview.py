@@ -1,0 +1,260 @@
+"""Benchmark `convkit preview` against nilearn and a matplotlib subplot loop: a 5x5 mosaic.
+
+The input is a synthetic 512 x 512 x 300 int16 chest CT as .nii.gz (0.7 mm pixels, 1 mm
+slices, scl_inter -1024), built once and cached under --work. Every tool draws 25 axial
+slices (0, 10, ..., 240) in the lung window (W 1500, L -600) into a PNG, as a whole process
+(interpreter start-up and imports included), under GNU time for the CPU time and peak
+memory when it is installed (CPU time is the steadier figure on a shared machine).
+Afterwards convkit's PNG is checked: a 5x5 grid of the requested slices.
+
+    python benchmarks/preview.py [--work DIR] [--repeats N] [--json PATH]
+
+nilearn and matplotlib are benchmark dependencies only (the `bench` extra), never runtime ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHAPE = (300, 512, 512)  # slices, rows, columns
+PIXEL_SPACING_MM = (0.7, 0.7)
+SLICE_SPACING_MM = 1.0
+RESCALE_INTERCEPT = -1024
+SEED = 0
+SLICES = list(range(0, 250, 10))  # the classic 5x5 mosaic of every 10th slice
+LUNG = (-600, 1500)  # centre, width
+BASELINE = "nilearn plot_img mosaic"
+GNU_TIME = "/usr/bin/time"
+TIME_FORMAT = "%e %M %U %S"  # elapsed s, peak RSS KiB, user s, system s
+
+NILEARN_SCRIPT = """\
+import sys
+import matplotlib
+matplotlib.use("Agg")
+import nibabel as nib
+from nilearn import plotting
+img = nib.load(sys.argv[1])
+slices = [int(k) for k in sys.argv[3].split(",")]
+z = [float((img.affine @ [0, 0, k, 1])[2]) for k in slices]
+centre = img.affine @ ([(n - 1) / 2 for n in img.shape[:3]] + [1])
+display = plotting.plot_img(img, display_mode="mosaic", cmap="gray", colorbar=False,
+                            cut_coords={"x": [centre[0]], "y": [centre[1]], "z": z},
+                            vmin=float(sys.argv[4]), vmax=float(sys.argv[5]))
+display.savefig(sys.argv[2])
+display.close()
+"""
+MATPLOTLIB_SCRIPT = """\
+import sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import nibabel as nib
+import numpy as np
+img = nib.load(sys.argv[1])
+slices = [int(k) for k in sys.argv[3].split(",")]
+fig, axes = plt.subplots(5, 5, figsize=(10, 10))
+for ax, k in zip(axes.flat, slices):
+    plane = np.asarray(img.dataobj[:, :, k], dtype=np.float32)
+    ax.imshow(plane.T, cmap="gray", vmin=float(sys.argv[4]), vmax=float(sys.argv[5]),
+              origin="lower")
+    ax.set_title(f"k={k}", fontsize=8)
+    ax.axis("off")
+fig.savefig(sys.argv[2], dpi=100)
+"""
+
+
+@dataclass(frozen=True)
+class Run:
+    wall_s: float
+    cpu_s: float | None
+    peak_rss_mib: float | None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path,
+                        default=Path(tempfile.gettempdir()) / "convkit-bench-preview",
+                        help="cache and scratch folder, outside the repository "
+                             "(default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per tool (default: 3)")
+    parser.add_argument("--json", type=Path, help="also save the results to this JSON file")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if args.work.resolve().is_relative_to(REPO):
+        parser.error(f"--work {args.work} is inside the repository; choose a folder outside it")
+    return args
+
+
+def tools(nifti: Path, out: Path) -> dict[str, list[str]]:
+    convkit = Path(sys.executable).parent / "convkit"
+    low, high = LUNG[0] - LUNG[1] / 2, LUNG[0] + LUNG[1] / 2
+    script_args = [str(nifti), "", ",".join(map(str, SLICES)), str(low), str(high)]
+    commands = {
+        "convkit preview": [str(convkit), "preview", str(nifti), "-o", str(out / "convkit.png"),
+                            "--mosaic", "5x5", "--step", "10", "--window", "lung", "--force"],
+    }
+    for name, script, file in ((BASELINE, NILEARN_SCRIPT, "nilearn.png"),
+                               ("matplotlib subplots", MATPLOTLIB_SCRIPT, "matplotlib.png")):
+        argv = list(script_args)
+        argv[1] = str(out / file)
+        commands[name] = [sys.executable, "-c", script, *argv]
+    return commands
+
+
+def build_input(work: Path) -> Path:
+    """The cached CT as .nii.gz, rebuilt when the phantom's source or the recipe changes."""
+    import convkit.phantoms
+    from convkit.formats import write_volume
+    from convkit.volume import Volume
+
+    recipe = {"shape": list(SHAPE), "pixel_spacing_mm": list(PIXEL_SPACING_MM),
+              "slice_spacing_mm": SLICE_SPACING_MM, "seed": SEED,
+              "source_sha256": hashlib.sha256(
+                  Path(convkit.phantoms.__file__).read_bytes()).hexdigest()}
+    nifti = work / "ct.nii.gz"
+    stamp = work / "ct.json"
+    if nifti.exists() and stamp.exists() and json.loads(stamp.read_text()) == recipe:
+        return nifti
+    print(f"Building the {'x'.join(map(str, SHAPE[::-1]))} CT in {nifti} ...", flush=True)
+    started = time.perf_counter()
+    hu = convkit.phantoms.chest_ct_hu(SHAPE, PIXEL_SPACING_MM, SLICE_SPACING_MM, SEED)
+    hu -= RESCALE_INTERCEPT
+    stored = np.rint(hu, out=hu).astype(np.int16)  # (k, rows, cols)
+    del hu
+    n, rows, cols = SHAPE
+    # An axial DICOM stack in RAS: i (columns) to patient left, j (rows) posterior, k superior.
+    affine = np.diag([-PIXEL_SPACING_MM[1], -PIXEL_SPACING_MM[0], SLICE_SPACING_MM, 1.0])
+    affine[:3, 3] = [(cols - 1) / 2 * PIXEL_SPACING_MM[1], (rows - 1) / 2 * PIXEL_SPACING_MM[0],
+                     -(n - 1) / 2 * SLICE_SPACING_MM]
+    volume = Volume(stored.transpose(2, 1, 0), affine, 1.0, float(RESCALE_INTERCEPT),
+                    metadata={"Modality": "CT"})
+    work.mkdir(parents=True, exist_ok=True)
+    partial = work / "ct.partial.nii.gz"
+    write_volume(volume, partial)
+    partial.replace(nifti)
+    stamp.write_text(json.dumps(recipe))
+    print(f"  built in {time.perf_counter() - started:.1f} s", flush=True)
+    return nifti
+
+
+def gnu_time_available() -> bool:
+    try:
+        version = subprocess.run([GNU_TIME, "--version"], capture_output=True, text=True)
+    except OSError:
+        return False
+    return "GNU" in version.stdout + version.stderr
+
+
+def timed_run(argv: list[str], log: Path, use_time: bool) -> Run:
+    report = log.with_suffix(".time")
+    prefix = [GNU_TIME, "-o", str(report), "-f", TIME_FORMAT] if use_time else []
+    env = {**os.environ, "COLUMNS": "120"}
+    with open(log, "wb") as output:
+        started = time.perf_counter()
+        code = subprocess.call([*prefix, *argv], stdin=subprocess.DEVNULL, stdout=output,
+                               stderr=subprocess.STDOUT, env=env)
+        wall = time.perf_counter() - started
+    if code != 0:
+        raise SystemExit(f"error: {argv[0]} exited {code}; see {log}")
+    if not use_time:
+        return Run(wall, None, None)
+    _, rss_kib, user, system = report.read_text().strip().splitlines()[-1].split()
+    return Run(wall, float(user) + float(system), int(rss_kib) / 1024)
+
+
+def verify_convkit(nifti: Path, out: Path) -> str:
+    """convkit's mosaic holds the 25 requested slices in a 5x5 grid (checked via --json and
+    by decoding the PNG with SimpleITK)."""
+    import SimpleITK as sitk
+
+    convkit = Path(sys.executable).parent / "convkit"
+    done = subprocess.run([str(convkit), "preview", str(nifti), "-o", str(out / "check.png"),
+                           "--mosaic", "5x5", "--step", "10", "--window", "lung", "--force",
+                           "--json"], capture_output=True, text=True, check=True)
+    report = json.loads(done.stdout)
+    slices = [tile["slice"] for tile in report["tiles"]]
+    png = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "check.png")))
+    problems = []
+    if slices != SLICES or report["grid"] != [5, 5]:
+        problems.append(f"slices {slices}, grid {report['grid']}")
+    if list(png.shape[1::-1]) != report["size"]:
+        problems.append(f"PNG {png.shape} != reported size {report['size']}")
+    return "; ".join(problems) or (f"5x5 grid of slices 0..240, {png.shape[1]}x{png.shape[0]} "
+                                   "PNG, lung window")
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in ("convkit", "nilearn", "matplotlib", "nibabel", "numpy"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = "missing"
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    found = versions()
+    if "missing" in (found["nilearn"], found["matplotlib"]):
+        raise SystemExit("error: nilearn and matplotlib are needed for this benchmark: "
+                         "pip install -e '.[bench]'")
+    work = args.work
+    nifti = build_input(work)
+    out = work / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    nifti.read_bytes()  # warm the page cache
+    use_time = gnu_time_available()
+    commands = tools(nifti, out)
+    runs: dict[str, list[Run]] = {name: [] for name in commands}
+    for repeat in range(args.repeats):
+        for name, command in commands.items():
+            runs[name].append(timed_run(command, out / f"{name.replace(' ', '_')}.log", use_time))
+            print(f"  run {repeat + 1}/{args.repeats} {name}: {runs[name][-1].wall_s:.2f} s",
+                  flush=True)
+    verification = verify_convkit(nifti, out)
+    baseline = statistics.median(r.wall_s for r in runs[BASELINE])
+    baseline_cpu = statistics.median(r.cpu_s for r in runs[BASELINE]) if use_time else None
+    print(f"\n5x5 mosaic of a {'x'.join(map(str, SHAPE[::-1]))} CT (.nii.gz), "
+          f"median of {args.repeats}, whole processes; {os.cpu_count()} CPUs")
+    print(f"{'tool':<26}{'wall s':>9}{'cpu s':>9}{'peak MiB':>10}{'wall x nilearn':>16}"
+          f"{'cpu x nilearn':>15}")
+    rows = []
+    for name, results in runs.items():
+        wall = statistics.median(r.wall_s for r in results)
+        cpu = statistics.median(r.cpu_s for r in results) if use_time else None
+        rss = max(r.peak_rss_mib for r in results) if use_time else None
+        cpu_ratio = cpu / baseline_cpu if cpu and baseline_cpu else None
+        rows.append({"tool": name, "wall_s": wall, "cpu_s": cpu, "peak_rss_mib": rss,
+                     "ratio_to_nilearn": wall / baseline, "cpu_ratio_to_nilearn": cpu_ratio})
+        print(f"{name:<26}{wall:>9.2f}{(f'{cpu:.2f}' if cpu else '-'):>9}"
+              f"{(f'{rss:.0f}' if rss else '-'):>10}{wall / baseline:>16.2f}"
+              f"{(f'{cpu_ratio:.2f}' if cpu_ratio else '-'):>15}")
+    print(f"\nconvkit output: {verification}")
+    print(f"outputs: {out}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"versions": found, "machine": platform.platform(),
+                                         "cpus": os.cpu_count(), "results": rows,
+                                         "verification": verification}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

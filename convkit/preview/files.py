@@ -1,0 +1,231 @@
+"""Inputs and outputs of previews: what a path holds, PNG files written atomically, batches."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from convkit.errors import ConvkitError, InputError, RefusedError, UsageError
+from convkit.formats.output import check_targets, staged_files
+from convkit.volume import Volume
+
+#: progress(stage, done, total): stage is 'scan' (reading headers) or 'render'.
+Progress = Callable[[str, int, int], None]
+#: Metadata read from a convkit/dcm2niix/BIDS JSON sidecar beside a volume file (only keys
+#: the volume's own metadata lacks): they choose the default window.
+SIDECAR_KEYS = ("Modality", "RescaleType", "WindowCenter", "WindowWidth", "BodyPartExamined",
+                "SeriesDescription", "ProtocolName")
+
+
+@dataclass
+class PreviewSource:
+    """One volume to preview: a volume file, or a DICOM series (group) under path."""
+
+    name: str  # output file stem
+    path: Path
+    group: Any = None  # convkit.dicom.scan.SeriesGroup for DICOM
+
+    @property
+    def label(self) -> str:
+        return str(self.path) if self.group is None else f"{self.path} (series {self.name})"
+
+
+def find_sources(path: Path | str, series: list[str] | None = None,
+                 progress: Progress | None = None) -> list[PreviewSource]:
+    """Every volume under path: volume files (NIfTI, NRRD, MetaImage) and DICOM series.
+
+    series: keep only DICOM series with this SeriesNumber, label or UID (or volume files
+    with this name). Raises InputError when nothing previewable is found.
+    """
+    from convkit.dicom.scan import iter_files, scan_folder
+    from convkit.formats import VOLUME_SUFFIXES, volume_format
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist", "check the path")
+    if path.is_file() and volume_format(path):
+        return [PreviewSource(_stem(path.name), path)]
+    sources = []
+    if path.is_dir():
+        for file in iter_files(path):
+            if volume_format(file) and not file.name.startswith("."):
+                relative = file.relative_to(path).as_posix()
+                sources.append(PreviewSource(_stem(relative).replace("/", "_"), file))
+    scan = scan_folder(path, (lambda d, t: progress("scan", d, t)) if progress else None)
+    sources += [PreviewSource(group.label, path, group) for group in scan.series]
+    if series:
+        wanted = set(series)
+        sources = [s for s in sources if wanted & _source_keys(s)]
+        if not sources:
+            raise UsageError(f"--series {', '.join(series)} matches nothing in {path}",
+                             "run `convkit dicom2nii --list` on the folder to see the series")
+    if not sources:
+        raise InputError(f"{path}: no DICOM images and no volume files",
+                         f"pass a DICOM folder or a {', '.join(VOLUME_SUFFIXES)} file")
+    _unique_names(sources)
+    return sources
+
+
+def _source_keys(source: PreviewSource) -> set[str]:
+    if source.group is None:
+        return {source.name, source.path.name}
+    group = source.group
+    return {str(group.first.series_number), group.label, group.series_uid}
+
+
+def _stem(name: str) -> str:
+    from convkit.formats import VOLUME_SUFFIXES
+
+    for suffix in sorted(VOLUME_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[:-len(suffix)]
+    return name
+
+
+def _unique_names(sources: list[PreviewSource]) -> None:
+    seen: dict[str, int] = {}
+    for source in sources:
+        count = seen.get(source.name, 0) + 1
+        seen[source.name] = count
+        if count > 1:
+            source.name = f"{source.name}_{count}"
+
+
+def load_for_preview(source: PreviewSource, options=None) -> Volume:
+    """The volume of a source; a volume file's JSON sidecar (NAME.json) adds its
+    Modality, window and body part when the file itself does not say.
+
+    options: convkit.dicom.series.ConvertOptions for DICOM (e.g. resample=True)."""
+    if source.group is not None:
+        from convkit.dicom.series import read_series
+
+        return read_series(source.group, options)
+    from convkit.formats import read_volume
+
+    volume = read_volume(source.path)
+    for key, value in sidecar_metadata(source.path).items():
+        volume.metadata.setdefault(key, value)
+    return volume
+
+
+def sidecar_metadata(path: Path) -> dict[str, Any]:
+    """SIDECAR_KEYS from NAME.json beside NAME.nii.gz / .nii / .nrrd / ... ({} if none)."""
+    sidecar = path.with_name(_stem(path.name) + ".json")
+    if not sidecar.is_file():
+        return {}
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {key: data[key] for key in SIDECAR_KEYS if data.get(key) is not None}
+
+
+def write_png(data: bytes, path: Path | str, force: bool = False) -> Path:
+    """Write PNG bytes atomically (staged in the target folder, then renamed).
+
+    Raises OutputError when path exists without force or cannot be written.
+    """
+    path = Path(path)
+    check_targets([path], force)
+    with staged_files(path.parent, force) as staging:
+        (staging / path.name).write_bytes(data)
+    return path
+
+
+@dataclass
+class BatchItem:
+    source: str
+    name: str
+    status: str  # written | refused | failed
+    output: str = ""
+    reason: str = ""
+    hint: str = ""
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BatchReport:
+    input: str
+    output: str
+    items: list[BatchItem] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 all written, 6 partial, 4 all refused, 3 all failed (as dicom2nii)."""
+        statuses = [item.status for item in self.items]
+        if all(s == "written" for s in statuses):
+            return 0
+        if "written" in statuses:
+            return 6
+        return 4 if "refused" in statuses else 3
+
+    def to_json(self) -> dict[str, Any]:
+        return {"input": self.input, "output": self.output, "exit_code": self.exit_code,
+                "files_written": [i.output for i in self.items if i.status == "written"],
+                "items": [vars(item) for item in self.items]}
+
+
+def preview_folder(sources: list[PreviewSource], root: Path | str, out_dir: Path | str,
+                   options, highlight: str | None = None, force: bool = False,
+                   progress: Progress | None = None, read_options=None) -> BatchReport:
+    """One PNG per source in out_dir (NAME.png); a failing source does not stop the others.
+
+    Refuses (UsageError) an out_dir inside the input folder, and (OutputError) existing
+    targets without force, before drawing anything.
+    """
+    from convkit.preview import png_bytes
+    from convkit.preview.render import draw_preview, plan_preview
+
+    root, out_dir = Path(root), Path(out_dir)
+    if root.is_dir() and out_dir.resolve().is_relative_to(root.resolve()):
+        raise UsageError(f"the output folder {out_dir} is inside the input folder {root}",
+                         "choose an output folder outside the input: convkit writes nothing there")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir} exists and is not a folder",
+                         "pass a folder, or a .png file name for one image")
+    check_targets([out_dir / f"{s.name}.png" for s in sources], force)
+    report = BatchReport(str(root), str(out_dir))
+    for done, source in enumerate(sources):
+        if progress:
+            progress("render", done, len(sources))
+        item = BatchItem(source.label, source.name, "written")
+        try:
+            volume = load_for_preview(source, read_options)
+            overlays = highlight_overlays(volume, highlight, options.volume_index)
+            plan = plan_preview(volume, options, source.name, overlays)
+            drawing = draw_preview(plan)
+            target = write_png(png_bytes(drawing), out_dir / f"{source.name}.png", force)
+            item.output = str(target)
+            item.report = {**drawing.to_json(), "files_written": [str(target)]}
+        except RefusedError as exc:
+            item.status, item.reason, item.hint = "refused", exc.message, exc.hint
+        except (ConvkitError, OSError) as exc:
+            item.status = "failed"
+            item.reason = getattr(exc, "message", None) or str(exc)
+            item.hint = getattr(exc, "hint", "")
+        report.items.append(item)
+    if progress:
+        progress("render", len(sources), len(sources))
+    return report
+
+
+def highlight_overlays(volume: Volume, highlight: str | None, volume_index: int = 0) -> list:
+    """The overlays a --highlight asks for ([] for None)."""
+    if not highlight:
+        return []
+    from convkit.preview.overlay import HIGHLIGHTS, ggo_overlay
+
+    if highlight != "ggo":
+        raise UsageError(f"unknown --highlight {highlight!r}",
+                         f"choose one of {', '.join(HIGHLIGHTS)}")
+    from convkit.preview.window import hounsfield_reason
+
+    if not hounsfield_reason(volume):
+        raise UsageError("--highlight ggo needs a CT in Hounsfield units",
+                         "the metadata say another modality, or the values do not look like HU")
+    return [ggo_overlay(volume, volume_index)]
