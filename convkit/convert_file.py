@@ -85,4 +85,6 @@ def _not_carried(volume: Volume, target: Path) -> list[str]:
         lost.append("slope/intercept (real values written instead)")
     if volume.metadata.get("Format", "").startswith("NIfTI") and volume_format(target) != "nifti":
         lost += ["qform_code/sform_code", "intent"]
+    if volume.array.ndim == 4 and volume_format(target) != "nifti":
+        lost.append("time step (NIfTI pixdim[4])")
     return lost

@@ -74,6 +74,38 @@ class WrittenSeries:
     notes: list[str] = field(default_factory=list)
 
 
+def new_uid() -> str:
+    from pydicom.uid import generate_uid
+
+    return generate_uid()
+
+
+#: Identity fields and the DICOM VR their values must satisfy.
+_IDENTITY_VRS = {"patient_name": ("PN", "--patient-name"), "patient_id": ("LO", "--patient-id"),
+                 "study_description": ("LO", "--study-description"),
+                 "series_description": ("LO", "--series-description"),
+                 "series_number": ("IS", "--series-number")}
+
+
+def validate_identity(identity: SeriesIdentity) -> None:
+    """Refuse (exit 2) identity values that would make the files invalid DICOM."""
+    from pydicom import config
+    from pydicom.valuerep import validate_value
+
+    for name, (vr, option) in _IDENTITY_VRS.items():
+        value = getattr(identity, name)
+        text = str(value)
+        try:
+            if "\\" in text:
+                raise ValueError("a backslash separates DICOM values")
+            validate_value(vr, value if vr != "IS" else text, config.RAISE)
+            if vr == "IS" and not -(2**31) <= int(value) < 2**31:
+                raise ValueError("out of the IS range")
+        except ValueError as exc:
+            raise UsageError(f"{option} {text[:40]!r} is not a valid {vr} value ({exc})",
+                             "use at most 64 characters, no backslash (numbers: 32-bit)") from None
+
+
 def encode_values(volume: Volume) -> StoredValues:
     """16-bit stored values for the volume's real values, exact whenever possible."""
     if volume.is_rgb:

@@ -38,6 +38,8 @@ def write_mha(volume: Volume, path: Path) -> None:
     from convkit.formats.nrrd import compact_real_values
 
     data = compact_real_values(volume)
+    if volume.is_rgb:
+        data = np.stack([data[channel] for channel in "RGB"], axis=-1)  # (i, j, k, 3)
     if data.ndim == 4:
         kji = np.moveaxis(data, (0, 1, 2), (2, 1, 0))  # components stay last
         image = sitk.GetImageFromArray(np.ascontiguousarray(kji), isVector=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convkit.errors import InputError
+from convkit.errors import InputError, RefusedError
 from convkit.volume import RGB_DTYPE, Volume
 
 #: qform and sform closer than this (mm, on any affine entry) agree.
@@ -33,6 +33,11 @@ def read_nifti(path: Path) -> Volume:
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise InputError(f"{path}: cannot read NIfTI ({reason})",
                          "the file may be truncated or not NIfTI") from exc
+    if array.ndim == 2:
+        array = array[:, :, np.newaxis]  # one slice: a 3D volume of depth 1
+    if array.ndim > 4:
+        raise RefusedError(f"{path}: a {array.ndim}D NIfTI is not supported",
+                           "convkit handles 3D volumes and 4D time series")
     header = image.header
     affine, notes = choose_affine(header)
     slope, intercept = image.dataobj.slope, image.dataobj.inter

@@ -62,6 +62,7 @@ def staged_folder(target: Path, force: bool = False) -> Iterator[Path]:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.convkit-", dir=target.parent))
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the result should not be
     except OSError as exc:
         raise OutputError(f"cannot write to {target.parent}: {exc.strerror or exc}",
                           "check the path and its permissions") from exc
@@ -79,3 +80,9 @@ def staged_folder(target: Path, force: bool = False) -> Iterator[Path]:
                           "check free space and permissions") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
