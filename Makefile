@@ -39,6 +39,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python benchmarks/convert.py
+	$(BIN)/python benchmarks/preview.py
+	$(BIN)/python benchmarks/audit.py
 
 sample-data: $(STAMP)
 	$(BIN)/python sample_data/make_sample_data.py
