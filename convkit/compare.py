@@ -249,40 +249,9 @@ def compare_files(
     """
     from convkit.inputs import load_volume
 
-    volumes = []
-    for path, chosen in ((Path(path_a), series), (Path(path_b), series_b or series)):
-        volume = load_volume(path, chosen)
-        attach_sidecar(volume, path)
-        volumes.append(volume)
+    volumes = [load_volume(path, chosen)  # with the sidecar's fields (inputs.attach_sidecar)
+               for path, chosen in ((Path(path_a), series), (Path(path_b), series_b or series))]
     return compare_volumes(volumes[0], volumes[1], names=(str(path_a), str(path_b)), **options)
-
-
-def attach_sidecar(volume: Volume, path: Path) -> None:
-    """Merge NAME.json beside a volume file into volume.metadata (the file's own fields win);
-    mark DICOM-read volumes as Format DICOM."""
-    import json
-
-    from convkit.formats import VOLUME_SUFFIXES, volume_format
-
-    if not (path.is_file() and volume_format(path)):
-        volume.metadata.setdefault("Format", "DICOM")
-        return
-    name = path.name
-    for suffix in sorted(VOLUME_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    sidecar = path.with_name(name + ".json")
-    if not sidecar.is_file():
-        return
-    try:
-        data = json.loads(sidecar.read_text())
-    except (OSError, ValueError) as exc:
-        volume.notes.append(f"sidecar {sidecar.name} unreadable ({type(exc).__name__}): ignored")
-        return
-    if isinstance(data, dict):
-        volume.metadata = {**data, **volume.metadata}
-        volume.notes.append(f"acquisition fields from {sidecar.name}")
 
 
 def compare_volumes(

@@ -25,8 +25,40 @@ def load_volume(path: Path | str, series: str | None = None, options=None) -> Vo
     if not path.exists():
         raise InputError(f"{path} does not exist", "check the path")
     if path.is_file() and volume_format(path):
-        return read_volume(path)
-    return _load_dicom(path, series, options)
+        volume = read_volume(path)
+        attach_sidecar(volume, path)
+        return volume
+    volume = _load_dicom(path, series, options)
+    volume.metadata.setdefault("Format", "DICOM")
+    return volume
+
+
+def sidecar_path(path: Path) -> Path:
+    """NAME.json beside NAME.nii.gz / .nii / .nrrd / .nhdr / .mha / .mhd."""
+    from convkit.formats import volume_stem
+
+    return path.with_name(volume_stem(path.name) + ".json")
+
+
+def attach_sidecar(volume: Volume, path: Path) -> None:
+    """Merge the JSON sidecar beside a volume file into volume.metadata.
+
+    The file's own header fields win over the sidecar's; an unreadable sidecar is
+    noted and ignored (it never makes the image unreadable).
+    """
+    import json
+
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        return
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        volume.notes.append(f"sidecar {sidecar.name} unreadable ({type(exc).__name__}): ignored")
+        return
+    if isinstance(data, dict):
+        volume.metadata = {**data, **volume.metadata}
+        volume.notes.append(f"acquisition fields from {sidecar.name}")
 
 
 def _load_dicom(path: Path, series: str | None, options) -> Volume:

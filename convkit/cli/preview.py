@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
 from convkit.cli import render
+from convkit.cli.progress import progress_bar
 from convkit.errors import UsageError
 
 
@@ -79,7 +78,7 @@ def preview(
     batch = output is not None and output.suffix.lower() != ".png"
     if output is not None and not batch:
         check_targets([output], force)
-    with _progress(enabled=not as_json) as progress:
+    with progress_bar(enabled=not as_json, labels={"render": "Rendering previews"}) as progress:
         sources = find_sources(input_path, series, progress)
         if batch:
             if overlay is not None or terminal:
@@ -276,32 +275,3 @@ def _drawn(report: dict) -> str:
         return (f"{report['plane']} mosaic {first['axis']}={first['slice']}..{last['slice']} "
                 f"({len(tiles)})")
     return f"{report['plane']} {first['axis']}={first['slice']}"
-
-
-@contextmanager
-def _progress(enabled: bool = True) -> Iterator:
-    """A progress bar on stderr for scanning and rendering (only when stderr is a terminal)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    console = render.error_console()
-    if not enabled or not console.is_terminal:
-        yield None
-        return
-    labels = {"scan": "Scanning headers", "render": "Rendering previews"}
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
-        tasks: dict[str, int] = {}
-
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
-        yield update

@@ -9,10 +9,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from convkit.cli.render import error_console
 
+#: Default task labels by stage; any other stage is shown as "Converting STAGE".
+STAGE_LABELS = {"scan": "Scanning headers"}
+
 
 @contextmanager
-def progress_bar(enabled: bool = True) -> Iterator:
-    """Yield a callback(stage, done, total); draws only when stderr is a terminal."""
+def progress_bar(enabled: bool = True, labels: dict[str, str] | None = None) -> Iterator:
+    """Yield a callback(stage, done, total); draws only when stderr is a terminal.
+
+    labels: task label per stage name (added to STAGE_LABELS).
+    """
+    known = {**STAGE_LABELS, **(labels or {})}
     console = error_console()
     if not enabled or not console.is_terminal:
         yield None
@@ -24,7 +31,7 @@ def progress_bar(enabled: bool = True) -> Iterator:
 
         def update(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
-                label = "Scanning headers" if stage == "scan" else f"Converting {stage}"
+                label = known.get(stage, f"Converting {stage}")
                 tasks[stage] = bar.add_task(label, total=total)
             bar.update(tasks[stage], completed=done, total=total)
 

@@ -13,6 +13,14 @@ FORMATS = {"nii.gz": ".nii.gz", "nii": ".nii", "nrrd": ".nrrd", "nhdr": ".nhdr",
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
+def volume_stem(name: str) -> str:
+    """NAME of NAME.nii.gz, NAME.nrrd, NAME.mha ...: where the file's sidecars are found."""
+    for suffix in sorted(VOLUME_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def volume_format(path: Path | str) -> str | None:
     """'nifti', 'nrrd' or 'mha' from the file name, or None."""
     name = Path(path).name.lower()

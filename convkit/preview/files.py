@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from convkit.errors import ConvkitError, InputError, RefusedError, UsageError
+from convkit.formats import volume_stem
 from convkit.formats.output import check_targets, staged_files
 from convkit.volume import Volume
 
 #: progress(stage, done, total): stage is 'scan' (reading headers) or 'render'.
 Progress = Callable[[str, int, int], None]
-#: Metadata read from a convkit/dcm2niix/BIDS JSON sidecar beside a volume file (only keys
-#: the volume's own metadata lacks): they choose the default window.
-SIDECAR_KEYS = ("Modality", "RescaleType", "WindowCenter", "WindowWidth", "BodyPartExamined",
-                "SeriesDescription", "ProtocolName")
 
 
 @dataclass
@@ -47,13 +43,13 @@ def find_sources(path: Path | str, series: list[str] | None = None,
     if not path.exists():
         raise InputError(f"{path} does not exist", "check the path")
     if path.is_file() and volume_format(path):
-        return [PreviewSource(_stem(path.name), path)]
+        return [PreviewSource(volume_stem(path.name), path)]
     sources = []
     if path.is_dir():
         for file in iter_files(path):
             if volume_format(file) and not file.name.startswith("."):
                 relative = file.relative_to(path).as_posix()
-                sources.append(PreviewSource(_stem(relative).replace("/", "_"), file))
+                sources.append(PreviewSource(volume_stem(relative).replace("/", "_"), file))
     scan = scan_folder(path, (lambda d, t: progress("scan", d, t)) if progress else None)
     sources += [PreviewSource(group.label, path, group) for group in scan.series]
     if series:
@@ -76,15 +72,6 @@ def _source_keys(source: PreviewSource) -> set[str]:
     return {str(group.first.series_number), group.label, group.series_uid}
 
 
-def _stem(name: str) -> str:
-    from convkit.formats import VOLUME_SUFFIXES
-
-    for suffix in sorted(VOLUME_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[:-len(suffix)]
-    return name
-
-
 def _unique_names(sources: list[PreviewSource]) -> None:
     seen: dict[str, int] = {}
     for source in sources:
@@ -104,25 +91,11 @@ def load_for_preview(source: PreviewSource, options=None) -> Volume:
 
         return read_series(source.group, options)
     from convkit.formats import read_volume
+    from convkit.inputs import attach_sidecar
 
     volume = read_volume(source.path)
-    for key, value in sidecar_metadata(source.path).items():
-        volume.metadata.setdefault(key, value)
+    attach_sidecar(volume, source.path)
     return volume
-
-
-def sidecar_metadata(path: Path) -> dict[str, Any]:
-    """SIDECAR_KEYS from NAME.json beside NAME.nii.gz / .nii / .nrrd / ... ({} if none)."""
-    sidecar = path.with_name(_stem(path.name) + ".json")
-    if not sidecar.is_file():
-        return {}
-    try:
-        data = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {key: data[key] for key in SIDECAR_KEYS if data.get(key) is not None}
 
 
 def write_png(data: bytes, path: Path | str, force: bool = False) -> Path:
