@@ -224,8 +224,6 @@ def read_header(path: Path) -> list[SliceHeader] | FileRecord:
     Most files are read by the fast tag walker; what it does not cover (MR, with its
     vendor and diffusion attributes, multi-frame, mosaics, unusual encodings) by pydicom.
     """
-    from pydicom.errors import InvalidDicomError
-
     if not looks_like_dicom(path):
         return FileRecord(path, "not-dicom")
     try:
@@ -241,13 +239,20 @@ def read_header(path: Path) -> list[SliceHeader] | FileRecord:
         headers = _expand(ds, header)
     except ConvkitError as exc:
         return FileRecord(path, "unreadable", exc.message)
-    except (InvalidDicomError, OSError, ValueError, TypeError, AttributeError, KeyError,
-            IndexError, EOFError) as exc:
+    except Exception as exc:  # pydicom is imported only for the fallback: match by kind
+        if not _is_read_error(exc):
+            raise
         return FileRecord(path, "unreadable", f"header: {exc}".splitlines()[0][:200])
     problem = _check_pixel_size(header, path.stat().st_size, getattr(ds, "pixel_data_end", None))
     if problem:
         return FileRecord(path, "unreadable", problem, series_uid=header.series_instance_uid)
     return headers
+
+
+def _is_read_error(exc: Exception) -> bool:
+    """Errors that mean "this file's header cannot be read" (pydicom's InvalidDicomError too)."""
+    return isinstance(exc, (OSError, ValueError, TypeError, AttributeError, KeyError,
+                            IndexError, EOFError)) or type(exc).__name__ == "InvalidDicomError"
 
 
 def _read_dataset(path: Path) -> Any:

@@ -173,11 +173,12 @@ class SeriesPlan:
     refusal: RefusedError | None  # why read_series would refuse, with these options
 
 
-def plan_series(group: SeriesGroup, options: ConvertOptions | None = None) -> SeriesPlan | None:
+def plan_series(group: SeriesGroup, options: ConvertOptions | None = None) -> SeriesPlan:
     """Headers-only dry run of read_series: the layout, geometry and any refusal.
 
-    Returns None when the series cannot even be laid out (no geometry, unsupported
-    pixels): then refusal reasons come from check_supported, raised as RefusedError.
+    A grid that read_series would refuse (gap, tilt with --tilt refuse) is returned
+    as plan.refusal; a series that cannot even be laid out (no geometry, unsupported
+    pixels, duplicate positions) raises RefusedError, as read_series does.
     """
     options = options or ConvertOptions()
     check_supported(group)

@@ -13,7 +13,7 @@ from convkit.dicom.vendors import phase_encoding_fields
 #: DICOM keyword -> divisor that converts its value to the sidecar's unit.
 ACQUISITION_FIELDS: dict[str, float] = {
     "Modality": 1, "Manufacturer": 1, "ManufacturerModelName": 1, "SoftwareVersions": 1,
-    "MagneticFieldStrength": 1, "InstitutionName": 1, "BodyPartExamined": 1,
+    "MagneticFieldStrength": 1, "BodyPartExamined": 1,
     "PatientPosition": 1, "SeriesDescription": 1, "ProtocolName": 1, "SeriesNumber": 1,
     "SeriesInstanceUID": 1, "StudyInstanceUID": 1, "StudyDate": 1, "AcquisitionNumber": 1,
     "ImageType": 1, "SliceThickness": 1, "SpacingBetweenSlices": 1, "PixelSpacing": 1,
@@ -25,7 +25,8 @@ ACQUISITION_FIELDS: dict[str, float] = {
     "ContrastBolusAgent": 1, "WindowCenter": 1, "WindowWidth": 1, "RescaleSlope": 1,
     "RescaleIntercept": 1, "RescaleType": 1, "BitsStored": 1, "PhotometricInterpretation": 1,
 }
-IDENTIFIER_FIELDS = ("PatientName", "PatientID", "PatientBirthDate")
+#: Identifying fields, written only with keep_identifiers (the institution narrows who it is).
+IDENTIFIER_FIELDS = ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName")
 
 
 def sidecar_fields(header: Any, keep_identifiers: bool = False) -> dict[str, Any]:

@@ -1,0 +1,248 @@
+"""Benchmark `convkit audit --json` against `dcm2niix -n -1 -d 9` and a plain pydicom loop.
+
+A tree of --files files (default 20,000) is built from hard links under --work (never in the
+repository): distinct synthetic series (CT, read by convkit's fast header path, and MR, which
+goes through pydicom) plus the real corpus (../shared/data/dicom: vendor MR and CT, enhanced
+multi-frame, compressed syntaxes, NIfTI ground truths), repeated in replica folders until the
+count is reached. Every tool runs as a whole process under GNU time (`/usr/bin/time -v`: CPU
+time and peak memory), --repeats times round-robin, after the page cache has been warmed.
+
+    python benchmarks/audit.py [--files 20000] [--repeats 3] [--work DIR] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO.parent / "shared" / "data" / "dicom"
+GNU_TIME = "/usr/bin/time"
+BASELINE = "dcm2niix -n -1 -d 9"
+#: Slices per synthetic series and their matrix (rows, columns).
+SLICES = 250
+SYNTHETIC_MATRIX = (64, 64)
+SOURCES_VERSION = "1"  # bump when the source set changes (the cache is rebuilt)
+
+PYDICOM_LOOP = """\
+import os, sys
+import pydicom
+count = 0
+for folder, _, names in os.walk(sys.argv[1]):
+    for name in names:
+        try:
+            pydicom.dcmread(os.path.join(folder, name), stop_before_pixels=True)
+            count += 1
+        except Exception:
+            pass
+print(count, "DICOM headers read")
+"""
+
+
+@dataclass(frozen=True)
+class Run:
+    wall_s: float
+    cpu_s: float
+    peak_rss_mib: float
+    exit_code: int
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", type=int, default=20000, help="files in the tree "
+                        "(default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per tool (default: 3)")
+    parser.add_argument("--work", type=Path,
+                        default=Path(tempfile.gettempdir()) / "convkit-bench-audit",
+                        help="cache and scratch folder, outside the repository "
+                             "(default: %(default)s)")
+    parser.add_argument("--ct-series", type=int, default=6,
+                        help=f"distinct synthetic CT series of {SLICES} slices (default: 6)")
+    parser.add_argument("--mr-series", type=int, default=2,
+                        help=f"distinct synthetic MR series of {SLICES} slices (default: 2)")
+    parser.add_argument("--no-corpus", action="store_true",
+                        help="leave the real corpus out of the tree")
+    parser.add_argument("--json", type=Path, help="also save the results here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not Path(GNU_TIME).exists():
+        sys.exit(f"{GNU_TIME} (GNU time) is needed for CPU time and peak memory: "
+                 "apt-get install -y time")
+    if args.work.resolve().is_relative_to(REPO):
+        sys.exit("--work must be outside the repository")
+    dcm2niix = shutil.which("dcm2niix") or str(Path(sys.executable).with_name("dcm2niix"))
+    if not Path(dcm2niix).exists():
+        sys.exit("dcm2niix is missing: pip install -e '.[test]'")
+    synthetic = (("CT", args.ct_series), ("MR", args.mr_series))
+    corpus = not args.no_corpus and CORPUS.is_dir()
+    name = f"ct{args.ct_series}-mr{args.mr_series}{'-corpus' if corpus else ''}"
+    sources = build_sources(args.work / f"sources-v{SOURCES_VERSION}-{name}", synthetic, corpus)
+    tree = build_tree(args.work / f"tree-{name}-{args.files}", sources, args.files)
+    files = sum(len(names) for _, _, names in os.walk(tree))
+    warm(tree)
+    scratch = Path(tempfile.mkdtemp(prefix="run-", dir=args.work))
+    convkit = [sys.executable, "-m", "convkit", "audit", str(tree), "--json"]
+    tools = {
+        "convkit audit --json": convkit,
+        "convkit audit --json --jobs 1": convkit + ["--jobs", "1"],
+        BASELINE: [dcm2niix, "-n", "-1", "-d", "9", "-o", str(scratch), str(tree)],
+        "pydicom loop (stop_before_pixels)": [sys.executable, "-c", PYDICOM_LOOP, str(tree)],
+    }
+    runs: dict[str, list[Run]] = {name: [] for name in tools}
+    for repeat in range(args.repeats):
+        for name, command in tools.items():
+            out = scratch / f"{len(runs[name])}.out"
+            runs[name].append(timed(command, out))
+            if name == "convkit audit --json" and repeat == 0:
+                check_audit(out, files)
+    shutil.rmtree(scratch, ignore_errors=True)
+    report(args, tree, files, runs, describe_sources(synthetic, corpus))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+# The tree
+
+
+def build_sources(folder: Path, synthetic: tuple[tuple[str, int], ...], corpus: bool) -> Path:
+    """Distinct synthetic series and a copy of the corpus (hard links need one file system)."""
+    stamp = folder / ".complete"
+    if stamp.exists():
+        return folder
+    import numpy as np
+
+    from convkit.synthetic import regular_positions, write_series
+
+    shutil.rmtree(folder, ignore_errors=True)
+    rows, cols = SYNTHETIC_MATRIX
+    print(f"building the source set in {folder} (once) ...", file=sys.stderr)
+    number = 0
+    slices = SLICES
+    for modality, count in synthetic:
+        for index in range(count):
+            number += 1
+            stored = (np.arange(slices * rows * cols, dtype=np.int16).reshape(slices, rows, cols)
+                      % 1000)
+            write_series(folder / "synthetic" / f"{modality}{index + 1}", stored,
+                         regular_positions(slices, spacing=1.25), modality=modality,
+                         series_number=number, series_description=f"{modality} {index + 1}",
+                         seed=1000 + number, rescale_intercept=-1024 if modality == "CT" else None)
+    if corpus:
+        shutil.copytree(CORPUS, folder / "corpus")
+    stamp.write_text("ok\n")
+    return folder
+
+
+def build_tree(tree: Path, sources: Path, count: int) -> Path:
+    """count hard links to the source files, in replica folders (built once, then reused).
+
+    The completion marker sits beside the tree, not in it (the tools would count it).
+    """
+    marker = tree.parent / f".{tree.name}.complete"
+    if marker.exists() and tree.is_dir():
+        return tree
+    shutil.rmtree(tree, ignore_errors=True)
+    files = sorted(p for p in sources.rglob("*") if p.is_file() and p.name != ".complete")
+    print(f"linking {count} files into {tree} ...", file=sys.stderr)
+    for index in range(count):
+        source = files[index % len(files)]
+        target = tree / f"replica{index // len(files):03d}" / source.relative_to(sources)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(source, target)
+    marker.write_text(f"{count}\n")
+    return tree
+
+
+def warm(tree: Path) -> None:
+    """Read every file once so that every tool finds the tree in the page cache."""
+    for folder, _, names in os.walk(tree):
+        for name in names:
+            with open(os.path.join(folder, name), "rb") as handle:
+                while handle.read(1 << 20):
+                    pass
+
+
+# ------------------------------------------------------------------------------------------
+# Timing
+
+
+def timed(command: list[str], out: Path) -> Run:
+    """Run command under GNU time; stdout to out. Wall time from here, CPU and memory from time."""
+    report = out.with_suffix(".time")
+    with open(out, "wb") as stdout:
+        start = time.perf_counter()
+        done = subprocess.run([GNU_TIME, "-v", "-o", str(report), *command], stdout=stdout,
+                              stderr=subprocess.DEVNULL, check=False)
+        wall = time.perf_counter() - start
+    text = report.read_text()
+    user = float(re.search(r"User time \(seconds\): ([\d.]+)", text).group(1))
+    system = float(re.search(r"System time \(seconds\): ([\d.]+)", text).group(1))
+    peak_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1))
+    return Run(wall, user + system, peak_kib / 1024, done.returncode)
+
+
+def check_audit(out: Path, files: int) -> None:
+    """The audit must account for every file: a fast wrong answer is worthless."""
+    document = json.loads(out.read_text())
+    listed = document["summary"]["files"]
+    if listed != files:
+        sys.exit(f"convkit audit listed {listed} files, the tree has {files}")
+
+
+def report(args: argparse.Namespace, tree: Path, files: int, runs: dict[str, list[Run]],
+           sources: str) -> None:
+    baseline = statistics.median(r.wall_s for r in runs[BASELINE])
+    fast = importlib.util.find_spec("convkit.dicom.fastheader") is not None
+    print(f"\n{files} files in {tree} (hard links of {sources})")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}; fast header path in scan.py: {'yes' if fast else 'no'}")
+    print(f"median of {args.repeats} runs, whole processes, warm page cache; ratio = "
+          f"time / time of {BASELINE} (below 1: faster)\n")
+    header = f"{'tool':38} {'wall s':>7} {'files/s':>8} {'ratio':>6} {'CPU s':>7} {'peak MiB':>9}"
+    print(header)
+    print("-" * len(header))
+    results = {}
+    for name, items in runs.items():
+        wall = statistics.median(r.wall_s for r in items)
+        cpu = statistics.median(r.cpu_s for r in items)
+        peak = max(r.peak_rss_mib for r in items)
+        codes = sorted({r.exit_code for r in items})
+        print(f"{name:38} {wall:7.2f} {files / wall:8.0f} {wall / baseline:6.2f} {cpu:7.2f} "
+              f"{peak:9.0f}" + (f"  (exit {codes})" if codes != [0] else ""))
+        results[name] = {"wall_s": [r.wall_s for r in items], "cpu_s": [r.cpu_s for r in items],
+                         "peak_rss_mib": peak, "exit_codes": codes,
+                         "files_per_s": files / wall}
+    print("\npeak MiB: GNU time's maximum resident set of the process tree's largest process "
+          "(convkit's header workers are separate processes)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"files": files, "sources": sources,
+                                         "fast_header_path": fast,
+                                         "machine": platform.platform(), "cores": os.cpu_count(),
+                                         "results": results}, indent=2) + "\n")
+
+
+def describe_sources(synthetic: tuple[tuple[str, int], ...], corpus: bool) -> str:
+    kinds = " + ".join(f"{count} {modality}" for modality, count in synthetic if count)
+    distinct = sum(count for _, count in synthetic) * SLICES
+    return (f"{distinct} distinct synthetic files ({kinds} series x {SLICES} slices)"
+            + (" and the real corpus" if corpus else "") + ", repeated")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

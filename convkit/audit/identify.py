@@ -1,0 +1,111 @@
+"""What a non-DICOM file is, from its content (magic numbers), never from its name alone.
+
+- NIfTI-1: sizeof_hdr 348 (either byte order) at byte 0 and magic 'n+1' (single file)
+  or 'ni1' (header of a .hdr/.img pair) at byte 344; without the magic it is ANALYZE 7.5.
+- NIfTI-2: sizeof_hdr 540 at byte 0 and magic 'n+2' / 'ni2' at byte 4.
+- gzip-compressed files are looked at after decompressing their first bytes.
+- NRRD: 'NRRD000' at byte 0 (attached .nrrd and detached .nhdr headers alike).
+- MetaImage: a text header whose first key is 'ObjectType' (or NDims) and that
+  names an ElementDataFile.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+#: Suffixes that promise DICOM: a file so named that is not DICOM deserves a finding.
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima", ".dc3")
+#: Bytes read to identify a file (a NIfTI-2 header is 540 bytes).
+HEAD_BYTES = 544
+#: Content kinds of volume files.
+VOLUME_KINDS = ("nifti1", "nifti2", "nifti1-pair", "nifti2-pair", "nrrd", "metaimage")
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_METAIMAGE_FIRST_KEYS = (b"objecttype", b"ndims", b"objectsubtype", b"comment")
+
+
+def read_head(path: Path, size: int = HEAD_BYTES) -> tuple[bytes, bool]:
+    """(first size bytes of the content, gzip-compressed?); gzip files are decompressed."""
+    with open(path, "rb") as handle:
+        raw = handle.read(max(size, 64))
+    if raw[:2] != _GZIP_MAGIC:
+        return raw[:size], False
+    try:
+        decompressor = zlib.decompressobj(31)
+        out = b""
+        with open(path, "rb") as handle:
+            while len(out) < size:
+                chunk = handle.read(65536)
+                if not chunk:
+                    break
+                out += decompressor.decompress(chunk, size - len(out))
+                if decompressor.eof:
+                    break
+        return out[:size], True
+    except zlib.error:
+        return b"", True
+
+
+def sniff(path: Path) -> str:
+    """'empty', one of VOLUME_KINDS, 'analyze', 'gzip' (something else compressed), 'other',
+    or 'unreadable' (a broken link, no permission)."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty"
+        head, compressed = read_head(path)
+    except OSError:
+        return "unreadable"
+    kind = _nifti_kind(head)
+    if kind:
+        return kind
+    if head.startswith(b"NRRD000"):
+        return "nrrd"
+    if not compressed and _looks_like_metaimage(path, head):
+        return "metaimage"
+    return "gzip" if compressed else "other"
+
+
+def _nifti_kind(head: bytes) -> str:
+    if len(head) < 348:
+        return ""
+    for order in "<>":
+        size = struct.unpack(order + "i", head[:4])[0]
+        if size == 348:
+            magic = head[344:348]
+            if magic == b"n+1\x00":
+                return "nifti1"
+            if magic == b"ni1\x00":
+                return "nifti1-pair"
+            return "analyze"
+        if size == 540 and len(head) >= 540:
+            magic = head[4:8]
+            if magic == b"n+2\x00":
+                return "nifti2"
+            if magic == b"ni2\x00":
+                return "nifti2-pair"
+    return ""
+
+
+def _looks_like_metaimage(path: Path, head: bytes) -> bool:
+    first = head.lstrip().split(b"\n", 1)[0].split(b"=", 1)[0].strip().lower()
+    if first not in _METAIMAGE_FIRST_KEYS:
+        return False
+    with open(path, "rb") as handle:
+        text = handle.read(65536)
+    return b"ElementDataFile" in text
+
+
+def named_like_dicom(path: Path) -> bool:
+    return path.suffix.lower() in DICOM_SUFFIXES
+
+
+def volume_stem(path: Path) -> str:
+    """NAME of NAME.nii.gz, NAME.nrrd, NAME.mha ...: where its sidecars are found."""
+    name = path.name
+    lower = name.lower()
+    for suffix in (".nii.gz", ".nii", ".hdr.gz", ".hdr", ".nrrd", ".nhdr", ".mha", ".mhd"):
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
