@@ -38,7 +38,18 @@ WANTED: dict[str, tuple[int, str]] = {
     "PixelRepresentation": (0x00280103, "US"), "RescaleIntercept": (0x00281052, "DS"),
     "RescaleSlope": (0x00281053, "DS"),
 }
-_BY_TAG = {tag: (keyword, vr) for keyword, (tag, vr) in WANTED.items()}
+#: Identifying attributes (for audit): keyword -> (tag, VR); all in groups 0008 and 0010.
+IDENTIFYING: dict[str, tuple[int, str]] = {
+    "PatientName": (0x00100010, "PN"), "PatientID": (0x00100020, "LO"),
+    "PatientBirthDate": (0x00100030, "DA"), "OtherPatientIDs": (0x00101000, "LO"),
+    "OtherPatientNames": (0x00101001, "PN"), "PatientAddress": (0x00101040, "LO"),
+    "PatientTelephoneNumbers": (0x00102154, "SH"), "PatientMotherBirthName": (0x00101060, "PN"),
+    "InstitutionName": (0x00080080, "LO"), "InstitutionAddress": (0x00080081, "ST"),
+    "InstitutionalDepartmentName": (0x00081040, "LO"),
+    "ReferringPhysicianName": (0x00080090, "PN"), "PerformingPhysicianName": (0x00081050, "PN"),
+    "OperatorsName": (0x00081070, "PN"), "AccessionNumber": (0x00080050, "SH"),
+    "SpecificCharacterSet": (0x00080005, "CS"),
+}
 _DIRECTORY_RECORDS = 0x00041220
 _PIXEL_DATA = 0x7FE00010
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"}
@@ -83,8 +94,9 @@ class FastDataset:
         raise KeyError("private elements are not read by the fast path")
 
 
-def read_fast(path: Path) -> FastDataset | None:
-    """The wanted attributes of a Part 10 file with a little-endian dataset, or None."""
+def read_fast(path: Path, wanted: dict[str, tuple[int, str]] | None = None,
+              ) -> FastDataset | None:
+    """The wanted attributes (default: WANTED) of a Part 10 little-endian file, or None."""
     try:
         with open(path, "rb") as handle:
             data = handle.read(_FIRST_READ)
@@ -93,7 +105,7 @@ def read_fast(path: Path) -> FastDataset | None:
             syntax, offset = _file_meta(data)
             if syntax in _DECLINED_SYNTAXES or not syntax:
                 return None  # big endian or deflated: pydicom handles those
-            walker = _Walker(handle, data, syntax != _IMPLICIT_LE)
+            walker = _Walker(handle, data, syntax != _IMPLICIT_LE, wanted or WANTED)
             values, pixel_end, directory = walker.walk(offset)
     except (_Unusual, struct.error, OSError, UnicodeDecodeError, ValueError):
         return None
@@ -126,8 +138,10 @@ def _file_meta(data: bytes) -> tuple[str, int]:
 class _Walker:
     """Walks elements of one dataset, reading more of the file as needed."""
 
-    def __init__(self, handle: Any, data: bytes, explicit: bool) -> None:
+    def __init__(self, handle: Any, data: bytes, explicit: bool,
+                 wanted: dict[str, tuple[int, str]]) -> None:
         self.handle, self.data, self.explicit = handle, data, explicit
+        self.by_tag = {tag: (keyword, vr) for keyword, (tag, vr) in wanted.items()}
         self.values: dict[str, Any] = {}
         self.raw: dict[str, tuple[bytes, str]] = {}
 
@@ -155,9 +169,9 @@ class _Walker:
             if length == _UNDEFINED:
                 position = self._skip_undefined(position)
                 continue
-            if tag in _BY_TAG:
+            if tag in self.by_tag:
                 self.need(position + length)
-                keyword, default_vr = _BY_TAG[tag]
+                keyword, default_vr = self.by_tag[tag]
                 self.raw[keyword] = (self.data[position:position + length], vr or default_vr)
             position += length
         return self._decoded(), None, directory
