@@ -14,9 +14,14 @@ from rich.table import Table
 STATUS_STYLE = {"written": "green", "found": "cyan", "refused": "yellow", "failed": "red"}
 
 
+#: Table width when stdout is a file or pipe (rich would otherwise use 80 and fold cells).
+PIPE_WIDTH = 120
+
+
 def console() -> Console:
     """stdout: results only. Width can be pinned with COLUMNS (tests do)."""
-    return Console(highlight=False, soft_wrap=False, width=_width())
+    width = _width() or (None if sys.stdout.isatty() else PIPE_WIDTH)
+    return Console(highlight=False, soft_wrap=False, width=width)
 
 
 def error_console() -> Console:
