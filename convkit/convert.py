@@ -156,8 +156,7 @@ def _select(scan: ScanResult, select: list[str] | None) -> list[SeriesGroup]:
     if not select:
         return scan.series
     wanted = set(select)
-    chosen = [g for g in scan.series
-              if wanted & {str(g.first.series_number), g.series_uid, g.label}]
+    chosen = [g for g in scan.series if wanted & g.names]
     if not chosen:
         raise UsageError(f"--series {', '.join(select)} matches no series",
                          "run with --list to see the series numbers, labels and UIDs")

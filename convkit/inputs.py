@@ -72,7 +72,7 @@ def _load_dicom(path: Path, series: str | None, options) -> Volume:
     groups = scan.series
     if series is not None:
         groups = [g for g in groups
-                  if series in (str(g.first.series_number), g.label, g.series_uid)]
+                  if series in g.names]
         if not groups:
             raise UsageError(f"--series {series} matches no series in {path}",
                              "run `convkit dicom2nii --list` on the folder to see them")

@@ -177,6 +177,11 @@ class SeriesGroup:
         return self.first.series_instance_uid
 
     @property
+    def names(self) -> set[str]:
+        """What --series accepts for this group: its SeriesNumber, label or SeriesInstanceUID."""
+        return {str(self.first.series_number), self.label, self.series_uid}
+
+    @property
     def n_files(self) -> int:
         """Files in the group (a multi-frame file or mosaic gives several images)."""
         return len({h.path for h in self.headers})

@@ -68,8 +68,7 @@ def find_sources(path: Path | str, series: list[str] | None = None,
 def _source_keys(source: PreviewSource) -> set[str]:
     if source.group is None:
         return {source.name, source.path.name}
-    group = source.group
-    return {str(group.first.series_number), group.label, group.series_uid}
+    return source.group.names
 
 
 def _unique_names(sources: list[PreviewSource]) -> None:
