@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
 from convkit.cli import render
+from convkit.cli.progress import progress_bar
 
 #: Findings listed per code in the tables (all of them in --json, --csv and with --all).
 MAX_PER_CODE = 10
@@ -50,7 +49,8 @@ def audit(
         from convkit.formats.output import check_targets
 
         check_targets([csv_dir / f"{table}.csv" for table in TABLES], force)
-    with _progress(enabled=not as_json) as progress:
+    labels = {"scan": "Scanning files", "volumes": "Reading volume headers"}
+    with progress_bar(enabled=not as_json, labels=labels) as progress:
         report = audit_path(path, jobs=jobs, progress=progress,
                             show_identifiers=show_identifiers)
     if csv_dir is not None:
@@ -62,34 +62,6 @@ def audit(
     else:
         _print_report(report, Path(path), show_all)
     raise typer.Exit(report.exit_code(fail_on))
-
-
-@contextmanager
-def _progress(enabled: bool = True) -> Iterator:
-    """A rich progress bar on stderr (only on a terminal): scanning, then volume headers."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    console = render.error_console()
-    if not enabled or not console.is_terminal:
-        yield None
-        return
-    labels = {"scan": "Scanning files", "volumes": "Reading volume headers"}
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
-        tasks: dict[str, int] = {}
-
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
-        yield update
 
 
 # ------------------------------------------------------------------------------------------
