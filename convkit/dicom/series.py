@@ -92,13 +92,11 @@ def read_series(
     """
     options = options or ConvertOptions()
     group = _single_group(source) if not isinstance(source, SeriesGroup) else source
-    check_supported(group)
-    layout = arrange_slices(group.headers, group.label)
-    reps = [slices[0] for slices in layout.positions]
-    first = reps[0]
-    stack = geometry.analyse_stack([h.position for h in reps], first.orientation,
-                                   first.pixel_spacing, first.nominal_spacing)
-    _check_grid(stack, options, group, reps)
+    plan = plan_series(group, options)  # the same decisions audit reports, from headers
+    if plan.refusal is not None:
+        raise plan.refusal
+    layout, stack = plan.layout, plan.stack
+    first = layout.positions[0][0]
     array, slope, intercept = _read_pixels(layout, options.philips_precise, progress)
     notes: list[str] = []
     array, stack_origin, distances = _straighten(array, stack, first.pixel_spacing, notes)
