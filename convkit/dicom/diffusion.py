@@ -41,7 +41,6 @@ Where each vendor keeps the table, in the order ``diffusion_of`` reads it:
 from __future__ import annotations
 
 import struct
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +49,8 @@ from typing import Any
 import numpy as np
 
 from convkit.dicom import values
-from convkit.errors import RefusedError
+from convkit.dicom.vendors import private_element, siemens_csa_header
+from convkit.errors import InputError, RefusedError
 
 #: Gradient vectors shorter than this are "no direction" (b=0 or isotropic).
 ZERO_VECTOR_NORM = 1e-3
@@ -326,19 +326,14 @@ def _b_matrix_direction(item: Any) -> np.ndarray | None:
 # --- Siemens CSA -------------------------------------------------------------------------
 
 def _siemens_csa(ds: Any) -> Diffusion | None:
-    if (0x0029, 0x0010) not in ds:  # no private creator in group 0029: not Siemens CSA
-        return None
-    with warnings.catch_warnings():  # nibabel.nicom warns that its DICOM *readers* are
-        warnings.simplefilter("ignore")  # experimental; the CSA parser is not concerned
-        from nibabel.nicom import csareader
-
     try:
-        header = csareader.get_csa_header(ds, "image")
-    except (csareader.CSAError, AssertionError, IndexError, KeyError, TypeError, ValueError,
-            UnicodeDecodeError, struct.error):
+        header = siemens_csa_header(ds)
+    except InputError:
         return None  # a damaged CSA header holds no usable table
     if not header:
         return None
+    from nibabel.nicom import csareader  # imported (warnings silenced) by siemens_csa_header
+
     bvalue = _float(csareader.get_b_value(header))
     if bvalue is None:
         return None
@@ -394,21 +389,9 @@ def _philips_private(ds: Any) -> Diffusion | None:
 
 # --- value helpers -------------------------------------------------------------------------
 
-def _private_element(ds: Any, group: int, offset: int, creator: str) -> Any | None:
-    """The element of creator's block at offset; its usual (gggg,10xx) address when the
-    file has lost its private creators (some anonymisers drop them)."""
-    try:
-        return ds.get_private_item(group, offset, creator)
-    except (KeyError, ValueError):
-        pass
-    if (group, 0x0010) in ds:  # the usual block belongs to another creator
-        return None
-    return ds.get((group, 0x1000 + offset))
-
-
 def _private_numbers(ds: Any, group: int, offset: int, creator: str, vr: str) -> list[float]:
     """Numbers of a private element, decoding raw bytes (VR UN) as the expected VR."""
-    element = _private_element(ds, group, offset, creator)
+    element = private_element(ds, group, offset, creator)
     if element is None or element.value is None:
         return []
     value = element.value
@@ -425,7 +408,7 @@ def _private_numbers(ds: Any, group: int, offset: int, creator: str, vr: str) ->
 
 
 def _private_text(ds: Any, group: int, offset: int, creator: str) -> str:
-    element = _private_element(ds, group, offset, creator)
+    element = private_element(ds, group, offset, creator)
     if element is None or element.value is None:
         return ""
     value = element.value

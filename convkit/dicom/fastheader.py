@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+from convkit.dicom.vendors import PRIVATE_ELEMENTS
 
 #: keyword -> (tag, VR) of the attributes discovery reads (VR for implicit VR files).
 WANTED: dict[str, tuple[int, str]] = {
@@ -37,6 +39,16 @@ WANTED: dict[str, tuple[int, str]] = {
     "BitsAllocated": (0x00280100, "US"), "BitsStored": (0x00280101, "US"),
     "PixelRepresentation": (0x00280103, "US"), "RescaleIntercept": (0x00281052, "DS"),
     "RescaleSlope": (0x00281053, "DS"),
+    # Standard diffusion attributes of single-frame MR (diffusion.py).
+    "DiffusionDirectionality": (0x00189075, "CS"), "DiffusionBValue": (0x00189087, "FD"),
+    "DiffusionGradientOrientation": (0x00189089, "FD"),
+}
+#: Sequences whose content discovery needs (the walker skips sequences): when a file holds
+#: one, the caller reads it with pydicom. Tag -> keyword.
+CONTENT_SEQUENCES: dict[int, str] = {
+    0x00189117: "MRDiffusionSequence", 0x00189076: "DiffusionGradientDirectionSequence",
+    0x00189601: "DiffusionBMatrixSequence", 0x52009229: "SharedFunctionalGroupsSequence",
+    0x52009230: "PerFrameFunctionalGroupsSequence",
 }
 #: Identifying attributes (for audit): keyword -> (tag, VR); all in groups 0008 and 0010.
 IDENTIFYING: dict[str, tuple[int, str]] = {
@@ -61,6 +73,21 @@ _IMPLICIT_LE = "1.2.840.10008.1.2"
 _DECLINED_SYNTAXES = {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
 _FIRST_READ = 16384
 _TAG, _U16, _U32 = struct.Struct("<HH"), struct.Struct("<H"), struct.Struct("<I")
+#: group -> {creator: {offset: VR}}: the private elements captured (vendors.PRIVATE_ELEMENTS).
+_PRIVATE: dict[int, dict[str, dict[int, str]]] = {}
+for (_group, _creator), _offsets in PRIVATE_ELEMENTS.items():
+    _PRIVATE.setdefault(_group, {})[_creator] = _offsets
+#: Offsets read in a group whose private creators were lost (block 0x10, see
+#: vendors.private_element): every offset any creator of the group uses.
+_ORPHAN_OFFSETS = {group: set().union(*creators.values()) for group, creators in _PRIVATE.items()}
+_BYTES_VRS = {"OB", "OW", "UN", ""}  # kept as bytes, as pydicom does
+
+
+class Element(NamedTuple):
+    """A private element as pydicom's DataElement shows it to convkit: value and VR."""
+
+    value: Any
+    VR: str
 
 
 class _Unusual(Exception):
@@ -71,18 +98,25 @@ class FastDataset:
     """The few pydicom Dataset methods discovery uses, over the parsed attributes."""
 
     def __init__(self, values: dict[str, Any], transfer_syntax: str, pixel_end: int | None,
-                 has_directory: bool) -> None:
+                 has_directory: bool, private: dict[tuple[int, int], Element] | None = None,
+                 sequences: frozenset[str] = frozenset()) -> None:
         self._values = values
         self.file_meta = {"TransferSyntaxUID": transfer_syntax}
         self.pixel_data_end = pixel_end  # file offset where the pixel data must end, if known
         self.has_directory = has_directory
+        self.private = private or {}  # (group, element) -> Element: creators and PRIVATE_ELEMENTS
+        self.sequences = sequences  # CONTENT_SEQUENCES keywords present (content not read)
 
-    def get(self, keyword: Any, default: Any = None) -> Any:
-        return self._values.get(keyword, default) if isinstance(keyword, str) else default
+    def get(self, key: Any, default: Any = None) -> Any:
+        if isinstance(key, tuple):
+            return self.private.get(key, default)
+        return self._values.get(key, default) if isinstance(key, str) else default
 
-    def __contains__(self, keyword: str) -> bool:
-        return keyword in self._values or (keyword == "DirectoryRecordSequence"
-                                           and self.has_directory)
+    def __contains__(self, key: Any) -> bool:
+        if isinstance(key, tuple):
+            return key in self.private
+        return (key in self._values or key in self.sequences
+                or (key == "DirectoryRecordSequence" and self.has_directory))
 
     def __getattr__(self, keyword: str) -> Any:
         try:
@@ -90,8 +124,12 @@ class FastDataset:
         except KeyError:
             raise AttributeError(keyword) from None
 
-    def get_private_item(self, *_: Any) -> Any:
-        raise KeyError("private elements are not read by the fast path")
+    def get_private_item(self, group: int, offset: int, creator: str) -> Element:
+        """Like pydicom's: the element at offset in creator's block; KeyError if absent."""
+        for (element_group, element), item in self.private.items():
+            if element_group == group and element <= 0xFF and item.value == creator:
+                return self.private[(group, (element << 8) | offset)]
+        raise KeyError(f"private creator {creator!r} not found in group {group:04X}")
 
 
 def read_fast(path: Path, wanted: dict[str, tuple[int, str]] | None = None,
@@ -109,7 +147,8 @@ def read_fast(path: Path, wanted: dict[str, tuple[int, str]] | None = None,
             values, pixel_end, directory = walker.walk(offset)
     except (_Unusual, struct.error, OSError, UnicodeDecodeError, ValueError):
         return None
-    return FastDataset(values, syntax, pixel_end, directory)
+    return FastDataset(values, syntax, pixel_end, directory, walker.private,
+                       frozenset(walker.sequences))
 
 
 def _file_meta(data: bytes) -> tuple[str, int]:
@@ -135,15 +174,30 @@ def _file_meta(data: bytes) -> tuple[str, int]:
     return syntax, meta_end
 
 
+_TAG_TABLES: dict[int, tuple[dict, dict[int, tuple[str, str]]]] = {}
+
+
+def _by_tag(wanted: dict[str, tuple[int, str]]) -> dict[int, tuple[str, str]]:
+    """tag -> (keyword, VR) of a wanted table (built once per table object)."""
+    cached = _TAG_TABLES.get(id(wanted))
+    if cached is None or cached[0] is not wanted:
+        cached = _TAG_TABLES[id(wanted)] = (wanted, {tag: (keyword, vr)
+                                                     for keyword, (tag, vr) in wanted.items()})
+    return cached[1]
+
+
 class _Walker:
     """Walks elements of one dataset, reading more of the file as needed."""
 
     def __init__(self, handle: Any, data: bytes, explicit: bool,
                  wanted: dict[str, tuple[int, str]]) -> None:
         self.handle, self.data, self.explicit = handle, data, explicit
-        self.by_tag = {tag: (keyword, vr) for keyword, (tag, vr) in wanted.items()}
+        self.by_tag = _by_tag(wanted)
         self.values: dict[str, Any] = {}
         self.raw: dict[str, tuple[bytes, str]] = {}
+        self.private_raw: dict[tuple[int, int], tuple[bytes, str]] = {}
+        self.private: dict[tuple[int, int], Element] = {}
+        self.sequences: set[str] = set()
 
     def need(self, end: int) -> None:
         """Make sure data holds the file up to end (reading in doubling chunks)."""
@@ -154,27 +208,77 @@ class _Walker:
             self.data += chunk
 
     def walk(self, position: int) -> tuple[dict[str, Any], int | None, bool]:
-        directory = False
+        """Walk the top-level elements up to the pixel data, keeping the wanted ones.
+
+        The hot loop of discovery (tens of elements per file, tens of thousands of
+        files): element headers are decoded inline rather than through _element.
+        """
+        directory, explicit, by_tag = False, self.explicit, self.by_tag
+        unpack_tag, unpack_u16, unpack_u32 = _TAG.unpack_from, _U16.unpack_from, _U32.unpack_from
+        data = self.data
         while True:
-            try:
-                self.need(position + 8)
-            except _Unusual:
-                break  # a header-only file (no pixel data)
-            tag, vr, length, position = self._element(position)
+            if position + 12 > len(data):
+                try:
+                    self.need(position + 12)
+                except _Unusual:
+                    if position + 8 > len(self.data):
+                        break  # the end of a header-only file (no pixel data)
+                data = self.data
+            group, element = unpack_tag(data, position)
+            tag = (group << 16) | element
+            if explicit:
+                vr = data[position + 4:position + 6]
+                if vr in _LONG_VRS:
+                    length, position = unpack_u32(data, position + 8)[0], position + 12
+                elif vr.isalpha():
+                    length, position = unpack_u16(data, position + 6)[0], position + 8
+                else:
+                    raise _Unusual("not an explicit VR")
+            else:
+                vr, length, position = b"", unpack_u32(data, position + 4)[0], position + 8
             if tag == _PIXEL_DATA:
                 pixel_end = None if length == _UNDEFINED else position + length
                 return self._decoded(), pixel_end, directory
-            if tag == _DIRECTORY_RECORDS:
+            if tag in by_tag:
+                self.need(position + length)
+                keyword, default_vr = by_tag[tag]
+                self.raw[keyword] = (self.data[position:position + length],
+                                     vr.decode("ascii") or default_vr)
+            elif group in _PRIVATE and length != _UNDEFINED:
+                self._private(group, element, vr.decode("ascii"), position, length)
+            elif tag in CONTENT_SEQUENCES:
+                self.sequences.add(CONTENT_SEQUENCES[tag])
+            elif tag == _DIRECTORY_RECORDS:
                 directory = True
             if length == _UNDEFINED:
-                position = self._skip_undefined(position)
+                # An undefined-length UN holds its items in implicit VR (PS3.5 6.2.2).
+                position = self._skip_undefined(position, explicit and vr != b"UN")
+                data = self.data
                 continue
-            if tag in self.by_tag:
-                self.need(position + length)
-                keyword, default_vr = self.by_tag[tag]
-                self.raw[keyword] = (self.data[position:position + length], vr or default_vr)
             position += length
         return self._decoded(), None, directory
+
+    def _private(self, group: int, element: int, vr: str, position: int, length: int) -> None:
+        """Keep private creators and the PRIVATE_ELEMENTS of their blocks (raw)."""
+        block, offset = element >> 8, element & 0xFF
+        if block == 0:
+            if offset >= 0x10:  # a private creator: (gggg,00xx) names block xx
+                self.need(position + length)
+                self.private_raw[(group, element)] = (self.data[position:position + length],
+                                                      "LO" if vr in ("", "UN") else vr)
+            return
+        creator_raw = self.private_raw.get((group, block))
+        if creator_raw is None:  # creators lost: read the usual block, VR unknown
+            wanted_vr = "" if block == 0x10 and offset in _ORPHAN_OFFSETS[group] else None
+        else:
+            creator = creator_raw[0].decode("latin-1").strip("\x00 ")
+            wanted_vr = _PRIVATE[group].get(creator, {}).get(offset)
+        if wanted_vr is None:
+            return
+        self.need(position + length)
+        file_vr = vr if vr != "UN" else ""
+        self.private_raw[(group, element)] = (self.data[position:position + length],
+                                              file_vr or wanted_vr)
 
     def _element(self, position: int) -> tuple[int, str, int, int]:
         data = self.data
@@ -191,9 +295,16 @@ class _Walker:
             return tag, vr.decode("ascii"), _U16.unpack_from(data, position + 6)[0], position + 8
         return tag, "", _U32.unpack_from(data, position + 4)[0], position + 8
 
-    def _skip_undefined(self, position: int) -> int:
+    def _skip_undefined(self, position: int, explicit: bool) -> int:
         """Skip a sequence (or item) of undefined length; return the position after it."""
-        depth = 1
+        depth, outer = 1, self.explicit
+        self.explicit = explicit
+        try:
+            return self._skip_items(position, depth)
+        finally:
+            self.explicit = outer
+
+    def _skip_items(self, position: int, depth: int) -> int:
         while depth:
             self.need(position + 8)
             tag, _, length, position = self._element(position)
@@ -212,6 +323,9 @@ class _Walker:
         encoding = "utf-8" if "192" in charset else "latin-1"
         for keyword, (raw, vr) in self.raw.items():
             self.values[keyword] = _value(raw, vr, encoding)
+        for tag, (raw, vr) in self.private_raw.items():
+            value = raw if vr in _BYTES_VRS else _value(raw, vr, "latin-1")
+            self.private[tag] = Element(value, vr)
         return self.values
 
 

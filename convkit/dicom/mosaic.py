@@ -25,19 +25,16 @@ scanner protocol (ASCCONV sSliceArray) in tests/test_mosaic.py:
 
 from __future__ import annotations
 
-import struct
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from convkit.dicom.vendors import siemens_csa_header
 from convkit.errors import InputError, RefusedError
 from convkit.geometry import ORIENTATION_TOLERANCE, plane_axes
 
 MOSAIC_IMAGE_TYPE = "MOSAIC"
-#: nibabel's CSA reader raises these (besides its own CSAError) on damaged headers.
-_CSA_DAMAGE = (ValueError, struct.error, IndexError, KeyError, TypeError)
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: numpy fields make == and hash meaningless
@@ -98,7 +95,7 @@ def is_mosaic(ds: Any) -> bool:
     if MOSAIC_IMAGE_TYPE not in (str(value).strip().upper() for value in values):
         return False
     try:
-        return _csa_image_header(ds) is not None
+        return siemens_csa_header(ds) is not None
     except InputError:
         return False
 
@@ -110,7 +107,7 @@ def mosaic_layout(ds: Any) -> MosaicLayout:
     RefusedError when the CSA slice normal is not perpendicular to the image
     plane (the slices would be sheared, which a mosaic cannot express).
     """
-    csa = _csa_image_header(ds)
+    csa = siemens_csa_header(ds)
     if csa is None:
         raise InputError("mosaic image without a Siemens CSA image header",
                          "the tile count and slice direction are only in the CSA header")
@@ -148,18 +145,6 @@ def untile(pixels: np.ndarray, layout: MosaicLayout) -> np.ndarray:
     blocks = pixels.reshape(n_per_row, tile_rows, n_per_row, tile_cols).swapaxes(1, 2)
     tiles = np.arange(layout.n_slices)
     return blocks[tiles // n_per_row, tiles % n_per_row]
-
-
-def _csa_image_header(ds: Any) -> dict | None:
-    """nibabel's parse of the CSA image header (None when absent); InputError when damaged."""
-    with warnings.catch_warnings():  # nibabel.nicom warns on import that it is experimental
-        warnings.simplefilter("ignore", UserWarning)
-        from nibabel.nicom import csareader
-    try:
-        return csareader.get_csa_header(ds, "image")
-    except (csareader.CSAError, *_CSA_DAMAGE) as exc:
-        raise InputError(f"unreadable Siemens CSA image header: {exc}",
-                         "the private tag (0029,xx10) is damaged") from exc
 
 
 def _n_slices(csa: dict) -> int:

@@ -229,10 +229,11 @@ def read_header(path: Path) -> list[SliceHeader] | FileRecord:
     Most files are read by the fast tag walker; what it does not cover (MR, with its
     vendor and diffusion attributes, multi-frame, mosaics, unusual encodings) by pydicom.
     """
-    if not looks_like_dicom(path):
+    fast = read_fast(path)  # None for anything but a usual Part 10 file
+    if fast is None and not looks_like_dicom(path):
         return FileRecord(path, "not-dicom")
     try:
-        ds = _read_dataset(path)
+        ds = _read_dataset(path, fast)
         meta = getattr(ds, "file_meta", None)
         sop_class = str(ds.get("SOPClassUID", "")
                         or (meta or {}).get("MediaStorageSOPClassUID", ""))
@@ -260,22 +261,21 @@ def _is_read_error(exc: Exception) -> bool:
                             IndexError, EOFError)) or type(exc).__name__ == "InvalidDicomError"
 
 
-def _read_dataset(path: Path) -> Any:
+def _read_dataset(path: Path, fast: FastDataset | None) -> Any:
     """The fast tag walker's view of the file when it suffices, else pydicom's."""
-    import pydicom
-
-    fast = read_fast(path)
     if fast is not None and _fast_path_suffices(fast):
         return fast
+    import pydicom  # only here: header workers that never fall back never import it
+
     return pydicom.dcmread(path, stop_before_pixels=True, force=True)
 
 
 def _fast_path_suffices(ds: FastDataset) -> bool:
-    """MR (vendor/diffusion attributes), multi-frame and mosaics need the full dataset."""
-    image_type = values.multi(ds.get("ImageType"))
-    return (ds.get("Modality") != "MR" and (values.to_int(ds.get("NumberOfFrames")) or 1) == 1
-            and "MOSAIC" not in image_type and "SOPInstanceUID" in ds
-            and "SeriesInstanceUID" in ds)
+    """Multi-frame files (functional groups) and images whose diffusion attributes sit in
+    sequences need the full dataset; everything else, vendor private elements included,
+    is in the fast view."""
+    return (not ds.sequences and (values.to_int(ds.get("NumberOfFrames")) or 1) == 1
+            and "SOPInstanceUID" in ds and "SeriesInstanceUID" in ds)
 
 
 def _expand(ds: Any, header: SliceHeader) -> list[SliceHeader]:
@@ -432,16 +432,18 @@ def _read_chunk(paths: list[Path]) -> list[list[SliceHeader] | FileRecord]:
 def _drop_duplicates(headers: list[SliceHeader], root: Path,
                      ) -> tuple[list[SliceHeader], list[FileRecord]]:
     """Keep the first file of each SOPInstanceUID (in path order); report the others once."""
-    kept_path: dict[str, Path] = {}
+    # Paths as text: Path hashing and comparison cost more than the rest with 10^4 files.
+    kept_path: dict[str, str] = {}
     unique, duplicates = [], {}
-    for header in sorted(headers, key=lambda h: (str(h.path), h.frame)):
-        kept = kept_path.setdefault(header.sop_instance_uid, header.path)
-        if kept == header.path:
+    prefix = len(str(root)) + 1 if root.is_dir() else None
+    for text, _, header in sorted((str(h.path), h.frame, h) for h in headers):
+        kept = kept_path.setdefault(header.sop_instance_uid, text)
+        if kept == text:
             unique.append(header)
-        elif header.path not in duplicates:
-            where = kept.relative_to(root) if root.is_dir() else kept.name
-            duplicates[header.path] = FileRecord(header.path, "duplicate",
-                                                 f"same SOPInstanceUID as {where}")
+        elif text not in duplicates:
+            where = kept[prefix:] if prefix else Path(kept).name
+            duplicates[text] = FileRecord(header.path, "duplicate",
+                                          f"same SOPInstanceUID as {where}")
     return unique, list(duplicates.values())
 
 

@@ -1,10 +1,60 @@
-"""Vendor-specific (private) attributes that change what the pixels mean."""
+"""Vendor-specific (private) attributes: where they live and how they are read.
+
+PRIVATE_ELEMENTS lists every private element convkit reads, so that the fast tag
+walker (fastheader.py) can capture them without pydicom's private dictionary.
+"""
 
 from __future__ import annotations
 
+import struct
+import warnings
 from typing import Any
 
 from convkit.dicom import values
+from convkit.errors import InputError
+
+#: (group, private creator) -> {element offset in the creator's block: VR}.
+PRIVATE_ELEMENTS: dict[tuple[int, str], dict[int, str]] = {
+    (0x0019, "GEMS_ACQU_01"): {0xBB: "DS", 0xBC: "DS", 0xBD: "DS"},  # GE gradient (logical)
+    (0x0029, "SIEMENS CSA HEADER"): {0x10: "OB"},  # CSA image header
+    (0x0043, "GEMS_PARM_01"): {0x39: "IS"},  # GE b-value (slop_int_6..9)
+    (0x2001, "Philips Imaging DD 001"): {0x03: "FL", 0x04: "CS"},  # b-value, direction code
+    (0x2005, "Philips MR Imaging DD 001"): {0x0E: "FL", 0xB0: "FL", 0xB1: "FL", 0xB2: "FL"},
+}
+#: nibabel's CSA reader raises these (besides its own CSAError) on damaged headers.
+_CSA_DAMAGE = (ValueError, struct.error, IndexError, KeyError, TypeError, AssertionError,
+               UnicodeDecodeError)
+
+
+def private_element(ds: Any, group: int, offset: int, creator: str) -> Any | None:
+    """The element of creator's block at offset; its usual (gggg,10xx) address when the
+    file has lost its private creators (some anonymisers drop them)."""
+    try:
+        return ds.get_private_item(group, offset, creator)
+    except (KeyError, ValueError):
+        pass
+    if (group, 0x0010) in ds:  # the usual block belongs to another creator
+        return None
+    return ds.get((group, 0x1000 + offset))
+
+
+def siemens_csa_header(ds: Any) -> dict | None:
+    """nibabel's parse of the Siemens CSA image header (0029,xx10); None when absent.
+
+    Raises InputError when the header is present but damaged.
+    """
+    element = private_element(ds, 0x0029, 0x10, "SIEMENS CSA HEADER")
+    raw = getattr(element, "value", None)
+    if not raw:
+        return None
+    with warnings.catch_warnings():  # nibabel.nicom warns on import that it is experimental
+        warnings.simplefilter("ignore", UserWarning)
+        from nibabel.nicom import csareader
+    try:
+        return csareader.read(bytes(raw))
+    except (csareader.CSAError, *_CSA_DAMAGE) as exc:
+        raise InputError(f"unreadable Siemens CSA image header: {exc}",
+                         "the private tag (0029,xx10) is damaged") from exc
 
 
 def is_philips(manufacturer: str) -> bool:
@@ -17,29 +67,25 @@ def philips_scale_slope(ds: Any) -> float | None:
     Philips stores display values DV = PV * RescaleSlope + RescaleIntercept; the
     'precise' (floating point) value is FP = DV / (RescaleSlope * scale slope).
     """
-    try:
-        element = ds.get_private_item(0x2005, 0x0E, "Philips MR Imaging DD 001")
-    except (KeyError, ValueError):
-        element = ds.get((0x2005, 0x100E))
+    element = private_element(ds, 0x2005, 0x0E, "Philips MR Imaging DD 001")
     value = values.to_float(getattr(element, "value", None))
     return value if value else None
 
 
 def siemens_csa_scalar(ds: Any, name: str) -> Any:
-    """One scalar from the Siemens CSA image header, or None (via nibabel's reader)."""
-    import warnings
-
-    if (0x0029, 0x1010) not in ds:
+    """One scalar from the Siemens CSA image header, or None (absent or damaged)."""
+    try:
+        csa = siemens_csa_header(ds)
+    except InputError:
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # nibabel.nicom announces itself as experimental
-        from nibabel.nicom import csareader
+    if not csa:
+        return None
+    from nibabel.nicom import csareader
 
-        try:
-            csa = csareader.get_csa_header(ds, "image")
-            return csareader.get_scalar(csa, name) if csa else None
-        except (csareader.CSAReadError, KeyError, IndexError, ValueError):
-            return None
+    try:
+        return csareader.get_scalar(csa, name)
+    except (csareader.CSAReadError, KeyError, IndexError, ValueError):
+        return None
 
 
 def phase_encoding_fields(ds: Any, rows: int, columns: int) -> dict[str, Any]:
