@@ -169,11 +169,13 @@ def test_a_tile_count_that_does_not_fit_the_image_is_refused(acquisition: Acquis
 
 def test_a_csa_normal_off_the_plane_normal_is_refused(
         acquisition: Acquisition, monkeypatch: pytest.MonkeyPatch) -> None:
-    from nibabel.nicom import csareader
+    from convkit.dicom import mosaic, vendors
 
     layout = acquisition.layout
     tilted = layout.normal + 0.2 * layout.row_dir
-    monkeypatch.setattr(csareader, "get_slice_normal", lambda csa: tilted / np.linalg.norm(tilted))
+    csa = vendors.siemens_csa_header(acquisition.datasets[0])  # the real header, one value off
+    csa["SliceNormalVector"] = list(tilted / np.linalg.norm(tilted))
+    monkeypatch.setattr(mosaic, "siemens_csa_header", lambda ds: csa)
     with pytest.raises(RefusedError, match="not perpendicular"):
         mosaic_layout(acquisition.datasets[0])
 

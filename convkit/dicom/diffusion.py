@@ -15,7 +15,7 @@ Where each vendor keeps the table, in the order ``diffusion_of`` reads it:
    DiffusionBMatrixSequence (0018,9601): a b-matrix has no sign, so the vector's
    polarity is a convention (first non-zero component positive); FSL does not mind.
 2. Siemens CSA image header (0029,xx10 of 'SIEMENS CSA HEADER'), read with
-   nibabel.nicom.csareader: B_value and DiffusionGradientDirection, in the
+   convkit.dicom.csa: B_value and DiffusionGradientDirection, in the
    patient frame (LPS) like the standard attribute. nibabel documents the CSA
    B_matrix as "the DICOM patient coordinate space" and dcm2niix projects these
    vectors on ImageOrientationPatient exactly as it does (0018,9089); for
@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from convkit.dicom import values
+from convkit.dicom import csa, values
 from convkit.dicom.vendors import private_element, siemens_csa_header
 from convkit.errors import InputError, RefusedError
 
@@ -332,14 +332,12 @@ def _siemens_csa(ds: Any) -> Diffusion | None:
         return None  # a damaged CSA header holds no usable table
     if not header:
         return None
-    from nibabel.nicom import csareader  # imported (warnings silenced) by siemens_csa_header
-
-    bvalue = _float(csareader.get_b_value(header))
+    bvalue = _float(csa.scalar(header, "B_value"))
     if bvalue is None:
         return None
     try:
-        vector = csareader.get_g_vector(header)
-    except ValueError:  # not three values
+        vector = csa.vector(header, "DiffusionGradientDirection", 3)
+    except csa.CSAError:  # not three values
         vector = None
     if vector is not None and np.all(np.asarray(vector, float) < -1.0):
         # Syngo 2004A marks b=0 images with impossible vectors (dcm2niix does the same).

@@ -11,6 +11,7 @@ path, not a second parser to trust.
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -73,6 +74,8 @@ _IMPLICIT_LE = "1.2.840.10008.1.2"
 _DECLINED_SYNTAXES = {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
 _FIRST_READ = 16384
 _TAG, _U16, _U32 = struct.Struct("<HH"), struct.Struct("<H"), struct.Struct("<I")
+#: One element header: (group, element, VR, short length) or (group, element, length).
+_EXPLICIT, _IMPLICIT = struct.Struct("<HH2sH"), struct.Struct("<HHI")
 #: group -> {creator: {offset: VR}}: the private elements captured (vendors.PRIVATE_ELEMENTS).
 _PRIVATE: dict[int, dict[str, dict[int, str]]] = {}
 for (_group, _creator), _offsets in PRIVATE_ELEMENTS.items():
@@ -99,8 +102,9 @@ class FastDataset:
 
     def __init__(self, values: dict[str, Any], transfer_syntax: str, pixel_end: int | None,
                  has_directory: bool, private: dict[tuple[int, int], Element] | None = None,
-                 sequences: frozenset[str] = frozenset()) -> None:
+                 sequences: frozenset[str] = frozenset(), file_size: int | None = None) -> None:
         self._values = values
+        self.file_size = file_size  # bytes on disk (fstat of the open file)
         self.file_meta = {"TransferSyntaxUID": transfer_syntax}
         self.pixel_data_end = pixel_end  # file offset where the pixel data must end, if known
         self.has_directory = has_directory
@@ -108,9 +112,9 @@ class FastDataset:
         self.sequences = sequences  # CONTENT_SEQUENCES keywords present (content not read)
 
     def get(self, key: Any, default: Any = None) -> Any:
-        if isinstance(key, tuple):
-            return self.private.get(key, default)
-        return self._values.get(key, default) if isinstance(key, str) else default
+        if key.__class__ is str:  # the hot path: tens of calls per file
+            return self._values.get(key, default)
+        return self.private.get(key, default) if isinstance(key, tuple) else default
 
     def __contains__(self, key: Any) -> bool:
         if isinstance(key, tuple):
@@ -145,10 +149,11 @@ def read_fast(path: Path, wanted: dict[str, tuple[int, str]] | None = None,
                 return None  # big endian or deflated: pydicom handles those
             walker = _Walker(handle, data, syntax != _IMPLICIT_LE, wanted or WANTED)
             values, pixel_end, directory = walker.walk(offset)
+            size = os.fstat(handle.fileno()).st_size
     except (_Unusual, struct.error, OSError, UnicodeDecodeError, ValueError):
         return None
     return FastDataset(values, syntax, pixel_end, directory, walker.private,
-                       frozenset(walker.sequences))
+                       frozenset(walker.sequences), size)
 
 
 def _file_meta(data: bytes) -> tuple[str, int]:
@@ -214,7 +219,8 @@ class _Walker:
         files): element headers are decoded inline rather than through _element.
         """
         directory, explicit, by_tag = False, self.explicit, self.by_tag
-        unpack_tag, unpack_u16, unpack_u32 = _TAG.unpack_from, _U16.unpack_from, _U32.unpack_from
+        unpack_explicit, unpack_implicit = _EXPLICIT.unpack_from, _IMPLICIT.unpack_from
+        unpack_u32 = _U32.unpack_from
         data = self.data
         while True:
             if position + 12 > len(data):
@@ -224,18 +230,18 @@ class _Walker:
                     if position + 8 > len(self.data):
                         break  # the end of a header-only file (no pixel data)
                 data = self.data
-            group, element = unpack_tag(data, position)
-            tag = (group << 16) | element
             if explicit:
-                vr = data[position + 4:position + 6]
+                group, element, vr, length = unpack_explicit(data, position)
                 if vr in _LONG_VRS:
                     length, position = unpack_u32(data, position + 8)[0], position + 12
                 elif vr.isalpha():
-                    length, position = unpack_u16(data, position + 6)[0], position + 8
+                    position += 8
                 else:
                     raise _Unusual("not an explicit VR")
             else:
-                vr, length, position = b"", unpack_u32(data, position + 4)[0], position + 8
+                group, element, length = unpack_implicit(data, position)
+                vr, position = b"", position + 8
+            tag = (group << 16) | element
             if tag == _PIXEL_DATA:
                 pixel_end = None if length == _UNDEFINED else position + length
                 return self._decoded(), pixel_end, directory

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from convkit.dicom.csa import CSAError, scalar, vector
 from convkit.dicom.vendors import siemens_csa_header
 from convkit.errors import InputError, RefusedError
 from convkit.geometry import ORIENTATION_TOLERANCE, plane_axes
@@ -148,9 +149,7 @@ def untile(pixels: np.ndarray, layout: MosaicLayout) -> np.ndarray:
 
 
 def _n_slices(csa: dict) -> int:
-    from nibabel.nicom import csareader
-
-    n_slices = csareader.get_n_mosaic(csa)
+    n_slices = scalar(csa, "NumberOfImagesInMosaic")
     if not n_slices or int(n_slices) < 1:
         raise InputError("mosaic image without CSA NumberOfImagesInMosaic",
                          "the number of slices in the mosaic is unknown")
@@ -191,9 +190,11 @@ def _stacking_normal(csa: dict, iop_normal: np.ndarray) -> np.ndarray:
     The cross product is exactly perpendicular to the plane; the CSA vector
     carries the sign (it is stored with fewer digits, and may point either way).
     """
-    from nibabel.nicom import csareader
-
-    csa_normal = csareader.get_slice_normal(csa)
+    try:
+        csa_normal = vector(csa, "SliceNormalVector", 3)
+    except CSAError as exc:
+        raise InputError(f"mosaic image with a damaged CSA SliceNormalVector: {exc}",
+                         "the direction in which the tiles are stacked is unknown") from exc
     if csa_normal is None:
         raise InputError("mosaic image without CSA SliceNormalVector",
                          "the direction in which the tiles are stacked is unknown")
@@ -223,7 +224,7 @@ def _slice_spacing(ds: Any) -> tuple[float, str]:
 
 def _slice_times_s(csa: dict, n_slices: int) -> np.ndarray | None:
     """CSA MosaicRefAcqTimes (ms, tile order) in seconds; None when absent or too short."""
-    items = csa.get("tags", {}).get("MosaicRefAcqTimes", {}).get("items", [])
+    items = csa.get("MosaicRefAcqTimes") or []
     if len(items) < n_slices:
         return None
     return np.asarray(items[:n_slices], dtype=float) / 1000.0

@@ -249,7 +249,8 @@ def read_header(path: Path) -> list[SliceHeader] | FileRecord:
         if not _is_read_error(exc):
             raise
         return FileRecord(path, "unreadable", f"header: {exc}".splitlines()[0][:200])
-    problem = _check_pixel_size(header, path.stat().st_size, getattr(ds, "pixel_data_end", None))
+    size = getattr(ds, "file_size", None) or path.stat().st_size
+    problem = _check_pixel_size(header, size, getattr(ds, "pixel_data_end", None))
     if problem:
         return FileRecord(path, "unreadable", problem, series_uid=header.series_instance_uid)
     return headers
@@ -416,17 +417,30 @@ def _read_headers(paths: list[Path], jobs: int, progress: ProgressCallback | Non
     from concurrent.futures import ProcessPoolExecutor
 
     chunks = [paths[i:i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
+    texts = [[str(path) for path in chunk] for chunk in chunks]
     done = 0
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for outcomes in pool.map(_read_chunk, chunks):
+        for chunk, outcomes in zip(chunks, pool.map(_read_chunk, texts), strict=True):
+            for path, outcome in zip(chunk, outcomes, strict=True):
+                _set_path(outcome, path)
             yield from outcomes
             done += len(outcomes)
             if progress:
                 progress(done, len(paths))
 
 
-def _read_chunk(paths: list[Path]) -> list[list[SliceHeader] | FileRecord]:
-    return [read_header(path) for path in paths]
+def _read_chunk(texts: list[str]) -> list[list[SliceHeader] | FileRecord]:
+    """read_header in a worker. Paths travel as text and come back as None (the parent
+    puts its own Path objects back): pickling Path objects costs more than the headers."""
+    outcomes = [read_header(Path(text)) for text in texts]
+    for outcome in outcomes:
+        _set_path(outcome, None)
+    return outcomes
+
+
+def _set_path(outcome: list[SliceHeader] | FileRecord, path: Path | None) -> None:
+    for item in (outcome if isinstance(outcome, list) else [outcome]):
+        item.path = path
 
 
 def _drop_duplicates(headers: list[SliceHeader], root: Path,

@@ -6,11 +6,10 @@ walker (fastheader.py) can capture them without pydicom's private dictionary.
 
 from __future__ import annotations
 
-import struct
-import warnings
 from typing import Any
 
 from convkit.dicom import values
+from convkit.dicom.csa import CSAError, read_csa, scalar
 from convkit.errors import InputError
 
 #: (group, private creator) -> {element offset in the creator's block: VR}.
@@ -21,9 +20,6 @@ PRIVATE_ELEMENTS: dict[tuple[int, str], dict[int, str]] = {
     (0x2001, "Philips Imaging DD 001"): {0x03: "FL", 0x04: "CS"},  # b-value, direction code
     (0x2005, "Philips MR Imaging DD 001"): {0x0E: "FL", 0xB0: "FL", 0xB1: "FL", 0xB2: "FL"},
 }
-#: nibabel's CSA reader raises these (besides its own CSAError) on damaged headers.
-_CSA_DAMAGE = (ValueError, struct.error, IndexError, KeyError, TypeError, AssertionError,
-               UnicodeDecodeError)
 
 
 def private_element(ds: Any, group: int, offset: int, creator: str) -> Any | None:
@@ -38,8 +34,8 @@ def private_element(ds: Any, group: int, offset: int, creator: str) -> Any | Non
     return ds.get((group, 0x1000 + offset))
 
 
-def siemens_csa_header(ds: Any) -> dict | None:
-    """nibabel's parse of the Siemens CSA image header (0029,xx10); None when absent.
+def siemens_csa_header(ds: Any) -> dict[str, list[Any]] | None:
+    """The Siemens CSA image header (0029,xx10) as {tag name: values}; None when absent.
 
     Raises InputError when the header is present but damaged.
     """
@@ -47,12 +43,9 @@ def siemens_csa_header(ds: Any) -> dict | None:
     raw = getattr(element, "value", None)
     if not raw:
         return None
-    with warnings.catch_warnings():  # nibabel.nicom warns on import that it is experimental
-        warnings.simplefilter("ignore", UserWarning)
-        from nibabel.nicom import csareader
     try:
-        return csareader.read(bytes(raw))
-    except (csareader.CSAError, *_CSA_DAMAGE) as exc:
+        return read_csa(bytes(raw))
+    except CSAError as exc:
         raise InputError(f"unreadable Siemens CSA image header: {exc}",
                          "the private tag (0029,xx10) is damaged") from exc
 
@@ -75,16 +68,8 @@ def philips_scale_slope(ds: Any) -> float | None:
 def siemens_csa_scalar(ds: Any, name: str) -> Any:
     """One scalar from the Siemens CSA image header, or None (absent or damaged)."""
     try:
-        csa = siemens_csa_header(ds)
+        return scalar(siemens_csa_header(ds), name)
     except InputError:
-        return None
-    if not csa:
-        return None
-    from nibabel.nicom import csareader
-
-    try:
-        return csareader.get_scalar(csa, name)
-    except (csareader.CSAReadError, KeyError, IndexError, ValueError):
         return None
 
 
