@@ -70,11 +70,11 @@ D2N = Path("d2n")
 FAILING_CODES = {  # what each failing case gives when audited alone (exactly)
     "failing_gantrytilting_001": {"series.tilt", "identifiers.present"},
     "failing_notavolume_001": {"series.single-position", "identifiers.present"},
-    "failing_slicecount_001": {"series.few-slices", "identifiers.present"},
+    "failing_slicecount_001": {"series.two-slices", "identifiers.present"},
     "failing_sliceincrement_001": {"series.gap", "identifiers.present"},
     "failing_sliceincrement_002": {"series.gap", "series.tilt", "pair.geometry-mismatch",
                                    "nifti.units-unknown", "identifiers.present"},
-    "failing_sliceorientation_001": {"series.mixed-orientation", "series.few-slices",
+    "failing_sliceorientation_001": {"series.mixed-orientation", "series.two-slices",
                                      "identifiers.present"},
 }
 
@@ -139,6 +139,12 @@ def test_corpus_every_file_listed_exactly_once(corpus_audit):
                      ("file.truncated", "truncated.dcm"), ("file.unreadable", "moved.dcm")}
 
 
+def test_schema_lists_every_finding_code():
+    schema = json.loads(SCHEMA.read_text())
+    enum = schema["properties"]["findings"]["items"]["properties"]["code"]["enum"]
+    assert enum == sorted(CODES)
+
+
 def test_corpus_errors_are_exactly_the_known_problems(corpus_audit):
     root, report, _ = corpus_audit
     series = {s["label"]: s for s in report["series"]}
@@ -157,10 +163,21 @@ def test_corpus_errors_are_exactly_the_known_problems(corpus_audit):
         ("series.gap", "failing_sliceincrement_001"),
         ("series.gap", "failing_sliceincrement_002"),
         ("series.incomplete", "failing_gantrytilting_001"),  # the truncated copy in junk/
+        ("series.mixed-orientation", "failing_sliceorientation_001"),
         ("series.no-geometry", "multiframe"),  # JPEG-LL.dcm
         ("series.no-geometry", "multiframe"),  # emri_small.dcm
+        ("series.single-position", "failing_notavolume_001"),
+        ("series.single-position", "multiframe"),  # MR2_J2KR + MR2_UNCI: one image, twice
+        ("series.tilt", "failing_gantrytilting_001"),
+        ("series.tilt", "failing_sliceincrement_002"),
+        # failing_slicecount_001 is not here: its two files are the first two of
+        # generic_anatomical_001 (same UIDs), so in the whole tree they complete that series.
+        ("series.two-slices", "failing_sliceorientation_001"),  # each orientation: two slices
+        ("series.two-slices", "failing_sliceorientation_001"),
+        ("series.two-slices", "multiframe"),  # eCT_Supplemental.dcm: a 3D CT of two frames
     ])
-    # The clean cases have nothing at error level, and their ground truths match their series
+    # Only the failing cases (and the odd multiframe samples) have errors; the clean cases
+    # have nothing at error level, and their ground truths match their series
     # (dicom2nifti's and dcm2niix's, reoriented to LAS or not: compared in world space).
     for volume in report["volumes"]:
         case = Path(volume["path"]).relative_to(root).parts[1]
@@ -177,13 +194,14 @@ def test_corpus_failing_cases_have_their_findings(corpus_audit):
                                        finding["series"].split(", ") if label in series]
         return any(f"/{case}/" in f + "/" for f in folders if f)
 
-    expected = {
-        "failing_gantrytilting_001": {("series.tilt", "warning")},
-        "failing_notavolume_001": {("series.single-position", "warning")},
+    expected = {  # failing_slicecount_001 completes another series here: see below
+        "failing_gantrytilting_001": {("series.tilt", "error")},
+        "failing_notavolume_001": {("series.single-position", "error")},
         "failing_sliceincrement_001": {("series.gap", "error")},
-        "failing_sliceincrement_002": {("series.gap", "error"), ("series.tilt", "warning"),
+        "failing_sliceincrement_002": {("series.gap", "error"), ("series.tilt", "error"),
                                        ("pair.geometry-mismatch", "error")},
-        "failing_sliceorientation_001": {("series.mixed-orientation", "warning")},
+        "failing_sliceorientation_001": {("series.mixed-orientation", "error"),
+                                         ("series.two-slices", "error")},
     }
     for case, wanted in expected.items():
         found = {(f["code"], f["severity"]) for f in report["findings"] if in_case(f, case)}
@@ -210,6 +228,9 @@ def test_failing_cases_alone_give_exactly_their_codes(corpus, tmp_path):
         assert codes(report) == FAILING_CODES[case], case
         for item in report["findings"]:
             assert item["severity"] == CODES[item["code"]].severity
+        assert report["summary"]["findings"]["error"] >= 1, case  # each has its error
+    alone = by_code(reports[cases.index("failing_slicecount_001")], "series.two-slices")[0]
+    assert alone["severity"] == "error" and "two slices (1 mm apart)" in alone["message"]
     slicecount = reports[cases.index("failing_slicecount_001")]
     assert slicecount["volumes"][0]["pair_result"] == "match"  # its ground truth, 2 slices
 
@@ -448,9 +469,15 @@ def test_volume_problems_give_exactly_their_codes(tmp_path):
 def test_fail_on_and_exit_codes(tmp_path, cli):
     write_series(tmp_path / "tilt", stored_values(4),
                  regular_positions(4, spacing=2.0, step=(0.0, 0.5, 2.0)), extra=NO_IDENTIFIERS)
-    assert cli("audit", tmp_path / "tilt").returncode == 0
-    assert cli("audit", tmp_path / "tilt", "--fail-on", "warning").returncode == 1
-    assert cli("audit", tmp_path / "tilt", "--fail-on", "error").returncode == 0
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    qform = affine.copy()
+    qform[:3, 3] = [4.0, 0.0, 0.0]
+    nifti(tmp_path / "ambiguous" / "qs.nii.gz", np.zeros((4, 4, 3), np.int16), affine, qform)
+    assert cli("audit", tmp_path / "tilt").returncode == 0  # findings alone never fail
+    assert cli("audit", tmp_path / "tilt", "--fail-on", "error").returncode == 1  # series.tilt
+    assert cli("audit", tmp_path / "ambiguous", "--fail-on", "error").returncode == 0  # warning
+    assert cli("audit", tmp_path / "ambiguous", "--fail-on", "warning").returncode == 1
+    assert cli("audit", tmp_path / "ambiguous", "--fail-on", "info").returncode == 1
     done = cli("audit", tmp_path / "tilt", "--fail-on", "bad", check_code=2)
     assert "--fail-on must be one of info, warning, error" in done.stderr
     done = cli("audit", tmp_path / "nowhere", check_code=3)

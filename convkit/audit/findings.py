@@ -6,12 +6,18 @@ the same thing in every tree and the documentation table is generated from data.
 
 Severities:
 
-- error: dicom2nii (or a reader) would refuse or fail on this, or a file contradicts
-  the DICOM it came from: the data cannot be used as it is.
-- warning: the data can be used, but not as a naive reader would: something is
-  corrected, split, ambiguous or leaks identifying data; a person should look.
-- info: a fact worth knowing (duplicates, two series in one folder, identifiers
-  in clinical DICOM) that needs no action by itself.
+- error: the data are not what they claim to be. Files that cannot be read; a
+  series that is not one regular volume as stored (a gap, a duplicate position,
+  a gantry tilt, two orientations under one UID, every slice at one position, no
+  geometry, a 3D series of two slices whose spacing nothing confirms); a file that
+  contradicts its DICOM series. A reader that stacks such files naively
+  gets the geometry wrong or fails; dicom2nii refuses them, or corrects (tilt) or
+  splits (orientations) them, and the hint says how. Look before using.
+- warning: usable as stored, but not as a naive reader would use it: lossy
+  values, identifying text in volume headers, qform/sform disagreement, a
+  sheared sform; a person should look.
+- info: a fact worth knowing (duplicates, two series in one folder, a single
+  image, identifiers in clinical DICOM) that needs no action by itself.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ CODES: dict[str, Code] = {
     "file.duplicate": Code("info", "files with the same SOPInstanceUID as earlier files (one "
                                    "finding per folder): ignored by dicom2nii"),
     "folder.multiple-series": Code("info", "one folder holds files of several series"),
-    # DICOM series: errors are what dicom2nii refuses or fails with its default options.
+    # DICOM series: errors are files that do not form one regular volume as stored.
     "series.gap": Code("error", "uneven slice spacing or a missing slice: dicom2nii refuses "
                                 "without --resample"),
     "series.duplicate-position": Code("error", "extra files at some slice positions: dicom2nii "
@@ -55,17 +61,22 @@ CODES: dict[str, Code] = {
                                         "refuses"),
     "series.incomplete": Code("error", "some files of the series are unreadable: dicom2nii "
                                        "fails the series"),
-    "series.tilt": Code("warning", "gantry tilt (sheared slices): dicom2nii resamples in-plane "
-                                   "by default"),
-    "series.mixed-orientation": Code("warning", "one SeriesInstanceUID holds several slice "
-                                                "orientations: split into separate outputs"),
-    "series.single-position": Code("warning", "every file at one position: written as a 4D "
-                                              "series of one slice, not a volume"),
+    "series.tilt": Code("error", "gantry tilt: the slices are sheared, not stacked straight "
+                                 "(dicom2nii shifts them in-plane onto a straight grid by "
+                                 "default)"),
+    "series.mixed-orientation": Code("error", "one SeriesInstanceUID holds several slice "
+                                              "orientations (dicom2nii splits them into "
+                                              "separate outputs)"),
+    "series.single-position": Code("error", "every image at one position: not a volume "
+                                            "(dicom2nii writes one slice over time)"),
+    "series.two-slices": Code("error", "a 3D series of two slices: most often an incomplete "
+                                       "export, and nothing confirms the spacing"),
     "series.lossy": Code("warning", "lossy compressed transfer syntax: values are not the "
                                     "originals"),
     "series.split": Code("info", "one SeriesInstanceUID split into several volumes (echo, "
                                  "phase, matrix, localizer ...)"),
-    "series.few-slices": Code("info", "one or two slices: the spacing cannot be checked"),
+    "series.few-slices": Code("info", "one slice, or two in every volume of a time series "
+                                      "(a missing file would break the per-volume count)"),
     "series.rescale-varies": Code("info", "rescale slope/intercept differ between slices: "
                                           "float32 real-world values are written"),
     "series.tilt-header": Code("info", "GantryDetectorTilt disagrees with the tilt the "

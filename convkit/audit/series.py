@@ -249,10 +249,18 @@ def check_slices(audit: SeriesAudit) -> list[Finding]:
                         "SpacingBetweenSlices/SliceThickness, not from positions",
                         "nothing to do for a single image", path=audit.folder,
                         series=audit.label)]
-    if n_positions == 2:
+    if n_positions == 2 and n_times > 1:
         return [finding("series.few-slices",
-                        f"two slices ({plan.stack.spacing:.4g} mm apart): a missing slice "
-                        "cannot be detected", "check that the export is complete",
+                        f"two slices ({plan.stack.spacing:.4g} mm apart) in each of {n_times} "
+                        "volumes: the spacing rests on one step",
+                        "nothing to do if the protocol has two slices", path=audit.folder,
+                        series=audit.label)]
+    if n_positions == 2:
+        return [finding("series.two-slices",
+                        f"two slices ({plan.stack.spacing:.4g} mm apart): nothing confirms the "
+                        "spacing, so a missing slice cannot be detected",
+                        "check that the export is complete (a series is rarely two slices); "
+                        "dicom2nii converts it with the spacing of the two positions",
                         path=audit.folder, series=audit.label)]
     return []
 
