@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +162,25 @@ def test_corpus_headers_match_pydicom(corpus):
         assert_fast_equals_pydicom(path)
         checked += 1
     assert checked >= 100  # everything but multi-frame, big endian and non-DICOM files
+
+
+def scan_summary(result: scan.ScanResult) -> tuple:
+    return ([(g.label, g.split_suffix, comparable(g.headers)) for g in result.series],
+            [(r.path, r.status, r.reason, r.series, r.series_uid) for r in result.files])
+
+
+def test_worker_processes_give_what_one_process_gives(corpus, tmp_path, monkeypatch):
+    """The parallel scan (paths sent as text, headers returned as tuples) loses nothing:
+    the corpus plus an unreadable and a non-DICOM file, scanned in 2 workers and in-process."""
+    tree = tmp_path / "tree"
+    shutil.copytree(corpus / "dicom", tree / "dicom")
+    source = next((tree / "dicom" / "d2n" / "anatomical_001" / "series").iterdir())
+    (tree / "cut.dcm").write_bytes(source.read_bytes()[:-100])
+    (tree / "notes.txt").write_text("not an image")
+    serial = scan.scan_folder(tree, jobs=1)
+    monkeypatch.setattr(scan, "PARALLEL_MIN_FILES", 10)
+    monkeypatch.setattr(scan, "_CHUNK", 7)  # many chunks, and a short last one
+    parallel = scan.scan_folder(tree, jobs=2)
+    assert len(serial.files) == len(list(scan.iter_files(tree))) > 100
+    assert {r.status for r in serial.files} >= {"used", "unreadable", "not-dicom"}
+    assert scan_summary(parallel) == scan_summary(serial)

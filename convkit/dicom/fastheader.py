@@ -327,22 +327,37 @@ class _Walker:
     def _decoded(self) -> dict[str, Any]:
         charset = self.raw.get("SpecificCharacterSet", (b"", ""))[0].decode("ascii", "replace")
         encoding = "utf-8" if "192" in charset else "latin-1"
-        for keyword, (raw, vr) in self.raw.items():
-            self.values[keyword] = _value(raw, vr, encoding)
+        cache = _VALUES.setdefault(encoding, {})
+        if len(cache) > _VALUES_MAX:
+            cache.clear()  # unique values (UIDs, positions) would otherwise pile up
+        for keyword, key in self.raw.items():
+            value = cache.get(key)
+            if value is None:  # the files of a series repeat most values: decode each once
+                value = cache[key] = _value(*key, encoding)
+            self.values[keyword] = value
         for tag, (raw, vr) in self.private_raw.items():
             value = raw if vr in _BYTES_VRS else _value(raw, vr, "latin-1")
             self.private[tag] = Element(value, vr)
         return self.values
 
 
+#: Decoded values by (raw bytes, VR): a series shares its grid, orientation, UIDs and
+#: scaling, so most elements of a file have been decoded before (bounded; cleared when full).
+_VALUES: dict[str, dict[tuple[bytes, str], Any]] = {}  # by text encoding
+_VALUES_MAX = 20_000
+_NUMBER_CODES = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
+
+
 def _value(raw: bytes, vr: str, encoding: str) -> Any:
-    """One element's value: ints for US/UL/SS/SL, floats for FD/FL, else str or a list."""
-    if vr in ("US", "SS", "UL", "SL", "FL", "FD"):
-        code = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}[vr]
-        count = len(raw) // struct.calcsize(code)
-        numbers = struct.unpack(f"<{count}{code}", raw[:count * struct.calcsize(code)])
-        return numbers[0] if count == 1 else list(numbers)
+    """One element's value: ints for US/UL/SS/SL, floats for FD/FL, else str; a tuple of
+    them when multi-valued (immutable: values are shared through the cache)."""
+    code = _NUMBER_CODES.get(vr)
+    if code is not None:
+        size = struct.calcsize(code)
+        count = len(raw) // size
+        numbers = struct.unpack(f"<{count}{code}", raw[:count * size])
+        return numbers[0] if count == 1 else numbers
     text = raw.decode(encoding, "replace").strip("\x00 ")
     if "\\" in text:
-        return [part.strip() for part in text.split("\\")]
+        return tuple(part.strip() for part in text.split("\\"))
     return text

@@ -10,6 +10,7 @@ magnitude/phase, localizer).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -377,10 +378,9 @@ def scan_folder(
     jobs: worker processes reading headers (1: in this process; 0: one per core).
     """
     root = Path(root)
-    paths = list(iter_files(root))
     result = ScanResult(root)
     headers: list[SliceHeader] = []
-    for outcome in _read_headers(paths, jobs, progress):
+    for outcome in _read_headers(iter_files(root), jobs, progress):
         if isinstance(outcome, FileRecord):
             result.files.append(outcome)
         else:
@@ -404,43 +404,77 @@ PARALLEL_MIN_FILES = 2000
 _CHUNK = 256
 
 
-def _read_headers(paths: list[Path], jobs: int, progress: ProgressCallback | None,
-                  ) -> Iterable[list[SliceHeader] | FileRecord]:
-    """read_header over paths, in order; in worker processes for big trees when jobs != 1."""
+def _read_headers(paths: Iterable[Path], jobs: int, progress: ProgressCallback | None,
+                  ) -> list[list[SliceHeader] | FileRecord]:
+    """read_header over paths, in order; in worker processes for big trees when jobs != 1.
+
+    Chunks go to the workers while the folder is still being walked, so that the walk
+    overlaps the reading.
+    """
     workers = (os.cpu_count() or 1) if jobs == 0 else max(jobs, 1)
-    if workers == 1 or len(paths) < PARALLEL_MIN_FILES:
-        for done, path in enumerate(paths, 1):
-            yield read_header(path)
+    paths = iter(paths)
+    first = list(itertools.islice(paths, PARALLEL_MIN_FILES))
+    if workers == 1 or len(first) < PARALLEL_MIN_FILES:
+        everything = first + list(paths)
+        outcomes = []
+        for path in everything:
+            outcomes.append(read_header(path))
             if progress:
-                progress(done, len(paths))
-        return
+                progress(len(outcomes), len(everything))
+        return outcomes
     from concurrent.futures import ProcessPoolExecutor
 
-    chunks = [paths[i:i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
-    texts = [[str(path) for path in chunk] for chunk in chunks]
-    done = 0
+    chunks: list[list[Path]] = []
+    outcomes = []
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for chunk, outcomes in zip(chunks, pool.map(_read_chunk, texts), strict=True):
-            for path, outcome in zip(chunk, outcomes, strict=True):
-                _set_path(outcome, path)
-            yield from outcomes
-            done += len(outcomes)
+        futures = []
+        for chunk in _batches(itertools.chain(first, paths), _CHUNK):
+            chunks.append(chunk)
+            futures.append(pool.submit(_read_chunk, [str(path) for path in chunk]))
+        total = sum(len(chunk) for chunk in chunks)
+        for chunk, future in zip(chunks, futures, strict=True):
+            outcomes.extend(_received(chunk, future.result()))
             if progress:
-                progress(done, len(paths))
-
-
-def _read_chunk(texts: list[str]) -> list[list[SliceHeader] | FileRecord]:
-    """read_header in a worker. Paths travel as text and come back as None (the parent
-    puts its own Path objects back): pickling Path objects costs more than the headers."""
-    outcomes = [read_header(Path(text)) for text in texts]
-    for outcome in outcomes:
-        _set_path(outcome, None)
+                progress(len(outcomes), total)
     return outcomes
 
 
-def _set_path(outcome: list[SliceHeader] | FileRecord, path: Path | None) -> None:
-    for item in (outcome if isinstance(outcome, list) else [outcome]):
-        item.path = path
+def _batches(items: Iterable[Path], size: int) -> Iterable[list[Path]]:
+    items = iter(items)
+    while batch := list(itertools.islice(items, size)):
+        yield batch
+
+
+#: A worker sends each header back as a tuple of its fields, without the path (the parent
+#: has its own Path objects): pickling dataclasses and paths cost more than the reading.
+_FIELDS = tuple(field.name for field in dataclasses.fields(SliceHeader))
+
+
+def _read_chunk(texts: list[str]) -> list[list[tuple] | FileRecord]:
+    """read_header in a worker process, for a chunk of paths given as text."""
+    sent: list[list[tuple] | FileRecord] = []
+    for text in texts:
+        outcome = read_header(Path(text))
+        if isinstance(outcome, FileRecord):
+            outcome.path = None
+            sent.append(outcome)
+        else:
+            sent.append([tuple(getattr(header, name) for name in _FIELDS[1:])
+                         for header in outcome])
+    return sent
+
+
+def _received(chunk: list[Path], sent: list[list[tuple] | FileRecord],
+              ) -> list[list[SliceHeader] | FileRecord]:
+    """_read_chunk's results back as FileRecords and SliceHeaders, with the parent's paths."""
+    outcomes: list[list[SliceHeader] | FileRecord] = []
+    for path, item in zip(chunk, sent, strict=True):
+        if isinstance(item, FileRecord):
+            item.path = path
+            outcomes.append(item)
+        else:
+            outcomes.append([SliceHeader(path, *fields) for fields in item])
+    return outcomes
 
 
 def _drop_duplicates(headers: list[SliceHeader], root: Path,
