@@ -180,7 +180,9 @@ def test_worker_processes_give_what_one_process_gives(corpus, tmp_path, monkeypa
     serial = scan.scan_folder(tree, jobs=1)
     monkeypatch.setattr(scan, "PARALLEL_MIN_FILES", 10)
     monkeypatch.setattr(scan, "_CHUNK", 7)  # many chunks, and a short last one
-    parallel = scan.scan_folder(tree, jobs=2)
-    assert len(serial.files) == len(list(scan.iter_files(tree))) > 100
+    handed = []
+    parallel = scan.scan_folder(tree, jobs=2, while_waiting=handed.extend)
+    assert handed == list(scan.iter_files(tree))  # the idle-time hook sees every path
+    assert len(serial.files) == len(handed) > 100
     assert {r.status for r in serial.files} >= {"used", "unreadable", "not-dicom"}
     assert scan_summary(parallel) == scan_summary(serial)

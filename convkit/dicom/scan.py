@@ -372,15 +372,19 @@ def scan_folder(
     root: Path | str,
     progress: ProgressCallback | None = None,
     jobs: int = 1,
+    while_waiting: Callable[[list[Path]], object] | None = None,
 ) -> ScanResult:
     """Read the headers of every file under root and group the DICOM images into series.
 
     jobs: worker processes reading headers (1: in this process; 0: one per core).
+    while_waiting: called with every path found, in this process, once the worker
+        processes have all the work (this process would otherwise only wait); the audit
+        imports its volume readers there. Not called without workers.
     """
     root = Path(root)
     result = ScanResult(root)
     headers: list[SliceHeader] = []
-    for outcome in _read_headers(iter_files(root), jobs, progress):
+    for outcome in _read_headers(iter_files(root), jobs, progress, while_waiting):
         if isinstance(outcome, FileRecord):
             result.files.append(outcome)
         else:
@@ -405,6 +409,7 @@ _CHUNK = 256
 
 
 def _read_headers(paths: Iterable[Path], jobs: int, progress: ProgressCallback | None,
+                  while_waiting: Callable[[list[Path]], object] | None = None,
                   ) -> list[list[SliceHeader] | FileRecord]:
     """read_header over paths, in order; in worker processes for big trees when jobs != 1.
 
@@ -432,6 +437,8 @@ def _read_headers(paths: Iterable[Path], jobs: int, progress: ProgressCallback |
             chunks.append(chunk)
             futures.append(pool.submit(_read_chunk, [str(path) for path in chunk]))
         total = sum(len(chunk) for chunk in chunks)
+        if while_waiting:  # every worker is forked by now: imports here cannot race a fork
+            while_waiting([path for chunk in chunks for path in chunk])
         for chunk, future in zip(chunks, futures, strict=True):
             outcomes.extend(_received(chunk, future.result()))
             if progress:
