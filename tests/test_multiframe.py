@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
-from helpers import rotation
+from helpers import assert_same_world, rotation, run_dcm2niix
 
 from convkit.synthetic import write_enhanced
 
@@ -54,6 +54,27 @@ def test_oblique_stack_with_shuffled_frames(cli, tmp_path):
                                atol=1e-4)
     assert image.header["qform_code"] == image.header["sform_code"] == 1
     np.testing.assert_array_equal(image.get_fdata(), data.transpose(2, 1, 0) * 2.0 - 50.0)
+
+
+def test_a_single_frame_enhanced_file_takes_its_geometry_from_the_functional_groups(
+        cli, tmp_path, dcm2niix):
+    """NumberOfFrames = 1: no top-level position or orientation, only the functional groups
+    (was refused as "no patient geometry"). Compared with first principles and dcm2niix."""
+    iop = iop_of(rotation(10.0, 20.0, -30.0))
+    position = np.array([[4.0, -8.0, 15.0]])
+    data = frames(1, rows=6, cols=9, seed=3)
+    path = write_enhanced(tmp_path / "in" / "one.dcm", data, position, iop[None],
+                          pixel_spacing=(0.6, 0.9), rescale_slope=1.5)
+    (image,) = convert(cli, path, tmp_path / "out").values()
+    assert image.shape == (9, 6, 1)
+    np.testing.assert_allclose(image.affine[:3, :2],
+                               expected_affine(iop, (0.6, 0.9), position[0], 1.0)[:3, :2],
+                               atol=1e-4)
+    np.testing.assert_allclose(image.affine[:3, 3], (LPS_TO_RAS[:3, :3] @ position[0]),
+                               atol=1e-4)
+    np.testing.assert_array_equal(image.get_fdata()[..., 0], data[0].T * 1.5)
+    (reference,) = run_dcm2niix(dcm2niix, path.parent, tmp_path / "ref")
+    assert_same_world(next((tmp_path / "out").glob("*.nii.gz")), reference)
 
 
 def test_two_stacks_in_one_file_become_two_volumes(cli, tmp_path):

@@ -281,8 +281,13 @@ def _fast_path_suffices(ds: FastDataset) -> bool:
 
 
 def _expand(ds: Any, header: SliceHeader) -> list[SliceHeader]:
-    """One header per 2D image: frames of an enhanced file, tiles of a mosaic, or the file."""
-    if header.number_of_frames > 1:
+    """One header per 2D image: frames of an enhanced file, tiles of a mosaic, or the file.
+
+    An enhanced file of one frame is expanded too: its geometry is only in the
+    functional groups.
+    """
+    if header.number_of_frames > 1 or "PerFrameFunctionalGroupsSequence" in ds \
+            or "SharedFunctionalGroupsSequence" in ds:
         return frame_headers(ds, header)
     if header.is_mosaic and is_mosaic(ds):
         return mosaic_headers(ds, header)

@@ -360,7 +360,9 @@ def decode_images(header: SliceHeader, frames: list[int]) -> list[np.ndarray]:
         pixels = np.ascontiguousarray(pixels, dtype=np.uint8).view(RGB_DTYPE)[..., 0]
     if header.mosaic is not None:
         pixels = untile(pixels, header.mosaic)
-    return [pixels if frame < 0 else pixels[frame] for frame in frames]
+    if header.number_of_frames == 1 and header.mosaic is None:
+        return [pixels for _ in frames]  # frame -1, or frame 0 of a one-frame enhanced file
+    return [pixels[frame] for frame in frames]
 
 
 def _decode_file(header: SliceHeader) -> np.ndarray:
