@@ -1,10 +1,12 @@
 """Benchmark `convkit audit --json` against `dcm2niix -n -1 -d 9` and a plain pydicom loop.
 
 A tree of --files files (default 20,000) is built from hard links under --work (never in the
-repository): distinct synthetic series (CT, read by convkit's fast header path, and MR, which
-goes through pydicom) plus the real corpus (../shared/data/dicom: vendor MR and CT, enhanced
-multi-frame, compressed syntaxes, NIfTI ground truths), repeated in replica folders until the
-count is reached. Every tool runs as a whole process under GNU time (`/usr/bin/time -v`: CPU
+repository): distinct synthetic CT and MR series plus the real corpus (../shared/data/dicom:
+vendor MR and CT, enhanced multi-frame, compressed syntaxes, NIfTI ground truths), repeated
+in replica folders until the count is reached. convkit's fast header path reads CT and MR
+alike, vendor private elements included (the Siemens CSA header, GE and Philips diffusion
+tags); only enhanced multi-frame files and files whose diffusion attributes sit in sequences
+fall back to pydicom. Every tool runs as a whole process under GNU time (`/usr/bin/time`: CPU
 time and peak memory), --repeats times round-robin, after the page cache has been warmed.
 
     python benchmarks/audit.py [--files 20000] [--repeats 3] [--work DIR] [--json PATH]
@@ -17,19 +19,26 @@ import importlib.util
 import json
 import os
 import platform
-import re
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from timing import (
+    REPO,
+    Run,
+    benchmark_parser,
+    dcm2niix_binary,
+    parse_checked,
+    ratio,
+    require_gnu_time,
+    run_timed,
+    save_json,
+    summarize,
+    warm_page_cache,
+)
+
 CORPUS = REPO.parent / "shared" / "data" / "dicom"
-GNU_TIME = "/usr/bin/time"
 BASELINE = "dcm2niix -n -1 -d 9"
 #: Slices per synthetic series and their matrix (rows, columns).
 SLICES = 250
@@ -51,41 +60,23 @@ print(count, "DICOM headers read")
 """
 
 
-@dataclass(frozen=True)
-class Run:
-    wall_s: float
-    cpu_s: float
-    peak_rss_mib: float
-    exit_code: int
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__, "convkit-bench-audit")
     parser.add_argument("--files", type=int, default=20000, help="files in the tree "
                         "(default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per tool (default: 3)")
-    parser.add_argument("--work", type=Path,
-                        default=Path(tempfile.gettempdir()) / "convkit-bench-audit",
-                        help="cache and scratch folder, outside the repository "
-                             "(default: %(default)s)")
     parser.add_argument("--ct-series", type=int, default=6,
                         help=f"distinct synthetic CT series of {SLICES} slices (default: 6)")
     parser.add_argument("--mr-series", type=int, default=2,
                         help=f"distinct synthetic MR series of {SLICES} slices (default: 2)")
     parser.add_argument("--no-corpus", action="store_true",
                         help="leave the real corpus out of the tree")
-    parser.add_argument("--json", type=Path, help="also save the results here")
-    return parser.parse_args(argv)
+    return parse_checked(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not Path(GNU_TIME).exists():
-        sys.exit(f"{GNU_TIME} (GNU time) is needed for CPU time and peak memory: "
-                 "apt-get install -y time")
-    if args.work.resolve().is_relative_to(REPO):
-        sys.exit("--work must be outside the repository")
-    dcm2niix = shutil.which("dcm2niix") or str(Path(sys.executable).with_name("dcm2niix"))
+    require_gnu_time()
+    dcm2niix = dcm2niix_binary()  # the binary itself, not the package's Python wrapper
     if not Path(dcm2niix).exists():
         sys.exit("dcm2niix is missing: pip install -e '.[test]'")
     synthetic = (("CT", args.ct_series), ("MR", args.mr_series))
@@ -94,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     sources = build_sources(args.work / f"sources-v{SOURCES_VERSION}-{name}", synthetic, corpus)
     tree = build_tree(args.work / f"tree-{name}-{args.files}", sources, args.files)
     files = sum(len(names) for _, _, names in os.walk(tree))
-    warm(tree)
+    warm_page_cache(tree)
     scratch = Path(tempfile.mkdtemp(prefix="run-", dir=args.work))
     convkit = [sys.executable, "-m", "convkit", "audit", str(tree), "--json"]
     tools = {
@@ -107,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     for repeat in range(args.repeats):
         for name, command in tools.items():
             out = scratch / f"{len(runs[name])}.out"
-            runs[name].append(timed(command, out))
+            runs[name].append(run_timed(command, out, check=False, with_stderr=False))
             if name == "convkit audit --json" and repeat == 0:
                 check_audit(out, files)
     shutil.rmtree(scratch, ignore_errors=True)
@@ -168,32 +159,8 @@ def build_tree(tree: Path, sources: Path, count: int) -> Path:
     return tree
 
 
-def warm(tree: Path) -> None:
-    """Read every file once so that every tool finds the tree in the page cache."""
-    for folder, _, names in os.walk(tree):
-        for name in names:
-            with open(os.path.join(folder, name), "rb") as handle:
-                while handle.read(1 << 20):
-                    pass
-
-
 # ------------------------------------------------------------------------------------------
-# Timing
-
-
-def timed(command: list[str], out: Path) -> Run:
-    """Run command under GNU time; stdout to out. Wall time from here, CPU and memory from time."""
-    report = out.with_suffix(".time")
-    with open(out, "wb") as stdout:
-        start = time.perf_counter()
-        done = subprocess.run([GNU_TIME, "-v", "-o", str(report), *command], stdout=stdout,
-                              stderr=subprocess.DEVNULL, check=False)
-        wall = time.perf_counter() - start
-    text = report.read_text()
-    user = float(re.search(r"User time \(seconds\): ([\d.]+)", text).group(1))
-    system = float(re.search(r"System time \(seconds\): ([\d.]+)", text).group(1))
-    peak_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1))
-    return Run(wall, user + system, peak_kib / 1024, done.returncode)
+# Checking and reporting
 
 
 def check_audit(out: Path, files: int) -> None:
@@ -206,7 +173,7 @@ def check_audit(out: Path, files: int) -> None:
 
 def report(args: argparse.Namespace, tree: Path, files: int, runs: dict[str, list[Run]],
            sources: str) -> None:
-    baseline = statistics.median(r.wall_s for r in runs[BASELINE])
+    baseline = summarize(runs[BASELINE]).wall_s
     fast = importlib.util.find_spec("convkit.dicom.fastheader") is not None
     print(f"\n{files} files in {tree} (hard links of {sources})")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
@@ -218,11 +185,10 @@ def report(args: argparse.Namespace, tree: Path, files: int, runs: dict[str, lis
     print("-" * len(header))
     results = {}
     for name, items in runs.items():
-        wall = statistics.median(r.wall_s for r in items)
-        cpu = statistics.median(r.cpu_s for r in items)
-        peak = max(r.peak_rss_mib for r in items)
+        summary = summarize(items)
+        wall, cpu, peak = summary.wall_s, summary.cpu_s, summary.peak_rss_mib
         codes = sorted({r.exit_code for r in items})
-        print(f"{name:38} {wall:7.2f} {files / wall:8.0f} {wall / baseline:6.2f} {cpu:7.2f} "
+        print(f"{name:38} {wall:7.2f} {files / wall:8.0f} {ratio(wall, baseline):6.2f} {cpu:7.2f} "
               f"{peak:9.0f}" + (f"  (exit {codes})" if codes != [0] else ""))
         results[name] = {"wall_s": [r.wall_s for r in items], "cpu_s": [r.cpu_s for r in items],
                          "peak_rss_mib": peak, "exit_codes": codes,
@@ -230,11 +196,9 @@ def report(args: argparse.Namespace, tree: Path, files: int, runs: dict[str, lis
     print("\npeak MiB: GNU time's maximum resident set of the process tree's largest process "
           "(convkit's header workers are separate processes)")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"files": files, "sources": sources,
-                                         "fast_header_path": fast,
-                                         "machine": platform.platform(), "cores": os.cpu_count(),
-                                         "results": results}, indent=2) + "\n")
+        save_json(args.json, {"files": files, "sources": sources, "fast_header_path": fast,
+                              "machine": platform.platform(), "cores": os.cpu_count(),
+                              "results": results})
 
 
 def describe_sources(synthetic: tuple[tuple[str, int], ...], corpus: bool) -> str:

@@ -13,33 +13,40 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.metadata
 import json
 import os
 import platform
 import re
 import shutil
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from timing import (
+    Run,
+    benchmark_parser,
+    dcm2niix_binary,
+    find_executable,
+    package_versions,
+    parse_checked,
+    ratio,
+    require_gnu_time,
+    run_timed,
+    save_json,
+    summarize,
+    warm_page_cache,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 SHAPE = (300, 512, 512)  # slices, rows, columns
 PIXEL_SPACING_MM = (0.7, 0.7)
 SLICE_SPACING_MM = 1.0
 RESCALE_INTERCEPT = -1024
 SEED = 0
 BASELINE = "dcm2niix -z y"
-GNU_TIME = "/usr/bin/time"
-# GNU time: elapsed s, peak RSS KiB, user s, system s (last line of its -o file).
-TIME_FORMAT = "%e %M %U %S"
 IMAGE_SUFFIXES = (".nii", ".nii.gz")
 
 DICOM2NIFTI_SCRIPT = """\
@@ -63,57 +70,8 @@ class Tool:
     argv: Callable[[Path, Path], list[str]]
 
 
-@dataclass(frozen=True)
-class Run:
-    """One timed process."""
-
-    wall_s: float
-    cpu_s: float
-    peak_rss_mib: float
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "convkit-bench",
-                        help="cache and scratch folder, outside the repository "
-                             "(default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per tool (default: 3)")
-    parser.add_argument("--json", type=Path, help="also save the results to this JSON file")
-    args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
-    if args.work.resolve().is_relative_to(REPO):
-        parser.error(f"--work {args.work} is inside the repository; choose a folder outside it")
-    return args
-
-
-def find_executable(name: str) -> str:
-    """name from this interpreter's bin folder (the venv), else from PATH."""
-    beside = Path(sys.executable).parent / name
-    found = str(beside) if beside.exists() else shutil.which(name)
-    if not found:
-        raise SystemExit(f"error: {name} not found next to {sys.executable} or on PATH")
-    return found
-
-
-def dcm2niix_binary() -> str:
-    """The dcm2niix binary itself: the pip package's console script is a Python wrapper."""
-    try:
-        import dcm2niix
-    except ImportError:
-        return find_executable("dcm2niix")
-    return dcm2niix.bin
-
-
-def require_gnu_time() -> None:
-    """Exit with a clear message unless GNU time is installed (it measures per-process RSS)."""
-    try:
-        version = subprocess.run([GNU_TIME, "--version"], capture_output=True, text=True)
-    except OSError:
-        version = None
-    if version is None or "GNU" not in version.stdout + version.stderr:
-        raise SystemExit(f"error: GNU time is required at {GNU_TIME} to measure the peak memory "
-                         "of each process; install it (Debian/Ubuntu: apt-get install -y time)")
+    return parse_checked(benchmark_parser(__doc__, "convkit-bench"), argv)
 
 
 def tools() -> list[Tool]:
@@ -179,30 +137,11 @@ def build_series(work: Path) -> Path:
     return series
 
 
-def warm_page_cache(folder: Path) -> int:
-    """Read every file once (untimed) so that no tool pays for the first disk read."""
-    total = 0
-    for path in sorted(folder.iterdir()):
-        total += len(path.read_bytes())
-    return total
-
-
 def timed_run(argv: list[str], out_dir: Path) -> Run:
     """Run argv under GNU time with out_dir fresh; its output goes to out_dir.parent/log."""
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
-    log = out_dir.parent / f"{out_dir.name}.log"
-    report = out_dir.parent / f"{out_dir.name}.time"
-    with open(log, "wb") as output:
-        started = time.perf_counter()
-        code = subprocess.call([GNU_TIME, "-o", str(report), "-f", TIME_FORMAT, *argv],
-                               stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
-        wall = time.perf_counter() - started
-    if code != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-        raise SystemExit(f"error: exit code {code} from {' '.join(argv)}\n{tail}")
-    _, peak_kib, user, system = report.read_text().splitlines()[-1].split()
-    return Run(wall, float(user) + float(system), int(peak_kib) / 1024)
+    return run_timed(argv, out_dir.parent / f"{out_dir.name}.log")
 
 
 def image_bytes(folder: Path) -> int:
@@ -235,13 +174,14 @@ def benchmark(candidates: list[Tool], series: Path, runs_dir: Path, repeats: int
     results = {}
     for tool in candidates:
         last = runs_dir / slug(tool.name) / str(repeats - 1)
+        summary = summarize(runs[tool.name])
         results[tool.name] = {
             "argv": tool.argv(Path("IN"), Path("OUT")),
-            "wall_s": statistics.median(r.wall_s for r in runs[tool.name]),
-            "cpu_s": statistics.median(r.cpu_s for r in runs[tool.name]),
-            "peak_rss_mib": max(r.peak_rss_mib for r in runs[tool.name]),
+            "wall_s": summary.wall_s,
+            "cpu_s": summary.cpu_s,
+            "peak_rss_mib": summary.peak_rss_mib,
             "output_mb": image_bytes(last) / 1e6,
-            "runs": [vars(r) for r in runs[tool.name]],
+            "runs": [r.timings() for r in runs[tool.name]],
             "output_dir": str(last),
         }
     return results
@@ -278,12 +218,8 @@ def single_image(folder: Path) -> Path:
 
 def machine_info() -> dict:
     """The machine and the versions of everything timed."""
-    versions = {}
-    for package in ("convkit", "dicom2nifti", "SimpleITK", "nibabel", "pydicom", "isal"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = "not installed"
+    versions = package_versions(
+        ("convkit", "dicom2nifti", "SimpleITK", "nibabel", "pydicom", "isal"))
     banner = subprocess.run([dcm2niix_binary(), "--version"], capture_output=True, text=True)
     found = re.search(r"v\d+\.\d+\.\d+", banner.stdout + banner.stderr)
     versions["dcm2niix"] = found.group() if found else "unknown"
@@ -299,10 +235,6 @@ def _read_lines(path: str) -> list[str]:
         return Path(path).read_text().splitlines()
     except OSError:
         return []
-
-
-def ratio(value: float, baseline: float) -> str:
-    return f"{value / baseline:.2f}x"
 
 
 def render(machine: dict, results: dict, repeats: int, input_mb: float) -> str:
@@ -327,8 +259,8 @@ def render(machine: dict, results: dict, repeats: int, input_mb: float) -> str:
         lines.append(
             f"| {name} | {result['wall_s']:.2f} | {result['cpu_s']:.2f} "
             f"| {result['peak_rss_mib']:.0f} | {result['output_mb']:.1f} "
-            f"| {ratio(result['wall_s'], base['wall_s'])} "
-            f"| {ratio(result['peak_rss_mib'], base['peak_rss_mib'])} |")
+            f"| {ratio(result['wall_s'], base['wall_s']):.2f}x "
+            f"| {ratio(result['peak_rss_mib'], base['peak_rss_mib']):.2f}x |")
     return "\n".join(lines)
 
 
@@ -349,11 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"convkit output equals dcm2niix in world space: {'yes' if equal else 'no'} ({detail})")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(
-            {"machine": machine, "repeats": args.repeats, "input_mb": input_mb,
-             "shape_slices_rows_cols": SHAPE, "baseline": BASELINE, "results": results,
-             "convkit_equals_dcm2niix": equal, "verification": detail}, indent=2) + "\n")
+        save_json(args.json, {"machine": machine, "repeats": args.repeats, "input_mb": input_mb,
+                              "shape_slices_rows_cols": SHAPE, "baseline": BASELINE,
+                              "results": results, "convkit_equals_dcm2niix": equal,
+                              "verification": detail})
     return 0 if equal else 1
 
 

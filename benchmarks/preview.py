@@ -16,21 +16,29 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.metadata
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from timing import (
+    Run,
+    benchmark_parser,
+    find_executable,
+    gnu_time_available,
+    package_versions,
+    parse_checked,
+    ratio,
+    run_timed,
+    save_json,
+    summarize,
+    warm_page_cache,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 SHAPE = (300, 512, 512)  # slices, rows, columns
 PIXEL_SPACING_MM = (0.7, 0.7)
 SLICE_SPACING_MM = 1.0
@@ -39,8 +47,6 @@ SEED = 0
 SLICES = list(range(0, 250, 10))  # the classic 5x5 mosaic of every 10th slice
 LUNG = (-600, 1500)  # centre, width
 BASELINE = "nilearn plot_img mosaic"
-GNU_TIME = "/usr/bin/time"
-TIME_FORMAT = "%e %M %U %S"  # elapsed s, peak RSS KiB, user s, system s
 
 NILEARN_SCRIPT = """\
 import sys
@@ -78,35 +84,16 @@ fig.savefig(sys.argv[2], dpi=100)
 """
 
 
-@dataclass(frozen=True)
-class Run:
-    wall_s: float
-    cpu_s: float | None
-    peak_rss_mib: float | None
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path,
-                        default=Path(tempfile.gettempdir()) / "convkit-bench-preview",
-                        help="cache and scratch folder, outside the repository "
-                             "(default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per tool (default: 3)")
-    parser.add_argument("--json", type=Path, help="also save the results to this JSON file")
-    args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
-    if args.work.resolve().is_relative_to(REPO):
-        parser.error(f"--work {args.work} is inside the repository; choose a folder outside it")
-    return args
+    return parse_checked(benchmark_parser(__doc__, "convkit-bench-preview"), argv)
 
 
 def tools(nifti: Path, out: Path) -> dict[str, list[str]]:
-    convkit = Path(sys.executable).parent / "convkit"
+    convkit = find_executable("convkit")
     low, high = LUNG[0] - LUNG[1] / 2, LUNG[0] + LUNG[1] / 2
     script_args = [str(nifti), "", ",".join(map(str, SLICES)), str(low), str(high)]
     commands = {
-        "convkit preview": [str(convkit), "preview", str(nifti), "-o", str(out / "convkit.png"),
+        "convkit preview": [convkit, "preview", str(nifti), "-o", str(out / "convkit.png"),
                             "--mosaic", "5x5", "--step", "10", "--window", "lung", "--force"],
     }
     for name, script, file in ((BASELINE, NILEARN_SCRIPT, "nilearn.png"),
@@ -153,38 +140,13 @@ def build_input(work: Path) -> Path:
     return nifti
 
 
-def gnu_time_available() -> bool:
-    try:
-        version = subprocess.run([GNU_TIME, "--version"], capture_output=True, text=True)
-    except OSError:
-        return False
-    return "GNU" in version.stdout + version.stderr
-
-
-def timed_run(argv: list[str], log: Path, use_time: bool) -> Run:
-    report = log.with_suffix(".time")
-    prefix = [GNU_TIME, "-o", str(report), "-f", TIME_FORMAT] if use_time else []
-    env = {**os.environ, "COLUMNS": "120"}
-    with open(log, "wb") as output:
-        started = time.perf_counter()
-        code = subprocess.call([*prefix, *argv], stdin=subprocess.DEVNULL, stdout=output,
-                               stderr=subprocess.STDOUT, env=env)
-        wall = time.perf_counter() - started
-    if code != 0:
-        raise SystemExit(f"error: {argv[0]} exited {code}; see {log}")
-    if not use_time:
-        return Run(wall, None, None)
-    _, rss_kib, user, system = report.read_text().strip().splitlines()[-1].split()
-    return Run(wall, float(user) + float(system), int(rss_kib) / 1024)
-
-
 def verify_convkit(nifti: Path, out: Path) -> str:
     """convkit's mosaic holds the 25 requested slices in a 5x5 grid (checked via --json and
     by decoding the PNG with SimpleITK)."""
     import SimpleITK as sitk
 
-    convkit = Path(sys.executable).parent / "convkit"
-    done = subprocess.run([str(convkit), "preview", str(nifti), "-o", str(out / "check.png"),
+    convkit = find_executable("convkit")
+    done = subprocess.run([convkit, "preview", str(nifti), "-o", str(out / "check.png"),
                            "--mosaic", "5x5", "--step", "10", "--window", "lung", "--force",
                            "--json"], capture_output=True, text=True, check=True)
     report = json.loads(done.stdout)
@@ -199,60 +161,50 @@ def verify_convkit(nifti: Path, out: Path) -> str:
                                    "PNG, lung window")
 
 
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for package in ("convkit", "nilearn", "matplotlib", "nibabel", "numpy"):
-        try:
-            found[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            found[package] = "missing"
-    return found
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    found = versions()
-    if "missing" in (found["nilearn"], found["matplotlib"]):
+    found = {"python": platform.python_version(),
+             **package_versions(("convkit", "nilearn", "matplotlib", "nibabel", "numpy"))}
+    if "not installed" in (found["nilearn"], found["matplotlib"]):
         raise SystemExit("error: nilearn and matplotlib are needed for this benchmark: "
                          "pip install -e '.[bench]'")
     work = args.work
     nifti = build_input(work)
     out = work / "out"
     out.mkdir(parents=True, exist_ok=True)
-    nifti.read_bytes()  # warm the page cache
+    warm_page_cache(nifti)
     use_time = gnu_time_available()
     commands = tools(nifti, out)
+    env = {**os.environ, "COLUMNS": "120"}
     runs: dict[str, list[Run]] = {name: [] for name in commands}
     for repeat in range(args.repeats):
         for name, command in commands.items():
-            runs[name].append(timed_run(command, out / f"{name.replace(' ', '_')}.log", use_time))
+            log = out / f"{name.replace(' ', '_')}.log"
+            runs[name].append(run_timed(command, log, gnu_time=use_time, env=env))
             print(f"  run {repeat + 1}/{args.repeats} {name}: {runs[name][-1].wall_s:.2f} s",
                   flush=True)
     verification = verify_convkit(nifti, out)
-    baseline = statistics.median(r.wall_s for r in runs[BASELINE])
-    baseline_cpu = statistics.median(r.cpu_s for r in runs[BASELINE]) if use_time else None
+    baseline = summarize(runs[BASELINE])
     print(f"\n5x5 mosaic of a {'x'.join(map(str, SHAPE[::-1]))} CT (.nii.gz), "
           f"median of {args.repeats}, whole processes; {os.cpu_count()} CPUs")
     print(f"{'tool':<26}{'wall s':>9}{'cpu s':>9}{'peak MiB':>10}{'wall x nilearn':>16}"
           f"{'cpu x nilearn':>15}")
     rows = []
     for name, results in runs.items():
-        wall = statistics.median(r.wall_s for r in results)
-        cpu = statistics.median(r.cpu_s for r in results) if use_time else None
-        rss = max(r.peak_rss_mib for r in results) if use_time else None
-        cpu_ratio = cpu / baseline_cpu if cpu and baseline_cpu else None
+        summary = summarize(results)
+        wall, cpu, rss = summary.wall_s, summary.cpu_s, summary.peak_rss_mib
+        wall_ratio, cpu_ratio = ratio(wall, baseline.wall_s), ratio(cpu, baseline.cpu_s)
         rows.append({"tool": name, "wall_s": wall, "cpu_s": cpu, "peak_rss_mib": rss,
-                     "ratio_to_nilearn": wall / baseline, "cpu_ratio_to_nilearn": cpu_ratio})
+                     "ratio_to_nilearn": wall_ratio, "cpu_ratio_to_nilearn": cpu_ratio})
         print(f"{name:<26}{wall:>9.2f}{(f'{cpu:.2f}' if cpu else '-'):>9}"
-              f"{(f'{rss:.0f}' if rss else '-'):>10}{wall / baseline:>16.2f}"
+              f"{(f'{rss:.0f}' if rss else '-'):>10}{wall_ratio:>16.2f}"
               f"{(f'{cpu_ratio:.2f}' if cpu_ratio else '-'):>15}")
     print(f"\nconvkit output: {verification}")
     print(f"outputs: {out}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"versions": found, "machine": platform.platform(),
-                                         "cpus": os.cpu_count(), "results": rows,
-                                         "verification": verification}, indent=2) + "\n")
+        save_json(args.json, {"versions": found, "machine": platform.platform(),
+                              "cpus": os.cpu_count(), "results": rows,
+                              "verification": verification})
     return 0
 
 
