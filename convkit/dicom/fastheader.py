@@ -84,6 +84,8 @@ for (_group, _creator), _offsets in PRIVATE_ELEMENTS.items():
 #: vendors.private_element): every offset any creator of the group uses.
 _ORPHAN_OFFSETS = {group: set().union(*creators.values()) for group, creators in _PRIVATE.items()}
 _BYTES_VRS = {"OB", "OW", "UN", ""}  # kept as bytes, as pydicom does
+#: Tags the walk acts on besides the wanted ones: pixel data, DICOMDIR records, sequences.
+_SPECIAL_TAGS = frozenset({_PIXEL_DATA, _DIRECTORY_RECORDS, *CONTENT_SEQUENCES})
 
 
 class Element(NamedTuple):
@@ -216,23 +218,27 @@ class _Walker:
         """Walk the top-level elements up to the pixel data, keeping the wanted ones.
 
         The hot loop of discovery (tens of elements per file, tens of thousands of
-        files): element headers are decoded inline rather than through _element.
+        files): element headers are decoded inline, module constants are bound to
+        locals, and an element nobody wants costs three lookups.
         """
-        directory, explicit, by_tag = False, self.explicit, self.by_tag
+        directory, explicit, by_tag, raw = False, self.explicit, self.by_tag, self.raw
         unpack_explicit, unpack_implicit = _EXPLICIT.unpack_from, _IMPLICIT.unpack_from
-        unpack_u32 = _U32.unpack_from
+        unpack_u32, long_vrs, private_groups = _U32.unpack_from, _LONG_VRS, _PRIVATE
+        special, undefined = _SPECIAL_TAGS, _UNDEFINED
         data = self.data
+        size = len(data)
         while True:
-            if position + 12 > len(data):
+            if position + 12 > size:
                 try:
                     self.need(position + 12)
                 except _Unusual:
                     if position + 8 > len(self.data):
                         break  # the end of a header-only file (no pixel data)
                 data = self.data
+                size = len(data)
             if explicit:
                 group, element, vr, length = unpack_explicit(data, position)
-                if vr in _LONG_VRS:
+                if vr in long_vrs:
                     length, position = unpack_u32(data, position + 8)[0], position + 12
                 elif vr.isalpha():
                     position += 8
@@ -242,24 +248,30 @@ class _Walker:
                 group, element, length = unpack_implicit(data, position)
                 vr, position = b"", position + 8
             tag = (group << 16) | element
-            if tag == _PIXEL_DATA:
-                pixel_end = None if length == _UNDEFINED else position + length
-                return self._decoded(), pixel_end, directory
-            if tag in by_tag:
-                self.need(position + length)
-                keyword, default_vr = by_tag[tag]
-                self.raw[keyword] = (self.data[position:position + length],
-                                     vr.decode("ascii") or default_vr)
-            elif group in _PRIVATE and length != _UNDEFINED:
+            kept = by_tag.get(tag)
+            if kept is not None:
+                if position + length > size:
+                    self.need(position + length)
+                    data = self.data
+                    size = len(data)
+                raw[kept[0]] = (data[position:position + length], vr.decode("ascii") or kept[1])
+            elif group in private_groups and length != undefined:
                 self._private(group, element, vr.decode("ascii"), position, length)
-            elif tag in CONTENT_SEQUENCES:
-                self.sequences.add(CONTENT_SEQUENCES[tag])
-            elif tag == _DIRECTORY_RECORDS:
-                directory = True
-            if length == _UNDEFINED:
+                data = self.data
+                size = len(data)
+            elif tag in special:
+                if tag == _PIXEL_DATA:
+                    pixel_end = None if length == undefined else position + length
+                    return self._decoded(), pixel_end, directory
+                if tag == _DIRECTORY_RECORDS:
+                    directory = True
+                else:
+                    self.sequences.add(CONTENT_SEQUENCES[tag])
+            if length == undefined:
                 # An undefined-length UN holds its items in implicit VR (PS3.5 6.2.2).
                 position = self._skip_undefined(position, explicit and vr != b"UN")
                 data = self.data
+                size = len(data)
                 continue
             position += length
         return self._decoded(), None, directory

@@ -6,6 +6,7 @@ walker (fastheader.py) can capture them without pydicom's private dictionary.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from convkit.dicom import values
@@ -34,6 +35,12 @@ def private_element(ds: Any, group: int, offset: int, creator: str) -> Any | Non
     return ds.get((group, 0x1000 + offset))
 
 
+@functools.lru_cache(maxsize=8)
+def _parsed_csa(raw: bytes) -> dict[str, list[Any]]:
+    """Mosaic layout, diffusion and phase encoding each read the same header of a file."""
+    return read_csa(raw)
+
+
 def siemens_csa_header(ds: Any) -> dict[str, list[Any]] | None:
     """The Siemens CSA image header (0029,xx10) as {tag name: values}; None when absent.
 
@@ -44,7 +51,7 @@ def siemens_csa_header(ds: Any) -> dict[str, list[Any]] | None:
     if not raw:
         return None
     try:
-        return read_csa(bytes(raw))
+        return dict(_parsed_csa(bytes(raw)))  # a copy: callers may replace entries
     except CSAError as exc:
         raise InputError(f"unreadable Siemens CSA image header: {exc}",
                          "the private tag (0029,xx10) is damaged") from exc
