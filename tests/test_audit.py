@@ -12,6 +12,8 @@ import json
 import os
 import random
 import shutil
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -532,3 +534,27 @@ def test_volume_size_checks(tmp_path):
     raw = tmp_path / "raw.bin"
     raw.write_bytes(payload[:100])
     assert data_size(raw, 0, 150, None).text == "truncated (100 of 150 bytes)"
+
+
+def test_a_named_pipe_is_accounted_for_and_never_opened(tmp_path):
+    """Opening a FIFO waits for a writer forever: it is listed, reported, and skipped, and
+    both audit and dicom2nii finish (they used to hang)."""
+    tree = tmp_path / "tree"
+    write_series(tree, stored_values(3), regular_positions(3, spacing=2.0), extra=NO_IDENTIFIERS)
+    os.mkfifo(tree / "pipe.dcm")
+    command = [sys.executable, "-m", "convkit"]
+    done = subprocess.run([*command, "audit", tree, "--json"], capture_output=True, text=True,
+                          timeout=60)
+    report = json.loads(done.stdout)
+    (pipe,) = [row for row in report["files"] if row["path"].endswith("pipe.dcm")]
+    assert (pipe["status"], pipe["bytes"]) == ("skipped", None)
+    assert "not a regular file" in pipe["reason"]
+    assert codes(report) == {"file.special"} and report["summary"]["files"] == 4
+    validate(report)
+    done = subprocess.run([*command, "dicom2nii", tree, tmp_path / "out", "--json"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    converted = json.loads(done.stdout)
+    assert [s["status"] for s in converted["series"]] == ["written"]
+    assert {f["path"].endswith("pipe.dcm") for f in converted["files"]
+            if f["status"] == "not-dicom"} == {True}

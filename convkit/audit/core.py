@@ -347,6 +347,9 @@ def check_file(record, kind: str) -> list[Finding]:
         what = "a broken symbolic link" if path.is_symlink() else "cannot be opened"
         return [finding("file.unreadable", f"{path.name}: {what}",
                         "fix the link or the permissions, or remove it", path=path)]
+    if status == "not-dicom" and kind == "special":
+        return [finding("file.special", f"{path.name}: {record.reason}",
+                        "nothing to do unless it should be a file: copy the real data", path=path)]
     if status == "not-dicom" and kind == "empty":
         return [finding("file.empty", f"{path.name} is empty (0 bytes)",
                         "remove it, or copy the file again", path=path)]
@@ -418,10 +421,12 @@ def _file_row(record, kind: str, volume: VolumeAudit | None, sidecars: dict[Path
             reason = "broken symbolic link" if path.is_symlink() else "cannot be opened"
         elif kind == "analyze":
             status, reason = "skipped", "ANALYZE 7.5 header (no NIfTI magic): not read"
+        elif kind == "special":
+            status, reason = "skipped", record.reason
         else:
             status, reason = "not-image", {"empty": "empty file"}.get(kind, "")
     try:
-        size = os.stat(path).st_size
+        size = os.stat(path).st_size if kind != "special" else None
     except OSError:
         size = None
     return {"path": str(path), "kind": _kind_name(kind), "status": status, "reason": reason,

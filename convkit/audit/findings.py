@@ -47,6 +47,7 @@ CODES: dict[str, Code] = {
     "file.not-dicom": Code("warning", "named like DICOM (.dcm, .ima ...) but neither DICOM nor "
                                       "a volume"),
     "file.skipped": Code("info", "DICOM without an image (report, presentation state ...)"),
+    "file.special": Code("info", "a pipe, socket or device file: never opened"),
     "file.duplicate": Code("info", "files with the same SOPInstanceUID as earlier files (one "
                                    "finding per folder): ignored by dicom2nii"),
     "folder.multiple-series": Code("info", "one folder holds files of several series"),

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import stat
 import struct
 import zlib
 from pathlib import Path
@@ -50,9 +51,13 @@ def read_head(path: Path, size: int = HEAD_BYTES) -> tuple[bytes, bool]:
 
 def sniff(path: Path) -> str:
     """'empty', one of VOLUME_KINDS, 'analyze', 'gzip' (something else compressed), 'other',
-    or 'unreadable' (a broken link, no permission)."""
+    'special' (a pipe, socket or device: never opened) or 'unreadable' (a broken link, no
+    permission)."""
     try:
-        if path.stat().st_size == 0:
+        status = path.stat()
+        if not stat.S_ISREG(status.st_mode):
+            return "special"
+        if status.st_size == 0:
             return "empty"
         head, compressed = read_head(path)
     except OSError:

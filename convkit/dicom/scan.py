@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,6 +212,19 @@ def iter_files(root: Path) -> Iterable[Path]:
             yield Path(folder) / name
 
 
+#: Why a pipe, socket or device file in the tree is never opened (reading could block).
+SPECIAL_FILE = "not a regular file (a pipe, socket or device): not opened"
+
+
+def is_regular_file(path: Path) -> bool:
+    """False for pipes, sockets and devices; True for files and for what cannot be
+    stat-ed (a broken link is reported as unreadable later)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True
+
+
 def looks_like_dicom(path: Path) -> bool:
     """DICOM Part 10 ('DICM' at byte 128), or a raw dataset starting with a group 0002/0008 tag."""
     try:
@@ -231,6 +245,8 @@ def read_header(path: Path) -> list[SliceHeader] | FileRecord:
     vendor and diffusion attributes, multi-frame, mosaics, unusual encodings) by pydicom.
     """
     fast = read_fast(path)  # None for anything but a usual Part 10 file
+    if fast is None and not is_regular_file(path):
+        return FileRecord(path, "not-dicom", SPECIAL_FILE)
     if fast is None and not looks_like_dicom(path):
         return FileRecord(path, "not-dicom")
     try:
