@@ -26,6 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from phantom import (
+    PIXEL_SPACING_MM,
+    RESCALE_INTERCEPT,
+    SEED,
+    SHAPE,
+    SLICE_SPACING_MM,
+    stored_values,
+)
 from timing import (
     Run,
     benchmark_parser,
@@ -41,11 +49,6 @@ from timing import (
     warm_page_cache,
 )
 
-SHAPE = (300, 512, 512)  # slices, rows, columns
-PIXEL_SPACING_MM = (0.7, 0.7)
-SLICE_SPACING_MM = 1.0
-RESCALE_INTERCEPT = -1024
-SEED = 0
 BASELINE = "dcm2niix -z y"
 IMAGE_SUFFIXES = (".nii", ".nii.gz")
 
@@ -113,10 +116,7 @@ def build_series(work: Path) -> Path:
         return series
     print(f"Building the {'x'.join(map(str, SHAPE[::-1]))} CT series in {series} ...", flush=True)
     started = time.perf_counter()
-    hu = convkit.phantoms.chest_ct_hu(SHAPE, PIXEL_SPACING_MM, SLICE_SPACING_MM, SEED)
-    hu -= RESCALE_INTERCEPT
-    stored = np.rint(hu, out=hu).astype(np.int16)
-    del hu
+    stored = stored_values()  # (k, rows, cols)
     n, rows, cols = SHAPE
     # Centred on the isocentre, so that the phantom's millimetres are patient millimetres.
     origin = (-(cols - 1) / 2 * PIXEL_SPACING_MM[1], -(rows - 1) / 2 * PIXEL_SPACING_MM[0],

@@ -25,6 +25,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from phantom import (
+    PIXEL_SPACING_MM,
+    RESCALE_INTERCEPT,
+    SEED,
+    SHAPE,
+    SLICE_SPACING_MM,
+    stored_values,
+)
 from timing import (
     Run,
     benchmark_parser,
@@ -39,11 +47,6 @@ from timing import (
     warm_page_cache,
 )
 
-SHAPE = (300, 512, 512)  # slices, rows, columns
-PIXEL_SPACING_MM = (0.7, 0.7)
-SLICE_SPACING_MM = 1.0
-RESCALE_INTERCEPT = -1024
-SEED = 0
 SLICES = list(range(0, 250, 10))  # the classic 5x5 mosaic of every 10th slice
 LUNG = (-600, 1500)  # centre, width
 BASELINE = "nilearn plot_img mosaic"
@@ -120,10 +123,7 @@ def build_input(work: Path) -> Path:
         return nifti
     print(f"Building the {'x'.join(map(str, SHAPE[::-1]))} CT in {nifti} ...", flush=True)
     started = time.perf_counter()
-    hu = convkit.phantoms.chest_ct_hu(SHAPE, PIXEL_SPACING_MM, SLICE_SPACING_MM, SEED)
-    hu -= RESCALE_INTERCEPT
-    stored = np.rint(hu, out=hu).astype(np.int16)  # (k, rows, cols)
-    del hu
+    stored = stored_values()  # (k, rows, cols)
     n, rows, cols = SHAPE
     # An axial DICOM stack in RAS: i (columns) to patient left, j (rows) posterior, k superior.
     affine = np.diag([-PIXEL_SPACING_MM[1], -PIXEL_SPACING_MM[0], SLICE_SPACING_MM, 1.0])

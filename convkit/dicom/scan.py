@@ -241,8 +241,9 @@ def read_header(path: Path) -> list[SliceHeader] | FileRecord:
     """The SliceHeaders of a DICOM file (one per frame), or a FileRecord saying why there are none.
 
     A single-frame file gives one header; an enhanced multi-frame file one per frame.
-    Most files are read by the fast tag walker; what it does not cover (MR, with its
-    vendor and diffusion attributes, multi-frame, mosaics, unusual encodings) by pydicom.
+    Most files, vendor private elements included, are read by the fast tag walker; what
+    it does not cover (enhanced multi-frame files, diffusion attributes inside sequences,
+    big endian, deflate, files without a preamble) by pydicom.
     """
     fast = read_fast(path)  # None for anything but a usual Part 10 file
     if fast is None and not is_regular_file(path):
@@ -511,7 +512,7 @@ def _drop_duplicates(headers: list[SliceHeader], root: Path,
     # Paths as text: Path hashing and comparison cost more than the rest with 10^4 files.
     kept_path: dict[str, str] = {}
     unique, duplicates = [], {}
-    prefix = len(str(root)) + 1 if root.is_dir() else None
+    prefix = len(os.path.join(root, "")) if root.is_dir() else None  # "/" and "/a/" alike
     for text, _, header in sorted((str(h.path), h.frame, h) for h in headers):
         kept = kept_path.setdefault(header.sop_instance_uid, text)
         if kept == text:
