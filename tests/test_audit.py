@@ -117,6 +117,11 @@ def test_corpus_every_file_listed_exactly_once(corpus_audit):
     assert statuses["junk/truncated.dcm"]["reason"].startswith("truncated pixel data")
     assert statuses["junk/moved.dcm"]["status"] == "unreadable"
     assert statuses["junk/moved.dcm"]["reason"] == "broken symbolic link"
+    # Sizes (from the scan's own reads, or stat for the rest) are the sizes on disk.
+    sizes = {name: row["bytes"] for name, row in statuses.items()}
+    assert sizes == {name: (None if name == "junk/moved.dcm" else (root / name).stat().st_size)
+                     for name in statuses}
+    assert {row["status"] for row in statuses.values()} >= {"used", "duplicate", "unreadable"}
     # Volumes (ground truths and dcm2niix references) found by content, their JSON as sidecars.
     volumes = {p for p, f in statuses.items() if f["status"] == "volume"}
     assert volumes == {p for p in statuses if p.endswith(".nii.gz")}

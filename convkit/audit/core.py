@@ -425,10 +425,12 @@ def _file_row(record, kind: str, volume: VolumeAudit | None, sidecars: dict[Path
             status, reason = "skipped", record.reason
         else:
             status, reason = "not-image", {"empty": "empty file"}.get(kind, "")
-    try:
-        size = os.stat(path).st_size if kind != "special" else None
-    except OSError:
-        size = None
+    size = record.size  # known for every file the scan read; stat the others
+    if size is None and kind != "special":
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            size = None
     return {"path": str(path), "kind": _kind_name(kind), "status": status, "reason": reason,
             "series": record.series, "bytes": size}
 

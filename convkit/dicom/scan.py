@@ -90,6 +90,7 @@ class SliceHeader:
     diffusion: Any = None  # diffusion.Diffusion: b-value and LPS gradient direction
     problem: str = ""  # why this image cannot be converted faithfully (refused with its series)
     slice_time: float | None = None  # seconds from the start of the volume (mosaic CSA header)
+    file_size: int | None = None  # bytes on disk, as read (reports need not stat the file again)
 
     def real_scaling(self, philips_precise: bool = False) -> tuple[float, float]:
         """(slope, intercept) to real-world values; Philips 'precise' values when asked.
@@ -160,6 +161,7 @@ class FileRecord:
     reason: str = ""
     series: str = ""  # label of the series it belongs to
     series_uid: str = ""  # known for unreadable files whose header could be read
+    size: int | None = None  # bytes on disk when the scan read the file
 
 
 @dataclass
@@ -270,7 +272,10 @@ def read_header(path: Path) -> list[SliceHeader] | FileRecord:
     size = getattr(ds, "file_size", None) or path.stat().st_size
     problem = _check_pixel_size(header, size, getattr(ds, "pixel_data_end", None))
     if problem:
-        return FileRecord(path, "unreadable", problem, series_uid=header.series_instance_uid)
+        return FileRecord(path, "unreadable", problem, series_uid=header.series_instance_uid,
+                          size=size)
+    for item in headers:
+        item.file_size = size
     return headers
 
 
@@ -416,10 +421,13 @@ def scan_folder(
     result.series = group_series(unique)
     name_series(result.series)
     labels: dict[Path, list[str]] = {}
+    sizes: dict[Path, int | None] = {}
     for group in result.series:
+        for header in group.headers:
+            sizes[header.path] = header.file_size
         for path in dict.fromkeys(h.path for h in group.headers):
             labels.setdefault(path, []).append(group.label)
-    result.files.extend(FileRecord(path, "used", series=", ".join(names))
+    result.files.extend(FileRecord(path, "used", series=", ".join(names), size=sizes[path])
                         for path, names in labels.items())
     result.files.sort(key=lambda record: str(record.path))
     return result
@@ -520,7 +528,8 @@ def _drop_duplicates(headers: list[SliceHeader], root: Path,
         elif text not in duplicates:
             where = kept[prefix:] if prefix else Path(kept).name
             duplicates[text] = FileRecord(header.path, "duplicate",
-                                          f"same SOPInstanceUID as {where}")
+                                          f"same SOPInstanceUID as {where}",
+                                          size=header.file_size)
     return unique, list(duplicates.values())
 
 
