@@ -117,7 +117,7 @@ def build_sources(folder: Path, synthetic: tuple[tuple[str, int], ...], corpus: 
         return folder
     import numpy as np
 
-    from convkit.synthetic import regular_positions, write_series
+    from convkit.testing.synthetic import regular_positions, write_series
 
     shutil.rmtree(folder, ignore_errors=True)
     rows, cols = SYNTHETIC_MATRIX

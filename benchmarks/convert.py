@@ -101,15 +101,14 @@ def build_series(work: Path) -> Path:
     editing either rebuilds the input. The series is written next to the cache and renamed
     into place, so an interrupted build is never reused.
     """
-    import convkit.phantoms
-    import convkit.synthetic
+    from convkit.testing import phantoms, synthetic
 
     recipe = {"shape": list(SHAPE), "pixel_spacing_mm": list(PIXEL_SPACING_MM),
               "slice_spacing_mm": SLICE_SPACING_MM, "rescale_intercept": RESCALE_INTERCEPT,
               "seed": SEED,
               "source_sha256": hashlib.sha256(
-                  Path(convkit.phantoms.__file__).read_bytes()
-                  + Path(convkit.synthetic.__file__).read_bytes()).hexdigest()}
+                  Path(phantoms.__file__).read_bytes()
+                  + Path(synthetic.__file__).read_bytes()).hexdigest()}
     series = work / "ct_series"
     stamp = work / "ct_series.json"
     if series.is_dir() and stamp.exists() and json.loads(stamp.read_text()) == recipe:
@@ -121,11 +120,11 @@ def build_series(work: Path) -> Path:
     # Centred on the isocentre, so that the phantom's millimetres are patient millimetres.
     origin = (-(cols - 1) / 2 * PIXEL_SPACING_MM[1], -(rows - 1) / 2 * PIXEL_SPACING_MM[0],
               -(n - 1) / 2 * SLICE_SPACING_MM)
-    positions = convkit.synthetic.regular_positions(n, origin=origin, spacing=SLICE_SPACING_MM)
+    positions = synthetic.regular_positions(n, origin=origin, spacing=SLICE_SPACING_MM)
     staging = work / "ct_series.partial"
     shutil.rmtree(staging, ignore_errors=True)
     stamp.unlink(missing_ok=True)
-    convkit.synthetic.write_series(staging, stored, positions, pixel_spacing=PIXEL_SPACING_MM,
+    synthetic.write_series(staging, stored, positions, pixel_spacing=PIXEL_SPACING_MM,
                                    modality="CT", rescale_slope=1,
                                    rescale_intercept=RESCALE_INTERCEPT,
                                    series_description="bench chest CT", seed=SEED,

@@ -13,8 +13,8 @@ SEED = 0
 
 def stored_values() -> np.ndarray:
     """The phantom as stored int16 values (slices, rows, columns): HU - RESCALE_INTERCEPT."""
-    import convkit.phantoms
+    from convkit.testing import phantoms
 
-    hu = convkit.phantoms.chest_ct_hu(SHAPE, PIXEL_SPACING_MM, SLICE_SPACING_MM, SEED)
+    hu = phantoms.chest_ct_hu(SHAPE, PIXEL_SPACING_MM, SLICE_SPACING_MM, SEED)
     hu -= RESCALE_INTERCEPT
     return np.rint(hu, out=hu).astype(np.int16)

@@ -109,14 +109,14 @@ def tools(nifti: Path, out: Path) -> dict[str, list[str]]:
 
 def build_input(work: Path) -> Path:
     """The cached CT as .nii.gz, rebuilt when the phantom's source or the recipe changes."""
-    import convkit.phantoms
     from convkit.formats import write_volume
+    from convkit.testing import phantoms
     from convkit.volume import Volume
 
     recipe = {"shape": list(SHAPE), "pixel_spacing_mm": list(PIXEL_SPACING_MM),
               "slice_spacing_mm": SLICE_SPACING_MM, "seed": SEED,
               "source_sha256": hashlib.sha256(
-                  Path(convkit.phantoms.__file__).read_bytes()).hexdigest()}
+                  Path(phantoms.__file__).read_bytes()).hexdigest()}
     nifti = work / "ct.nii.gz"
     stamp = work / "ct.json"
     if nifti.exists() and stamp.exists() and json.loads(stamp.read_text()) == recipe:

@@ -1,251 +1,90 @@
-"""dicom2nii as a library call: every series under a folder -> volume + JSON sidecar.
+"""convert as a library call: one image from any format to any volume format.
 
-convert_folder returns a ConversionReport (one SeriesResult per series, one
-FileRecord per input file) that the CLI renders as a table or JSON. Refusals of
-single series are results, not exceptions, so a batch goes on.
+World geometry and values are preserved exactly: the reader normalises every
+format to a RAS Volume and the writer encodes it again. What cannot be carried
+faithfully is refused (a sheared affine, unless resampled) or reported.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+import dataclasses
 from pathlib import Path
 from typing import Any
 
-from convkit import __version__
-from convkit.dicom.diffusion import fsl_bvecs, write_bval_bvec
-from convkit.dicom.scan import FileRecord, ScanResult, SeriesGroup, name_series, scan_folder
-from convkit.dicom.series import ConvertOptions, read_series
-from convkit.errors import (
-    ConvkitError,
-    InputError,
-    RefusedError,
-    UnreadableFileError,
-    UsageError,
-)
-from convkit.formats import FORMATS, write_volume
-from convkit.formats.output import check_targets, staged_files
+import numpy as np
+
+from convkit import resample
+from convkit.errors import RefusedError, UsageError
+from convkit.formats import FORMATS, volume_format, write_volume
+from convkit.formats.output import staged_files
+from convkit.inputs import load_volume
 from convkit.volume import Volume
 
-DEFAULT_NAME = "{SeriesNumber}_{SeriesDescription}"
-
-#: progress(stage, done, total): stage is 'scan' or a series label.
-Progress = Callable[[str, int, int], None]
+SHEARED_NOTE = "sheared"
 
 
-@dataclass
-class SeriesResult:
-    """What happened to one series."""
-
-    label: str
-    series_uid: str
-    series_number: int | None
-    description: str
-    modality: str
-    files: int
-    status: str  # written | refused | failed | found (with --list)
-    outputs: list[str] = field(default_factory=list)
-    shape: list[int] = field(default_factory=list)
-    spacing: list[float] = field(default_factory=list)
-    orientation: str = ""
-    dtype: str = ""
-    notes: list[str] = field(default_factory=list)
-    reason: str = ""
-    hint: str = ""
-    unreadable: list[str] = field(default_factory=list)  # files that could not be decoded
-
-
-@dataclass
-class ConversionReport:
-    """The outcome of convert_folder: per series and per input file."""
-
-    input: str
-    output: str
-    series: list[SeriesResult]
-    files: list[FileRecord]
-
-    @property
-    def exit_code(self) -> int:
-        """0 all done, 6 partial, 4 all refused, 3 all unreadable (see DESIGN.md)."""
-        statuses = [s.status for s in self.series]
-        if all(s in ("written", "found") for s in statuses):
-            return 0
-        if any(s == "written" for s in statuses):
-            return 6
-        return 4 if "refused" in statuses else 3
-
-    def to_json(self) -> dict[str, Any]:
-        files = [{"path": str(r.path), "status": r.status, "reason": r.reason, "series": r.series}
-                 for r in self.files]
-        counts: dict[str, int] = {}
-        for record in self.files:
-            counts[record.status] = counts.get(record.status, 0) + 1
-        return {"input": self.input, "output": self.output, "exit_code": self.exit_code,
-                "series": [asdict(s) for s in self.series], "file_counts": counts, "files": files}
+def convert_file(source: Path | str, target: Path | str, *, force: bool = False,
+                 resample_shear: bool = False, series: str | None = None) -> dict[str, Any]:
+    """Convert source (a volume file or DICOM) to target; return a JSON-ready report."""
+    target = Path(target)
+    if volume_format(target) is None:
+        raise UsageError(f"unknown output format: {target.name}",
+                         f"use one of {', '.join(FORMATS.values())}")
+    volume = load_volume(source, series)
+    notes = list(volume.notes)
+    if any(SHEARED_NOTE in note for note in notes):
+        if not resample_shear:
+            raise RefusedError(f"{source}: the sform is sheared (e.g. gantry tilt written by "
+                               "another converter); a plain copy would lose or fake it",
+                               "--resample puts it on a regular grid along the slice normal")
+        volume = unshear_volume(volume)
+        notes = volume.notes
+    with staged_files(target.parent, force) as stage:
+        write_volume(volume, stage / target.name)
+    return {
+        "input": str(source), "output": str(target), "shape": list(volume.shape),
+        "spacing": [round(s, 6) for s in volume.spacing], "orientation": volume.orientation,
+        "dtype": str(volume.array.dtype), "scaling": [volume.slope, volume.intercept],
+        "notes": notes, "not_carried": _not_carried(volume, target),
+    }
 
 
-def convert_folder(
-    in_dir: Path | str,
-    out_dir: Path | str | None,
-    *,
-    options: ConvertOptions | None = None,
-    fmt: str = "nii.gz",
-    name_template: str = DEFAULT_NAME,
-    select: list[str] | None = None,
-    force: bool = False,
-    list_only: bool = False,
-    progress: Progress | None = None,
-) -> ConversionReport:
-    """Convert every (selected) series under in_dir into out_dir.
+def unshear_volume(volume: Volume) -> Volume:
+    """Resample a volume whose slice axis is sheared onto a grid along the slice normal.
 
-    Raises InputError when in_dir holds no DICOM image, UsageError for bad
-    arguments, OutputError when a target exists without force. Series that
-    cannot be converted faithfully are reported as refused.
+    Only the k axis may be sheared (what gantry tilt looks like): each slice is
+    shifted in-plane by its own offset, linear within the slice, nothing between
+    slices (the same correction as dicom2nii's --tilt resample).
     """
-    options = options or ConvertOptions()
-    in_dir = Path(in_dir)
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown --format {fmt!r}", f"choose one of {', '.join(FORMATS)}")
-    if not in_dir.exists():
-        raise InputError(f"{in_dir} does not exist", "check the input path")
-    out_path = _check_output_dir(in_dir, out_dir, list_only)
-    scan = scan_folder(in_dir, (lambda d, t: progress("scan", d, t)) if progress else None)
-    name_series(scan.series, name_template)
-    groups = _select(scan, select)
-    report = ConversionReport(str(in_dir), str(out_path or ""), [], scan.files)
-    if list_only:
-        report.series = [_result(g, "found") for g in groups]
-        return report
-    suffix = FORMATS[fmt]
-    targets = [out_path / f"{g.label}{ext}" for g in groups for ext in (suffix, ".json")]
-    check_targets(targets, force)
-    unreadable = _unreadable_by_series(scan)
-    for group in groups:
-        broken = unreadable.get(group.series_uid)
-        if broken:
-            report.series.append(_incomplete(group, broken))
-            continue
-        report.series.append(_convert_one(group, out_path, suffix, options, force, progress))
-    _mark_refused_files(report, groups)
-    return report
+    linear = volume.affine[:3, :3]
+    spacing = np.linalg.norm(linear, axis=0)
+    row, col = linear[:, 0] / spacing[0], linear[:, 1] / spacing[1]
+    if abs(row @ col) > 1e-4:
+        raise RefusedError("the in-plane axes are not orthogonal: only a sheared slice axis "
+                           "(gantry tilt) can be resampled", "resample it with other software")
+    normal = np.cross(row, col)
+    step = linear[:, 2]
+    along = float(step @ normal)
+    k = np.arange(volume.shape[2])
+    offsets_px = np.stack([k * (step @ row) / spacing[0], k * (step @ col) / spacing[1]], axis=1)
+    fill = float(volume.array.min()) if volume.array.size else 0.0
+    array, origin_px = resample.unshear(volume.array, offsets_px, fill)
+    affine = volume.affine.copy()
+    affine[:3, 2] = normal * along
+    affine[:3, 3] += origin_px[0] * linear[:, 0] + origin_px[1] * linear[:, 1]
+    note = (f"sheared slice axis resampled onto a grid along the normal (linear, in-plane): "
+            f"{volume.shape[0]}x{volume.shape[1]} -> {array.shape[0]}x{array.shape[1]}")
+    return dataclasses.replace(volume, array=array, affine=affine,
+                               notes=[n for n in volume.notes if SHEARED_NOTE not in n] + [note])
 
 
-def _check_output_dir(in_dir: Path, out_dir: Path | str | None, list_only: bool) -> Path | None:
-    if list_only:
-        return Path(out_dir) if out_dir else None
-    if out_dir is None:
-        raise UsageError("no output folder given", "pass OUT_DIR, or --list to only list series")
-    out_path = Path(out_dir)
-    if in_dir.is_dir() and out_path.resolve().is_relative_to(in_dir.resolve()):
-        raise UsageError(f"the output folder {out_path} is inside the input folder {in_dir}",
-                         "choose an output folder outside the input: convkit writes nothing there")
-    if out_path.exists() and not out_path.is_dir():
-        raise UsageError(f"{out_path} exists and is not a folder", "pass a folder as OUT_DIR")
-    return out_path
-
-
-def _select(scan: ScanResult, select: list[str] | None) -> list[SeriesGroup]:
-    if not scan.series:
-        counts = ", ".join(f"{scan.count(s)} {s}" for s in ("not-dicom", "dicomdir", "unreadable",
-                                                            "skipped") if scan.count(s))
-        problems = [r for r in scan.files if r.status in ("unreadable", "skipped")]
-        example = f"; {problems[0].path.name}: {problems[0].reason}" if problems else ""
-        raise InputError(f"no DICOM images under {scan.root} ({counts or 'no files'}{example})",
-                         "point convkit at the folder that holds the DICOM files")
-    if not select:
-        return scan.series
-    wanted = set(select)
-    chosen = [g for g in scan.series if wanted & g.names]
-    if not chosen:
-        raise UsageError(f"--series {', '.join(select)} matches no series",
-                         "run with --list to see the series numbers, labels and UIDs")
-    return chosen
-
-
-def _result(group: SeriesGroup, status: str) -> SeriesResult:
-    first = group.first
-    return SeriesResult(group.label, group.series_uid, first.series_number,
-                        first.series_description, first.modality, group.n_files, status)
-
-
-def _unreadable_by_series(scan: ScanResult) -> dict[str, list[FileRecord]]:
-    found: dict[str, list[FileRecord]] = {}
-    for record in scan.files:
-        if record.status == "unreadable" and record.series_uid:
-            found.setdefault(record.series_uid, []).append(record)
-    return found
-
-
-def _incomplete(group: SeriesGroup, broken: list[FileRecord]) -> SeriesResult:
-    """A series with unreadable files is not converted: the volume would have a hole."""
-    result = _result(group, "failed")
-    first = broken[0]
-    more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
-    result.reason = f"series {group.label}: {first.path} is unreadable: {first.reason}{more}"
-    result.unreadable = [str(r.path) for r in broken]
-    result.hint = "re-export the series, or remove the file and convert with --resample"
-    return result
-
-
-def _convert_one(group: SeriesGroup, out_dir: Path, suffix: str, options: ConvertOptions,
-                 force: bool, progress: Progress | None) -> SeriesResult:
-    result = _result(group, "written")
-    try:
-        callback = (lambda d, t: progress(group.label, d, t)) if progress else None
-        volume = read_series(group, options, callback)
-        outputs = write_outputs(volume, out_dir / group.label, suffix, force, group.n_files)
-    except RefusedError as exc:
-        result.status, result.reason, result.hint = "refused", exc.message, exc.hint
-        return result
-    except (InputError, OSError) as exc:
-        if isinstance(exc, UnreadableFileError):
-            result.unreadable.append(str(exc.path))
-        result.status = "failed"
-        result.reason = getattr(exc, "message", None) or str(exc)
-        result.hint = getattr(exc, "hint", "")
-        return result
-    result.outputs = [str(p) for p in outputs]
-    result.shape = list(volume.shape)
-    result.spacing = [round(s, 6) for s in volume.spacing]
-    result.orientation = volume.orientation
-    result.dtype = str(volume.array.dtype) if not volume.is_rgb else "rgb24"
-    result.notes = list(volume.notes)
-    return result
-
-
-def write_outputs(volume: Volume, stem: Path, suffix: str, force: bool = False,
-                  source_files: int | None = None) -> list[Path]:
-    """Write stem+suffix and stem.json atomically (both or neither); return their paths."""
-    sidecar = {**volume.metadata, "ConversionSoftware": "convkit",
-               "ConversionSoftwareVersion": __version__}
-    if source_files is not None:
-        sidecar["SourceFiles"] = source_files
-    with staged_files(stem.parent, force) as stage:
-        write_volume(volume, stage / f"{stem.name}{suffix}")
-        (stage / f"{stem.name}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
-        if volume.diffusion is not None:
-            bvals, directions = volume.diffusion
-            write_bval_bvec(stage / stem.name, bvals, fsl_bvecs(directions, volume.affine))
-    written = [stem.parent / f"{stem.name}{suffix}", stem.parent / f"{stem.name}.json"]
-    if volume.diffusion is not None:
-        written += [stem.parent / f"{stem.name}.bval", stem.parent / f"{stem.name}.bvec"]
-    if suffix == ".nhdr":
-        written.insert(1, stem.parent / f"{stem.name}.raw.gz")
-    return written
-
-
-def _mark_refused_files(report: ConversionReport, groups: list[SeriesGroup]) -> None:
-    """Files of series that were not written are 'refused' (or 'unreadable'), with the reason."""
-    by_label = {s.label: s for s in report.series}
-    for record in report.files:
-        result = by_label.get(record.series)
-        if record.status == "used" and result and result.status != "written":
-            if str(record.path) in result.unreadable:
-                record.status = "unreadable"
-            else:
-                record.status = "refused" if result.status == "refused" else "skipped"
-            record.reason = result.reason
-
-
-__all__ = ["ConversionReport", "SeriesResult", "convert_folder", "write_outputs", "ConvkitError"]
+def _not_carried(volume: Volume, target: Path) -> list[str]:
+    """Header content of the source that the target format cannot hold."""
+    lost = []
+    if volume.scaled and volume_format(target) != "nifti":
+        lost.append("slope/intercept (real values written instead)")
+    if volume.metadata.get("Format", "").startswith("NIfTI") and volume_format(target) != "nifti":
+        lost += ["qform_code/sform_code", "intent"]
+    if volume.array.ndim == 4 and volume_format(target) != "nifti":
+        lost.append("time step (NIfTI pixdim[4])")
+    return lost

@@ -27,6 +27,10 @@ SPACING_TOLERANCE_FRACTION = 0.01
 #: above which a stack counts as sheared (gantry tilt).
 SHEAR_TOLERANCE_MM = 0.02
 SHEAR_TOLERANCE_FRACTION = 0.01
+#: An affine is sheared when the cosine between two of its voxel axes exceeds this
+#: (1e-4: 0.006 degrees; float32 headers written by ITK, nibabel and dcm2niix stay
+#: far below it, real shear such as gantry tilt far above).
+AFFINE_SHEAR_TOLERANCE = 1e-4
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -174,21 +178,105 @@ def typical_step(steps: np.ndarray) -> float:
     return float(-max(support)[1])
 
 
-def stack_affine_lps(stack: StackGeometry, pixel_spacing: tuple[float, float]) -> np.ndarray:
-    """Affine (LPS) of a straight, regular stack: k along the normal at the regular spacing."""
-    orientation = np.concatenate([stack.row_dir, stack.col_dir])
-    return affine_lps(orientation, pixel_spacing, stack.origin, stack.normal * stack.spacing)
+def is_sheared(affine: np.ndarray) -> bool:
+    """True when the voxel axes of an affine (LPS or RAS alike) are not mutually orthogonal.
+
+    A qform, a DICOM series and an ITK direction matrix cannot hold shear: every
+    reader and writer asks this one question, with AFFINE_SHEAR_TOLERANCE. A
+    zero-length axis counts as sheared (it has no direction at all).
+    """
+    linear = np.asarray(affine, float)[:3, :3]
+    norms = np.linalg.norm(linear, axis=0)
+    if not np.all(np.isfinite(norms)) or np.any(norms == 0):
+        return True
+    unit = linear / norms
+    return bool(np.max(np.abs(unit.T @ unit - np.eye(3))) > AFFINE_SHEAR_TOLERANCE)
+
+
+def _world_axes(linear: np.ndarray) -> list[int]:
+    """For each world axis, the voxel axis closest to it (largest cosine first)."""
+    norms = np.linalg.norm(linear, axis=0)
+    cosines = np.abs(linear / np.where(norms > 0, norms, 1.0))
+    voxel_of_world = [0, 0, 0]
+    free_world, free_voxel = [0, 1, 2], [0, 1, 2]
+    for _ in range(3):
+        world, voxel = max(((w, v) for w in free_world for v in free_voxel),
+                           key=lambda wv: cosines[wv[0], wv[1]])
+        voxel_of_world[world] = voxel
+        free_world.remove(world)
+        free_voxel.remove(voxel)
+    return voxel_of_world
 
 
 def axis_codes(affine_ras: np.ndarray) -> str:
     """Closest canonical axis letters of a RAS affine, e.g. 'RAS' or 'LPI'.
 
-    Delegates to nibabel (pure numpy) so that convkit and nib-ls always agree,
-    oblique and anisotropic affines included.
+    The letters nib-ls and nibabel's aff2axcodes give. Orthogonal affines (every
+    DICOM output grid) are coded here in pure numpy, so that a DICOM-only audit
+    need not import nibabel (~0.3 s); sheared or degenerate ones go to nibabel's
+    SVD-based io_orientation.
     """
-    from nibabel.orientations import aff2axcodes
+    linear = np.asarray(affine_ras, float)[:3, :3]
+    if is_sheared(affine_ras):
+        from nibabel.orientations import aff2axcodes
 
-    return "".join(aff2axcodes(np.asarray(affine_ras, float)))
+        return "".join(aff2axcodes(np.asarray(affine_ras, float)))
+    letters = [""] * 3
+    for world, voxel in enumerate(_world_axes(linear)):
+        letters[voxel] = ("RAS" if linear[world, voxel] > 0 else "LPI")[world]
+    return "".join(letters)
+
+
+def canonical_grid(affine: np.ndarray, shape: tuple[int, ...],
+                   ) -> tuple[np.ndarray, tuple[int, ...]]:
+    """(affine, shape) of the same grid (RAS), its axes reordered and flipped to the closest RAS+.
+
+    Each voxel axis goes to the world axis its direction is closest to (largest
+    cosine first), pointing the positive way; the returned affine maps indices of
+    the reoriented array to the same RAS positions. Pure numpy (a few
+    microseconds, the same result as nibabel's io_orientation for orthogonal
+    affines).
+    """
+    shape3 = [int(v) for v in shape[:3]]
+    linear = np.asarray(affine, float)[:3, :3]
+    voxel_of_world = _world_axes(linear)
+    result = np.eye(4)
+    result[:3, 3] = np.asarray(affine, float)[:3, 3]
+    for world, voxel in enumerate(voxel_of_world):
+        column = linear[:, voxel]
+        if column[world] < 0:  # flip: index n-1 becomes 0
+            result[:3, 3] += column * (shape3[voxel] - 1)
+            column = -column
+        result[:3, world] = column
+    return result, tuple(shape3[v] for v in voxel_of_world)
+
+
+def grid_corners(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """(8, 3) world positions of the grid's corner voxel centres."""
+    extent = [max(int(n) - 1, 0) for n in shape[:3]]
+    points = np.array([[i, j, k, 1.0] for i in (0, extent[0]) for j in (0, extent[1])
+                       for k in (0, extent[2])])
+    return (affine @ points.T).T[:, :3]
+
+
+@dataclass(frozen=True)
+class PlacedGrid:
+    """A grid brought to the closest canonical axes, with what comparisons need (RAS mm)."""
+
+    affine: np.ndarray
+    shape: tuple[int, ...]
+    corners: np.ndarray
+    centre: np.ndarray
+    diagonal: float
+
+
+def place_grid(affine: np.ndarray, shape: tuple[int, ...]) -> PlacedGrid:
+    """The grid in canonical axes, its corners, centre and diagonal: grids compared in world
+    space are compared through this (axis order and flips no longer matter)."""
+    canonical_affine, canonical_shape = canonical_grid(affine, shape)
+    points = grid_corners(canonical_affine, canonical_shape)
+    return PlacedGrid(canonical_affine, canonical_shape, points, points.mean(axis=0),
+                      float(np.linalg.norm(points[-1] - points[0])))
 
 
 def obliquity_degrees(affine: np.ndarray) -> float:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from convkit.phantoms import chest_ct_hu, head_mr
-from convkit.synthetic import regular_positions, write_series
+from convkit.testing.phantoms import chest_ct_hu, head_mr
+from convkit.testing.synthetic import regular_positions, write_series
 
 CT_SHAPE = (70, 128, 128)  # slices, rows, columns
 CT_PIXEL_SPACING = (2.734375, 2.734375)  # 350 mm field of view
@@ -36,7 +36,7 @@ def centred_origin(shape: tuple[int, int, int], pixel_spacing: tuple[float, floa
                    slice_spacing: float, orientation: tuple[int, ...]) -> np.ndarray:
     """LPS position of the first voxel that puts the volume centre at (0, 0, 0).
 
-    convkit.phantoms builds its anatomy around the volume centre, so with this origin the
+    convkit.testing.phantoms builds its anatomy around the volume centre, so with this origin the
     phantom's millimetre coordinates are the patient (LPS) coordinates.
     """
     n, rows, cols = shape

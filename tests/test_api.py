@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import convkit
-from convkit.synthetic import regular_positions, write_series
+from convkit.testing.synthetic import regular_positions, write_series
 
 ORIENTATION = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # sagittal: rows run posterior, columns inferior
 

@@ -24,7 +24,7 @@ from conftest import REPO, run_convkit
 
 from convkit.audit.findings import CODES
 from convkit.audit.report import TABLES, csv_cell
-from convkit.synthetic import regular_positions, uid, write_series
+from convkit.testing.synthetic import regular_positions, uid, write_series
 
 SCHEMA = REPO / "convkit" / "schemas" / "audit.schema.json"
 NO_IDENTIFIERS = {"PatientName": "", "PatientID": "", "PatientBirthDate": ""}
@@ -364,7 +364,7 @@ def nifti(path: Path, data: np.ndarray, affine: np.ndarray, qform: np.ndarray | 
 
 
 def test_nifti_checked_against_its_source_series(tmp_path):
-    from convkit.convert import convert_folder
+    from convkit.dicom2nii import convert_folder
 
     root = tmp_path / "study"
     write_series(root / "dicom", stored_values(5), regular_positions(5, spacing=2.5),

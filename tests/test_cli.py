@@ -9,7 +9,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from convkit.synthetic import regular_positions, write_series
+from convkit.testing.synthetic import regular_positions, write_series
 
 
 def make_ct(folder, n=5, rows=6, cols=7, seed=0, series_number=3, description="CT test"):

@@ -30,7 +30,7 @@ from convkit.compare import (
 )
 from convkit.errors import UsageError
 from convkit.formats import read_volume
-from convkit.synthetic import regular_positions, write_series
+from convkit.testing.synthetic import regular_positions, write_series
 from convkit.volume import Volume
 
 SHAPE = (12, 10, 8)

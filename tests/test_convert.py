@@ -19,8 +19,8 @@ import pytest
 import SimpleITK as sitk
 from helpers import canonical, rotation
 
-from convkit.convert import convert_folder
-from convkit.convert_file import convert_file
+from convkit.convert import convert_file
+from convkit.dicom2nii import convert_folder
 from convkit.errors import ConvkitError, RefusedError
 from convkit.formats import read_volume
 

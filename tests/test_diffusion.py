@@ -31,7 +31,7 @@ from convkit.dicom.diffusion import (
     write_bval_bvec,
 )
 from convkit.errors import RefusedError
-from convkit.synthetic import regular_positions, write_series
+from convkit.testing.synthetic import regular_positions, write_series
 
 ATOL = 1e-4
 N_SLICES = 3

@@ -13,9 +13,9 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from test_diffusion import ORIENTATIONS, write_dwi
 
-from convkit.dicom import scan
+from convkit.dicom import header, scan
 from convkit.dicom.fastheader import read_fast
-from convkit.synthetic import regular_positions, write_series
+from convkit.testing.synthetic import regular_positions, write_series
 
 SYNTAXES = ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.5",
             "1.2.840.10008.1.2.4.80"]
@@ -23,13 +23,13 @@ SYNTAXES = ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.5",
 
 def pydicom_header(path: Path) -> scan.SliceHeader:
     ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-    return scan._header_from_dataset(path, ds, str(ds.SOPClassUID))
+    return header._header_from_dataset(path, ds, str(ds.SOPClassUID))
 
 
 def fast_header(path: Path) -> scan.SliceHeader:
     fast = read_fast(path)
     assert fast is not None, f"the fast path declined {path}"
-    return scan._header_from_dataset(path, fast, str(fast.SOPClassUID))
+    return header._header_from_dataset(path, fast, str(fast.SOPClassUID))
 
 
 @pytest.mark.parametrize("syntax", SYNTAXES)
@@ -66,7 +66,7 @@ def test_truncation_is_measured_from_the_pixel_data_element(tmp_path):
     stored = np.zeros((1, 32, 32), dtype=np.int16)
     (path,) = write_series(tmp_path, stored, regular_positions(1))
     path.write_bytes(path.read_bytes()[:-10])  # ten bytes short: file size alone cannot tell
-    outcome = scan.read_header(path)
+    outcome = header.read_header(path)
     assert isinstance(outcome, scan.FileRecord) and outcome.status == "unreadable"
     assert "truncated pixel data" in outcome.reason
 
@@ -90,12 +90,12 @@ def comparable(headers: list[scan.SliceHeader]) -> list[dict]:
 
 
 def expanded(path: Path, ds) -> list[scan.SliceHeader]:
-    return scan._expand(ds, scan._header_from_dataset(path, ds, str(ds.SOPClassUID)))
+    return header._expand(ds, header._header_from_dataset(path, ds, str(ds.SOPClassUID)))
 
 
 def assert_fast_equals_pydicom(path: Path) -> None:
     fast = read_fast(path)
-    assert fast is not None and scan._fast_path_suffices(fast), f"fast path declined {path}"
+    assert fast is not None and header._fast_path_suffices(fast), f"fast path declined {path}"
     full = pydicom.dcmread(path, stop_before_pixels=True, force=True)
     assert comparable(expanded(path, fast)) == comparable(expanded(path, full))
 
@@ -115,11 +115,11 @@ def test_diffusion_headers_match_pydicom(tmp_path, vendor, syntax):
             ds.save_as(path, enforce_file_format=True)
         assert_fast_equals_pydicom(path)
     weighted = read_fast(firsts[1])
-    header = scan._header_from_dataset(firsts[1], weighted, str(weighted.SOPClassUID))
+    parsed = header._header_from_dataset(firsts[1], weighted, str(weighted.SOPClassUID))
     if vendor == "ge":  # refused: GE's gradients are in its logical frame
-        assert header.diffusion is None and "logical frame" in header.problem
+        assert parsed.diffusion is None and "logical frame" in parsed.problem
     else:
-        assert header.diffusion.bvalue > 0 and header.diffusion.direction_lps is not None
+        assert parsed.diffusion.bvalue > 0 and parsed.diffusion.direction_lps is not None
 
 
 @pytest.mark.parametrize("creator", [None, "Some Other Creator"], ids=["lost", "other"])
@@ -147,8 +147,8 @@ def test_sequences_with_needed_content_go_to_pydicom(tmp_path):
     ds.MRDiffusionSequence = Sequence([item])
     ds.save_as(path)
     fast = read_fast(path)
-    assert fast.sequences == {"MRDiffusionSequence"} and not scan._fast_path_suffices(fast)
-    assert scan.read_header(path)[0].diffusion.bvalue == 1000.0  # read by pydicom
+    assert fast.sequences == {"MRDiffusionSequence"} and not header._fast_path_suffices(fast)
+    assert header.read_header(path)[0].diffusion.bvalue == 1000.0  # read by pydicom
 
 
 def test_corpus_headers_match_pydicom(corpus):
@@ -157,7 +157,7 @@ def test_corpus_headers_match_pydicom(corpus):
     checked = 0
     for path in sorted((corpus / "dicom").rglob("*")):
         fast = read_fast(path) if path.is_file() else None
-        if fast is None or not scan._fast_path_suffices(fast):
+        if fast is None or not header._fast_path_suffices(fast):
             continue
         assert_fast_equals_pydicom(path)
         checked += 1

@@ -93,8 +93,8 @@ def test_multiframe_without_geometry_is_refused(name, corpus, tmp_path):
 
 def test_multiframe_transfer_syntaxes_decode_identically(corpus):
     """The same enhanced MR in five transfer syntaxes: every frame decodes to the same pixels."""
-    from convkit.dicom.scan import read_header
-    from convkit.dicom.series import decode_images
+    from convkit.dicom.header import read_header
+    from convkit.dicom.pixels import decode_images
 
     decoded = {}
     for name in NO_GEOMETRY[:5]:

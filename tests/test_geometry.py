@@ -16,6 +16,7 @@ import pytest
 from helpers import rotation
 
 from convkit import geometry
+from convkit.dicom.plan import output_grid
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
@@ -98,19 +99,22 @@ def test_project_positions():
                                atol=1e-12)
 
 
-def test_stack_affine_lps_is_along_the_normal():
+def test_output_grid_is_along_the_normal():
+    """The grid dicom2nii writes (and the audit predicts) for a straight oblique stack: i along
+    IOP[:3] at the column spacing, j along IOP[3:] at the row spacing, k along the normal."""
     iop = oblique_iop()
     r = rotation(20.0, -35.0, 50.0)
     origin = np.array([12.0, -30.0, 45.5])
     positions = origin + np.outer(np.arange(5), r[:, 2] * 1.25)
     stack = geometry.analyse_stack(positions, iop, (0.9, 0.6))
-    affine = geometry.stack_affine_lps(stack, (0.9, 0.6))
+    grid = output_grid(stack, (0.9, 0.6), (64, 48), n_times=3)
     expected = np.eye(4)
     expected[:3, 0] = r[:, 0] * 0.6
     expected[:3, 1] = r[:, 1] * 0.9
     expected[:3, 2] = r[:, 2] * 1.25
     expected[:3, 3] = origin
-    np.testing.assert_allclose(affine, expected, atol=1e-9)
+    np.testing.assert_allclose(grid.affine, geometry.lps_to_ras(expected), atol=1e-9)
+    assert (grid.name, grid.shape, grid.n_times) == ("output", (64, 48, 5), 3)
 
 
 # --------------------------------------------------------------------------- analyse_stack

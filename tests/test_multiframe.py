@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 from helpers import assert_same_world, rotation, run_dcm2niix
 
-from convkit.synthetic import write_enhanced
+from convkit.testing.synthetic import write_enhanced
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 

@@ -28,8 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom.dataelem import RawDataElement
 
-from convkit.convert import convert_folder
 from convkit.dicom.write import SeriesIdentity
+from convkit.dicom2nii import convert_folder
 from convkit.errors import ConvkitError, RefusedError
 from convkit.nii2dicom import volume_to_dicom
 

@@ -161,7 +161,7 @@ def test_markers_land_on_the_patients_side_whatever_the_layout(tmp_path, codes, 
 
 def test_markers_from_a_dicom_series_in_lps(tmp_path, cli):
     """A DICOM series (LPS, sagittal slices stored right to left) through the real CLI."""
-    from convkit.synthetic import write_series
+    from convkit.testing.synthetic import write_series
 
     volume = relayout(marker_volume(), "PIR")  # i: posterior, j: inferior, k: right
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ volume.affine
@@ -373,7 +373,7 @@ def test_overlay_contour(tmp_path):
 
 @pytest.fixture(scope="module")
 def chest_masks():
-    from convkit.phantoms import chest_ct_masks
+    from convkit.testing.phantoms import chest_ct_masks
 
     return chest_ct_masks()  # (k, rows, cols), on the grid of sample_data's chest CT
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from convkit.dicom.series import read_series
-from convkit.synthetic import write_series
+from convkit.testing.synthetic import write_series
 
 #: DS strings carry at most 16 characters (~13 significant digits for these magnitudes),
 #: so 1e-4 mm is far above the rounding and far below any real error.

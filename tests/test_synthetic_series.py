@@ -26,10 +26,11 @@ import numpy as np
 import pytest
 from helpers import rotation
 
-from convkit.convert import convert_folder
-from convkit.dicom.series import ConvertOptions, read_series
+from convkit.dicom.plan import ConvertOptions
+from convkit.dicom.series import read_series
+from convkit.dicom2nii import convert_folder
 from convkit.errors import RefusedError
-from convkit.synthetic import write_series
+from convkit.testing.synthetic import write_series
 
 RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 AFFINE_ATOL = 1e-4  # mm; DS strings carry ~13 significant digits, float32 sform ~1e-5 at 100 mm

@@ -23,15 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from convkit.audit import identify
+from convkit.audit import sniff
 from convkit.audit.findings import Finding, finding, sort_key
 from convkit.audit.identifiers import DICOM_IDENTIFIERS, dicom_identifiers, real_value
-from convkit.audit.pairing import Pairing, axis_codes, nearby_series, pair_finding, pair_volume
+from convkit.audit.pairing import Pairing, nearby_series, pair_finding, pair_volume
 from convkit.audit.report import AuditReport
 from convkit.audit.series import SeriesAudit, audit_series, check_splits, series_row
 from convkit.audit.volumes import VolumeHeader, read_volume_header
 from convkit.errors import InputError
 from convkit.formats import VOLUME_SUFFIXES
+from convkit.geometry import axis_codes
 
 #: progress(stage, done, total); stages: 'scan' (files), 'volumes' (volume headers).
 Progress = Callable[[str, int, int], None]
@@ -100,9 +101,9 @@ def audit_path(
         raise InputError(f"nothing to audit: {root} holds no files",
                          "point convkit at a folder with DICOM or volume files")
     records = {record.path: record for record in scan.files}  # in scan order: by path
-    kinds = {p: ("dicom" if r.status != "not-dicom" else identify.sniff(p))
+    kinds = {p: ("dicom" if r.status != "not-dicom" else sniff.sniff(p))
              for p, r in records.items()}
-    volumes = _read_volumes([p for p, k in kinds.items() if k in identify.VOLUME_KINDS],
+    volumes = _read_volumes([p for p, k in kinds.items() if k in sniff.VOLUME_KINDS],
                             kinds, jobs, progress)
     sidecars = _assign_sidecars(volumes, set(records))
     series = _audit_series(scan)
@@ -178,7 +179,7 @@ def _assign_sidecars(volumes: list[VolumeAudit], existing: set[Path]) -> dict[Pa
         header = volume.header
         for data in header.data_files:
             sidecars.setdefault(data, f"data of {header.path.name}")
-        stem = identify.volume_stem(header.path)
+        stem = sniff.volume_stem(header.path)
         for suffix in SIDECAR_SUFFIXES:
             candidate = header.path.with_name(stem + suffix)
             if candidate in existing and candidate != header.path:
@@ -353,8 +354,8 @@ def check_file(record, kind: str) -> list[Finding]:
     if status == "not-dicom" and kind == "empty":
         return [finding("file.empty", f"{path.name} is empty (0 bytes)",
                         "remove it, or copy the file again", path=path)]
-    if status == "not-dicom" and identify.named_like_dicom(path) and kind not in \
-            identify.VOLUME_KINDS:
+    if status == "not-dicom" and sniff.named_like_dicom(path) and kind not in \
+            sniff.VOLUME_KINDS:
         return [finding("file.not-dicom", f"{path.name} is named like DICOM but is not DICOM "
                                           "(no DICM preamble, no DICOM tags)",
                         "remove it, or find out what wrote it", path=path)]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from convkit.audit.identifiers import DICOM_IDENTIFIERS, real_value
+from convkit.errors import exception_reason
 
 #: DICOM attributes of the summary, in order (identifying ones are masked by default).
 DICOM_SUMMARY = (
@@ -58,7 +59,7 @@ def describe_file(path: Path, kind: str, show_identifiers: bool, volume=None) ->
 def _codes(affine) -> str:
     if affine is None:
         return ""
-    from convkit.audit.pairing import axis_codes
+    from convkit.geometry import axis_codes
 
     return axis_codes(affine)
 
@@ -72,7 +73,7 @@ def _dicom_summary(path: Path, show_identifiers: bool) -> dict[str, Any]:
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
     except Exception as exc:  # unreadable: the findings say why
-        return {"problem": str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}
+        return {"problem": exception_reason(exc)}
     meta = getattr(ds, "file_meta", None)
     syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     summary: dict[str, Any] = {"TransferSyntaxUID": _named_uid(syntax)}

@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from convkit.audit.findings import Finding, finding
-from convkit.audit.series import Grid, SeriesAudit
+from convkit.audit.series import SeriesAudit
+from convkit.dicom.plan import Grid
+from convkit.geometry import PlacedGrid, place_grid
 
 #: Grid corners (voxel centres) may be this far apart and still be the same grid (mm).
 PAIR_TOLERANCE_MM = 0.02
@@ -40,114 +42,17 @@ class Pairing:
     detail: str = ""
 
 
-def _world_axes(linear: np.ndarray) -> list[int]:
-    """For each world axis (R, A, S), the voxel axis closest to it (largest cosine first)."""
-    norms = np.linalg.norm(linear, axis=0)
-    cosines = np.abs(linear / np.where(norms > 0, norms, 1.0))
-    voxel_of_world = [0, 0, 0]
-    free_world, free_voxel = [0, 1, 2], [0, 1, 2]
-    for _ in range(3):
-        world, voxel = max(((w, v) for w in free_world for v in free_voxel),
-                           key=lambda wv: cosines[wv[0], wv[1]])
-        voxel_of_world[world] = voxel
-        free_world.remove(world)
-        free_voxel.remove(voxel)
-    return voxel_of_world
-
-
-def canonical(affine: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
-    """(affine, shape) of the same grid, its axes reordered and flipped to the closest RAS+.
-
-    Each voxel axis goes to the world axis its direction is closest to (largest cosine
-    first), pointing the positive way; the returned affine maps indices of the
-    reoriented array to the same RAS positions. Pure numpy (a few microseconds, the
-    same result as nibabel's io_orientation for orthogonal affines): this runs for
-    every volume and every candidate grid.
-    """
-    shape3 = [int(v) for v in shape[:3]]
-    linear = np.asarray(affine, float)[:3, :3]
-    voxel_of_world = _world_axes(linear)
-    result = np.eye(4)
-    result[:3, 3] = np.asarray(affine, float)[:3, 3]
-    for world, voxel in enumerate(voxel_of_world):
-        column = linear[:, voxel]
-        if column[world] < 0:  # flip: index n-1 becomes 0
-            result[:3, 3] += column * (shape3[voxel] - 1)
-            column = -column
-        result[:3, world] = column
-    return result, tuple(shape3[v] for v in voxel_of_world)
-
-
-def axis_codes(affine: np.ndarray) -> str:
-    """Closest canonical axis codes of a RAS affine, e.g. 'LPS' (as geometry.axis_codes).
-
-    Orthogonal affines (every DICOM output grid) are coded here, where nibabel's
-    io_orientation gives the same letters, so that a DICOM-only audit need not import
-    nibabel (~0.3 s); sheared ones go to geometry.axis_codes (nibabel's SVD).
-    """
-    linear = np.asarray(affine, float)[:3, :3]
-    norms = np.linalg.norm(linear, axis=0)
-    if np.any(norms == 0):
-        from convkit.geometry import axis_codes as nibabel_codes
-
-        return nibabel_codes(affine)
-    unit = linear / norms
-    if np.max(np.abs(unit.T @ unit - np.eye(3))) > 1e-6:
-        from convkit.geometry import axis_codes as nibabel_codes
-
-        return nibabel_codes(affine)
-    letters = [""] * 3
-    for world, voxel in enumerate(_world_axes(linear)):
-        letters[voxel] = ("RAS" if linear[world, voxel] > 0 else "LPI")[world]
-    return "".join(letters)
-
-
-def corners(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """(8, 3) world positions of the grid's corner voxel centres."""
-    extent = [max(int(n) - 1, 0) for n in shape[:3]]
-    points = np.array([[i, j, k, 1.0] for i in (0, extent[0]) for j in (0, extent[1])
-                       for k in (0, extent[2])])
-    return (affine @ points.T).T[:, :3]
-
-
-@dataclass
-class Placed:
-    """A grid brought to the closest canonical axes, with what comparisons need (RAS mm)."""
-
-    affine: np.ndarray
-    shape: tuple[int, ...]
-    corners: np.ndarray
-    centre: np.ndarray
-    diagonal: float
-
-
-def place(affine: np.ndarray, shape: tuple[int, ...]) -> Placed:
-    canonical_affine, canonical_shape = canonical(affine, shape)
-    points = corners(canonical_affine, canonical_shape)
-    return Placed(canonical_affine, canonical_shape, points, points.mean(axis=0),
-                  float(np.linalg.norm(points[-1] - points[0])))
-
-
-def _placed(grid: Grid) -> Placed:
-    """The grid's Placed, computed once per grid (grids are compared with many volumes)."""
-    cached = getattr(grid, "_placed", None)
-    if cached is None:
-        cached = place(grid.affine, grid.shape)
-        object.__setattr__(grid, "_placed", cached)
-    return cached
-
-
-def same_grid(volume: Placed, n_times: int, grid: Grid) -> bool:
-    target = _placed(grid)
+def same_grid(volume: PlacedGrid, n_times: int, grid: Grid) -> bool:
+    target = grid.placed
     if volume.shape != target.shape or n_times != grid.n_times:
         return False
     distance = np.max(np.linalg.norm(volume.corners - target.corners, axis=1))
     return bool(distance <= PAIR_TOLERANCE_MM)
 
 
-def describe_difference(volume: Placed, n_times: int, grid: Grid) -> str:
+def describe_difference(volume: PlacedGrid, n_times: int, grid: Grid) -> str:
     """What differs between a volume's grid and a series grid, in world space."""
-    target = _placed(grid)
+    target = grid.placed
     parts = []
     if volume.shape != target.shape:
         parts.append(f"grid {_x(volume.shape)} vs {_x(target.shape)}")
@@ -182,9 +87,9 @@ def _x(values, spec: str = "d") -> str:
     return "x".join(format(float(v) if spec != "d" else int(v), spec) for v in values)
 
 
-def _loose(volume: Placed, grid: Grid) -> float | None:
+def _loose(volume: PlacedGrid, grid: Grid) -> float | None:
     """Distance between centres when the volume plausibly shows the same scan, else None."""
-    target = _placed(grid)
+    target = grid.placed
     if sorted(volume.shape) != sorted(target.shape):
         return None
     distance = float(np.linalg.norm(volume.centre - target.centre))
@@ -194,7 +99,7 @@ def _loose(volume: Placed, grid: Grid) -> float | None:
 def pair_volume(affine: np.ndarray, shape: tuple[int, ...], n_times: int,
                 by_uid: list[SeriesAudit], nearby: list[SeriesAudit]) -> Pairing | None:
     """Pair one volume: with the series its sidecar names, else with a series nearby."""
-    volume = place(affine, shape)
+    volume = place_grid(affine, shape)
     if by_uid:
         candidates = [(s, g) for s in by_uid for g in s.grids]
         if not candidates:
@@ -204,8 +109,8 @@ def pair_volume(affine: np.ndarray, shape: tuple[int, ...], n_times: int,
             if same_grid(volume, n_times, grid):
                 return Pairing(series.label, "sidecar", "match", grid.name)
         series, grid = min(candidates, key=lambda item: (
-            sorted(volume.shape) != sorted(_placed(item[1]).shape),
-            float(np.linalg.norm(volume.centre - _placed(item[1]).centre))))
+            sorted(volume.shape) != sorted(item[1].placed.shape),
+            float(np.linalg.norm(volume.centre - item[1].placed.centre))))
         return Pairing(series.label, "sidecar", "mismatch", grid.name,
                        describe_difference(volume, n_times, grid))
     candidates = [(s, g) for s in nearby for g in s.grids]

@@ -1,8 +1,8 @@
 """DICOM series: one row and a list of findings per series, from headers only.
 
 Everything goes through the same grouping (scan_folder) and the same dry run
-(dicom.series.plan_series, check_supported, gradient_table) as dicom2nii with its
-default options, so the audit never disagrees with what dicom2nii would do: an
+(dicom.plan.plan_series: layout, output grid, refusals with their codes) as
+dicom2nii with its default options, so the audit never disagrees with what dicom2nii would do: an
 error here is a series dicom2nii refuses or fails, a warning one it converts with
 a correction or a split.
 """
@@ -16,11 +16,12 @@ from functools import cached_property
 
 import numpy as np
 
-from convkit import geometry, resample
+from convkit import geometry
 from convkit.audit.findings import Finding, finding
-from convkit.dicom.scan import FileRecord, SeriesGroup
-from convkit.dicom.series import SeriesPlan, check_supported, gradient_table, plan_series
-from convkit.errors import ConvkitError, RefusedError
+from convkit.dicom.group import SeriesGroup
+from convkit.dicom.header import FileRecord
+from convkit.dicom.plan import Grid, SeriesPlan, plan_series
+from convkit.errors import ConvkitError
 
 #: GantryDetectorTilt and the tilt the positions show may differ this much (degrees).
 TILT_HEADER_TOLERANCE_DEG = 1.0
@@ -48,16 +49,6 @@ TRANSFER_SYNTAXES: dict[str, tuple[str, bool, bool]] = {
     "1.2.840.10008.1.2.5": ("RLE Lossless", True, False),
     **{f"1.2.840.10008.1.2.4.{n}": ("MPEG/HEVC video", True, True) for n in range(100, 109)},
 }
-
-
-@dataclass
-class Grid:
-    """A voxel grid in world space that a converter could write for a series (RAS)."""
-
-    name: str  # output | resampled | positions (see expected_grids)
-    affine: np.ndarray  # voxel (i, j, k) -> RAS mm
-    shape: tuple[int, int, int]
-    n_times: int
 
 
 @dataclass
@@ -98,72 +89,39 @@ def audit_series(group: SeriesGroup, unreadable: list[FileRecord],
 
 
 def _plan(audit: SeriesAudit) -> None:
-    group = audit.group
+    """plan_series with dicom2nii's default options; a refusal keeps the error's code."""
     try:
-        check_supported(group)
+        audit.plan = plan_series(audit.group)
     except ConvkitError as exc:  # RefusedError, or InputError for an absurd size
-        code = "series.no-geometry" if _missing_geometry(group) else "series.unsupported"
-        audit.refusal = (code, exc.message, exc.hint)
+        audit.refusal = (exc.code or "series.unsupported", exc.message, exc.hint)
         return
-    try:
-        audit.plan = plan_series(group)
-    except RefusedError as exc:  # arrange_slices: files at duplicate positions
-        audit.refusal = ("series.duplicate-position", exc.message, exc.hint)
-        return
-    if audit.plan.refusal is not None:
-        refusal = audit.plan.refusal
-        code = "series.gap" if audit.plan.stack.gaps else "series.unsupported"
-        audit.refusal = (code, refusal.message, refusal.hint)
-        return
-    try:
-        gradient_table(audit.plan.layout, group.label)
-    except RefusedError as exc:
-        audit.refusal = ("series.unsupported", exc.message, exc.hint)
-
-
-def _missing_geometry(group: SeriesGroup) -> bool:
-    first = group.first
-    return first.pixel_spacing is None or any(
-        h.position is None or h.orientation is None for h in group.headers)
+    refusal = audit.plan.refusal
+    if refusal is not None:
+        audit.refusal = (refusal.code or "series.unsupported", refusal.message, refusal.hint)
 
 
 def expected_grids(audit: SeriesAudit) -> list[Grid]:
     """Where a faithful conversion of the series puts its voxels (RAS), best first.
 
-    - output: what dicom2nii writes (tilt straightened in-plane along the normal);
-      for a series with gaps, what it writes with --resample (named 'resampled').
+    - the plan's grid: what dicom2nii writes (tilt straightened in-plane along the
+      normal); for a series with gaps, what it writes with --resample ('resampled').
     - positions: for a tilted series, the sheared grid through the slice origins as
       they are (what converters that keep the shear in the sform write).
     """
     plan = audit.plan
     if plan is None:
         return []
-    first = audit.group.first
-    stack = plan.stack
-    spacing_rc = first.pixel_spacing
-    n_times = plan.layout.n_times
-    orientation = np.concatenate([stack.row_dir, stack.col_dir])
-    size_i, size_j = first.columns, first.rows
-    origin = stack.origin
-    if stack.sheared:
-        offsets_px = stack.offsets / np.array([spacing_rc[1], spacing_rc[0]])
-        origin_px, (size_i, size_j) = resample.shear_grid(offsets_px, (size_i, size_j))
-        origin = (stack.origin + origin_px[0] * spacing_rc[1] * stack.row_dir
-                  + origin_px[1] * spacing_rc[0] * stack.col_dir)
-    name, step, n_k = "output", stack.spacing, len(stack.distances)
-    if stack.gaps:
-        targets = resample.regular_targets(stack.distances)
-        name, step, n_k = "resampled", float(targets[1] - targets[0]), len(targets)
-    affine = geometry.lps_to_ras(geometry.affine_lps(orientation, spacing_rc, origin,
-                                                     stack.normal * step))
-    grids = [Grid(name, affine, (size_i, size_j, n_k), n_times)]
+    grids = [plan.grid]
+    stack, first = plan.stack, plan.first
     n = len(stack.distances)
     if stack.sheared and not stack.gaps and n > 1:
-        along = (stack.distances[-1] * stack.normal + (stack.offsets[-1, 0]) * stack.row_dir
+        along = (stack.distances[-1] * stack.normal + stack.offsets[-1, 0] * stack.row_dir
                  + stack.offsets[-1, 1] * stack.col_dir) / (n - 1)
-        sheared = geometry.lps_to_ras(geometry.affine_lps(orientation, spacing_rc, stack.origin,
-                                                          along))
-        grids.append(Grid("positions", sheared, (first.columns, first.rows, n), n_times))
+        orientation = np.concatenate([stack.row_dir, stack.col_dir])
+        sheared = geometry.lps_to_ras(geometry.affine_lps(orientation, first.pixel_spacing,
+                                                          stack.origin, along))
+        grids.append(Grid("positions", sheared, (first.columns, first.rows, n),
+                          plan.grid.n_times))
     return grids
 
 
@@ -345,8 +303,6 @@ def check_splits(audits: list[SeriesAudit]) -> list[Finding]:
 
 def series_row(audit: SeriesAudit, show_identifiers: bool) -> dict:
     """One flat row (the same keys in JSON and CSV)."""
-    from convkit.audit.pairing import axis_codes
-
     group, plan = audit.group, audit.plan
     first = group.first
     syntax = first.transfer_syntax
@@ -357,7 +313,7 @@ def series_row(audit: SeriesAudit, show_identifiers: bool) -> dict:
     codes, oblique = "", None
     affine = output.affine if output is not None else _orientation_affine(audit)
     if affine is not None:
-        codes = axis_codes(affine)
+        codes = geometry.axis_codes(affine)
         oblique = round(geometry.obliquity_degrees(affine), 3)
     status, produces = _outcome(audit)
     shown = show_identifiers

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from convkit.audit.identifiers import key_value_identifiers, text_identifiers
+from convkit.errors import exception_reason
 
 #: Header bytes read at most (NIfTI extensions, NRRD and MetaImage text headers).
 MAX_HEADER_BYTES = 1 << 20
@@ -99,7 +100,7 @@ def read_volume_header(path: Path, kind: str) -> VolumeHeader:
         return _read_metaimage(path)
     except Exception as exc:  # a damaged header of any kind is a finding, never a crash
         family = "nifti" if kind.startswith("nifti") else kind
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        reason = exception_reason(exc)
         return VolumeHeader(path, family, _FORMAT_NAMES.get(kind, kind), problem=reason)
 
 
@@ -114,7 +115,7 @@ _FORMAT_NAMES = {"nifti1": "NIfTI-1", "nifti2": "NIfTI-2", "nifti1-pair": "NIfTI
 def _read_nifti(path: Path, kind: str) -> VolumeHeader:
     import nibabel as nib
 
-    from convkit.audit.identify import read_head
+    from convkit.audit.sniff import read_head
     from convkit.formats.nifti_read import QFORM_SFORM_ATOL_MM, choose_affine, is_sheared
 
     two = kind.startswith("nifti2")
@@ -538,7 +539,7 @@ def _stream_length(path: Path, start: int, compression: str, limit: int,
                         return total, True, ""  # the end, or trailing bytes after the stream
                     decompressor, pending = new(), leftover
     except (zlib.error, OSError, EOFError, ValueError) as exc:
-        return total, False, str(exc).splitlines()[0][:120]
+        return total, False, exception_reason(exc, 120)
 
 
 def _data_bytes(shape: Any, itemsize: int | None) -> int:

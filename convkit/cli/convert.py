@@ -22,7 +22,7 @@ def convert(
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable report."),
 ) -> None:
     """Convert SOURCE to TARGET, keeping world geometry and values exactly."""
-    from convkit.convert_file import convert_file
+    from convkit.convert import convert_file
 
     report = convert_file(source, target, force=force, resample_shear=resample, series=series)
     err = render.error_console()

@@ -35,8 +35,8 @@ def dicom2nii(
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable report."),
 ) -> None:
     """Convert every DICOM series under IN_DIR to NIfTI (default) or NRRD in OUT_DIR."""
-    from convkit.convert import convert_folder
-    from convkit.dicom.series import ConvertOptions
+    from convkit.dicom.plan import ConvertOptions
+    from convkit.dicom2nii import convert_folder
 
     options = ConvertOptions(tilt=tilt, resample=resample, dtype=dtype,
                              keep_identifiers=keep_identifiers, philips_precise=philips_precise)

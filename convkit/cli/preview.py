@@ -61,7 +61,7 @@ def preview(
     as_json: bool = typer.Option(False, "--json", help="Print what was drawn as JSON."),
 ) -> None:
     """Quick-look PNG of a volume: a slice, a mosaic or three planes, in patient orientation."""
-    from convkit.dicom.series import ConvertOptions
+    from convkit.dicom.plan import ConvertOptions
     from convkit.formats.output import check_targets
     from convkit.preview import find_sources
     from convkit.preview.render import PreviewOptions

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convkit.errors import InputError, RefusedError
+from convkit.errors import InputError, RefusedError, exception_reason
 from convkit.geometry import lps_to_ras
 from convkit.volume import Volume
 
@@ -17,7 +17,7 @@ def read_mha(path: Path) -> Volume:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise InputError(f"{path}: cannot read MetaImage ({str(exc).splitlines()[-1][:200]})",
+        raise InputError(f"{path}: cannot read MetaImage ({exception_reason(exc, last=True)})",
                          "the file may be truncated or its data file missing") from exc
     if image.GetDimension() != 3:
         raise RefusedError(f"{path}: {image.GetDimension()}D MetaImage is not supported",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convkit.errors import InputError, RefusedError
+from convkit.errors import InputError, RefusedError, exception_reason
 from convkit.volume import RGB_DTYPE, Volume
 
 #: qform and sform closer than this (mm, on any affine entry) agree.
@@ -30,7 +30,7 @@ def read_nifti(path: Path) -> Volume:
         image = nib.load(str(path))
         array = np.asarray(image.dataobj.get_unscaled())
     except Exception as exc:  # nibabel raises many types for damaged files
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        reason = exception_reason(exc)
         raise InputError(f"{path}: cannot read NIfTI ({reason})",
                          "the file may be truncated or not NIfTI") from exc
     if array.ndim == 2:

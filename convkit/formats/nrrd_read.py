@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convkit.errors import InputError, RefusedError
+from convkit.errors import InputError, RefusedError, exception_reason
 from convkit.volume import RGB_DTYPE, Volume
 
 #: NRRD spaces -> sign of x, y, z relative to RAS.
@@ -31,7 +31,7 @@ def read_nrrd(path: Path) -> Volume:
     try:
         data, header = nrrd.read(str(path), index_order="F")
     except Exception as exc:  # pynrrd raises its own and numpy errors for damaged files
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        reason = exception_reason(exc)
         raise InputError(f"{path}: cannot read NRRD ({reason})",
                          "the file may be truncated, or its data file missing") from exc
     space = str(header.get("space", "")).lower()

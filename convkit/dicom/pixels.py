@@ -1,0 +1,176 @@
+"""Pixels of a planned series: decoded once per file, straightened, regridded, cast.
+
+Everything here follows a SeriesPlan (plan.py): which image goes where, and the
+grid the result must fill. Pixel data are checked for truncation before decoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from convkit import geometry, resample
+from convkit.dicom.header import NATIVE_SYNTAXES, SliceHeader
+from convkit.dicom.mosaic import untile
+from convkit.dicom.plan import Layout, SeriesPlan
+from convkit.errors import RefusedError, UnreadableFileError, exception_reason
+from convkit.volume import RGB_DTYPE, Volume
+
+SliceProgress = Callable[[int, int], None]
+
+
+def _pixel_dtype(header: SliceHeader) -> np.dtype:
+    if header.samples_per_pixel == 3:
+        return RGB_DTYPE
+    kind = "i" if header.pixel_representation else "u"
+    return np.dtype(f"{kind}{header.bits_allocated // 8}")
+
+
+def _read_layout(layout: Layout, philips_precise: bool, progress: SliceProgress | None,
+                 ) -> tuple[np.ndarray, float, float]:
+    """Decode every image into one preallocated (i, j, k[, t]) array, each file once.
+
+    Returns (array, slope, intercept). Stored values are kept when every image has
+    the same rescale; otherwise each image is scaled to float32 real-world values.
+    """
+    first = layout.positions[0][0]
+    n_k, n_t = len(layout.positions), layout.n_times
+    by_path: dict[Path, list[tuple[SliceHeader, tuple]]] = {}
+    for k, images in enumerate(layout.positions):
+        for t, header in enumerate(images):
+            index = (slice(None), slice(None), k) + ((t,) if n_t > 1 else ())
+            by_path.setdefault(header.path, []).append((header, index))
+    headers = [h for images in layout.positions for h in images]
+    scales = {h.real_scaling(philips_precise) for h in headers}
+    per_image_scaling = len(scales) > 1 and first.samples_per_pixel == 1
+    dtype = np.dtype(np.float32) if per_image_scaling else _pixel_dtype(first)
+    shape = (first.columns, first.rows, n_k) + ((n_t,) if n_t > 1 else ())
+    array = np.empty(shape, dtype=dtype, order="F")
+    done = 0
+    for items in by_path.values():
+        images = decode_images(items[0][0], [header.frame for header, _ in items])
+        for (header, index), pixels in zip(items, images, strict=True):
+            if per_image_scaling:
+                slope, intercept = header.real_scaling(philips_precise)
+                pixels = pixels * np.float32(slope) + np.float32(intercept)
+            array[index] = pixels.T
+        done += len(items)
+        if progress:
+            progress(done, len(headers))
+    if per_image_scaling:
+        return array, 1.0, 0.0
+    slope, intercept = scales.pop() if scales else (1.0, 0.0)
+    return array, float(slope), float(intercept)
+
+
+def decode_images(header: SliceHeader, frames: list[int]) -> list[np.ndarray]:
+    """The 2D images (rows, cols) of one file: the whole image (frame -1) or the given frames."""
+    pixels = _decode_file(header)
+    rows, columns = header.rows, header.columns
+    if header.mosaic is not None:
+        rows, columns = (header.mosaic.tile_rows * header.mosaic.tiles_per_row,
+                         header.mosaic.tile_cols * header.mosaic.tiles_per_row)
+    expected = (rows, columns) + ((3,) if header.samples_per_pixel == 3 else ())
+    if header.number_of_frames > 1:
+        expected = (header.number_of_frames, *expected)
+    if pixels.shape != expected:
+        raise UnreadableFileError(header.path, f"{header.path}: pixel data of shape "
+                                  f"{pixels.shape}, expected {expected}")
+    if header.samples_per_pixel == 3:
+        pixels = np.ascontiguousarray(pixels, dtype=np.uint8).view(RGB_DTYPE)[..., 0]
+    if header.mosaic is not None:
+        pixels = untile(pixels, header.mosaic)
+    if header.number_of_frames == 1 and header.mosaic is None:
+        return [pixels for _ in frames]  # frame -1, or frame 0 of a one-frame enhanced file
+    return [pixels[frame] for frame in frames]
+
+
+def _decode_file(header: SliceHeader) -> np.ndarray:
+    """All pixel data of a file, checking native data for truncation first."""
+    import pydicom
+    from pydicom.pixels import pixel_array
+
+    hint = "the file may be truncated or use an unsupported compression; re-export the series"
+    try:
+        ds = pydicom.dcmread(header.path)
+        if header.transfer_syntax in NATIVE_SYNTAXES:
+            held = len(ds.PixelData)
+            if held < header.expected_pixel_bytes:
+                raise UnreadableFileError(
+                    header.path, f"{header.path}: truncated pixel data: the file holds {held} of "
+                    f"the {header.expected_pixel_bytes} bytes", hint)
+        return pixel_array(ds)
+    except UnreadableFileError:
+        raise
+    except Exception as exc:  # decoders raise many types; all mean "unreadable pixels"
+        reason = exception_reason(exc)
+        raise UnreadableFileError(header.path, f"{header.path}: cannot decode pixel data "
+                                  f"({reason})", hint) from exc
+
+
+def read_pixels(plan: SeriesPlan, philips_precise: bool = False,
+                progress: SliceProgress | None = None,
+                ) -> tuple[np.ndarray, float, float, list[str]]:
+    """The voxels of plan.grid: (array (i, j, k[, t]), slope, intercept, notes on what was done).
+
+    Decodes every image, then straightens a tilted stack and regrids uneven spacing
+    (only planned with --resample) exactly as plan.grid says.
+    """
+    array, slope, intercept = _read_layout(plan.layout, philips_precise, progress)
+    notes: list[str] = []
+    array = _straighten(array, plan.stack, plan.first.pixel_spacing, notes)
+    array = _regularise(array, plan.stack, notes)
+    if array.shape[:3] != plan.grid.shape:  # the plan and the pixels share one derivation
+        raise RuntimeError(f"pixels {array.shape[:3]} do not fill the planned grid "
+                           f"{plan.grid.shape}")
+    return array, slope, intercept, notes
+
+
+def _straighten(array: np.ndarray, stack: geometry.StackGeometry,
+                pixel_spacing: tuple[float, float], notes: list[str]) -> np.ndarray:
+    """Undo gantry tilt: shift each slice in-plane onto a grid along the normal."""
+    if not stack.sheared:
+        return array
+    offsets_px = stack.offsets / np.array([pixel_spacing[1], pixel_spacing[0]])
+    straight, _ = resample.unshear(array, offsets_px, _fill_value(array))
+    notes.append(f"gantry tilt {stack.tilt_degrees:.2f} degrees corrected: slices shifted in-plane "
+                 f"onto a grid along the slice normal (linear), matrix {array.shape[0]}x"
+                 f"{array.shape[1]} -> {straight.shape[0]}x{straight.shape[1]}")
+    return straight
+
+
+def _regularise(array: np.ndarray, stack: geometry.StackGeometry, notes: list[str]) -> np.ndarray:
+    """Interpolate uneven slices onto a regular grid (only planned with --resample)."""
+    if not stack.gaps:
+        return array
+    targets = resample.regular_targets(stack.distances)
+    regular = resample.regrid_slices(array, stack.distances, targets)
+    notes.append(f"uneven spacing resampled (linear): {len(stack.distances)} slices -> "
+                 f"{len(targets)} at {float(targets[1] - targets[0]):.4g} mm")
+    return regular
+
+
+def _fill_value(array: np.ndarray) -> float:
+    return 0.0 if array.dtype == RGB_DTYPE else float(array.min())
+
+
+def cast_real(volume: Volume, dtype: str) -> None:
+    """Replace stored values by real-world values of dtype, refusing overflow and rounding."""
+    if volume.is_rgb:
+        raise RefusedError("--dtype does not apply to colour (RGB) images")
+    target = np.dtype(dtype)
+    real = volume.real_array(np.float64)
+    if target.kind in "iu":
+        info = np.iinfo(target)
+        low, high = float(real.min()), float(real.max())
+        if low < info.min or high > info.max:
+            raise RefusedError(f"--dtype {dtype} cannot hold values from {low:g} to {high:g}",
+                               "choose a wider type, e.g. --dtype float32")
+        if not np.array_equal(real, np.rint(real)):
+            raise RefusedError(f"--dtype {dtype} would round non-integer values",
+                               "choose --dtype float32")
+    volume.array = real.astype(target, order="F")
+    volume.slope, volume.intercept = 1.0, 0.0
+    volume.notes.append(f"real-world values written as {dtype}")

@@ -1,0 +1,315 @@
+"""The plan of one series, from headers only: slice layout, geometry, output grid, refusals.
+
+This is what dicom2nii will do with a series before any pixel is decoded, and all
+that the audit reports: both take their decisions from plan_series, so the audit
+never disagrees with dicom2nii. Order comes from positions projected on the slice
+normal, never from file names or InstanceNumber; spacing comes from those
+positions. What is not a regular straight grid (gaps, duplicate positions, gantry
+tilt) is refused or, when the options allow it, planned for resampling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cached_property
+
+import numpy as np
+
+from convkit import geometry, resample
+from convkit.dicom.group import SeriesGroup
+from convkit.dicom.header import SliceHeader
+from convkit.errors import InputError, RefusedError, UsageError
+
+#: Attributes that order repeated positions in time, strongest first.
+TIME_KEYS = (
+    ("TemporalPositionIdentifier", "temporal_position"),
+    ("TriggerTime", "trigger_time"),
+    ("AcquisitionTime", "acquisition_time"),
+    ("ContentTime", "content_time"),
+    ("AcquisitionNumber", "acquisition_number"),
+    ("InstanceNumber", "instance_order"),  # then the frame number within a multi-frame file
+)
+#: Values a user may ask for with --dtype.
+OUTPUT_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+#: Refuse to allocate volumes larger than this many bytes (a corrupt header, not a scan).
+MAX_VOLUME_BYTES = 16 * 1024**3
+#: Error codes of refusals (the audit reports them as findings of the same code).
+UNSUPPORTED = "series.unsupported"
+DUPLICATE_POSITION = "series.duplicate-position"
+
+class TiltPolicy(StrEnum):
+    """What dicom2nii does with gantry tilt (--tilt)."""
+
+    RESAMPLE = "resample"  # shift each slice in-plane onto a grid along the slice normal
+    REFUSE = "refuse"
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """How to handle what is not a plain regular stack.
+
+    tilt: TiltPolicy.RESAMPLE (default: shift each slice onto a grid along the
+        slice normal) or TiltPolicy.REFUSE; the strings 'resample' and 'refuse'
+        are accepted.
+    resample: interpolate uneven spacing / missing slices onto a regular grid
+        instead of refusing.
+    dtype: write real-world values in this type (refusing casts that overflow or
+        lose values) instead of stored values with a slope/intercept.
+    keep_identifiers: put patient name, ID and birth date into the metadata.
+    philips_precise: Philips 'precise' floating-point values (private scale slope)
+        instead of the display values that RescaleSlope/Intercept give (the default).
+    """
+
+    tilt: TiltPolicy = TiltPolicy.RESAMPLE
+    resample: bool = False
+    dtype: str | None = None
+    keep_identifiers: bool = False
+    philips_precise: bool = False
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "tilt", TiltPolicy(self.tilt))  # frozen: set once here
+        except ValueError:
+            raise UsageError(f"--tilt must be 'resample' or 'refuse', not {self.tilt!r}") from None
+        if self.dtype is not None and self.dtype not in OUTPUT_DTYPES:
+            raise UsageError(f"--dtype {self.dtype!r} is not supported",
+                             f"choose one of {', '.join(OUTPUT_DTYPES)}")
+
+
+@dataclass
+class Layout:
+    """Slices arranged on the grid: positions[k][t] is the header of slice k, time t."""
+
+    positions: list[list[SliceHeader]]
+    time_key: str | None  # attribute that ordered repeated positions, None for 3D
+
+    @property
+    def n_times(self) -> int:
+        return len(self.positions[0])
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A voxel grid in world space (RAS) that a conversion of a series writes."""
+
+    name: str  # output | resampled (the --resample grid of a series with gaps) | positions
+    affine: np.ndarray  # voxel (i, j, k) -> RAS mm
+    shape: tuple[int, int, int]
+    n_times: int
+
+    @cached_property
+    def placed(self) -> geometry.PlacedGrid:
+        """The grid in canonical axes (computed once: the audit compares it with many files)."""
+        return geometry.place_grid(self.affine, self.shape)
+
+
+@dataclass
+class SeriesPlan:
+    """What read_series would produce, from headers only (no pixel data is decoded)."""
+
+    stack: geometry.StackGeometry
+    layout: Layout
+    grid: Grid  # where read_series puts the voxels (after tilt correction, resampling)
+    diffusion: tuple[np.ndarray, np.ndarray] | None  # b-values (t,), LPS directions (t, 3)
+    refusal: RefusedError | None  # why read_series would refuse, with these options
+
+    @property
+    def first(self) -> SliceHeader:
+        return self.layout.positions[0][0]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The output shape (i, j, k[, t])."""
+        times = (self.grid.n_times,) if self.grid.n_times > 1 else ()
+        return self.grid.shape + times
+
+
+def plan_series(group: SeriesGroup, options: ConvertOptions | None = None) -> SeriesPlan:
+    """Headers-only dry run of read_series: the layout, geometry, output grid and any refusal.
+
+    A grid that read_series would refuse (gap, tilt with --tilt refuse) is returned
+    as plan.refusal; a series that cannot even be laid out (no geometry, unsupported
+    pixels, duplicate positions, diffusion weightings that differ within a volume)
+    raises RefusedError (InputError for an absurd size), as read_series does. Every
+    error carries the audit's code for its cause.
+    """
+    options = options or ConvertOptions()
+    check_supported(group)
+    layout = arrange_slices(group.headers, group.label)
+    reps = [images[0] for images in layout.positions]
+    first = reps[0]
+    stack = geometry.analyse_stack([h.position for h in reps], first.orientation,
+                                   first.pixel_spacing, first.nominal_spacing)
+    diffusion = gradient_table(layout, group.label)
+    grid = output_grid(stack, first.pixel_spacing, (first.columns, first.rows), layout.n_times)
+    try:
+        _check_grid(stack, options, group, reps)
+    except RefusedError as refusal:
+        return SeriesPlan(stack, layout, grid, diffusion, refusal)
+    return SeriesPlan(stack, layout, grid, diffusion, None)
+
+
+def output_grid(stack: geometry.StackGeometry, pixel_spacing: tuple[float, float],
+                matrix: tuple[int, int], n_times: int = 1) -> Grid:
+    """The grid (RAS) that read_series writes: straightened when tilted, regular when gapped.
+
+    A tilted stack goes onto a grid along the slice normal, grown in-plane to hold
+    every shifted slice (resample.unshear fills it); a stack with gaps goes onto
+    the regular grid of resample.regular_targets (only written with --resample).
+    pixel_spacing is DICOM's [between rows, between columns], matrix (columns, rows).
+    """
+    spacing_rc = pixel_spacing
+    size = matrix
+    origin = stack.origin
+    if stack.sheared:
+        offsets_px = stack.offsets / np.array([spacing_rc[1], spacing_rc[0]])
+        origin_px, size = resample.shear_grid(offsets_px, size)
+        origin = (stack.origin + origin_px[0] * spacing_rc[1] * stack.row_dir
+                  + origin_px[1] * spacing_rc[0] * stack.col_dir)
+    name, step, n_k = "output", stack.spacing, len(stack.distances)
+    if stack.gaps:
+        targets = resample.regular_targets(stack.distances)
+        name, step, n_k = "resampled", float(targets[1] - targets[0]), len(targets)
+    orientation = np.concatenate([stack.row_dir, stack.col_dir])
+    affine = geometry.lps_to_ras(geometry.affine_lps(orientation, spacing_rc, origin,
+                                                     stack.normal * step))
+    return Grid(name, affine, (int(size[0]), int(size[1]), n_k), n_times)
+
+
+def slice_timing(layout: Layout) -> list[float] | None:
+    """Seconds from the start of the first volume to each of its slices (k order), or None.
+
+    From the Siemens CSA header where there is one; otherwise, for a time series,
+    from the per-slice (or per-frame) acquisition times of the first volume.
+    """
+    first_volume = [images[0] for images in layout.positions]
+    if all(h.slice_time is not None for h in first_volume):
+        return [round(h.slice_time, 6) for h in first_volume]
+    times = [h.acquisition_time for h in first_volume]
+    if layout.n_times < 2 or None in times or len(set(times)) < 2:
+        return None
+    start = min(times)
+    return [round(t - start, 6) for t in times]
+
+
+def gradient_table(layout: Layout, label: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(b-values (t,), LPS directions (t, 3), NaN for none) of a diffusion series, else None.
+
+    Every slice of a volume must carry the same weighting; otherwise the volumes
+    are not what they claim and the series is refused.
+    """
+    if not any(h.diffusion is not None and h.diffusion.direction_lps is not None
+               for images in layout.positions for h in images):
+        return None  # no gradient direction anywhere: not a DWI (b=0 only, or a trace map)
+    bvals = np.zeros(layout.n_times)
+    directions = np.full((layout.n_times, 3), np.nan)
+    for t in range(layout.n_times):
+        weights = [images[t].diffusion for images in layout.positions]
+        if any(w is None for w in weights) or any(w != weights[0] for w in weights[1:]):
+            raise RefusedError(f"series {label}: the slices of volume {t} carry different "
+                               "diffusion weightings", "convert the acquisitions separately",
+                               UNSUPPORTED)
+        bvals[t] = weights[0].bvalue
+        if weights[0].direction_lps is not None:
+            directions[t] = weights[0].direction_lps
+    return bvals, directions
+
+
+def check_supported(group: SeriesGroup) -> None:
+    """Refuse what convkit cannot (yet) convert faithfully: multi-frame, mosaic, no geometry."""
+    first = group.first
+    problem = next((h for h in group.headers if h.problem), None)
+    if problem is not None:
+        raise RefusedError(f"series {group.label}: {problem.path.name}: {problem.problem}",
+                          code=UNSUPPORTED)
+    if first.is_mosaic and first.mosaic is None:
+        raise RefusedError(f"series {group.label}: a MOSAIC image without a readable Siemens "
+                           "CSA header cannot be un-tiled", "re-export the series", UNSUPPORTED)
+    missing = [name for name, value in (("ImagePositionPatient", first.position),
+                                        ("ImageOrientationPatient", first.orientation),
+                                        ("PixelSpacing", first.pixel_spacing)) if value is None]
+    if missing or any(h.position is None or h.orientation is None for h in group.headers):
+        raise RefusedError(f"series {group.label}: no patient geometry "
+                           f"({', '.join(missing) or 'ImagePositionPatient'} missing)",
+                           "without positions the slices cannot be placed in world space",
+                           "series.no-geometry")
+    pixel_layout = {(h.bits_allocated, h.pixel_representation, h.samples_per_pixel,
+                     h.photometric) for h in group.headers}
+    if len(pixel_layout) > 1:
+        raise RefusedError(f"series {group.label}: slices differ in pixel format "
+                           f"{sorted(pixel_layout)}",
+                           "convert the slices with one format separately (--series)", UNSUPPORTED)
+    if first.samples_per_pixel not in (1, 3) or first.bits_allocated not in (8, 16, 32):
+        raise RefusedError(f"series {group.label}: {first.samples_per_pixel} samples of "
+                           f"{first.bits_allocated} bits per pixel is not supported",
+                           code=UNSUPPORTED)
+    size = first.rows * first.columns * len(group.headers) * max(first.bits_allocated // 8, 1)
+    if size * first.samples_per_pixel > MAX_VOLUME_BYTES:
+        raise InputError(f"series {group.label}: {first.rows} x {first.columns} x "
+                         f"{len(group.headers)} would need {size / 1024**3:.1f} GiB",
+                         "the header looks corrupt; check Rows/Columns", UNSUPPORTED)
+
+
+def arrange_slices(headers: list[SliceHeader], label: str = "") -> Layout:
+    """Sort by position along the normal; repeated positions become time points."""
+    where = f"series {label}: " if label else ""
+    normal = geometry.plane_axes(headers[0].orientation)[2]
+    distance = {id(h): float(np.dot(h.position, normal)) for h in headers}
+    ordered = sorted(headers, key=lambda h: (distance[id(h)], str(h.path)))
+    clusters: list[list[SliceHeader]] = [[ordered[0]]]
+    for header in ordered[1:]:
+        previous = distance[id(clusters[-1][0])]
+        if distance[id(header)] - previous <= geometry.SAME_POSITION_TOLERANCE_MM:
+            clusters[-1].append(header)
+        else:
+            clusters.append([header])
+    counts = {len(c) for c in clusters}
+    if counts == {1}:
+        return Layout(clusters, None)
+    if len(counts) > 1:
+        repeated = [f"{distance[id(c[0])]:.2f} mm ({len(c)} files)" for c in clusters if len(c) > 1]
+        raise RefusedError(
+            f"{where}slices at duplicate positions: {', '.join(repeated[:5])}"
+            f"{' ...' if len(repeated) > 5 else ''} while other positions have "
+            f"{min(counts)} file(s)",
+            "remove the extra files, or convert the acquisitions separately", DUPLICATE_POSITION)
+    time_key, attribute = _time_key(clusters, where)
+    ordered_clusters = [sorted(c, key=lambda h: getattr(h, attribute)) for c in clusters]
+    return Layout(ordered_clusters, time_key)
+
+
+def _time_key(clusters: list[list[SliceHeader]], where: str = "") -> tuple[str, str]:
+    """The strongest attribute that tells the files at each position apart."""
+    for keyword, attribute in TIME_KEYS:
+        values_ok = all(
+            all(getattr(h, attribute) is not None for h in cluster)
+            and len({getattr(h, attribute) for h in cluster}) == len(cluster)
+            for cluster in clusters
+        )
+        if values_ok:
+            return keyword, attribute
+    raise RefusedError(
+        f"{where}slices at duplicate positions: {len(clusters[0])} files at each of "
+        f"{len(clusters)} "
+        "positions, and no time or instance attribute tells them apart",
+        "the files look like copies: remove the duplicates", DUPLICATE_POSITION)
+
+
+def _check_grid(stack: geometry.StackGeometry, options: ConvertOptions, group: SeriesGroup,
+                reps: list[SliceHeader]) -> None:
+    if stack.gaps and not options.resample:
+        gap = stack.gaps[0]
+        where = reps[gap.after_index]
+        position = "\\".join(f"{v:g}" for v in where.position)
+        more = f" (and {len(stack.gaps) - 1} more)" if len(stack.gaps) > 1 else ""
+        raise RefusedError(
+            f"series {group.label}: uneven slice spacing: a {gap.step_mm:.3g} mm step after the "
+            f"slice at ImagePositionPatient {position} ({where.path.name}) where the series "
+            f"steps {gap.expected_mm:.3g} mm{more}: missing or extra slices",
+            "--resample interpolates onto a regular grid", "series.gap")
+    if stack.sheared and options.tilt == TiltPolicy.REFUSE:
+        raise RefusedError(
+            f"series {group.label}: gantry tilt of {stack.tilt_degrees:.2f} degrees "
+            "(slices are sheared, not stacked along their normal)",
+            "--tilt resample puts the slices on a regular grid along the normal", "series.tilt")
