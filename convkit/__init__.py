@@ -6,7 +6,7 @@ The public API is imported lazily (start-up time counts on small jobs)::
     scan = convkit.scan_folder("dicom/")
     volume = convkit.read_series(scan.series[0])
     convkit.write_volume(volume, "ct.nii.gz")
-    image = volume.to_nibabel()          # or volume.to_sitk()
+    image = convkit.to_nibabel(volume)   # or convkit.to_sitk(volume)
     report = convkit.convert_folder("dicom/", "out/")   # what `convkit dicom2nii` does
 """
 
@@ -16,10 +16,24 @@ from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-try:
-    __version__ = version("convkit")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0"
+
+def _version() -> str:
+    """The installed distribution's version; in a source tree that is not installed, the one
+    pyproject.toml declares; never a made-up number (it is written into every output)."""
+    try:
+        return version("convkit")
+    except PackageNotFoundError:
+        import tomllib
+        from pathlib import Path
+
+        try:
+            project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+            return str(project["project"]["version"])
+        except (OSError, KeyError, ValueError):
+            return "unknown"
+
+
+__version__ = _version()
 
 _API = {
     "scan_folder": "convkit.dicom.scan",
@@ -33,6 +47,8 @@ _API = {
     "convert_folder": "convkit.dicom2nii",
     "ConversionReport": "convkit.dicom2nii",
     "Volume": "convkit.volume",
+    "to_nibabel": "convkit.formats.nifti",
+    "to_sitk": "convkit.formats.itk",
     "audit_path": "convkit.audit",
     "AuditReport": "convkit.audit",
     "compare_files": "convkit.compare",

@@ -44,8 +44,11 @@ from typing import Any
 
 import numpy as np
 
+from convkit.dicom.sidecar import ACQUISITION_FIELDS
 from convkit.errors import InputError, UsageError
+from convkit.formats.itk import sitk_image
 from convkit.geometry import axis_codes, lps_to_ras
+from convkit.inputs import load_volume
 from convkit.volume import Volume
 
 #: Positions (origin, bounding box, voxel centres) and voxel spacing agree within this (mm).
@@ -247,8 +250,6 @@ def compare_files(
     series picks a series in a DICOM folder (both sides unless series_b is given for B).
     A JSON sidecar next to a volume file (same name, .json) adds acquisition fields.
     """
-    from convkit.inputs import load_volume
-
     volumes = [load_volume(path, chosen)  # with the sidecar's fields (inputs.attach_sidecar)
                for path, chosen in ((Path(path_a), series), (Path(path_b), series_b or series))]
     return compare_volumes(volumes[0], volumes[1], names=(str(path_a), str(path_b)), **options)
@@ -344,8 +345,6 @@ def header_model(volume: Volume) -> dict[str, Any]:
 
 def acquisition_fields(metadata: dict[str, Any]) -> dict[str, Any]:
     """The acquisition fields of a DICOM volume or sidecar, under convkit's names."""
-    from convkit.dicom.sidecar import ACQUISITION_FIELDS
-
     wanted = set(ACQUISITION_FIELDS) | set(EXTRA_ACQUISITION_FIELDS)
     found: dict[str, Any] = {}
     for key, value in metadata.items():
@@ -698,19 +697,15 @@ def _resample_into(acc: _Accumulator, a: Volume, comps_a: list, b: Volume, comps
     """Sample each component of B at A's voxel centres (SimpleITK), slab by slab."""
     import SimpleITK as sitk
 
-    lps_a, lps_b = lps_to_ras(a.affine), lps_to_ras(b.affine)
+    lps_a = lps_to_ras(a.affine)
     spacing_a = np.linalg.norm(lps_a[:3, :3], axis=0)
-    spacing_b = np.linalg.norm(lps_b[:3, :3], axis=0)
     index_map = np.linalg.inv(b.affine) @ a.affine  # A index -> B index
     interpolator = sitk.sitkNearestNeighbor if interpolation == "nearest" else sitk.sitkLinear
     for c, (comp_a, comp_b) in enumerate(zip(comps_a, comps_b, strict=True)):
         values = np.asarray(comp_b)
         if values.dtype.kind == "b" or values.dtype.itemsize < 4 and values.dtype.kind == "f":
             values = values.astype(np.float32)  # types SimpleITK has no pixel type for
-        image = sitk.GetImageFromArray(np.ascontiguousarray(values.T))
-        image.SetSpacing([float(s) for s in spacing_b])
-        image.SetDirection([float(v) for v in (lps_b[:3, :3] / spacing_b).ravel()])
-        image.SetOrigin([float(v) for v in lps_b[:3, 3]])
+        image = sitk_image(values, b.affine)
         for start, stop in _slabs(comp_a.shape, RESAMPLE_CHUNK_VOXELS):
             resampler = sitk.ResampleImageFilter()
             resampler.SetSize([int(comp_a.shape[0]), int(comp_a.shape[1]), stop - start])

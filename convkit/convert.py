@@ -16,11 +16,11 @@ import numpy as np
 from convkit import resample
 from convkit.errors import RefusedError, UsageError
 from convkit.formats import FORMATS, volume_format, write_volume
+from convkit.formats.nifti_read import SHEARED_SFORM_NOTE
 from convkit.formats.output import staged_files
+from convkit.geometry import is_sheared
 from convkit.inputs import load_volume
 from convkit.volume import Volume
-
-SHEARED_NOTE = "sheared"
 
 
 def convert_file(source: Path | str, target: Path | str, *, force: bool = False,
@@ -31,14 +31,14 @@ def convert_file(source: Path | str, target: Path | str, *, force: bool = False,
         raise UsageError(f"unknown output format: {target.name}",
                          f"use one of {', '.join(FORMATS.values())}")
     volume = load_volume(source, series)
-    notes = list(volume.notes)
-    if any(SHEARED_NOTE in note for note in notes):
+    if is_sheared(volume.affine):
         if not resample_shear:
-            raise RefusedError(f"{source}: the sform is sheared (e.g. gantry tilt written by "
+            raise RefusedError(f"{source}: the affine is sheared (e.g. gantry tilt kept by "
                                "another converter); a plain copy would lose or fake it",
-                               "--resample puts it on a regular grid along the slice normal")
+                               "--resample puts it on a regular grid along the slice normal",
+                               "volume.sheared")
         volume = unshear_volume(volume)
-        notes = volume.notes
+    notes = list(volume.notes)
     with staged_files(target.parent, force) as stage:
         write_volume(volume, stage / target.name)
     return {
@@ -59,23 +59,25 @@ def unshear_volume(volume: Volume) -> Volume:
     linear = volume.affine[:3, :3]
     spacing = np.linalg.norm(linear, axis=0)
     row, col = linear[:, 0] / spacing[0], linear[:, 1] / spacing[1]
-    if abs(row @ col) > 1e-4:
-        raise RefusedError("the in-plane axes are not orthogonal: only a sheared slice axis "
-                           "(gantry tilt) can be resampled", "resample it with other software")
     normal = np.cross(row, col)
     step = linear[:, 2]
     along = float(step @ normal)
+    straight = volume.affine.copy()
+    straight[:3, 2] = normal * along
+    if is_sheared(straight) or along == 0:
+        raise RefusedError("the in-plane axes are not orthogonal: only a sheared slice axis "
+                           "(gantry tilt) can be resampled", "resample it with other software",
+                           "volume.sheared")
     k = np.arange(volume.shape[2])
     offsets_px = np.stack([k * (step @ row) / spacing[0], k * (step @ col) / spacing[1]], axis=1)
     fill = float(volume.array.min()) if volume.array.size else 0.0
     array, origin_px = resample.unshear(volume.array, offsets_px, fill)
-    affine = volume.affine.copy()
-    affine[:3, 2] = normal * along
+    affine = straight
     affine[:3, 3] += origin_px[0] * linear[:, 0] + origin_px[1] * linear[:, 1]
     note = (f"sheared slice axis resampled onto a grid along the normal (linear, in-plane): "
             f"{volume.shape[0]}x{volume.shape[1]} -> {array.shape[0]}x{array.shape[1]}")
-    return dataclasses.replace(volume, array=array, affine=affine,
-                               notes=[n for n in volume.notes if SHEARED_NOTE not in n] + [note])
+    kept = [n for n in volume.notes if n != SHEARED_SFORM_NOTE]  # no longer true
+    return dataclasses.replace(volume, array=array, affine=affine, notes=kept + [note])
 
 
 def _not_carried(volume: Volume, target: Path) -> list[str]:

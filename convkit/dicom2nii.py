@@ -16,7 +16,7 @@ from typing import Any
 from convkit import __version__
 from convkit.dicom.diffusion import fsl_bvecs, write_bval_bvec
 from convkit.dicom.group import SeriesGroup
-from convkit.dicom.header import FileRecord
+from convkit.dicom.header import FileRecord, FileStatus
 from convkit.dicom.naming import name_series
 from convkit.dicom.plan import ConvertOptions
 from convkit.dicom.scan import ScanResult, scan_folder
@@ -30,6 +30,7 @@ from convkit.errors import (
 )
 from convkit.formats import FORMATS, write_volume
 from convkit.formats.output import check_targets, staged_files
+from convkit.outcomes import Outcome, batch_exit_code
 from convkit.volume import Volume
 
 DEFAULT_NAME = "{SeriesNumber}_{SeriesDescription}"
@@ -48,7 +49,7 @@ class SeriesResult:
     description: str
     modality: str
     files: int
-    status: str  # written | refused | failed | found (with --list)
+    status: Outcome
     outputs: list[str] = field(default_factory=list)
     shape: list[int] = field(default_factory=list)
     spacing: list[float] = field(default_factory=list)
@@ -72,12 +73,7 @@ class ConversionReport:
     @property
     def exit_code(self) -> int:
         """0 all done, 6 partial, 4 all refused, 3 all unreadable (see DESIGN.md)."""
-        statuses = [s.status for s in self.series]
-        if all(s in ("written", "found") for s in statuses):
-            return 0
-        if any(s == "written" for s in statuses):
-            return 6
-        return 4 if "refused" in statuses else 3
+        return batch_exit_code(s.status for s in self.series)
 
     def to_json(self) -> dict[str, Any]:
         files = [{"path": str(r.path), "status": r.status, "reason": r.reason, "series": r.series}
@@ -119,7 +115,7 @@ def convert_folder(
     groups = _select(scan, select)
     report = ConversionReport(str(in_dir), str(out_path or ""), [], scan.files)
     if list_only:
-        report.series = [_result(g, "found") for g in groups]
+        report.series = [_result(g, Outcome.FOUND) for g in groups]
         return report
     suffix = FORMATS[fmt]
     targets = [out_path / f"{g.label}{ext}" for g in groups for ext in (suffix, ".json")]
@@ -167,7 +163,7 @@ def _select(scan: ScanResult, select: list[str] | None) -> list[SeriesGroup]:
     return chosen
 
 
-def _result(group: SeriesGroup, status: str) -> SeriesResult:
+def _result(group: SeriesGroup, status: Outcome) -> SeriesResult:
     first = group.first
     return SeriesResult(group.label, group.series_uid, first.series_number,
                         first.series_description, first.modality, group.n_files, status)
@@ -183,7 +179,7 @@ def _unreadable_by_series(scan: ScanResult) -> dict[str, list[FileRecord]]:
 
 def _incomplete(group: SeriesGroup, broken: list[FileRecord]) -> SeriesResult:
     """A series with unreadable files is not converted: the volume would have a hole."""
-    result = _result(group, "failed")
+    result = _result(group, Outcome.FAILED)
     first = broken[0]
     more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
     result.reason = f"series {group.label}: {first.path} is unreadable: {first.reason}{more}"
@@ -194,18 +190,18 @@ def _incomplete(group: SeriesGroup, broken: list[FileRecord]) -> SeriesResult:
 
 def _convert_one(group: SeriesGroup, out_dir: Path, suffix: str, options: ConvertOptions,
                  force: bool, progress: Progress | None) -> SeriesResult:
-    result = _result(group, "written")
+    result = _result(group, Outcome.WRITTEN)
     try:
         callback = (lambda d, t: progress(group.label, d, t)) if progress else None
         volume = read_series(group, options, callback)
         outputs = write_outputs(volume, out_dir / group.label, suffix, force, group.n_files)
     except RefusedError as exc:
-        result.status, result.reason, result.hint = "refused", exc.message, exc.hint
+        result.status, result.reason, result.hint = Outcome.REFUSED, exc.message, exc.hint
         return result
     except (InputError, OSError) as exc:
         if isinstance(exc, UnreadableFileError):
             result.unreadable.append(str(exc.path))
-        result.status = "failed"
+        result.status = Outcome.FAILED
         result.reason = getattr(exc, "message", None) or str(exc)
         result.hint = getattr(exc, "hint", "")
         return result
@@ -244,11 +240,13 @@ def _mark_refused_files(report: ConversionReport, groups: list[SeriesGroup]) -> 
     by_label = {s.label: s for s in report.series}
     for record in report.files:
         result = by_label.get(record.series)
-        if record.status == "used" and result and result.status != "written":
+        if record.status == FileStatus.USED and result and result.status != Outcome.WRITTEN:
             if str(record.path) in result.unreadable:
-                record.status = "unreadable"
+                record.status = FileStatus.UNREADABLE
+            elif result.status == Outcome.REFUSED:
+                record.status = FileStatus.REFUSED
             else:
-                record.status = "refused" if result.status == "refused" else "skipped"
+                record.status = FileStatus.SKIPPED
             record.reason = result.reason
 
 

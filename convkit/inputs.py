@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from convkit.dicom.scan import scan_folder
+from convkit.dicom.series import read_series
 from convkit.errors import InputError, UsageError
+from convkit.formats import read_volume, volume_format, volume_stem
 from convkit.volume import Volume
 
 
@@ -19,8 +22,6 @@ def load_volume(path: Path | str, series: str | None = None, options=None) -> Vo
     series: SeriesNumber, label or SeriesInstanceUID when a DICOM folder holds
     several series (required then). options: dicom.series.ConvertOptions.
     """
-    from convkit.formats import read_volume, volume_format
-
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path} does not exist", "check the path")
@@ -35,8 +36,6 @@ def load_volume(path: Path | str, series: str | None = None, options=None) -> Vo
 
 def sidecar_path(path: Path) -> Path:
     """NAME.json beside NAME.nii.gz / .nii / .nrrd / .nhdr / .mha / .mhd."""
-    from convkit.formats import volume_stem
-
     return path.with_name(volume_stem(path.name) + ".json")
 
 
@@ -62,9 +61,6 @@ def attach_sidecar(volume: Volume, path: Path) -> None:
 
 
 def _load_dicom(path: Path, series: str | None, options) -> Volume:
-    from convkit.dicom.scan import scan_folder
-    from convkit.dicom.series import read_series
-
     scan = scan_folder(path)
     if not scan.series:
         raise InputError(f"{path}: no DICOM images and not a NIfTI/NRRD/MetaImage file",

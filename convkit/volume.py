@@ -75,45 +75,6 @@ class Volume:
         real += dtype_type(dtype)(self.intercept)
         return real
 
-    def to_nibabel(self):
-        """A nibabel Nifti1Image whose get_fdata() gives real-world values.
-
-        nibabel applies scl_slope/scl_inter only to data read from a file, so a
-        scaled volume is handed over as float32 real-world values (unscaled
-        volumes share the array, no copy).
-        """
-        import nibabel as nib
-
-        from convkit.formats.nifti import nifti_header
-
-        header = nifti_header(self)
-        data = self.real_array() if self.scaled else self.array
-        header.set_data_dtype(data.dtype)
-        header.set_slope_inter(1.0, 0.0)
-        return nib.Nifti1Image(data, self.affine, header=header)
-
-    def to_sitk(self):
-        """A SimpleITK image of the real-world values (LPS, as ITK expects); 3D only."""
-        import SimpleITK as sitk
-
-        from convkit.geometry import lps_to_ras
-
-        if self.array.ndim != 3:
-            raise ValueError("to_sitk supports 3D volumes; take one time point first")
-        if self.is_rgb:
-            channels = np.stack([self.array[c] for c in "RGB"], axis=-1)  # (i, j, k, 3)
-            image = sitk.GetImageFromArray(np.ascontiguousarray(channels.transpose(2, 1, 0, 3)),
-                                           isVector=True)
-        else:
-            values = self.real_array() if self.scaled else self.array
-            image = sitk.GetImageFromArray(np.ascontiguousarray(values.T))
-        lps = lps_to_ras(self.affine)
-        spacing = np.linalg.norm(lps[:3, :3], axis=0)
-        image.SetSpacing([float(s) for s in spacing])
-        image.SetDirection([float(v) for v in (lps[:3, :3] / spacing).ravel()])
-        image.SetOrigin([float(v) for v in lps[:3, 3]])
-        return image
-
 
 def dtype_type(dtype: np.dtype | str) -> type:
     return np.dtype(dtype).type

@@ -32,11 +32,11 @@ def test_volume_matches_nibabel_and_sitk(sagittal, tmp_path):
     ras_point = lps_point * [-1, -1, 1]
     np.testing.assert_allclose(volume.affine @ [3, 2, 1, 1], [*ras_point, 1], atol=1e-9)
 
-    image = volume.to_nibabel()
+    image = convkit.to_nibabel(volume)
     assert isinstance(image, nib.Nifti1Image)
     np.testing.assert_allclose(image.get_fdata(), real)
 
-    itk = volume.to_sitk()
+    itk = convkit.to_sitk(volume)
     np.testing.assert_allclose(itk.TransformIndexToPhysicalPoint((3, 2, 1)), lps_point, atol=1e-9)
     assert itk.GetPixel(3, 2, 1) == pytest.approx(real[3, 2, 1])
 

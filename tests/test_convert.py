@@ -400,6 +400,59 @@ def test_sheared_nifti_refused_then_resampled_like_dicom2nii(corpus, dicom2nii, 
     np.testing.assert_allclose(columns.T @ columns, np.eye(3), atol=1e-5)
 
 
+#: A slice axis that leans one pixel along i per slice (LPS mm): in-plane axes orthogonal.
+SHEARED_LPS = np.array([[1.0, 0.0, 1.0, -5.0],
+                        [0.0, 1.5, 0.0, 7.0],
+                        [0.0, 0.0, 2.0, 30.0],
+                        [0.0, 0.0, 0.0, 1.0]])
+
+
+def write_sheared(path: Path, data: np.ndarray) -> Path:
+    """data (i, j, k) int16 on SHEARED_LPS as a NRRD (pynrrd) or a MetaImage (text header)."""
+    if path.suffix == ".nrrd":
+        header = {"space": "left-posterior-superior", "space directions": SHEARED_LPS[:3, :3].T,
+                  "space origin": SHEARED_LPS[:3, 3], "kinds": ["domain"] * 3}
+        nrrd.write(str(path), data, header, index_order="F")
+        return path
+    matrix = " ".join(f"{v:.17g}" for v in (SHEARED_LPS[:3, :3] / np.linalg.norm(
+        SHEARED_LPS[:3, :3], axis=0)).T.ravel())  # row n: direction of axis n
+    spacing = " ".join(f"{v:.17g}" for v in np.linalg.norm(SHEARED_LPS[:3, :3], axis=0))
+    text = (f"ObjectType = Image\nNDims = 3\nBinaryData = True\nBinaryDataByteOrderMSB = False\n"
+            f"CompressedData = False\nTransformMatrix = {matrix}\n"
+            f"Offset = {' '.join(f'{v:g}' for v in SHEARED_LPS[:3, 3])}\n"
+            f"ElementSpacing = {spacing}\nDimSize = {' '.join(map(str, data.shape))}\n"
+            "ElementType = MET_SHORT\nElementDataFile = LOCAL\n")
+    path.write_bytes(text.encode() + data.astype("<i2").tobytes(order="F"))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+def test_sheared_nrrd_and_metaimage_refused_then_resampled(cli, tmp_path, suffix):
+    """A sheared NRRD or MetaImage used to convert to NIfTI silently with qform != sform.
+    It is refused (exit 4, nothing written); with --resample each slice is shifted onto a
+    grid along the normal, and every source voxel keeps its value at its world position."""
+    data = np.random.default_rng(7).integers(-1000, 1000, (6, 5, 4)).astype(np.int16)
+    source = write_sheared(tmp_path / f"sheared{suffix}", data)
+    np.testing.assert_allclose(read_volume(source).affine, LPS @ SHEARED_LPS, atol=1e-6)
+    target = tmp_path / "out" / "straight.nii.gz"
+    done = cli("convert", source, target, check_code=4)
+    assert "sheared" in done.stderr and "--resample" in done.stderr
+    assert not target.exists()
+
+    cli("convert", source, target, "--resample", check_code=0)
+    image = nib.load(str(target))
+    qform, sform = image.header.get_qform(), image.header.get_sform()
+    np.testing.assert_allclose(qform, sform, atol=1e-4)  # a straight grid: both agree
+    out = np.asanyarray(image.dataobj)
+    assert out.shape == (6 + 3, 5, 4)  # one pixel of drift per slice, three steps
+    index = np.indices(data.shape).reshape(3, -1)
+    world_ras = (LPS @ SHEARED_LPS @ np.vstack([index, np.ones(index.shape[1])]))
+    target_index = np.linalg.inv(image.affine) @ world_ras
+    rounded = np.rint(target_index[:3]).astype(int)
+    np.testing.assert_allclose(target_index[:3], rounded, atol=1e-4)  # on the new grid
+    assert np.array_equal(out[tuple(rounded)], data.reshape(-1, order="C"))
+
+
 def test_unshear_refuses_sheared_in_plane_axes(tmp_path):
     affine = np.diag([1.0, 1.0, 2.0, 1.0])
     affine[0, 1] = 0.5  # j leans on i: not gantry tilt

@@ -27,7 +27,6 @@ from convkit.dicom.diffusion import (
     diffusion_of,
     fsl_bvecs,
     fsl_bvecs_to_lps,
-    is_derived_diffusion,
     write_bval_bvec,
 )
 from convkit.errors import RefusedError
@@ -429,29 +428,6 @@ def test_philips_isotropic_code_overrides_a_stale_direction():
     assert diffusion_of(ds) == Diffusion(1000.0, None, "philips-private")
     ds[0x2001, 0x1004].value = "O"
     np.testing.assert_allclose(diffusion_of(ds).direction_lps, [3 ** -0.5] * 3, atol=1e-6)
-
-
-# --- derived maps ---------------------------------------------------------------------------
-
-@pytest.mark.parametrize("image_type,derived", [
-    (["DERIVED", "PRIMARY", "DIFFUSION", "ADC", "ND", "NORM"], True),  # Siemens ADC
-    (["DERIVED", "PRIMARY", "DIFFUSION", "TRACEW", "ND", "NORM"], True),  # Siemens trace
-    (["DERIVED", "PRIMARY", "DIFFUSION", "FA", "ND", "NORM"], True),
-    (["DERIVED", "PRIMARY", "DIFFUSION", "EXP", "ND"], True),  # Siemens exponential ADC
-    (["DERIVED", "PRIMARY", "EADC"], True),
-    (["DERIVED", "PRIMARY", "DIFFUSION", "CALC_BVALUE"], True),
-    (["ORIGINAL", "PRIMARY", "DIFFUSION", "NONE", "ND", "MOSAIC"], False),  # the DWI itself
-    (["ORIGINAL", "PRIMARY", "M", "ND"], False),
-    (["DERIVED", "SECONDARY", "MPR"], False),
-])
-def test_is_derived_diffusion(image_type, derived):
-    ds = Dataset()
-    ds.ImageType = image_type
-    assert is_derived_diffusion(ds) is derived
-
-
-def test_no_image_type_is_not_derived():
-    assert is_derived_diffusion(Dataset()) is False
 
 
 # --- fsl_bvecs and the files ------------------------------------------------------------------

@@ -11,7 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from convkit.testing.phantoms import GGO_HU_RANGE, chest_ct_masks
+from convkit.preview.overlay import GGO_HU_RANGE
+from convkit.testing.phantoms import chest_ct_masks
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data"

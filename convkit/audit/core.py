@@ -23,14 +23,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from convkit import geometry
 from convkit.audit import sniff
 from convkit.audit.findings import Finding, finding, sort_key
-from convkit.audit.identifiers import DICOM_IDENTIFIERS, dicom_identifiers, real_value
+from convkit.audit.identifiers import (
+    DICOM_IDENTIFIERS,
+    IdentifiersUnchecked,
+    dicom_identifiers,
+    real_value,
+)
+from convkit.audit.info import describe_file
 from convkit.audit.pairing import Pairing, nearby_series, pair_finding, pair_volume
 from convkit.audit.report import AuditReport
 from convkit.audit.series import SeriesAudit, audit_series, check_splits, series_row
 from convkit.audit.volumes import VolumeHeader, read_volume_header
-from convkit.errors import InputError
+from convkit.dicom.scan import scan_folder
+from convkit.errors import InputError, UsageError
 from convkit.formats import VOLUME_SUFFIXES
 from convkit.geometry import axis_codes
 
@@ -90,10 +98,7 @@ def audit_path(
     if not root.exists():
         raise InputError(f"{root} does not exist", "check the path")
     if jobs < 0:
-        from convkit.errors import UsageError
-
         raise UsageError(f"--jobs must be 0 (all cores) or more, not {jobs}")
-    from convkit.dicom.scan import scan_folder
 
     scan = scan_folder(root, (lambda d, t: progress("scan", d, t)) if progress else None,
                        jobs=jobs, while_waiting=_import_volume_readers)
@@ -125,8 +130,6 @@ def audit_path(
     report.volumes = [_clean(_volume_row(volume, show_identifiers)) for volume in volumes]
     report.findings = sorted(findings, key=sort_key)
     if root.is_file():
-        from convkit.audit.info import describe_file
-
         report.header = describe_file(root, kinds[root], show_identifiers,
                                       volumes[0].header if volumes else None)
     return report
@@ -203,12 +206,15 @@ def _audit_series(scan) -> list[SeriesAudit]:
     for record in scan.files:
         if record.status == "unreadable" and record.series_uid:
             unreadable.setdefault(record.series_uid, []).append(record)
-    identifiers: dict[str, dict[str, str]] = {}
+    identifiers: dict[str, dict[str, str] | IdentifiersUnchecked] = {}
     audits = []
     for group in scan.series:
         uid = group.series_uid
         if uid not in identifiers:  # one file per SeriesInstanceUID (see report: SliceHeader)
-            identifiers[uid] = dicom_identifiers(group.first.path)
+            try:
+                identifiers[uid] = dicom_identifiers(group.first.path)
+            except IdentifiersUnchecked as unchecked:
+                identifiers[uid] = unchecked
         audits.append(audit_series(group, unreadable.get(uid, []), identifiers[uid]))
     return audits
 
@@ -314,6 +320,12 @@ def check_volume_identifiers(volume: VolumeAudit) -> list[Finding]:
         found.append(finding("identifiers.in-volume", f"header fields look identifying ({what})",
                              "clear them before sharing (descrip, aux_file, extensions, "
                              "key-value fields)", path=header.path))
+    if header.identifiers_unchecked:
+        found.append(finding("identifiers.unchecked",
+                             f"could not be checked for identifying data: "
+                             f"{'; '.join(header.identifiers_unchecked)}",
+                             "treat the file as identifying until it is checked",
+                             path=header.path))
     keys = [key for key in DICOM_IDENTIFIERS if real_value(volume.sidecar_data.get(key))]
     if keys and volume.sidecar is not None:
         found.append(finding("identifiers.in-volume",
@@ -443,8 +455,6 @@ def _kind_name(kind: str) -> str:
 
 
 def _volume_row(volume: VolumeAudit, show_identifiers: bool) -> dict[str, Any]:
-    from convkit import geometry
-
     header = volume.header
     codes, oblique = "", None
     if header.affine is not None:

@@ -23,10 +23,20 @@ Severities:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, NamedTuple
 
+
+class Severity(StrEnum):
+    """How much a finding matters (a str: JSON and CSV show the value)."""
+
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
 #: Severities, lowest first.
-SEVERITIES = ("info", "warning", "error")
+SEVERITIES = tuple(Severity)
 RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 
 
@@ -34,8 +44,11 @@ RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 class Code:
     """One finding code: its fixed severity and what it means."""
 
-    severity: str
+    severity: Severity
     meaning: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "severity", Severity(self.severity))  # a typo fails at import
 
 
 CODES: dict[str, Code] = {
@@ -101,6 +114,9 @@ CODES: dict[str, Code] = {
                                         "institution (normal for clinical exports)"),
     "identifiers.in-volume": Code("warning", "a NIfTI/NRRD/MetaImage header or a JSON sidecar "
                                              "carries identifying text"),
+    "identifiers.unchecked": Code("warning", "identifying data could not be checked (part of "
+                                             "the file could not be read): treat it as "
+                                             "identifying"),
     # A volume file checked against the DICOM series it belongs to.
     "pair.geometry-mismatch": Code("error", "a volume's grid or world geometry differs from "
                                             "the DICOM series it belongs to"),
@@ -113,7 +129,7 @@ class Finding(NamedTuple):
     A NamedTuple: immutable, hashable, and cheap to create by the ten thousand.
     """
 
-    severity: str
+    severity: Severity
     code: str
     path: str  # the file or folder concerned ('' when it is a whole series)
     series: str  # the series label(s) concerned ('' for files that belong to none)

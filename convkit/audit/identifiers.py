@@ -10,6 +10,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from convkit.dicom.fastheader import IDENTIFYING, read_fast
+from convkit.errors import exception_reason
+
 #: DICOM attributes (keywords) that identify a person or a place.
 DICOM_IDENTIFIERS = (
     "PatientName", "PatientID", "PatientBirthDate", "OtherPatientNames", "OtherPatientIDs",
@@ -32,6 +35,11 @@ TEXT_PATTERNS = {
 }
 
 
+class IdentifiersUnchecked(Exception):
+    """The identifying data of a file could not be checked: the audit says so (a finding),
+    never reports the file as clean."""
+
+
 def real_value(value: object) -> bool:
     """True when value is not empty and not an anonymiser's placeholder."""
     text = str(value if value is not None else "").strip()
@@ -42,10 +50,8 @@ def dicom_identifiers(path: Path) -> dict[str, str]:
     """{keyword: value} of the identifying attributes a DICOM file really carries.
 
     Read by the fast tag walker (dicom.fastheader); pydicom only for what it declines
-    (big endian, deflate, no preamble).
+    (big endian, deflate, no preamble). Raises IdentifiersUnchecked when neither can read it.
     """
-    from convkit.dicom.fastheader import IDENTIFYING, read_fast
-
     fast = read_fast(path, IDENTIFYING)
     if fast is None:
         found = _pydicom_identifiers(path)
@@ -65,8 +71,8 @@ def _pydicom_identifiers(path: Path) -> dict[str, str]:
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
                              specific_tags=list(DICOM_IDENTIFIERS))
-    except Exception:  # the file was readable for scanning; a second read failing is no finding
-        return {}
+    except Exception as exc:  # pydicom raises many types for a file it cannot parse
+        raise IdentifiersUnchecked(f"{path.name}: {exception_reason(exc)}") from exc
     return {keyword: str(ds.get(keyword)) for keyword in DICOM_IDENTIFIERS
             if ds.get(keyword) is not None}
 

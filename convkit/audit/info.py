@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from convkit import geometry
 from convkit.audit.identifiers import DICOM_IDENTIFIERS, real_value
 from convkit.errors import exception_reason
+from convkit.geometry import axis_codes
 
 #: DICOM attributes of the summary, in order (identifying ones are masked by default).
 DICOM_SUMMARY = (
@@ -59,7 +61,6 @@ def describe_file(path: Path, kind: str, show_identifiers: bool, volume=None) ->
 def _codes(affine) -> str:
     if affine is None:
         return ""
-    from convkit.geometry import axis_codes
 
     return axis_codes(affine)
 
@@ -68,7 +69,6 @@ def _dicom_summary(path: Path, show_identifiers: bool) -> dict[str, Any]:
     import numpy as np
     import pydicom
 
-    from convkit import geometry
 
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)

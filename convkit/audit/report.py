@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from convkit import __version__
 from convkit.audit.findings import RANK, SEVERITIES, Finding
+from convkit.formats.output import check_targets, staged_files
 
 #: Bumped when a column is renamed or removed (adding one keeps it).
 SCHEMA_VERSION = 1
@@ -80,8 +82,6 @@ class AuditReport:
                 "findings": [f.to_json() for f in self.findings]}
 
     def to_json(self, fail_on: str | None = None) -> dict[str, Any]:
-        from convkit import __version__
-
         document: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "convkit_version": __version__,
@@ -104,8 +104,6 @@ class AuditReport:
 
     def write_csv(self, folder: Path | str, force: bool = False) -> list[Path]:
         """One CSV per table in folder (atomically: all four or none); returns their paths."""
-        from convkit.formats.output import check_targets, staged_files
-
         folder = Path(folder)
         names = [f"{table}.csv" for table in TABLES]
         check_targets([folder / name for name in names], force)

@@ -18,6 +18,7 @@ import numpy as np
 
 from convkit import geometry
 from convkit.audit.findings import Finding, finding
+from convkit.audit.identifiers import IdentifiersUnchecked
 from convkit.dicom.group import SeriesGroup
 from convkit.dicom.header import FileRecord
 from convkit.dicom.plan import Grid, SeriesPlan, plan_series
@@ -61,6 +62,7 @@ class SeriesAudit:
     refusal: tuple[str, str, str] | None = None  # (code, message, hint)
     grids: list[Grid] = field(default_factory=list)
     identifiers: dict[str, str] = field(default_factory=dict)
+    identifiers_unchecked: str = ""  # why the identifying attributes could not be read
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -79,9 +81,15 @@ class SeriesAudit:
 
 
 def audit_series(group: SeriesGroup, unreadable: list[FileRecord],
-                 identifiers: dict[str, str]) -> SeriesAudit:
-    """Plan the series as dicom2nii would (default options) and run the series checks."""
-    audit = SeriesAudit(group, unreadable, identifiers=identifiers)
+                 identifiers: dict[str, str] | IdentifiersUnchecked) -> SeriesAudit:
+    """Plan the series as dicom2nii would (default options) and run the series checks.
+
+    identifiers: the identifying attributes of the series, or why they could not be read.
+    """
+    if isinstance(identifiers, IdentifiersUnchecked):
+        audit = SeriesAudit(group, unreadable, identifiers_unchecked=str(identifiers))
+    else:
+        audit = SeriesAudit(group, unreadable, identifiers=identifiers)
     _plan(audit)
     audit.grids = expected_grids(audit)
     audit.findings = [item for check in SERIES_CHECKS for item in check(audit)]
@@ -246,6 +254,12 @@ def check_lossy(audit: SeriesAudit) -> list[Finding]:
 
 
 def check_identifiers(audit: SeriesAudit) -> list[Finding]:
+    if audit.identifiers_unchecked:
+        return [finding("identifiers.unchecked",
+                        f"identifying attributes could not be read "
+                        f"({audit.identifiers_unchecked})",
+                        "treat the series as identifying until it is checked",
+                        path=audit.folder, series=audit.label)]
     if not audit.identifiers:
         return []
     return [finding("identifiers.present",

@@ -19,8 +19,20 @@ from typing import Any
 
 import numpy as np
 
-from convkit.audit.identifiers import key_value_identifiers, text_identifiers
+from convkit.audit.identifiers import (
+    DICOM_IDENTIFIERS,
+    IdentifiersUnchecked,
+    key_value_identifiers,
+    real_value,
+    text_identifiers,
+)
+from convkit.audit.sniff import read_head
 from convkit.errors import exception_reason
+from convkit.formats.detached import data_file_path, several_data_files
+from convkit.formats.mha import metaimage_affine, read_metaimage_header
+from convkit.formats.nifti_read import QFORM_SFORM_ATOL_MM, choose_affine
+from convkit.formats.nrrd_read import SPACE_SIGNS, nrrd_geometry
+from convkit.geometry import is_sheared
 
 #: Header bytes read at most (NIfTI extensions, NRRD and MetaImage text headers).
 MAX_HEADER_BYTES = 1 << 20
@@ -68,6 +80,7 @@ class VolumeHeader:
     fields: dict[str, Any] = field(default_factory=dict)  # format-specific, for the table
     header: dict[str, Any] = field(default_factory=dict)  # every header field (single-file mode)
     identifying: dict[str, list[str]] = field(default_factory=dict)  # field -> what looks so
+    identifiers_unchecked: list[str] = field(default_factory=list)  # parts that could not be read
     data_files: list[Path] = field(default_factory=list)  # detached data (sidecars of this file)
     size: SizeCheck = field(default_factory=lambda: SizeCheck("unchecked"))
     checks: list[tuple[int, str, str]] = field(default_factory=list)  # nibabel (level, msg, fix)
@@ -115,9 +128,6 @@ _FORMAT_NAMES = {"nifti1": "NIfTI-1", "nifti2": "NIfTI-2", "nifti1-pair": "NIfTI
 def _read_nifti(path: Path, kind: str) -> VolumeHeader:
     import nibabel as nib
 
-    from convkit.audit.sniff import read_head
-    from convkit.formats.nifti_read import QFORM_SFORM_ATOL_MM, choose_affine, is_sheared
-
     two = kind.startswith("nifti2")
     klass = nib.Nifti2Header if two else nib.Nifti1Header
     base, compressed = read_head(path, 540 if two else 348)
@@ -126,11 +136,12 @@ def _read_nifti(path: Path, kind: str) -> VolumeHeader:
     pair = kind.endswith("pair")
     want = MAX_HEADER_BYTES if pair else min(max(offset, len(base)), MAX_HEADER_BYTES)
     raw, _ = read_head(path, want) if want > len(base) else (base, compressed)
+    info = VolumeHeader(path, "nifti", _FORMAT_NAMES[kind])
     try:
         header = klass.from_fileobj(io.BytesIO(raw), check=False)
-    except Exception:  # damaged extensions: the header itself is still worth reporting
+    except Exception as exc:  # damaged extensions: the header itself is still worth reporting
         header = probe
-    info = VolumeHeader(path, "nifti", _FORMAT_NAMES[kind])
+        info.identifiers_unchecked.append(f"extensions unreadable ({exception_reason(exc)})")
     shape = tuple(int(v) for v in header.get_data_shape())
     info.shape = shape
     dtype = header.get_data_dtype()
@@ -167,9 +178,14 @@ def _read_nifti(path: Path, kind: str) -> VolumeHeader:
         if found:
             info.identifying[name] = found
     for index, (code, content) in enumerate(extensions):
-        found = _extension_identifiers(code, content)
+        where = f"extension {index + 1} ({_extension_name(code)})"
+        try:
+            found = _extension_identifiers(code, content)
+        except IdentifiersUnchecked as exc:
+            info.identifiers_unchecked.append(f"{where}: {exc}")
+            continue
         if found:
-            info.identifying[f"extension {index + 1} ({_extension_name(code)})"] = found
+            info.identifying[where] = found
     info.header = _nifti_header_dict(header, extensions)
     info.checks = _nibabel_checks(header)
     if pair:
@@ -212,14 +228,13 @@ def _extension_name(code: int) -> str:
 
 def _extension_identifiers(code: int, content: Any) -> list[str]:
     if code == 2:  # a DICOM dataset: look at its identifying attributes
-        from convkit.audit.identifiers import DICOM_IDENTIFIERS, real_value
 
         try:
             items = content.items() if hasattr(content, "items") else []
             return [str(el.keyword) for _, el in items
                     if el.keyword in DICOM_IDENTIFIERS and real_value(el.value)]
-        except Exception:
-            return []
+        except Exception as exc:  # a damaged embedded dataset: pydicom raises many types
+            raise IdentifiersUnchecked(exception_reason(exc)) from exc
     if isinstance(content, bytes):
         content = content.decode("utf-8", errors="replace")
     return text_identifiers(str(content))
@@ -262,7 +277,6 @@ _NRRD_DTYPE = {"signed char": "int8", "uchar": "uint8", "unsigned char": "uint8"
 def _read_nrrd(path: Path) -> VolumeHeader:
     import nrrd
 
-    from convkit.formats.nrrd_read import SPACE_SIGNS
 
     with open(path, "rb") as handle:
         head = handle.read(MAX_HEADER_BYTES)
@@ -277,20 +291,12 @@ def _read_nrrd(path: Path) -> VolumeHeader:
         "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64") else type_name)
     space = str(header.get("space", "")).strip().lower()
     kinds = [str(k).lower() for k in header.get("kinds", [])]
-    directions = header.get("space directions")
-    spatial: list[int] = []
-    if directions is not None:
-        directions = np.asarray(directions, dtype=float)
-        spatial = [i for i, row in enumerate(directions) if np.all(np.isfinite(row))]
+    affine, spatial = nrrd_geometry(header)
     others = [i for i in range(len(sizes)) if i not in spatial]
     info.shape = tuple(sizes[i] for i in spatial) + tuple(sizes[i] for i in others) \
         if len(spatial) == 3 else tuple(sizes)
-    if space in SPACE_SIGNS and len(spatial) == 3:
-        signs = np.array(SPACE_SIGNS[space], dtype=float)
-        affine = np.eye(4)
-        affine[:3, :3] = (directions[spatial] * signs).T
-        origin = np.asarray(header.get("space origin", np.zeros(3)), dtype=float)
-        affine[:3, 3] = np.nan_to_num(origin) * signs
+    if affine is not None:
+        affine[:3, 3] = np.nan_to_num(affine[:3, 3])
         info.affine, info.affine_source = affine, "space directions"
         info.spatial_unit = ",".join(header.get("space units", [])) or "mm"
     elif len(sizes) < 3 or (space in SPACE_SIGNS and len(spatial) != 3):
@@ -339,9 +345,9 @@ def _nrrd_size(path: Path, header: dict, header_length: int, nbytes: int | None,
     target = path
     if data_file:
         name = str(data_file).strip()
-        if name.upper().startswith("LIST") or "%" in name or " " in name:
+        if several_data_files(name):
             return SizeCheck("unchecked", nbytes, None, "several data files")
-        target = Path(name) if Path(name).is_absolute() else path.parent / name
+        target = data_file_path(path, name)
         start = 0
         if not target.is_file():
             return SizeCheck("missing", nbytes, None, f"data file {name} not found")
@@ -386,21 +392,8 @@ _MET_KEYS = {
 
 
 def _read_metaimage(path: Path) -> VolumeHeader:
-    from convkit.geometry import lps_to_ras
-
-    with open(path, "rb") as handle:
-        head = handle.read(MAX_HEADER_BYTES)
-    fields: dict[str, str] = {}
-    header_length = 0
-    for raw_line in io.BytesIO(head):
-        header_length += len(raw_line)
-        line = raw_line.decode("latin-1").strip()
-        if "=" not in line:
-            continue
-        key, value = (part.strip() for part in line.split("=", 1))
-        fields[key] = value
-        if key.lower() == "elementdatafile":
-            break
+    parsed = read_metaimage_header(path)
+    fields, header_length = parsed.fields, parsed.length
     lower = {key.lower(): value for key, value in fields.items()}
     info = VolumeHeader(path, "metaimage", "MetaImage")
     ndims = int(lower.get("ndims", "0"))
@@ -413,17 +406,7 @@ def _read_metaimage(path: Path) -> VolumeHeader:
     if ndims != 3 or len(sizes) != 3:
         info.unsupported = f"{ndims}D MetaImage"
     else:
-        spacing = np.array([float(v) for v in (lower.get("elementspacing")
-                                                or lower.get("elementsize") or "1 1 1").split()])
-        matrix_text = (lower.get("transformmatrix") or lower.get("rotation")
-                       or lower.get("orientation") or "1 0 0 0 1 0 0 0 1")
-        rows = np.array([float(v) for v in matrix_text.split()]).reshape(3, 3)
-        origin = np.array([float(v) for v in (lower.get("offset") or lower.get("position")
-                                              or lower.get("origin") or "0 0 0").split()])
-        lps = np.eye(4)
-        lps[:3, :3] = rows.T * spacing  # row n of TransformMatrix is the direction of axis n
-        lps[:3, 3] = origin
-        info.affine, info.affine_source = lps_to_ras(lps), "TransformMatrix"
+        info.affine, info.affine_source = metaimage_affine(parsed), "TransformMatrix"
         info.spatial_unit = "mm"
     info.fields.update({"compressed": lower.get("compresseddata", "False"),
                         "anatomical_orientation": lower.get("anatomicalorientation", "")})
@@ -443,9 +426,9 @@ def _metaimage_size(path: Path, lower: dict[str, str], header_length: int,
     name = lower.get("elementdatafile", "")
     target, start = path, header_length
     if name.upper() != "LOCAL":
-        if not name or name.upper().startswith("LIST") or "%" in name:
+        if not name or several_data_files(name):
             return SizeCheck("unchecked", nbytes, None, "several data files")
-        target = path.parent / name
+        target = data_file_path(path, name)
         start = 0
         if not target.is_file():
             return SizeCheck("missing", nbytes, None, f"data file {name} not found")

@@ -51,20 +51,16 @@ import numpy as np
 from convkit.dicom import csa, values
 from convkit.dicom.vendors import private_element, siemens_csa_header
 from convkit.errors import InputError, RefusedError
+from convkit.geometry import is_sheared
 
 #: Gradient vectors shorter than this are "no direction" (b=0 or isotropic).
 ZERO_VECTOR_NORM = 1e-3
 #: b-values at or below this (s/mm^2) count as b=0 for directions (Philips stores 0.001...).
 B0_THRESHOLD = 1e-3
-#: Columns of an affine's linear part may deviate this much from orthonormal (after
-#: scaling to unit length) before the voxel frame counts as sheared.
-ORTHONORMAL_TOLERANCE = 1e-4
 #: GE adds this to the b-value in (0043,xx39) of multi-b and synthetic-b series.
 GE_BVALUE_BIAS = 1_000_000_000
 #: ImageType values that mark a computed diffusion map, never a DWI volume.
 DERIVED_DIFFUSION_TYPES = frozenset({"ADC", "EADC", "TRACEW", "TRACE", "FA", "COLFA"})
-#: ImageType values that mark a derived map only together with DIFFUSION (Siemens exp-ADC).
-DERIVED_WITH_DIFFUSION_TYPES = frozenset({"EXP"})
 
 #: LPS <-> RAS for a direction: negate x and y.
 LPS_RAS_SIGNS = np.array([-1.0, -1.0, 1.0])
@@ -157,23 +153,6 @@ def diffusion_header_fields(ds: Any, frame: Any | None = None) -> dict[str, Any]
         return {"problem": f"{exc.message} ({exc.hint})" if exc.hint else exc.message}
 
 
-def is_derived_diffusion(ds: Any) -> bool:
-    """True for computed diffusion maps (ADC, exponential ADC, trace-weighted, FA, colour FA).
-
-    They share the DWI series UID on Siemens and Philips but are images of
-    another kind: convert them as separate outputs, never as volumes of the DWI.
-    Decided by ImageType (0008,0008) values: any of DERIVED_DIFFUSION_TYPES, EXP
-    together with DIFFUSION (Siemens exponential ADC), or DERIVED together with
-    DIFFUSION. An isotropic (trace) volume acquired inside a DWI series is
-    recognised from its weighting instead: ``Diffusion.is_isotropic``.
-    """
-    types = {str(v).strip().upper() for v in values.multi(getattr(ds, "ImageType", None))}
-    if types & DERIVED_DIFFUSION_TYPES:
-        return True
-    return "DIFFUSION" in types and bool(types & DERIVED_WITH_DIFFUSION_TYPES
-                                         or "DERIVED" in types)
-
-
 def fsl_bvecs(directions_lps: np.ndarray, affine_ras: np.ndarray) -> np.ndarray:
     """FSL bvecs (3, n) of gradient directions (n, 3) for the image with this affine.
 
@@ -224,7 +203,7 @@ def _voxel_frame(affine_ras: np.ndarray) -> tuple[np.ndarray, float]:
     """Direction cosines R (columns = voxel axes in RAS) and FSL's x sign (-1 if det > 0)."""
     linear = np.asarray(affine_ras, dtype=float)[:3, :3]
     rotation = linear / np.linalg.norm(linear, axis=0)
-    if not np.allclose(rotation.T @ rotation, np.eye(3), atol=ORTHONORMAL_TOLERANCE):
+    if is_sheared(linear):
         raise ValueError("the affine's voxel axes are not orthogonal (sheared): "
                          "straighten the volume before writing bvecs")
     return rotation, (-1.0 if np.linalg.det(linear) > 0 else 1.0)

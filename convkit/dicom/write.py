@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from convkit import __version__
-from convkit.errors import RefusedError, UsageError
-from convkit.geometry import lps_to_ras
+from convkit.dicom.scan import scan_folder
+from convkit.errors import InputError, RefusedError, UsageError
+from convkit.geometry import is_sheared, lps_to_ras
 from convkit.volume import Volume
 
 SOP_CLASSES = {
@@ -28,8 +29,6 @@ SOP_CLASSES = {
     "MR": "1.2.840.10008.5.1.4.1.1.4",  # MR Image Storage
     "OT": "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage
 }
-#: Voxel axes whose normalised dot product exceeds this are sheared (not one DICOM series).
-ORTHOGONALITY_TOLERANCE = 1e-4
 #: Attributes copied from a template series (--template): patient and study.
 TEMPLATE_PATIENT = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge",
                     "IssuerOfPatientID", "OtherPatientIDs")
@@ -158,8 +157,7 @@ def dicom_geometry(affine_ras: np.ndarray) -> tuple[np.ndarray, tuple[float, flo
     if np.any(spacing == 0):
         raise RefusedError("the affine has a zero-length axis", "fix the header's voxel sizes")
     unit = columns / spacing
-    gram = unit.T @ unit
-    if np.max(np.abs(gram - np.eye(3))) > ORTHOGONALITY_TOLERANCE:
+    if is_sheared(lps):
         raise RefusedError("the affine is sheared (e.g. gantry tilt kept in the sform): one "
                            "DICOM series cannot hold it", "convkit convert --resample IN OUT "
                            "puts it on a regular grid first")
@@ -321,9 +319,6 @@ def template_attributes(folder: Path, same_study: bool) -> tuple[list[Any], str 
     with same_study.
     """
     import pydicom
-
-    from convkit.dicom.scan import scan_folder
-    from convkit.errors import InputError
 
     scan = scan_folder(folder)
     if not scan.series:

@@ -5,6 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from convkit.errors import InputError, UsageError
+from convkit.formats.mha import read_mha, write_mha
+from convkit.formats.nifti import write_nifti
+from convkit.formats.nifti_read import read_nifti
+from convkit.formats.nrrd import write_nrrd
+from convkit.formats.nrrd_read import read_nrrd
 from convkit.volume import Volume
 
 #: --format values and the file suffix each one writes.
@@ -47,14 +52,9 @@ def read_volume(path: Path | str) -> Volume:
     if not path.is_file():
         raise InputError(f"{path} does not exist", "check the path")
     if kind == "nifti":
-        from convkit.formats.nifti_read import read_nifti
-
         return read_nifti(path)
     if kind == "nrrd":
-        from convkit.formats.nrrd_read import read_nrrd
-
         return read_nrrd(path)
-    from convkit.formats.mha import read_mha
 
     return read_mha(path)
 
@@ -67,16 +67,10 @@ def write_volume(volume: Volume, path: Path | str) -> None:
     path = Path(path)
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
-        from convkit.formats.nifti import write_nifti
-
         write_nifti(volume, path)
     elif name.endswith((".nrrd", ".nhdr")):
-        from convkit.formats.nrrd import write_nrrd
-
         write_nrrd(volume, path)
     elif name.endswith((".mha", ".mhd")):
-        from convkit.formats.mha import write_mha
-
         write_mha(volume, path)
     else:
         raise UsageError(f"unknown output format for {path.name}",

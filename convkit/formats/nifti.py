@@ -39,6 +39,22 @@ def nifti_header(volume: Volume):
     return header
 
 
+def to_nibabel(volume: Volume):
+    """A nibabel Nifti1Image whose get_fdata() gives real-world values.
+
+    nibabel applies scl_slope/scl_inter only to data read from a file, so a
+    scaled volume is handed over as float32 real-world values (unscaled
+    volumes share the array, no copy).
+    """
+    import nibabel as nib
+
+    header = nifti_header(volume)
+    data = volume.real_array() if volume.scaled else volume.array
+    header.set_data_dtype(data.dtype)
+    header.set_slope_inter(1.0, 0.0)
+    return nib.Nifti1Image(data, volume.affine, header=header)
+
+
 def describe(volume: Volume) -> str:
     """Short, identifier-free description for the header's descrip field."""
     parts = [f"convkit {__version__}"]

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from convkit.errors import InputError, RefusedError, exception_reason
+from convkit.geometry import is_sheared
 from convkit.volume import RGB_DTYPE, Volume
 
 #: qform and sform closer than this (mm, on any affine entry) agree.
 QFORM_SFORM_ATOL_MM = 1e-3
-#: Columns of an affine whose normalised dot product exceeds this are not orthogonal (shear).
-SHEAR_TOLERANCE = 1e-4
+SHEARED_SFORM_NOTE = "the sform is sheared (not representable by a qform)"
 
 
 def read_nifti(path: Path) -> Volume:
@@ -62,19 +62,12 @@ def choose_affine(header) -> tuple[np.ndarray, list[str]]:
         if qcode and qcode > 0 and not np.allclose(qform, sform, atol=QFORM_SFORM_ATOL_MM):
             notes.append("qform and sform disagree: the sform is used")
         if is_sheared(sform):
-            notes.append("the sform is sheared (not representable by a qform)")
+            notes.append(SHEARED_SFORM_NOTE)
         return sform, notes
     if qcode and qcode > 0:
         return qform, notes
     notes.append("neither qform nor sform is set: the affine is only the voxel sizes")
     return header.get_base_affine(), notes
-
-
-def is_sheared(affine: np.ndarray) -> bool:
-    """True when the voxel axes of the affine are not mutually orthogonal."""
-    columns = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
-    gram = columns.T @ columns
-    return bool(np.max(np.abs(gram - np.eye(3))) > SHEAR_TOLERANCE)
 
 
 def nifti_fields(header) -> dict:

@@ -34,26 +34,46 @@ def read_nrrd(path: Path) -> Volume:
         reason = exception_reason(exc)
         raise InputError(f"{path}: cannot read NRRD ({reason})",
                          "the file may be truncated, or its data file missing") from exc
-    space = str(header.get("space", "")).lower()
+    space = str(header.get("space", "")).strip().lower()
     if space not in SPACE_SIGNS or "space directions" not in header:
         raise RefusedError(f"{path}: NRRD without a 3D patient space (space: {space or 'none'})",
                            "only NRRDs with 'space' and 'space directions' have a world geometry")
-    directions = np.asarray(header["space directions"], dtype=float)
-    spatial = [i for i, row in enumerate(directions) if np.all(np.isfinite(row))]
+    affine, spatial = nrrd_geometry(header)
     leading = spatial == list(range(data.ndim - 3, data.ndim))
-    if len(spatial) != 3 or data.ndim > 4 or not (leading or spatial == [0, 1, 2]):
+    if affine is None or data.ndim > 4 or not (leading or spatial == [0, 1, 2]):
         raise RefusedError(f"{path}: {len(spatial)} spatial axes of {data.ndim} (convkit reads "
                            "3D volumes with one optional list, time or RGB axis)")
-    signs = np.array(SPACE_SIGNS[space], dtype=float)
-    affine = np.eye(4)
-    affine[:3, :3] = (directions[spatial] * signs).T
-    origin = np.asarray(header.get("space origin", np.zeros(3)), dtype=float)
-    affine[:3, 3] = origin * signs
+    if not np.all(np.isfinite(affine)):
+        raise RefusedError(f"{path}: the NRRD's space origin or directions are not finite",
+                           "set 'space origin' and 'space directions' to real numbers")
     kinds = [str(k).lower() for k in header.get("kinds", [])]
     array = _move_components_last(data, kinds) if leading else data
     metadata = {"Format": "NRRD", "space": space,
                 "kinds": kinds, "encoding": str(header.get("encoding", ""))}
     return Volume(np.asfortranarray(array), affine, metadata=metadata)
+
+
+def nrrd_geometry(header: dict) -> tuple[np.ndarray | None, list[int]]:
+    """(RAS affine, or None without a 3D patient space; indices of the spatial axes).
+
+    The affine is built from 'space directions' (one row per spatial axis, in the
+    file's space) and 'space origin' (zero when absent), with the signs of the
+    header's own space. Axes whose direction is 'none' are not spatial.
+    """
+    space = str(header.get("space", "")).strip().lower()
+    directions = header.get("space directions")
+    if directions is None:
+        return None, []
+    directions = np.asarray(directions, dtype=float)
+    spatial = [i for i, row in enumerate(directions) if np.all(np.isfinite(row))]
+    if space not in SPACE_SIGNS or len(spatial) != 3:
+        return None, spatial
+    signs = np.array(SPACE_SIGNS[space], dtype=float)
+    affine = np.eye(4)
+    affine[:3, :3] = (directions[spatial] * signs).T
+    origin = np.asarray(header.get("space origin", np.zeros(3)), dtype=float)
+    affine[:3, 3] = origin * signs
+    return affine, spatial
 
 
 def _move_components_last(data: np.ndarray, kinds: list[str]) -> np.ndarray:

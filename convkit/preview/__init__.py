@@ -40,14 +40,9 @@ from convkit.preview.render import (
     PreviewPlan,
     draw_preview,
     plan_preview,
+    png_bytes,
 )
 from convkit.preview.window import WINDOW_PRESETS, Window, apply_window, choose_window
-
-
-def png_bytes(drawing: Drawing) -> bytes:
-    """The PNG file content of a drawing (texts drawn in the built-in font)."""
-    return encode_png(rasterise(drawing.picture), {"Software": "convkit preview"})
-
 
 __all__ = [
     "GGO_HU_RANGE", "PLANES", "WINDOW_PRESETS", "BatchReport", "Drawing", "Overlay", "Picture",

@@ -23,11 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from convkit.errors import UsageError
+from convkit.geometry import obliquity_degrees
 from convkit.volume import Volume
 
 PLANES = ("axial", "coronal", "sagittal")
-#: Canonical (RAS) axis normal to each plane.
-PLANE_NORMAL = {"axial": 2, "coronal": 1, "sagittal": 0}
 #: Obliquity (degrees) above which the display says it shows the closest canonical axes.
 OBLIQUE_NOTE_DEGREES = 0.5
 #: Interpolation of image values when resampling a plane to square pixels.
@@ -142,7 +141,6 @@ def display_frame(volume: Volume, time_index: int = 0) -> Frame:
     """The canonical frame of one 3D volume (time_index for 4D volumes)."""
     from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
-    from convkit.geometry import obliquity_degrees
 
     array = volume.array
     if array.ndim == 2:

@@ -7,9 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from convkit.dicom.scan import iter_files, scan_folder
+from convkit.dicom.series import read_series
 from convkit.errors import ConvkitError, InputError, RefusedError, UsageError
-from convkit.formats import volume_stem
+from convkit.formats import VOLUME_SUFFIXES, read_volume, volume_format, volume_stem
 from convkit.formats.output import check_targets, staged_files
+from convkit.inputs import attach_sidecar
+from convkit.outcomes import Outcome, batch_exit_code
+from convkit.preview.overlay import HIGHLIGHTS, ggo_overlay
+from convkit.preview.render import draw_preview, plan_preview, png_bytes
+from convkit.preview.window import hounsfield_reason
 from convkit.volume import Volume
 
 #: progress(stage, done, total): stage is 'scan' (reading headers) or 'render'.
@@ -36,9 +43,6 @@ def find_sources(path: Path | str, series: list[str] | None = None,
     series: keep only DICOM series with this SeriesNumber, label or UID (or volume files
     with this name). Raises InputError when nothing previewable is found.
     """
-    from convkit.dicom.scan import iter_files, scan_folder
-    from convkit.formats import VOLUME_SUFFIXES, volume_format
-
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path} does not exist", "check the path")
@@ -86,12 +90,7 @@ def load_for_preview(source: PreviewSource, options=None) -> Volume:
 
     options: convkit.dicom.series.ConvertOptions for DICOM (e.g. resample=True)."""
     if source.group is not None:
-        from convkit.dicom.series import read_series
-
         return read_series(source.group, options)
-    from convkit.formats import read_volume
-    from convkit.inputs import attach_sidecar
-
     volume = read_volume(source.path)
     attach_sidecar(volume, source.path)
     return volume
@@ -113,7 +112,7 @@ def write_png(data: bytes, path: Path | str, force: bool = False) -> Path:
 class BatchItem:
     source: str
     name: str
-    status: str  # written | refused | failed
+    status: Outcome
     output: str = ""
     reason: str = ""
     hint: str = ""
@@ -129,16 +128,11 @@ class BatchReport:
     @property
     def exit_code(self) -> int:
         """0 all written, 6 partial, 4 all refused, 3 all failed (as dicom2nii)."""
-        statuses = [item.status for item in self.items]
-        if all(s == "written" for s in statuses):
-            return 0
-        if "written" in statuses:
-            return 6
-        return 4 if "refused" in statuses else 3
+        return batch_exit_code(item.status for item in self.items)
 
     def to_json(self) -> dict[str, Any]:
         return {"input": self.input, "output": self.output, "exit_code": self.exit_code,
-                "files_written": [i.output for i in self.items if i.status == "written"],
+                "files_written": [i.output for i in self.items if i.status == Outcome.WRITTEN],
                 "items": [vars(item) for item in self.items]}
 
 
@@ -150,9 +144,6 @@ def preview_folder(sources: list[PreviewSource], root: Path | str, out_dir: Path
     Refuses (UsageError) an out_dir inside the input folder, and (OutputError) existing
     targets without force, before drawing anything.
     """
-    from convkit.preview import png_bytes
-    from convkit.preview.render import draw_preview, plan_preview
-
     root, out_dir = Path(root), Path(out_dir)
     if root.is_dir() and out_dir.resolve().is_relative_to(root.resolve()):
         raise UsageError(f"the output folder {out_dir} is inside the input folder {root}",
@@ -165,7 +156,7 @@ def preview_folder(sources: list[PreviewSource], root: Path | str, out_dir: Path
     for done, source in enumerate(sources):
         if progress:
             progress("render", done, len(sources))
-        item = BatchItem(source.label, source.name, "written")
+        item = BatchItem(source.label, source.name, Outcome.WRITTEN)
         try:
             volume = load_for_preview(source, read_options)
             overlays = highlight_overlays(volume, highlight, options.volume_index)
@@ -175,9 +166,9 @@ def preview_folder(sources: list[PreviewSource], root: Path | str, out_dir: Path
             item.output = str(target)
             item.report = {**drawing.to_json(), "files_written": [str(target)]}
         except RefusedError as exc:
-            item.status, item.reason, item.hint = "refused", exc.message, exc.hint
+            item.status, item.reason, item.hint = Outcome.REFUSED, exc.message, exc.hint
         except (ConvkitError, OSError) as exc:
-            item.status = "failed"
+            item.status = Outcome.FAILED
             item.reason = getattr(exc, "message", None) or str(exc)
             item.hint = getattr(exc, "hint", "")
         report.items.append(item)
@@ -190,12 +181,10 @@ def highlight_overlays(volume: Volume, highlight: str | None, volume_index: int 
     """The overlays a --highlight asks for ([] for None)."""
     if not highlight:
         return []
-    from convkit.preview.overlay import HIGHLIGHTS, ggo_overlay
 
     if highlight != "ggo":
         raise UsageError(f"unknown --highlight {highlight!r}",
                          f"choose one of {', '.join(HIGHLIGHTS)}")
-    from convkit.preview.window import hounsfield_reason
 
     if not hounsfield_reason(volume):
         raise UsageError("--highlight ggo needs a CT in Hounsfield units",

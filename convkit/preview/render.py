@@ -28,6 +28,7 @@ from convkit.preview.display import (
     plane_layout,
 )
 from convkit.preview.overlay import Overlay, blend, sample_labels
+from convkit.preview.png import encode_png
 from convkit.preview.window import Window, apply_window, choose_window, parse_wl, preset_window
 from convkit.volume import Volume
 
@@ -369,3 +370,8 @@ def _tile_rgb(plan: PreviewPlan, tile: Tile) -> np.ndarray:
         for overlay in plan.overlays:
             blend(rgb, sample_labels(overlay, world), overlay)
     return rgb
+
+
+def png_bytes(drawing: Drawing) -> bytes:
+    """The PNG file content of a drawing (texts drawn in the built-in font)."""
+    return encode_png(canvas.rasterise(drawing.picture), {"Software": "convkit preview"})

@@ -20,9 +20,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-#: Ground-glass patches take values inside this Hounsfield range (inclusive).
-GGO_HU_RANGE = (-750.0, -300.0)
-
 # Layout in mm (x, y, z as in the module docstring). Semi-axes are (x, y[, z]).
 _BODY_SEMI_AXES = (165.0, 120.0)
 _FAT_THICKNESS = 12.0
