@@ -224,12 +224,13 @@ class _Walker:
                 raise _Unusual("file ends inside the header")
             self.data += chunk
 
-    def walk(self, position: int) -> tuple[dict[str, Any], int | None, bool]:
+    def walk(self, position: int) -> tuple[dict[str, Any], int | None, bool]:  # noqa: C901
         """Walk the top-level elements up to the pixel data, keeping the wanted ones.
 
         The hot loop of discovery (tens of elements per file, tens of thousands of
         files): element headers are decoded inline, module constants are bound to
-        locals, and an element nobody wants costs three lookups.
+        locals, and an element nobody wants costs three lookups. Kept as one function
+        on purpose (over the complexity limit): splitting it adds a call per element.
         """
         directory, explicit, by_tag, raw = False, self.explicit, self.by_tag, self.raw
         unpack_explicit, unpack_implicit = _EXPLICIT.unpack_from, _IMPLICIT.unpack_from

@@ -64,16 +64,21 @@ class PreviewOptions:
     size: int | None = None  # longest side of a tile image (PNG pixels / terminal columns)
 
     def __post_init__(self) -> None:
-        if self.view not in VIEWS:
-            raise UsageError(f"unknown view {self.view!r}", f"choose one of {', '.join(VIEWS)}")
-        if self.plane not in PLANES:
-            raise UsageError(f"unknown --plane {self.plane!r}",
-                             f"choose one of {', '.join(PLANES)}")
-        if self.interpolation not in INTERPOLATIONS:
-            raise UsageError(f"unknown interpolation {self.interpolation!r}",
-                             f"choose one of {', '.join(INTERPOLATIONS)}")
-        if self.window and self.wl:
-            raise UsageError("--window and --wl both set", "give one of them")
+        self._check_names()
+        self._check_ranges()
+        self._check_combinations()
+
+    def _check_names(self) -> None:
+        for value, known, what in ((self.view, VIEWS, "view"), (self.plane, PLANES, "--plane"),
+                                   (self.interpolation, INTERPOLATIONS, "interpolation")):
+            if value not in known:
+                raise UsageError(f"unknown {what} {value!r}", f"choose one of {', '.join(known)}")
+        if self.window:
+            preset_window(self.window)  # validates the name
+        if self.wl:
+            parse_wl(self.wl)
+
+    def _check_ranges(self) -> None:
         if self.step is not None and self.step < 1:
             raise UsageError(f"--step {self.step}: must be at least 1")
         if self.grid is not None and (min(self.grid) < 1 or self.grid[0] * self.grid[1] >
@@ -82,6 +87,10 @@ class PreviewOptions:
                              f"{MAX_TILES} tiles")
         if self.size is not None and not 8 <= self.size <= 4096:
             raise UsageError(f"--size {self.size}: between 8 and 4096 pixels")
+
+    def _check_combinations(self) -> None:
+        if self.window and self.wl:
+            raise UsageError("--window and --wl both set", "give one of them")
         if self.view != "mosaic" and (self.grid or self.step):
             raise UsageError("--step needs --mosaic (or use --mosaic alone)")
         if self.view == "mosaic" and self.at_mm is not None:
@@ -93,10 +102,6 @@ class PreviewOptions:
             raise UsageError("--ortho takes a point (--at X,Y,Z), not --slice")
         if self.slice_index is not None and self.at_mm is not None:
             raise UsageError("--slice and --at both set", "give one of them")
-        if self.window:
-            preset_window(self.window)  # validates the name
-        if self.wl:
-            parse_wl(self.wl)
 
 
 @dataclass(frozen=True)
