@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,7 @@ import numpy as np
 from convkit.dicom.sidecar import ACQUISITION_FIELDS
 from convkit.errors import InputError, UsageError
 from convkit.formats.itk import sitk_image
-from convkit.geometry import axis_codes, lps_to_ras
+from convkit.geometry import axis_codes, grid_corners, lps_to_ras
 from convkit.inputs import load_volume
 from convkit.volume import Volume
 
@@ -486,8 +485,7 @@ def _orientation(affine: np.ndarray) -> str:
 
 def _bounding_box(affine: np.ndarray, shape: tuple[int, ...]) -> list[list[float]]:
     """[min xyz, max xyz] of the voxel centres (RAS mm)."""
-    corners = np.array(list(product(*[(0, max(n - 1, 0)) for n in shape])), dtype=float)
-    world = corners @ affine[:3, :3].T + affine[:3, 3]
+    world = grid_corners(affine, shape)
     return [world.min(axis=0).tolist(), world.max(axis=0).tolist()]
 
 
@@ -561,8 +559,8 @@ def match_grids(affine_a: np.ndarray, shape_a: tuple[int, ...], affine_b: np.nda
         index_map[perm[d], d] = -1.0 if flips[d] else 1.0
         index_map[perm[d], 3] = shape_b[perm[d]] - 1 if flips[d] else 0
     aligned = affine_b @ index_map
-    corners = np.array([[*c, 1.0] for c in product(*[(0, max(n - 1, 0)) for n in shape_a])]).T
-    if np.max(np.linalg.norm((affine_a @ corners - aligned @ corners)[:3], axis=0)) > atol_mm:
+    if np.max(np.linalg.norm(grid_corners(affine_a, shape_a) - grid_corners(aligned, shape_a),
+                             axis=1)) > atol_mm:
         return None
     spacing_a = np.linalg.norm(affine_a[:3, :3], axis=0)
     spacing_b = np.linalg.norm(aligned[:3, :3], axis=0)

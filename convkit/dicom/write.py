@@ -160,7 +160,7 @@ def dicom_geometry(affine_ras: np.ndarray) -> tuple[np.ndarray, tuple[float, flo
     if is_sheared(lps):
         raise RefusedError("the affine is sheared (e.g. gantry tilt kept in the sform): one "
                            "DICOM series cannot hold it", "convkit convert --resample IN OUT "
-                           "puts it on a regular grid first")
+                           "puts it on a regular grid first", "volume.sheared")
     orientation = np.concatenate([unit[:, 0], unit[:, 1]])
     return orientation, (float(spacing[1]), float(spacing[0])), float(spacing[2])
 

@@ -1,4 +1,8 @@
-"""MetaImage (.mha / .mhd) <-> Volume through SimpleITK (LPS on disk, RAS in convkit)."""
+"""MetaImage (.mha / .mhd) <-> Volume: voxels through SimpleITK, geometry from the header.
+
+The text header is parsed here once (read_metaimage_header, metaimage_affine) for the
+reader and the audit alike; LPS on disk, RAS in convkit.
+"""
 
 from __future__ import annotations
 
