@@ -45,6 +45,9 @@ class TiltPolicy(StrEnum):
     REFUSE = "refuse"
 
 
+TILT_POLICIES = frozenset(policy.value for policy in TiltPolicy)
+
+
 @dataclass(frozen=True)
 class ConvertOptions:
     """How to handle what is not a plain regular stack.
@@ -68,10 +71,8 @@ class ConvertOptions:
     philips_precise: bool = False
 
     def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "tilt", TiltPolicy(self.tilt))  # frozen: set once here
-        except ValueError:
-            raise UsageError(f"--tilt must be 'resample' or 'refuse', not {self.tilt!r}") from None
+        if self.tilt not in TILT_POLICIES:  # a TiltPolicy, or its value as a plain string
+            raise UsageError(f"--tilt must be 'resample' or 'refuse', not {self.tilt!r}")
         if self.dtype is not None and self.dtype not in OUTPUT_DTYPES:
             raise UsageError(f"--dtype {self.dtype!r} is not supported",
                              f"choose one of {', '.join(OUTPUT_DTYPES)}")
