@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench sample-data clean tools
+.PHONY: demo test test-fast lint typecheck check bench sample-data clean tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,11 +30,26 @@ tools:
 	     (apt-get update -qq >/dev/null && apt-get install -y -qq dicom3tools >/dev/null)); \
 	  else echo "note: dicom3tools (dciodvfy) not installed: DICOM validation tests will skip"; fi; }
 
+# The full suite (the README's command): everything, with the 15 slowest tests listed.
 test: $(STAMP) tools
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
+# The fast lane while developing (well under a minute): leaves out the tests marked corpus
+# (../shared/data), oracle (dcm2niix, dicom3tools), subprocess (the real CLI process) and slow;
+# see the markers in pyproject.toml and tests/conftest.py. `make test` still runs them all.
+FAST := not slow and not corpus and not oracle and not subprocess
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "$(FAST)"
+
+# Guard rails (CI runs them before the tests): ruff with a complexity limit, and mypy as
+# configured in pyproject.toml.
 lint: $(STAMP)
 	$(BIN)/ruff check convkit tests benchmarks sample_data
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
@@ -46,4 +61,4 @@ sample-data: $(STAMP)
 	$(BIN)/python sample_data/make_sample_data.py
 
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache
+	rm -rf $(VENV) demo_output .pytest_cache .mypy_cache .ruff_cache

@@ -660,7 +660,9 @@ def compare_voxels(a: Volume, b: Volume, match: GridMatch | None, *, atol: float
     use_labels = labels_a is not None and labels_b is not None
     if use_labels and match is None and chosen == "linear":
         use_labels, label_note = False, "no Dice: labels resampled with linear interpolation"
-    label_set = np.union1d(labels_a, labels_b) if use_labels else None
+    label_set = None
+    if use_labels and labels_a is not None and labels_b is not None:
+        label_set = np.union1d(labels_a, labels_b)
     range_a = value_range(a)
     comps_a, comps_b = components(a), components(b)
     nonfinite = a.array.dtype.kind not in "iub" or b.array.dtype.kind not in "iub"
@@ -832,7 +834,7 @@ class _Accumulator:
         if self.center is None:
             self.center = (float(x.mean()), float(y.mean()))
         if self.labels is not None:
-            self._add_labels(x, y, equal)
+            self._add_labels(self.labels, x, y, equal)
         shift = self.center[0] - self.center[1]  # y - cy = (x - cx) + shift where y == x
         xs = np.subtract(x, self.center[0], out=self.buffer("xs", n))
         sx, sxx = float(xs.sum()), _dot(xs, xs)
@@ -854,8 +856,7 @@ class _Accumulator:
             i, j, k = (int(v) for v in np.unravel_index(flat, shape, order="F"))
             self.max_at = (i, j, k + start, component)
 
-    def _add_labels(self, x: np.ndarray, y: np.ndarray, equal: bool) -> None:
-        labels = self.labels
+    def _add_labels(self, labels: np.ndarray, x: np.ndarray, y: np.ndarray, equal: bool) -> None:
         size = len(labels)
         index_x = np.clip(np.searchsorted(labels, x), 0, size - 1)
         valid_x = labels[index_x] == x
@@ -887,7 +888,8 @@ class _Accumulator:
         if self.max_at is not None:
             i, j, k, c = self.max_at
             max_at = (i, j, k, c) if with_component else (i, j, k)
-            max_ras = tuple(float(v) for v in (affine @ [i, j, k, 1])[:3])
+            x_mm, y_mm, z_mm = (affine @ [i, j, k, 1])[:3]
+            max_ras = (float(x_mm), float(y_mm), float(z_mm))
         labels = None
         if self.labels is not None:
             labels = [LabelStats(float(value), int(self.count_a[n_]), int(self.count_b[n_]),

@@ -117,6 +117,7 @@ def convert_folder(
     if list_only:
         report.series = [_result(g, Outcome.FOUND) for g in groups]
         return report
+    assert out_path is not None, "_check_output_dir returns a folder unless list_only"
     suffix = FORMATS[fmt]
     targets = [out_path / f"{g.label}{ext}" for g in groups for ext in (suffix, ".json")]
     check_targets(targets, force)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 #: Two ImageOrientationPatient vectors closer than this (max abs cosine difference) are equal.
 ORIENTATION_TOLERANCE = 1e-3
@@ -40,7 +41,7 @@ def lps_to_ras(affine: np.ndarray) -> np.ndarray:
     return LPS_TO_RAS @ affine
 
 
-def plane_axes(orientation: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def plane_axes(orientation: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unit row direction, column direction and slice normal (LPS) from ImageOrientationPatient.
 
     The row direction is the first triplet (increasing column index), the column
@@ -53,17 +54,17 @@ def plane_axes(orientation: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     return row_dir, col_dir, normal / np.linalg.norm(normal)
 
 
-def same_orientation(a: np.ndarray, b: np.ndarray) -> bool:
+def same_orientation(a: npt.ArrayLike, b: npt.ArrayLike) -> bool:
     """True when two ImageOrientationPatient vectors agree within ORIENTATION_TOLERANCE."""
     difference = np.abs(np.asarray(a, float) - np.asarray(b, float))
     return bool(np.max(difference) <= ORIENTATION_TOLERANCE)
 
 
 def affine_lps(
-    orientation: np.ndarray,
+    orientation: npt.ArrayLike,
     pixel_spacing: tuple[float, float],
-    origin: np.ndarray,
-    slice_step: np.ndarray,
+    origin: npt.ArrayLike,
+    slice_step: npt.ArrayLike,
 ) -> np.ndarray:
     """Voxel (i, j, k) -> LPS mm.
 
@@ -121,15 +122,15 @@ class StackGeometry:
         return float(np.degrees(np.arctan2(drift, self.distances[-1] - self.distances[0])))
 
 
-def project_positions(positions: np.ndarray, orientation: np.ndarray) -> np.ndarray:
+def project_positions(positions: npt.ArrayLike, orientation: npt.ArrayLike) -> np.ndarray:
     """Distance of each LPS position along the slice normal (mm)."""
     _, _, normal = plane_axes(orientation)
     return np.asarray(positions, dtype=float) @ normal
 
 
 def analyse_stack(
-    positions: np.ndarray,
-    orientation: np.ndarray,
+    positions: npt.ArrayLike,
+    orientation: npt.ArrayLike,
     pixel_spacing: tuple[float, float],
     fallback_spacing: float = 1.0,
 ) -> StackGeometry:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from convkit.geometry import axis_codes
 
@@ -64,7 +65,7 @@ class Volume:
         """Closest canonical axis codes, e.g. 'LPS' or 'RAS'."""
         return axis_codes(self.affine)
 
-    def real_array(self, dtype: np.dtype | str = np.float32) -> np.ndarray:
+    def real_array(self, dtype: npt.DTypeLike = np.float32) -> np.ndarray:
         """Real-world values (stored * slope + intercept) as a new array of dtype."""
         if self.is_rgb:
             return self.array.copy()
@@ -76,5 +77,5 @@ class Volume:
         return real
 
 
-def dtype_type(dtype: np.dtype | str) -> type:
+def dtype_type(dtype: npt.DTypeLike) -> type:
     return np.dtype(dtype).type

@@ -24,7 +24,9 @@ def listing(folder):
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
 
 
-def test_version_and_help(cli):
+def test_version_and_help(cli_subprocess):
+    # A real process: `python -m convkit` starts, imports its commands and exits (smoke test).
+    cli = cli_subprocess
     assert cli("--version", check_code=0).stdout.startswith("convkit ")
     for command in ("dicom2nii",):
         out = cli(command, "--help", check_code=0).stdout
@@ -107,7 +109,9 @@ def test_output_inside_input_is_refused(cli, tmp_path):
     assert not (tmp_path / "in" / "nifti").exists()
 
 
-def test_batch_with_one_refusal_is_partial(cli, tmp_path):
+def test_batch_with_one_refusal_is_partial(cli_subprocess, tmp_path):
+    # A real process (smoke test): a conversion, its JSON on stdout, messages on stderr, exit 6.
+    cli = cli_subprocess
     make_ct(tmp_path / "in" / "a", seed=1, series_number=1, description="good")
     _, paths = make_ct(tmp_path / "in" / "b", n=6, seed=2, series_number=2, description="gappy")
     paths[2].unlink()
@@ -181,7 +185,9 @@ def test_name_template_is_made_safe_and_unique(cli, tmp_path):
     assert "unknown field" in done.stderr
 
 
-def test_no_traceback_without_debug(cli, tmp_path):
+def test_no_traceback_without_debug(cli_subprocess, tmp_path):
+    # A real process: the error becomes the process's exit status, and no traceback reaches it.
+    cli = cli_subprocess
     done = cli("dicom2nii", tmp_path / "missing", tmp_path / "out", check_code=3)
     assert "Traceback" not in done.stderr and done.stderr.startswith("Error:")
 

@@ -165,8 +165,10 @@ def test_flipped_and_transposed_on_disk_with_the_affine_adjusted(cli, tmp_path):
     assert "voxel axes ordered differently on disk" in out["summary"]
 
 
-def test_cross_format_table_output(cli, tmp_path):
+def test_cross_format_table_output(cli_subprocess, tmp_path):
     """The human output: verdict first, the header table, voxel statistics."""
+    # A real process (smoke test): rich's table through a pipe, its width from COLUMNS.
+    cli = cli_subprocess
     data, affine = base_data(), base_affine()
     a = write_nifti(tmp_path / "scan.nii.gz", data, affine, slope=2.0, inter=-1024.0)
     real = data.astype(np.float64) * 2 - 1024

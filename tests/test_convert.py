@@ -112,14 +112,15 @@ def test_ball_nrrds_read_as_the_ball_nifti(name, nrrd_dir, tmp_path):
     assert set(np.unique(np.asarray(out.dataobj)).tolist()) == {0, 257}
 
 
-def test_ball_round_trips_nifti_nrrd_mha(nrrd_dir, cli, tmp_path):
-    """NIfTI -> NRRD -> MHA -> NHDR -> MHD -> NIfTI; every step equal to the source."""
+def test_ball_round_trips_nifti_nrrd_mha(nrrd_dir, cli_subprocess, tmp_path):
+    """NIfTI -> NRRD -> MHA -> NHDR -> MHD -> NIfTI; every step equal to the source (one step
+    through the real `python -m convkit convert` process: the command's smoke test)."""
     source = nrrd_dir / BALL
     previous = source
     for step, suffix in enumerate(FORMAT_CHAIN):
         target = tmp_path / f"step{step}{suffix}"
         if suffix == ".mha":  # one step through the CLI
-            done = cli("convert", previous, target, "--json", check_code=0)
+            done = cli_subprocess("convert", previous, target, "--json", check_code=0)
             assert json.loads(done.stdout)["output"] == str(target)
         else:
             convert_file(previous, target)

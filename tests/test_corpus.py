@@ -1,6 +1,6 @@
 """The real corpus (../shared/data/dicom/d2n) through the real CLI, with dcm2niix as the oracle.
 
-Every case folder is converted by `convkit dicom2nii` in a subprocess and by
+Every case folder is converted by `convkit dicom2nii` (the CLI's main()) and by
 dcm2niix (run here, into temporary folders; nothing is stored) and the two are
 compared in world space: both reoriented to the closest canonical axes, same
 shape, same affine to 0.01 mm, same scaled voxel values. Cases convkit refuses
@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import CORPUS, run_convkit
+from conftest import CORPUS, run_cli
 from helpers import AFFINE_ATOL_MM, assert_same_world, canonical, run_dcm2niix
 
 D2N = Path("dicom") / "d2n"
@@ -114,8 +114,8 @@ def convkit_run(corpus, tmp_path_factory):
         key = (case, options, fmt)
         if key not in cache:
             out = tmp_path_factory.mktemp(f"convkit_{case}")
-            done = run_convkit("dicom2nii", series_dir(corpus, case), out, "--format", fmt,
-                               *options)
+            done = run_cli("dicom2nii", series_dir(corpus, case), out, "--format", fmt,
+                           *options)
             cache[key] = Converted(done, out)
         return cache[key]
 

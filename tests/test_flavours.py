@@ -12,7 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import run_convkit
+from conftest import run_cli
 from helpers import assert_same_world, run_dcm2niix
 
 MOSAICS = ["axasc36", "cordesc35", "sagint36"]
@@ -36,7 +36,7 @@ def single_output(folder: Path) -> Path:
 @pytest.mark.parametrize("case", MOSAICS)
 def test_mosaic_equals_reference_with_slice_timing(case, corpus, tmp_path):
     folder = corpus / "dicom" / "dcm_qa" / case
-    run_convkit("dicom2nii", folder / "series", tmp_path, check_code=0)
+    run_cli("dicom2nii", folder / "series", tmp_path, check_code=0)
     ours = single_output(tmp_path)
     reference = folder / "dcm2niix_ref.nii.gz"
     assert_same_world(ours, reference)
@@ -78,7 +78,7 @@ def isolate(path: Path, tmp_path: Path) -> Path:
 @pytest.mark.parametrize("name", MULTIFRAME_SAME)
 def test_multiframe_files_equal_dcm2niix(name, corpus, dcm2niix, tmp_path):
     source = isolate(corpus / "dicom" / "multiframe" / name, tmp_path)
-    run_convkit("dicom2nii", source, tmp_path / "ours", check_code=0)
+    run_cli("dicom2nii", source, tmp_path / "ours", check_code=0)
     (theirs,) = run_dcm2niix(dcm2niix, source, tmp_path / "theirs")
     assert_same_world(single_output(tmp_path / "ours"), theirs)
 
@@ -86,7 +86,7 @@ def test_multiframe_files_equal_dcm2niix(name, corpus, dcm2niix, tmp_path):
 @pytest.mark.parametrize("name", NO_GEOMETRY)
 def test_multiframe_without_geometry_is_refused(name, corpus, tmp_path):
     source = corpus / "dicom" / "multiframe" / name
-    done = run_convkit("dicom2nii", source, tmp_path / "out", check_code=4)
+    done = run_cli("dicom2nii", source, tmp_path / "out", check_code=4)
     assert "no patient geometry" in done.stderr
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
@@ -110,8 +110,8 @@ def test_multiframe_transfer_syntaxes_decode_identically(corpus):
 def test_philips_display_and_precise_values(corpus, dcm2niix, tmp_path):
     """Default: display values (RescaleSlope); --philips-precise: dcm2niix's default values."""
     series = corpus / "dicom" / "d2n" / "philips_enhanced_anatomical_001" / "series"
-    run_convkit("dicom2nii", series, tmp_path / "display", check_code=0)
-    run_convkit("dicom2nii", series, tmp_path / "precise", "--philips-precise", check_code=0)
+    run_cli("dicom2nii", series, tmp_path / "display", check_code=0)
+    run_cli("dicom2nii", series, tmp_path / "precise", "--philips-precise", check_code=0)
     (precise_ref,) = run_dcm2niix(dcm2niix, series, tmp_path / "ref_precise")
     assert_same_world(single_output(tmp_path / "precise"), precise_ref, atol_values=1e-2)
     display = nib.load(single_output(tmp_path / "display"))

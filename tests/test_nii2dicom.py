@@ -648,6 +648,7 @@ def make_data(case) -> np.ndarray:
     return data
 
 
+@pytest.mark.slow  # 25 examples, each through dciodvfy and dcm2niix: about 4 s
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=volumes())
 def test_any_affine_and_dtype_round_trips_through_dcm2niix(case, dcm2niix, dicom3tools):

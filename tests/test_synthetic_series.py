@@ -30,7 +30,7 @@ from convkit.dicom.plan import ConvertOptions
 from convkit.dicom.series import read_series
 from convkit.dicom2nii import convert_folder
 from convkit.errors import RefusedError
-from convkit.testing.synthetic import write_series
+from convkit.testing.synthetic import regular_positions, write_series
 
 RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 AFFINE_ATOL = 1e-4  # mm; DS strings carry ~13 significant digits, float32 sform ~1e-5 at 100 mm
@@ -830,3 +830,25 @@ def test_convert_folder_api_refusal_is_a_result(tmp_path):
     assert result.status == "refused"
     assert "uneven slice spacing" in result.reason and "--resample" in result.hint
     assert {r.status for r in report.files} == {"refused"}
+
+
+def test_pixel_spacing_missing_from_a_later_file_is_refused(tmp_path, cli):
+    """PixelSpacing missing from the file planned first (the lowest position) but present in
+    the first by InstanceNumber: was an internal error (exit 70), is a refusal naming it."""
+    import pydicom
+
+    stored = np.arange(4 * 6 * 5, dtype=np.int16).reshape(4, 6, 5)
+    positions = regular_positions(4, spacing=2.0)[::-1]  # instance 1 is the highest slice
+    write_series(tmp_path / "in", stored, positions)
+    lowest = next(p for p in (tmp_path / "in").iterdir()
+                  if pydicom.dcmread(p, stop_before_pixels=True).InstanceNumber == 4)
+    ds = pydicom.dcmread(lowest)
+    del ds.PixelSpacing
+    ds.save_as(lowest)
+
+    done = cli("dicom2nii", tmp_path / "in", tmp_path / "out", check_code=4)
+    assert "no patient geometry (PixelSpacing missing)" in done.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    done = cli("audit", tmp_path / "in", "--json", check_code=0)
+    codes = {f["code"]: f["severity"] for f in json.loads(done.stdout)["findings"]}
+    assert codes.get("series.no-geometry") == "error"

@@ -37,7 +37,7 @@ class Severity(StrEnum):
 
 #: Severities, lowest first.
 SEVERITIES = tuple(Severity)
-RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
 
 
 @dataclass(frozen=True)
@@ -53,73 +53,75 @@ class Code:
 
 CODES: dict[str, Code] = {
     # Files.
-    "file.unreadable": Code("error", "a file that cannot be read (DICOM header, broken link, "
-                                     "permissions)"),
-    "file.truncated": Code("error", "a DICOM file shorter than its pixel data (truncated copy)"),
-    "file.empty": Code("warning", "a zero-byte file"),
-    "file.not-dicom": Code("warning", "named like DICOM (.dcm, .ima ...) but neither DICOM nor "
-                                      "a volume"),
-    "file.skipped": Code("info", "DICOM without an image (report, presentation state ...)"),
-    "file.special": Code("info", "a pipe, socket or device file: never opened"),
-    "file.duplicate": Code("info", "files with the same SOPInstanceUID as earlier files (one "
-                                   "finding per folder): ignored by dicom2nii"),
-    "folder.multiple-series": Code("info", "one folder holds files of several series"),
+    "file.unreadable": Code(Severity.ERROR, "a file that cannot be read (DICOM header, broken "
+                                            "link, permissions)"),
+    "file.truncated": Code(Severity.ERROR, "a DICOM file shorter than its pixel data (truncated "
+                                           "copy)"),
+    "file.empty": Code(Severity.WARNING, "a zero-byte file"),
+    "file.not-dicom": Code(Severity.WARNING, "named like DICOM (.dcm, .ima ...) but neither DICOM "
+                                             "nor a volume"),
+    "file.skipped": Code(Severity.INFO, "DICOM without an image (report, presentation state ...)"),
+    "file.special": Code(Severity.INFO, "a pipe, socket or device file: never opened"),
+    "file.duplicate": Code(Severity.INFO, "files with the same SOPInstanceUID as earlier files "
+                                          "(one finding per folder): ignored by dicom2nii"),
+    "folder.multiple-series": Code(Severity.INFO, "one folder holds files of several series"),
     # DICOM series: errors are files that do not form one regular volume as stored.
-    "series.gap": Code("error", "uneven slice spacing or a missing slice: dicom2nii refuses "
-                                "without --resample"),
-    "series.duplicate-position": Code("error", "extra files at some slice positions: dicom2nii "
-                                               "refuses"),
-    "series.no-geometry": Code("error", "no ImagePositionPatient/ImageOrientationPatient/"
-                                        "PixelSpacing: dicom2nii refuses"),
-    "series.unsupported": Code("error", "pixel format, mosaic or diffusion encoding dicom2nii "
-                                        "refuses"),
-    "series.incomplete": Code("error", "some files of the series are unreadable: dicom2nii "
-                                       "fails the series"),
-    "series.tilt": Code("error", "gantry tilt: the slices are sheared, not stacked straight "
-                                 "(dicom2nii shifts them in-plane onto a straight grid by "
-                                 "default)"),
-    "series.mixed-orientation": Code("error", "one SeriesInstanceUID holds several slice "
-                                              "orientations (dicom2nii splits them into "
-                                              "separate outputs)"),
-    "series.single-position": Code("error", "every image at one position: not a volume "
-                                            "(dicom2nii writes one slice over time)"),
-    "series.two-slices": Code("error", "a 3D series of two slices: most often an incomplete "
-                                       "export, and nothing confirms the spacing"),
-    "series.lossy": Code("warning", "lossy compressed transfer syntax: values are not the "
-                                    "originals"),
-    "series.split": Code("info", "one SeriesInstanceUID split into several volumes (echo, "
-                                 "phase, matrix, localizer ...)"),
-    "series.few-slices": Code("info", "one slice, or two in every volume of a time series "
-                                      "(a missing file would break the per-volume count)"),
-    "series.rescale-varies": Code("info", "rescale slope/intercept differ between slices: "
-                                          "float32 real-world values are written"),
-    "series.tilt-header": Code("info", "GantryDetectorTilt disagrees with the tilt the "
-                                       "positions show"),
+    "series.gap": Code(Severity.ERROR, "uneven slice spacing or a missing slice: dicom2nii refuses "
+                                       "without --resample"),
+    "series.duplicate-position": Code(Severity.ERROR, "extra files at some slice positions: "
+                                                      "dicom2nii refuses"),
+    "series.no-geometry": Code(Severity.ERROR, "no ImagePositionPatient/ImageOrientationPatient/"
+                                               "PixelSpacing: dicom2nii refuses"),
+    "series.unsupported": Code(Severity.ERROR, "pixel format, mosaic or diffusion encoding "
+                                               "dicom2nii refuses"),
+    "series.incomplete": Code(Severity.ERROR, "some files of the series are unreadable: dicom2nii "
+                                              "fails the series"),
+    "series.tilt": Code(Severity.ERROR, "gantry tilt: the slices are sheared, not stacked straight "
+                                        "(dicom2nii shifts them in-plane onto a straight grid by "
+                                        "default)"),
+    "series.mixed-orientation": Code(Severity.ERROR, "one SeriesInstanceUID holds several slice "
+                                                     "orientations (dicom2nii splits them into "
+                                                     "separate outputs)"),
+    "series.single-position": Code(Severity.ERROR, "every image at one position: not a volume "
+                                                   "(dicom2nii writes one slice over time)"),
+    "series.two-slices": Code(Severity.ERROR, "a 3D series of two slices: most often an incomplete "
+                                              "export, and nothing confirms the spacing"),
+    "series.lossy": Code(Severity.WARNING, "lossy compressed transfer syntax: values are not the "
+                                           "originals"),
+    "series.split": Code(Severity.INFO, "one SeriesInstanceUID split into several volumes (echo, "
+                                        "phase, matrix, localizer ...)"),
+    "series.few-slices": Code(Severity.INFO, "one slice, or two in every volume of a time series "
+                                             "(a missing file would break the per-volume count)"),
+    "series.rescale-varies": Code(Severity.INFO, "rescale slope/intercept differ between slices: "
+                                                 "float32 real-world values are written"),
+    "series.tilt-header": Code(Severity.INFO, "GantryDetectorTilt disagrees with the tilt the "
+                                              "positions show"),
     # Volume files (NIfTI, NRRD, MetaImage).
-    "volume.unreadable": Code("error", "a volume header that cannot be parsed"),
-    "volume.truncated": Code("error", "the file holds less data than its header describes"),
-    "volume.data-missing": Code("error", "the data file of a detached header is missing"),
-    "volume.no-geometry": Code("warning", "no world geometry (no qform/sform, no NRRD space)"),
-    "volume.bad-spacing": Code("warning", "a zero, negative or non-finite voxel size"),
-    "volume.unsupported": Code("info", "a file convkit does not read as a volume (1D/2D NRRD, "
-                                       "non-3D MetaImage)"),
-    "nifti.qform-sform-mismatch": Code("warning", "qform and sform disagree: readers differ "
-                                                  "in which they use"),
-    "nifti.sheared": Code("warning", "the sform is sheared (gantry tilt kept): qform-only "
-                                     "readers get another geometry"),
-    "nifti.header-check": Code("warning", "nibabel's own header checks report a problem"),
-    "nifti.units-unknown": Code("info", "xyzt_units does not say mm: readers assume it"),
+    "volume.unreadable": Code(Severity.ERROR, "a volume header that cannot be parsed"),
+    "volume.truncated": Code(Severity.ERROR, "the file holds less data than its header describes"),
+    "volume.data-missing": Code(Severity.ERROR, "the data file of a detached header is missing"),
+    "volume.no-geometry": Code(Severity.WARNING, "no world geometry (no qform/sform, no NRRD "
+                                                 "space)"),
+    "volume.bad-spacing": Code(Severity.WARNING, "a zero, negative or non-finite voxel size"),
+    "volume.unsupported": Code(Severity.INFO, "a file convkit does not read as a volume (1D/2D "
+                                              "NRRD, non-3D MetaImage)"),
+    "nifti.qform-sform-mismatch": Code(Severity.WARNING, "qform and sform disagree: readers differ "
+                                                         "in which they use"),
+    "nifti.sheared": Code(Severity.WARNING, "the sform is sheared (gantry tilt kept): qform-only "
+                                            "readers get another geometry"),
+    "nifti.header-check": Code(Severity.WARNING, "nibabel's own header checks report a problem"),
+    "nifti.units-unknown": Code(Severity.INFO, "xyzt_units does not say mm: readers assume it"),
     # Identifying data (reported only; nothing is changed).
-    "identifiers.present": Code("info", "DICOM carries names, IDs, birth dates, addresses or "
-                                        "institution (normal for clinical exports)"),
-    "identifiers.in-volume": Code("warning", "a NIfTI/NRRD/MetaImage header or a JSON sidecar "
-                                             "carries identifying text"),
-    "identifiers.unchecked": Code("warning", "identifying data could not be checked (part of "
-                                             "the file could not be read): treat it as "
-                                             "identifying"),
+    "identifiers.present": Code(Severity.INFO, "DICOM carries names, IDs, birth dates, addresses "
+                                               "or institution (normal for clinical exports)"),
+    "identifiers.in-volume": Code(Severity.WARNING, "a NIfTI/NRRD/MetaImage header or a JSON "
+                                                    "sidecar carries identifying text"),
+    "identifiers.unchecked": Code(Severity.WARNING, "identifying data could not be checked (part "
+                                                    "of the file could not be read): treat it as "
+                                                    "identifying"),
     # A volume file checked against the DICOM series it belongs to.
-    "pair.geometry-mismatch": Code("error", "a volume's grid or world geometry differs from "
-                                            "the DICOM series it belongs to"),
+    "pair.geometry-mismatch": Code(Severity.ERROR, "a volume's grid or world geometry differs from "
+                                                   "the DICOM series it belongs to"),
 }
 
 

@@ -66,7 +66,7 @@ class AuditReport:
         return {status: found[status] for status in FILE_STATUSES if status in found}
 
     def severity_counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(reversed(SEVERITIES), 0)
+        counts: dict[str, int] = dict.fromkeys(reversed(SEVERITIES), 0)
         for item in self.findings:
             counts[item.severity] += 1
         return counts

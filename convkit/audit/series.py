@@ -126,6 +126,7 @@ def expected_grids(audit: SeriesAudit) -> list[Grid]:
         along = (stack.distances[-1] * stack.normal + stack.offsets[-1, 0] * stack.row_dir
                  + stack.offsets[-1, 1] * stack.col_dir) / (n - 1)
         orientation = np.concatenate([stack.row_dir, stack.col_dir])
+        assert first.pixel_spacing is not None, "plan_series refuses a series without one"
         sheared = geometry.lps_to_ras(geometry.affine_lps(orientation, first.pixel_spacing,
                                                           stack.origin, along))
         grids.append(Grid("positions", sheared, (first.columns, first.rows, n),
@@ -410,12 +411,11 @@ def _slice_steps(audit: SeriesAudit) -> list[float]:
     """Steps between consecutive distinct slice positions along the normal (mm)."""
     if audit.plan is not None:
         return [float(v) for v in np.diff(audit.plan.stack.distances)]
-    headers = [h for h in audit.group.headers if h.position is not None]
+    positions = [h.position for h in audit.group.headers if h.position is not None]
     first = audit.group.first
-    if first.orientation is None or len(headers) < 2:
+    if first.orientation is None or len(positions) < 2:
         return []
-    distances = np.sort(geometry.project_positions([h.position for h in headers],
-                                                   first.orientation))
+    distances = np.sort(geometry.project_positions(positions, first.orientation))
     distinct = [distances[0]]
     for value in distances[1:]:
         if value - distinct[-1] > geometry.SAME_POSITION_TOLERANCE_MM:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from convkit.cli import render
 from convkit.cli.progress import progress_bar
@@ -70,34 +71,26 @@ def audit(
 
 def _print_report(report, root: Path, show_all: bool) -> None:
     out = render.console()
+    width = out.width
     if report.header is not None:
-        out.print(_header_table(report.header))
+        out.print(_header_table(report.header, width))
     counts = ", ".join(f"{n} {status}" for status, n in report.counts().items())
     count = len(report.files)
     out.print(f"{count} file{'s' if count != 1 else ''} in {root}: {counts}", soft_wrap=True)
     if report.series:
-        out.print(_series_table(report, root))
+        out.print(_series_table(report, root, width))
     if report.volumes:
-        out.print(_volume_table(report, root))
-    identifying = _identifier_table(report, root)
+        out.print(_volume_table(report, root, width))
+    identifying = _identifier_table(report, root, width)
     if identifying is not None:
         out.print(identifying)
     for severity in ("error", "warning", "info"):
-        table = _finding_table(report, root, severity, show_all)
+        table = _finding_table(report, root, severity, show_all, width)
         if table is not None:
             out.print(table)
     totals = report.severity_counts()
     out.print(f"{totals['error']} error(s), {totals['warning']} warning(s), {totals['info']} info",
               highlight=False)
-
-
-def _table(title: str, columns: list[str]):
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for name in columns:
-        table.add_column(name, overflow="fold")
-    return table
 
 
 def _relative(path: str, root: Path) -> str:
@@ -114,24 +107,44 @@ def _num(value, spec: str = ".4g") -> str:
     return "" if value is None else format(value, spec)
 
 
-def _header_table(header: dict):
-    table = _table(f"Header of {header.get('file', '')}", ["Field", "Value"])
+def _header_table(header: dict, width: int):
+    from rich.text import Text
+
+    rows = []
     for key, value in header.items():
         if key == "file":
             continue
         text = " ".join(map(str, value)) if isinstance(value, list) else str(value)
-        table.add_row(key, text)
-    return table
+        rows.append([Text(key), Text(text)])
+    columns = [render.Col("Field", "name", key=True), render.Col("Value", "prose")]
+    return render.fit_table(f"Header of {header.get('file', '')}", columns, rows, width)
 
 
-def _series_table(report, root: Path):
-    """One row per series; two-line cells keep it readable at 120 columns (all in --json)."""
+#: The series table. Narrow terminals lose, in this order (columns empty in every row first):
+#: UIDs (long, and in --json/--csv), Encoding and Rescale (how pixels are stored, not where
+#: they are), Patient, Modality (with the manufacturer), Steps mm (uneven steps are also a
+#: series.gap finding), Files, Tilt° (also a series.tilt finding). Series, Grid, Voxel mm,
+#: Orient and the dicom2nii verdict always stay.
+SERIES_COLUMNS = {"Series": render.Col("Series", "name", key=True),
+                  "Patient": render.Col("Patient", "name", drop=4),
+                  "UIDs": render.Col("UIDs", "name", drop=1),
+                  "Modality": render.Col("Modality", drop=5), "Files": render.Col("Files", drop=7),
+                  "Grid": render.Col("Grid"), "Voxel mm": render.Col("Voxel mm"),
+                  "Steps mm": render.Col("Steps mm", drop=6), "Orient": render.Col("Orient"),
+                  "Tilt°": render.Col("Tilt°", drop=8), "Encoding": render.Col("Encoding", drop=2),
+                  "Rescale": render.Col("Rescale", drop=3), "dicom2nii": render.Col("dicom2nii")}
+
+
+def _series_table(report, root: Path, width: int):
+    """One row per series; two-line cells on a terminal, one line per row in a pipe (all
+    in --json)."""
+    one_line = render.one_line_width(width)
     shown = any(row["patient_name"] or row["series_uid"] for row in report.series)
-    columns = ["Series", "Modality", "Files", "Grid", "Voxel mm", "Steps mm", "Orient",
-               "Tilt°", "Encoding", "Rescale", "dicom2nii"]
+    names = ["Series", "Modality", "Files", "Grid", "Voxel mm", "Steps mm", "Orient",
+             "Tilt°", "Encoding", "Rescale", "dicom2nii"]
     if shown:
-        columns[1:1] = ["Patient", "UIDs"]
-    table = _table(f"{len(report.series)} DICOM series", columns)
+        names[1:1] = ["Patient", "UIDs"]
+    rows = []
     for row in report.series:
         slices, volumes = row["slices"], row["volumes"]
         grid = f"{row['columns']}x{row['rows']}"
@@ -150,33 +163,46 @@ def _series_table(report, root: Path):
             orient += f" ({row['oblique_degrees']:.1f}° obl)"
         tilt = _num(row["tilt_degrees"], ".2f") if row["tilt_degrees"] else ""
         if row["gantry_tilt"]:
-            tilt += f"\n[dim]hdr {row['gantry_tilt']:g}[/]"
+            tilt = render.stacked(tilt, f"hdr {row['gantry_tilt']:g}", one_line)
         bits = (f"{row['bits_stored']}/{row['bits_allocated']} bit"
                 + (" signed" if row["signed"] else ""))
         if row["samples_per_pixel"] != 1:
             bits += f" x{row['samples_per_pixel']}"
-        encoding = (row["transfer_syntax"] + (" [yellow](lossy)[/]" if row["lossy"] else "")
-                    + f"\n[dim]{bits}[/]")
-        rescale = (f"{row['rescale_slope']:g} / {row['rescale_intercept']:g}"
-                   + ("\n[dim]varies[/]" if row["rescale_varies"] else ""))
+        encoding = render.stacked(
+            row["transfer_syntax"] + (" [yellow](lossy)[/]" if row["lossy"] else ""), bits,
+            one_line)
+        rescale = render.stacked(f"{row['rescale_slope']:g} / {row['rescale_intercept']:g}",
+                                 "varies" if row["rescale_varies"] else "", one_line)
         style = STATUS_STYLE.get(row["status"], "white")
-        label = row["label"] + (f"\n[dim]{row['description']}[/]" if row["description"] else "")
-        modality = row["modality"] + (f"\n[dim]{row['manufacturer']}[/]"
-                                      if row["manufacturer"] else "")
+        label = render.stacked(escape(row["label"]), escape(row["description"] or ""), one_line)
+        modality = render.stacked(row["modality"], escape(row["manufacturer"] or ""), one_line)
         cells = [label, modality, str(row["files"]), grid, voxel, steps, orient, tilt, encoding,
                  rescale, f"[{style}]{row['dicom2nii']}[/]"]
         if shown:
-            cells[1:1] = [f"{row['patient_name'] or ''}\n[dim]{row['patient_id'] or ''}[/]",
-                          f"{row['study_uid'] or ''}\n[dim]{row['series_uid'] or ''}[/]"]
-        table.add_row(*cells)
-    return table
+            cells[1:1] = [render.stacked(escape(row["patient_name"] or ""),
+                                         escape(row["patient_id"] or ""), one_line),
+                          render.stacked(row["study_uid"] or "", row["series_uid"] or "",
+                                         one_line)]
+        rows.append(cells)
+    return render.fit_table(f"{len(report.series)} DICOM series",
+                            [SERIES_COLUMNS[name] for name in names], rows, width)
 
 
-def _volume_table(report, root: Path):
-    columns = ["File", "Format", "Shape", "Voxel mm", "Orient", "Scaling", "q/s code",
-               "Size check", "Details", "Paired with"]
+#: The volume table. Narrow terminals lose, in this order (columns empty in every row first):
+#: Details (free text: units, descrip, extensions), q/s code, Scaling and Format (how it is
+#: stored), Size check (a bad size is also a finding), Paired with. File, Shape, Voxel mm and
+#: Orient always stay.
+VOLUME_COLUMNS = (render.Col("File", "name", key=True), render.Col("Format", drop=4),
+                  render.Col("Shape"), render.Col("Voxel mm"), render.Col("Orient"),
+                  render.Col("Scaling", drop=3), render.Col("q/s code", drop=2),
+                  render.Col("Size check", drop=5), render.Col("Details", "prose", drop=1),
+                  render.Col("Paired with", "name", drop=6))
+
+
+def _volume_table(report, root: Path, width: int):
+    one_line = render.one_line_width(width)
     count = len(report.volumes)
-    table = _table(f"{count} volume file{'s' if count != 1 else ''}", columns)
+    rows = []
     for row in report.volumes:
         scaling = "" if row["slope"] is None else f"{row['slope']:g} / {row['intercept'] or 0:g}"
         codes = ("" if row["qform_code"] is None
@@ -191,38 +217,45 @@ def _volume_table(report, root: Path):
         paired = ""
         if row["paired_series"]:
             style = "green" if row["pair_result"] == "match" else "red"
-            paired = (f"[{style}]{row['paired_series']}[/]\n[dim]{row['pair_method']}: "
-                      f"{row['pair_result']}[/]")
+            paired = render.stacked(f"[{style}]{escape(row['paired_series'])}[/]",
+                                    f"{row['pair_method']}: {row['pair_result']}", one_line)
         size_style = "green" if row["size_check"].startswith("ok") else (
             "yellow" if row["size_check"].startswith("unchecked") else "red")
-        table.add_row(_relative(row["path"], root), row["format"],
-                      f"{row['shape']}\n[dim]{row['dtype']}[/]", row["spacing"],
-                      row["orientation"], scaling, codes,
-                      f"[{size_style}]{row['size_check']}[/]", details, paired)
-    return table
+        rows.append([escape(_relative(row["path"], root)), row["format"],
+                     render.stacked(str(row["shape"]), str(row["dtype"]), one_line),
+                     row["spacing"], row["orientation"], scaling, codes,
+                     f"[{size_style}]{row['size_check']}[/]", escape(details), paired])
+    return render.fit_table(f"{count} volume file{'s' if count != 1 else ''}",
+                            list(VOLUME_COLUMNS), rows, width)
 
 
-def _identifier_table(report, root: Path):
+def _identifier_table(report, root: Path, width: int):
     rows = [(f"series {row['label']} ({_relative(row['folder'], root)})", row["identifiers"])
             for row in report.series if row["identifiers"]]
     rows += [(_relative(row["path"], root), row["identifiers"]) for row in report.volumes
              if row["identifiers"]]
     if not rows:
         return None
-    table = _table("Identifying data (values not shown)", ["Where", "Carries"])
-    for where, what in rows:
-        table.add_row(where, what)
-    return table
+    columns = [render.Col("Where", "words", key=True), render.Col("Carries", "prose")]
+    return render.fit_table("Identifying data (values not shown)", columns,
+                            [[escape(where), escape(what)] for where, what in rows], width)
 
 
-def _finding_table(report, root: Path, severity: str, show_all: bool):
+#: Finding tables: Code is a name (never folded), Where wraps between its words only;
+#: Message and Hint wrap. When both prose columns cannot get
+#: render.PROSE_MIN columns, the hint goes under the message in one cell: nothing is dropped.
+FINDING_COLUMNS = (render.Col("Code", "name", key=True), render.Col("Where", "words"),
+                   render.Col("Message", "prose"), render.Col("Hint", "prose"))
+
+
+def _finding_table(report, root: Path, severity: str, show_all: bool, width: int):
     items = [f for f in report.findings if f.severity == severity]
     if not items:
         return None
     style = SEVERITY_STYLE[severity]
     plural = "s" if len(items) != 1 and severity != "info" else ""
     title = f"[{style}]{len(items)} {severity}{plural}[/]"
-    table = _table(title, ["Code", "Where", "Message", "Hint"])
+    rows = []
     per_code: dict[str, int] = {}
     for item in items:
         per_code[item.code] = per_code.get(item.code, 0) + 1
@@ -232,9 +265,15 @@ def _finding_table(report, root: Path, severity: str, show_all: bool):
         if item.path:
             where = f"{where} ({_relative(item.path, root)})" if where else _relative(item.path,
                                                                                       root)
-        table.add_row(f"[{style}]{item.code}[/]", where, item.message, item.hint)
+        rows.append([f"[{style}]{item.code}[/]", escape(where or ""), escape(item.message),
+                     escape(item.hint or "")])
     for code, count in per_code.items():
         if not show_all and count > MAX_PER_CODE:
-            table.add_row(f"[{style}]{code}[/]", "", f"... and {count - MAX_PER_CODE} more",
-                          "--all, --json or --csv list every one")
-    return table
+            rows.append([f"[{style}]{code}[/]", "", f"... and {count - MAX_PER_CODE} more",
+                         "--all, --json or --csv list every one"])
+    columns = list(FINDING_COLUMNS)
+    if not render.fits(columns, rows, width):
+        columns = columns[:3]
+        rows = [[code, where, message + (f"\n[dim]Hint: {hint}[/]" if hint else "")]
+                for code, where, message, hint in rows]
+    return render.fit_table(title, columns, rows, width)

@@ -62,9 +62,14 @@ def compare(
     raise typer.Exit(result.exit_code)
 
 
+#: Header table: every column stays (A and B side by side are the point); the field names
+#: never wrap, the values and the status wrap at spaces.
+HEADER_COLUMNS = (render.Col("Field", "name", key=True), render.Col("A", "prose"),
+                  render.Col("B", "prose"), render.Col("Status", "prose"))
+
+
 def _print(result) -> None:
     from rich.markup import escape
-    from rich.table import Table
 
     from convkit.compare import format_value
 
@@ -73,10 +78,7 @@ def _print(result) -> None:
     summary = escape(result.summary[:1].upper() + result.summary[1:])  # header text may hold [..]
     out.print(f"[{style}]{summary}[/]", soft_wrap=True)
     out.print(f"A: {escape(result.a_name)}\nB: {escape(result.b_name)}", soft_wrap=True)
-    table = Table(title="Headers", title_justify="left")
-    table.add_column("Field", no_wrap=True)
-    for name in ("A", "B", "Status"):
-        table.add_column(name, overflow="fold")
+    rows = []
     for row in result.fields:
         if row.a is None and row.b is None:
             continue  # a field neither format has (kept in --json)
@@ -84,11 +86,11 @@ def _print(result) -> None:
         if row.status == "different" and row.group in ("acquisition", "values"):
             row_style = "yellow"
         status = row.status + (f": {row.detail}" if row.detail else "")
-        table.add_row(escape(row.name), escape(row.text("a")), escape(row.text("b")),
-                      f"[{row_style}]{escape(status)}[/]")
-    out.print(table)
+        rows.append([escape(row.name), escape(row.text("a")), escape(row.text("b")),
+                     f"[{row_style}]{escape(status)}[/]"])
+    out.print(render.fit_table("Headers", list(HEADER_COLUMNS), rows, out.width))
     if result.voxels is not None:
-        out.print(_voxel_table(result.voxels, format_value))
+        out.print(_voxel_table(result.voxels, format_value, out.width))
         if result.voxels.labels:
             out.print(_label_table(result.voxels.labels, format_value))
         if result.voxels.label_note:
@@ -100,32 +102,29 @@ def _print(result) -> None:
             out.print(f"[cyan]{side}[/]: {escape(note)}", soft_wrap=True)
 
 
-def _voxel_table(v, format_value):
-    from rich.table import Table
-
-    table = Table(title="Voxels (real-world values, A's grid)", title_justify="left")
-    table.add_column("Measure", overflow="fold")
-    table.add_column("Value", overflow="fold")
+def _voxel_table(v, format_value, width: int):
+    rows = []
     method = v.method + (f": {v.mapping}" if v.mapping else "")
-    table.add_row("compared", f"{v.compared:,} values ({method})")
+    rows.append(("compared", f"{v.compared:,} values ({method})"))
     if v.method == "resampled":
-        table.add_row("outside B", f"{v.outside:,} A values outside B's grid (not compared)")
+        rows.append(("outside B", f"{v.outside:,} A values outside B's grid (not compared)"))
     where = ""
     if v.max_at is not None:
         where = f" at voxel {tuple(v.max_at)}, RAS {format_value(list(v.max_at_ras))} mm"
-    table.add_row("max |diff|", format_value(v.max_abs_diff) + where)
-    table.add_row("mean |diff|", format_value(v.mean_abs_diff))
+    rows.append(("max |diff|", format_value(v.max_abs_diff) + where))
+    rows.append(("mean |diff|", format_value(v.mean_abs_diff)))
     style = "bold red" if v.differing else "green"
-    table.add_row("beyond tolerance",
-                  f"[{style}]{v.differing:,} ({100 * v.fraction_differing:.4g}%)[/] "
-                  f"with |diff| > {format_value(v.tolerance)} "
-                  f"(range of A {format_value(v.value_range_a)})")
+    rows.append(("beyond tolerance",
+                 f"[{style}]{v.differing:,} ({100 * v.fraction_differing:.4g}%)[/] "
+                 f"with |diff| > {format_value(v.tolerance)} "
+                 f"(range of A {format_value(v.value_range_a)})"))
     if v.nonfinite_mismatches:
-        table.add_row("NaN/inf", f"[bold red]{v.nonfinite_mismatches:,}[/] values non-finite on "
-                      "one side only")
-    table.add_row("exactly equal", "yes" if v.exact else f"no ({v.nonzero:,} values differ)")
-    table.add_row("correlation", "—" if v.correlation is None else f"{v.correlation:.6f}")
-    return table
+        rows.append(("NaN/inf", f"[bold red]{v.nonfinite_mismatches:,}[/] values non-finite on "
+                     "one side only"))
+    rows.append(("exactly equal", "yes" if v.exact else f"no ({v.nonzero:,} values differ)"))
+    rows.append(("correlation", "—" if v.correlation is None else f"{v.correlation:.6f}"))
+    columns = [render.Col("Measure", "name", key=True), render.Col("Value", "prose")]
+    return render.fit_table("Voxels (real-world values, A's grid)", columns, rows, width)
 
 
 def _label_table(labels, format_value):

@@ -9,11 +9,15 @@ import typer
 from convkit.cli import render
 from convkit.cli.progress import progress_bar
 
+#: --format values, listed here so that --help needs no numpy (convkit.formats imports it);
+#: tests/test_cli_help.py checks that they are convkit.formats.FORMATS.
+FORMATS = ("nii.gz", "nii", "nrrd", "nhdr", "mha", "mhd")
+
 
 def dicom2nii(
     in_dir: Path = typer.Argument(..., help="Folder (searched recursively) or file with DICOM."),
     out_dir: Path = typer.Argument(None, help="Output folder (not needed with --list)."),
-    fmt: str = typer.Option("nii.gz", "--format", "-f", help="nii.gz | nii | nrrd | nhdr"),
+    fmt: str = typer.Option("nii.gz", "--format", "-f", help=" | ".join(FORMATS) + "."),
     name: str = typer.Option("{SeriesNumber}_{SeriesDescription}", "--name",
                              help="File name template over header fields."),
     series: list[str] = typer.Option(None, "--series", "-s",
@@ -48,7 +52,7 @@ def dicom2nii(
         render.print_json(report.to_json())
     else:
         out = render.console()
-        out.print(render.series_table(report, listing=list_only))
+        out.print(render.series_table(report, listing=list_only, width=out.width))
         for line in render.series_notes(report):
             out.print(line, soft_wrap=True)
         out.print(render.file_summary(report))

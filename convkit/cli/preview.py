@@ -125,18 +125,32 @@ def _preview_one(source, options, read_options, output: Path | None, overlay: Pa
     if output is not None:
         drawing = draw_preview(plan)
         written.append(str(write_png(png_bytes(drawing), output, force)))
-    out = render.console()
     if terminal:
         columns, lines = _terminal_size()
         text_drawing = draw_preview(plan, terminal_columns=columns, terminal_lines=lines)
         _print_terminal(text_drawing)
         drawing = drawing or text_drawing
+    if drawing is None:  # preview() refuses a call with neither -o nor --terminal
+        raise UsageError("no output given", "pass -o OUT.png, or --terminal")
+    _report_one(plan, drawing, written, as_json)
+
+
+def _report_one(plan, drawing, written: list[str], as_json: bool) -> None:
+    """The JSON report, or the tile note and the 'wrote' line."""
+    tiles = tile_note(plan)
+    out = render.console()
     if as_json:
-        render.print_json({**drawing.to_json(), "files_written": written})
+        report = drawing.to_json()
+        if tiles:
+            report["notes"] = [*report["notes"], tiles]
+        render.print_json({**report, "files_written": written})
         return
+    if tiles:
+        render.error_console().print(f"[yellow]Note:[/] {tiles}", highlight=False,
+                                     soft_wrap=True)
     if written:
         out.print(f"wrote {written[0]}  {_summary(drawing)}", soft_wrap=True)
-    elif terminal:
+    else:  # --terminal alone
         out.print(_summary(drawing), soft_wrap=True)
     for note in plan.notes:
         out.print(f"[cyan]note[/]: {note}", soft_wrap=True)
@@ -145,6 +159,28 @@ def _preview_one(source, options, read_options, output: Path | None, overlay: Pa
             out.print(entry.text, soft_wrap=True)
         if overlay_.name == "ggo":
             out.print("the GGO highlight is a visual aid, not a diagnosis", soft_wrap=True)
+
+
+def tile_note(plan) -> str | None:
+    """'7 of 25 tiles: --step 10 over 70 slices' when a mosaic grid is not filled (None when
+    it is): the grid asked for more slices than the stack gives."""
+    from convkit.preview.display import plane_layout
+
+    options = plan.options
+    if options.view != "mosaic" or options.grid is None:
+        return None
+    wanted = options.grid[0] * options.grid[1]
+    drawn = sum(1 for tile in plan.tiles if tile is not None)
+    if drawn >= wanted:
+        return None
+    count = plan.frame.shape[plane_layout(options.plane).normal]
+    if options.step is None:
+        why = f"the {options.plane} stack has {count} slices"
+    elif options.slice_index:
+        why = f"--step {options.step} from --slice {options.slice_index} over {count} slices"
+    else:
+        why = f"--step {options.step} over {count} slices"
+    return f"{drawn} of {wanted} tiles: {why}"
 
 
 def _summary(drawing) -> str:
@@ -236,16 +272,20 @@ def _print_terminal(drawing) -> None:
     console.print(terminal_text(drawing), crop=False)
 
 
+#: Batch table. Narrow terminals lose Output first (SOURCE.png by default, cut in the middle
+#: before it goes), then Window, then Drawn; Source and Status always stay.
+BATCH_COLUMNS = (render.Col("Source", "name", key=True), render.Col("Status"),
+                 render.Col("Output", "name", drop=1), render.Col("Drawn", drop=3),
+                 render.Col("Window", drop=2))
+
+
 def _print_batch(report, as_json: bool) -> None:
     if as_json:
         render.print_json(report.to_json())
     else:
-        from rich.table import Table
+        from rich.text import Text
 
-        table = Table(title=f"{len(report.items)} previews from {report.input}",
-                      title_justify="left")
-        for name in ("Source", "Status", "Output", "Drawn", "Window"):
-            table.add_column(name, overflow="fold")
+        rows = []
         for item in report.items:
             drawn = window = ""
             if item.report:
@@ -253,9 +293,11 @@ def _print_batch(report, as_json: bool) -> None:
                 shown = item.report["window"]
                 window = f"W {shown['width']:g} L {shown['center']:g}"
             style = render.STATUS_STYLE.get(item.status, "white")
-            table.add_row(item.name, f"[{style}]{item.status}[/]",
-                          Path(item.output).name if item.output else "", drawn, window)
-        render.console().print(table)
+            rows.append([Text(item.name), f"[{style}]{item.status}[/]",
+                         Text(Path(item.output).name if item.output else ""), drawn, window])
+        out = render.console()
+        out.print(render.fit_table(f"{len(report.items)} previews from {report.input}",
+                                   list(BATCH_COLUMNS), rows, out.width))
     err = render.error_console()
     for item in report.items:
         if item.status != "written":

@@ -93,7 +93,7 @@ class Diffusion:
             return NotImplemented
         if (self.direction_lps is None) != (other.direction_lps is None):
             return False
-        same_direction = self.direction_lps is None or bool(
+        same_direction = self.direction_lps is None or other.direction_lps is None or bool(
             np.array_equal(self.direction_lps, other.direction_lps))
         return (self.bvalue, self.source) == (other.bvalue, other.source) and same_direction
 

@@ -277,10 +277,16 @@ def mosaic_headers(ds: Any, header: SliceHeader) -> list[SliceHeader]:
     times = layout.slice_times_s
     return [dataclasses.replace(
         header, frame=tile, rows=layout.tile_rows, columns=layout.tile_cols,
-        position=tuple(float(v) for v in layout.positions[tile]), mosaic=layout,
+        position=_xyz(layout.positions[tile]), mosaic=layout,
         slice_time=None if times is None else float(times[tile]),
         slice_thickness=header.slice_thickness or layout.spacing)
         for tile in range(layout.n_slices)]
+
+
+def _xyz(point: Any) -> tuple[float, float, float]:
+    """A 3-vector as three Python floats."""
+    x, y, z = (float(v) for v in point)
+    return x, y, z
 
 
 def _header_from_dataset(path: Path, ds: Any, sop_class: str) -> SliceHeader:

@@ -191,14 +191,14 @@ def _stacking_normal(csa: dict, iop_normal: np.ndarray) -> np.ndarray:
     carries the sign (it is stored with fewer digits, and may point either way).
     """
     try:
-        csa_normal = vector(csa, "SliceNormalVector", 3)
+        csa_vector = vector(csa, "SliceNormalVector", 3)
     except CSAError as exc:
         raise InputError(f"mosaic image with a damaged CSA SliceNormalVector: {exc}",
                          "the direction in which the tiles are stacked is unknown") from exc
-    if csa_normal is None:
+    if csa_vector is None:
         raise InputError("mosaic image without CSA SliceNormalVector",
                          "the direction in which the tiles are stacked is unknown")
-    csa_normal = np.asarray(csa_normal, dtype=float)
+    csa_normal = np.asarray(csa_vector, dtype=float)
     cosine = float(np.dot(csa_normal / np.linalg.norm(csa_normal), iop_normal))
     if abs(cosine) < 1 - ORIENTATION_TOLERANCE:
         raise RefusedError(f"mosaic slice normal {csa_normal.round(4).tolist()} is not "

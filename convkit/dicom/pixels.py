@@ -50,8 +50,8 @@ def _read_layout(layout: Layout, philips_precise: bool, progress: SliceProgress 
     array = np.empty(shape, dtype=dtype, order="F")
     done = 0
     for items in by_path.values():
-        images = decode_images(items[0][0], [header.frame for header, _ in items])
-        for (header, index), pixels in zip(items, images, strict=True):
+        decoded = decode_images(items[0][0], [header.frame for header, _ in items])
+        for (header, index), pixels in zip(items, decoded, strict=True):
             if per_image_scaling:
                 slope, intercept = header.real_scaling(philips_precise)
                 pixels = pixels * np.float32(slope) + np.float32(intercept)
@@ -120,6 +120,7 @@ def read_pixels(plan: SeriesPlan, philips_precise: bool = False,
     """
     array, slope, intercept = _read_layout(plan.layout, philips_precise, progress)
     notes: list[str] = []
+    assert plan.first.pixel_spacing is not None, "plan_series refuses a series without one"
     array = _straighten(array, plan.stack, plan.first.pixel_spacing, notes)
     array = _regularise(array, plan.stack, notes)
     if array.shape[:3] != plan.grid.shape:  # the plan and the pixels share one derivation

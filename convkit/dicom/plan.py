@@ -64,7 +64,7 @@ class ConvertOptions:
         instead of the display values that RescaleSlope/Intercept give (the default).
     """
 
-    tilt: TiltPolicy = TiltPolicy.RESAMPLE
+    tilt: TiltPolicy | str = TiltPolicy.RESAMPLE  # or its value, as --tilt gives it
     resample: bool = False
     dtype: str | None = None
     keep_identifiers: bool = False
@@ -140,7 +140,8 @@ def plan_series(group: SeriesGroup, options: ConvertOptions | None = None) -> Se
     layout = arrange_slices(group.headers, group.label)
     reps = [images[0] for images in layout.positions]
     first = reps[0]
-    stack = geometry.analyse_stack([h.position for h in reps], first.orientation,
+    assert first.pixel_spacing is not None, "check_supported refuses a header without it"
+    stack = geometry.analyse_stack([_position(h) for h in reps], _orientation(first),
                                    first.pixel_spacing, first.nominal_spacing)
     diffusion = gradient_table(layout, group.label)
     grid = output_grid(stack, first.pixel_spacing, (first.columns, first.rows), layout.n_times)
@@ -185,10 +186,11 @@ def slice_timing(layout: Layout) -> list[float] | None:
     from the per-slice (or per-frame) acquisition times of the first volume.
     """
     first_volume = [images[0] for images in layout.positions]
-    if all(h.slice_time is not None for h in first_volume):
-        return [round(h.slice_time, 6) for h in first_volume]
-    times = [h.acquisition_time for h in first_volume]
-    if layout.n_times < 2 or None in times or len(set(times)) < 2:
+    slice_times = [h.slice_time for h in first_volume if h.slice_time is not None]
+    if len(slice_times) == len(first_volume):
+        return [round(t, 6) for t in slice_times]
+    times = [h.acquisition_time for h in first_volume if h.acquisition_time is not None]
+    if layout.n_times < 2 or len(times) < len(first_volume) or len(set(times)) < 2:
         return None
     start = min(times)
     return [round(t - start, 6) for t in times]
@@ -227,12 +229,13 @@ def check_supported(group: SeriesGroup) -> None:
     if first.is_mosaic and first.mosaic is None:
         raise RefusedError(f"series {group.label}: a MOSAIC image without a readable Siemens "
                            "CSA header cannot be un-tiled", "re-export the series", UNSUPPORTED)
-    missing = [name for name, value in (("ImagePositionPatient", first.position),
-                                        ("ImageOrientationPatient", first.orientation),
-                                        ("PixelSpacing", first.pixel_spacing)) if value is None]
-    if missing or any(h.position is None or h.orientation is None for h in group.headers):
+    missing = [name for name, attribute in (("ImagePositionPatient", "position"),
+                                            ("ImageOrientationPatient", "orientation"),
+                                            ("PixelSpacing", "pixel_spacing"))
+               if any(getattr(h, attribute) is None for h in group.headers)]
+    if missing:  # in any image: the one planned first need not be the first by instance
         raise RefusedError(f"series {group.label}: no patient geometry "
-                           f"({', '.join(missing) or 'ImagePositionPatient'} missing)",
+                           f"({', '.join(missing)} missing)",
                            "without positions the slices cannot be placed in world space",
                            "series.no-geometry")
     pixel_layout = {(h.bits_allocated, h.pixel_representation, h.samples_per_pixel,
@@ -255,8 +258,8 @@ def check_supported(group: SeriesGroup) -> None:
 def arrange_slices(headers: list[SliceHeader], label: str = "") -> Layout:
     """Sort by position along the normal; repeated positions become time points."""
     where = f"series {label}: " if label else ""
-    normal = geometry.plane_axes(headers[0].orientation)[2]
-    distance = {id(h): float(np.dot(h.position, normal)) for h in headers}
+    normal = geometry.plane_axes(_orientation(headers[0]))[2]
+    distance = {id(h): float(np.dot(_position(h), normal)) for h in headers}
     ordered = sorted(headers, key=lambda h: (distance[id(h)], str(h.path)))
     clusters: list[list[SliceHeader]] = [[ordered[0]]]
     for header in ordered[1:]:
@@ -278,6 +281,18 @@ def arrange_slices(headers: list[SliceHeader], label: str = "") -> Layout:
     time_key, attribute = _time_key(clusters, where)
     ordered_clusters = [sorted(c, key=lambda h: getattr(h, attribute)) for c in clusters]
     return Layout(ordered_clusters, time_key)
+
+
+def _position(header: SliceHeader) -> tuple[float, float, float]:
+    """ImagePositionPatient of a header in a series that check_supported accepted."""
+    assert header.position is not None, "check_supported refuses a header without a position"
+    return header.position
+
+
+def _orientation(header: SliceHeader) -> tuple[float, ...]:
+    """ImageOrientationPatient of a header in a series that check_supported accepted."""
+    assert header.orientation is not None, "check_supported refuses a header without one"
+    return header.orientation
 
 
 def _time_key(clusters: list[list[SliceHeader]], where: str = "") -> tuple[str, str]:
@@ -302,7 +317,7 @@ def _check_grid(stack: geometry.StackGeometry, options: ConvertOptions, group: S
     if stack.gaps and not options.resample:
         gap = stack.gaps[0]
         where = reps[gap.after_index]
-        position = "\\".join(f"{v:g}" for v in where.position)
+        position = "\\".join(f"{v:g}" for v in _position(where))
         more = f" (and {len(stack.gaps) - 1} more)" if len(stack.gaps) > 1 else ""
         raise RefusedError(
             f"series {group.label}: uneven slice spacing: a {gap.step_mm:.3g} mm step after the "

@@ -132,33 +132,33 @@ def _batches(items: Iterable[Path], size: int) -> Iterable[list[Path]]:
         yield batch
 
 
-#: A worker sends each header back as a tuple of its fields, without the path (the parent
-#: has its own Path objects): pickling dataclasses and paths cost more than the reading.
+#: A worker sends each header (and file record) back as a tuple of its fields, without the
+#: path (the parent has its own Path objects): pickling dataclasses and paths cost more than
+#: the reading.
 _FIELDS = tuple(field.name for field in dataclasses.fields(SliceHeader))
+_RECORD_FIELDS = tuple(field.name for field in dataclasses.fields(FileRecord))
 
 
-def _read_chunk(texts: list[str]) -> list[list[tuple] | FileRecord]:
+def _read_chunk(texts: list[str]) -> list[list[tuple] | tuple]:
     """read_header in a worker process, for a chunk of paths given as text."""
-    sent: list[list[tuple] | FileRecord] = []
+    sent: list[list[tuple] | tuple] = []
     for text in texts:
         outcome = read_header(Path(text))
         if isinstance(outcome, FileRecord):
-            outcome.path = None
-            sent.append(outcome)
+            sent.append(tuple(getattr(outcome, name) for name in _RECORD_FIELDS[1:]))
         else:
             sent.append([tuple(getattr(header, name) for name in _FIELDS[1:])
                          for header in outcome])
     return sent
 
 
-def _received(chunk: list[Path], sent: list[list[tuple] | FileRecord],
+def _received(chunk: list[Path], sent: list[list[tuple] | tuple],
               ) -> list[list[SliceHeader] | FileRecord]:
     """_read_chunk's results back as FileRecords and SliceHeaders, with the parent's paths."""
     outcomes: list[list[SliceHeader] | FileRecord] = []
     for path, item in zip(chunk, sent, strict=True):
-        if isinstance(item, FileRecord):
-            item.path = path
-            outcomes.append(item)
+        if isinstance(item, tuple):
+            outcomes.append(FileRecord(path, *item))
         else:
             outcomes.append([SliceHeader(path, *fields) for fields in item])
     return outcomes

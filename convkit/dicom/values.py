@@ -6,7 +6,7 @@ are expected; these helpers turn anything unusable into None instead of raising.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 
 def multi(value: Any) -> list:
@@ -40,6 +40,12 @@ def to_float(value: Any) -> float | None:
         return None
 
 
+@overload
+def floats(value: Any, count: Literal[2]) -> tuple[float, float] | None: ...
+@overload
+def floats(value: Any, count: Literal[3]) -> tuple[float, float, float] | None: ...
+@overload
+def floats(value: Any, count: int) -> tuple[float, ...] | None: ...
 def floats(value: Any, count: int) -> tuple[float, ...] | None:
     """Exactly count floats, or None."""
     items = multi(value)

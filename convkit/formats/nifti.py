@@ -91,7 +91,7 @@ def _flat_bytes(array: np.ndarray) -> memoryview:
     flat = np.asarray(array).reshape(-1, order="F")
     if not flat.dtype.isnative:
         flat = flat.astype(flat.dtype.newbyteorder("="))
-    return memoryview(flat.view(np.uint8))
+    return flat.view(np.uint8).data  # the same memoryview as memoryview(...) of the array
 
 
 def _write_all(handle, header: bytes, data: memoryview) -> None:

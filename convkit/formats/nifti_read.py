@@ -28,7 +28,10 @@ def read_nifti(path: Path) -> Volume:
 
     try:
         image = nib.load(str(path))
-        array = np.asarray(image.dataobj.get_unscaled())
+        # nibabel types load() as FileBasedImage (no dataobj, header without get_zooms); a .nii
+        # loads as a Nifti1Image or Nifti2Image whose dataobj is an ArrayProxy.
+        proxy = image.dataobj  # type: ignore[attr-defined]
+        array = np.asarray(proxy.get_unscaled())
     except Exception as exc:  # nibabel raises many types for damaged files
         reason = exception_reason(exc)
         raise InputError(f"{path}: cannot read NIfTI ({reason})",
@@ -40,14 +43,14 @@ def read_nifti(path: Path) -> Volume:
                            "convkit handles 3D volumes and 4D time series")
     header = image.header
     affine, notes = choose_affine(header)
-    slope, intercept = image.dataobj.slope, image.dataobj.inter
+    slope, intercept = proxy.slope, proxy.inter
     slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
     intercept = 0.0 if intercept is None or not np.isfinite(intercept) else float(intercept)
     if array.dtype.names and array.dtype != RGB_DTYPE:
         array = array.astype(RGB_DTYPE)
     metadata = nifti_fields(header)
     volume = Volume(np.asfortranarray(array), affine, slope, intercept, metadata, notes)
-    zooms = header.get_zooms()
+    zooms = header.get_zooms()  # type: ignore[attr-defined]  # a Nifti1Header: see above
     if len(zooms) > 3 and zooms[3] > 0:
         volume.repetition_time_s = float(zooms[3]) * _time_unit_seconds(header)
     return volume

@@ -202,7 +202,7 @@ def extract_plane(frame: Frame, plane: str, index: int, pixel_mm: float,
     shape, spacing = frame.shape, frame.spacing
     if not 0 <= index < shape[layout.normal]:
         raise UsageError(f"slice {index} is outside 0..{shape[layout.normal] - 1}")
-    taker = [slice(None)] * 3
+    taker: list[slice | int] = [slice(None)] * 3
     taker[layout.normal] = index
     data = frame.array[tuple(taker)]  # 2D, remaining axes in ascending canonical order
     if layout.col_axis > layout.row_axis:

@@ -9,7 +9,7 @@ grids are. The GGO highlight is such a label volume, computed from the image.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -161,7 +161,7 @@ def ggo_overlay(volume: Volume, time_index: int = 0, alpha: float = 0.5) -> Over
     ggo = array >= limit(low, True)
     ggo &= array <= limit(high, False)
     # Only the voxels in range need the lung mask: look them up in memory order.
-    order = "F" if ggo.flags.f_contiguous else "C"
+    order: Literal["C", "F"] = "F" if ggo.flags.f_contiguous else "C"
     flat = ggo.ravel(order=order)  # a view of the contiguous array
     candidates = np.flatnonzero(flat)
     index = np.unravel_index(candidates, ggo.shape, order=order)

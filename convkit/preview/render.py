@@ -296,15 +296,16 @@ def draw_preview(plan: PreviewPlan, terminal_columns: int | None = None,
             if terminal_lines:
                 rows = plan.grid[0]
                 column_mm = rows * max(extents[s.plane][1] for s in specs)
-                legend = sum(len(o.legend) for o in plan.overlays)
-                text_lines = 1 + 3 * rows + legend + 2  # header, tile texts, legend, summary
+                legend_lines = sum(len(o.legend) for o in plan.overlays)
+                text_lines = 1 + 3 * rows + legend_lines + 2  # header, tile texts, legend, summary
                 available_px = 2 * max(rows, terminal_lines - text_lines)
                 pixel_mm = max(pixel_mm, column_mm / available_px)
     else:
         size = options.size or _default_size(frame, options.view, extents, longest)
         pixel_mm = longest / size
         ts = canvas.png_typeset(2 if size >= LARGE_TEXT_TILE_PX else 1)
-    tiles, blocks = [], []
+    tiles: list[Tile] = []
+    blocks: list[canvas.Block | None] = []
     for spec in plan.tiles:
         if spec is None:
             blocks.append(None)

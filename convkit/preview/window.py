@@ -143,6 +143,8 @@ def _dicom_window(metadata: dict[str, Any]) -> Window | None:
         center = center[0] if center else None
     if isinstance(width, list):
         width = width[0] if width else None
+    if center is None or width is None:
+        return None
     try:
         center, width = float(center), float(width)
     except (TypeError, ValueError):

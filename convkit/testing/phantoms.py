@@ -89,7 +89,8 @@ class _Grid:
         """(n, rows, cols) mask of field <= limit, with a 2D field and one limit per slice."""
         return field[None, :, :] <= limit[:, None, None]
 
-    def ellipsoid(self, centre: Sequence[float], semi_axes: Sequence[float]) -> np.ndarray:
+    def ellipsoid(self, centre: Sequence[float] | np.ndarray,
+                  semi_axes: Sequence[float] | np.ndarray) -> np.ndarray:
         """(n, rows, cols) mask of a solid axis-aligned ellipsoid."""
         (cx, cy, cz), (a, b, c) = centre, semi_axes
         return self.extrude(self.ellipse(cx, cy, a, b), 1 - ((self.z - cz) / c) ** 2)
@@ -312,4 +313,5 @@ def head_mr(shape: Shape3 = (20, 80, 64), seed: int = 0) -> np.ndarray:
 def _blob(point: Sequence[np.ndarray], centre: Sequence[float],
           semi_axes: Sequence[float]) -> np.ndarray:
     """Mask of a solid axis-aligned ellipsoid, broadcast over the three coordinate arrays."""
-    return sum(((x - x0) / a) ** 2 for x, x0, a in zip(point, centre, semi_axes, strict=True)) <= 1
+    (x, y, z), (x0, y0, z0), (a, b, c) = point, centre, semi_axes
+    return ((x - x0) / a) ** 2 + ((y - y0) / b) ** 2 + ((z - z0) / c) ** 2 <= 1

@@ -27,7 +27,7 @@ def regular_positions(
     orientation: Sequence[float] = (1, 0, 0, 0, 1, 0),
     origin: Sequence[float] = (0.0, 0.0, 0.0),
     spacing: float = 1.0,
-    step: Sequence[float] | None = None,
+    step: Sequence[float] | np.ndarray | None = None,
 ) -> np.ndarray:
     """(n, 3) LPS positions: origin + k * step, step defaulting to normal * spacing."""
     if step is None:
@@ -124,10 +124,11 @@ def write_series(
             ds.AcquisitionTime = _dicom_time(times[index])
             ds.TemporalPositionIdentifier = distinct_times.index(times[index]) + 1
         _set_pixels(ds, stored[index], rgb, bits_stored)
-        if slopes[index] is not None:
-            ds.RescaleSlope = _ds(slopes[index])
-        if intercepts[index] is not None:
-            ds.RescaleIntercept = _ds(intercepts[index])
+        slope, intercept = slopes[index], intercepts[index]
+        if slope is not None:
+            ds.RescaleSlope = _ds(slope)
+        if intercept is not None:
+            ds.RescaleIntercept = _ds(intercept)
         for keyword, value in {**(extra or {}), **(per_slice[index] if per_slice else {})}.items():
             setattr(ds, keyword, value)
         ds.file_meta = FileMetaDataset()
@@ -189,9 +190,9 @@ def _set_pixels(ds: Any, pixels: np.ndarray, rgb: bool, bits_stored: int | None)
 
 
 def _per_slice_values(value: float | Sequence[float] | None, n: int) -> list[float | None]:
-    if value is None or np.isscalar(value):
+    if not isinstance(value, Sequence | np.ndarray):
         return [value] * n
-    values = list(value)
+    values: list[float | None] = list(value)
     if len(values) != n:
         raise ValueError(f"expected {n} per-slice values, got {len(values)}")
     return values
