@@ -39,8 +39,11 @@ def convert_file(source: Path | str, target: Path | str, *, force: bool = False,
                                "volume.sheared")
         volume = unshear_volume(volume)
     notes = list(volume.notes)
-    with staged_files(target.parent, force) as stage:
-        write_volume(volume, stage / target.name)
+    try:
+        with staged_files(target.parent, force) as stage:
+            write_volume(volume, stage / target.name)
+    except RefusedError as exc:  # what the target format cannot hold: name the source
+        raise RefusedError(f"{source}: {exc.message}", exc.hint, exc.code) from exc
     return {
         "input": str(source), "output": str(target), "shape": list(volume.shape),
         "spacing": [round(s, 6) for s in volume.spacing], "orientation": volume.orientation,

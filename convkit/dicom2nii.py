@@ -17,19 +17,20 @@ from convkit import __version__
 from convkit.dicom.diffusion import fsl_bvecs, write_bval_bvec
 from convkit.dicom.group import SeriesGroup
 from convkit.dicom.header import FileRecord, FileStatus
-from convkit.dicom.naming import name_series
+from convkit.dicom.naming import check_template, name_series
 from convkit.dicom.plan import ConvertOptions
 from convkit.dicom.scan import ScanResult, scan_folder
 from convkit.dicom.series import read_series
 from convkit.errors import (
     ConvkitError,
     InputError,
+    OutputError,
     RefusedError,
     UnreadableFileError,
     UsageError,
 )
 from convkit.formats import FORMATS, write_volume
-from convkit.formats.output import check_targets, staged_files
+from convkit.formats.output import check_targets, file_states, path_kind, staged_files
 from convkit.outcomes import Outcome, batch_exit_code
 from convkit.volume import Volume
 
@@ -69,11 +70,19 @@ class ConversionReport:
     output: str
     series: list[SeriesResult]
     files: list[FileRecord]
+    #: labels of the series that failed because their outputs could not be written
+    output_failed: list[str] = field(default_factory=list)
+    #: labels of the series not tried: the batch was interrupted (BatchInterrupted)
+    not_tried: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        """0 all done, 6 partial, 4 all refused, 3 all unreadable (see DESIGN.md)."""
-        return batch_exit_code(s.status for s in self.series)
+        """0 all done, 6 partial, 4 all refused, 3 all unreadable, 5 none written and some
+        could not be written (see DESIGN.md); 130 when interrupted."""
+        if self.not_tried:
+            return 130
+        code = batch_exit_code(s.status for s in self.series)
+        return 5 if code in (3, 4) and self.output_failed else code
 
     def to_json(self) -> dict[str, Any]:
         files = [{"path": str(r.path), "status": r.status, "reason": r.reason, "series": r.series}
@@ -81,8 +90,22 @@ class ConversionReport:
         counts: dict[str, int] = {}
         for record in self.files:
             counts[record.status] = counts.get(record.status, 0) + 1
-        return {"input": self.input, "output": self.output, "exit_code": self.exit_code,
-                "series": [asdict(s) for s in self.series], "file_counts": counts, "files": files}
+        document = {"input": self.input, "output": self.output, "exit_code": self.exit_code,
+                    "series": [asdict(s) for s in self.series], "file_counts": counts,
+                    "files": files}
+        if self.not_tried:
+            document["not_tried"] = list(self.not_tried)
+        return document
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """A batch stopped by KeyboardInterrupt (Ctrl-C, or SIGTERM in the CLI); ``report`` holds
+    what was done before (staging files of the item in progress are removed)."""
+
+    def __init__(self, report: Any) -> None:
+        super().__init__()
+        self.report = report
+        self.shown = False  # set by a CLI command that rendered the report itself
 
 
 def convert_folder(
@@ -101,12 +124,15 @@ def convert_folder(
 
     Raises InputError when in_dir holds no DICOM image, UsageError for bad
     arguments, OutputError when a target exists without force. Series that
-    cannot be converted faithfully are reported as refused.
+    cannot be converted faithfully are reported as refused; a series whose outputs
+    cannot be written (a full disk) as failed, and the others are still tried.
+    KeyboardInterrupt becomes BatchInterrupted, with the report of what was done.
     """
     options = options or ConvertOptions()
     in_dir = Path(in_dir)
     if fmt not in FORMATS:
         raise UsageError(f"unknown --format {fmt!r}", f"choose one of {', '.join(FORMATS)}")
+    check_template(name_template)
     if not in_dir.exists():
         raise InputError(f"{in_dir} does not exist", "check the input path")
     out_path = _check_output_dir(in_dir, out_dir, list_only)
@@ -119,17 +145,59 @@ def convert_folder(
         return report
     assert out_path is not None, "_check_output_dir returns a folder unless list_only"
     suffix = FORMATS[fmt]
-    targets = [out_path / f"{g.label}{ext}" for g in groups for ext in (suffix, ".json")]
-    check_targets(targets, force)
+    check_targets([out_path / f"{g.label}{ext}" for g in groups for ext in _outputs(suffix)],
+                  force)
+    # Sidecars written only for some series: no FIFO, device or link in the way of one.
+    check_targets([out_path / f"{g.label}{ext}" for g in groups for ext in (".bval", ".bvec")],
+                  force=True)
     unreadable = _unreadable_by_series(scan)
-    for group in groups:
-        broken = unreadable.get(group.series_uid)
-        if broken:
-            report.series.append(_incomplete(group, broken))
-            continue
-        report.series.append(_convert_one(group, out_path, suffix, options, force, progress))
+    before: dict = {}
+    try:
+        for group in groups:
+            broken = unreadable.get(group.series_uid)
+            if broken:
+                report.series.append(_incomplete(group, broken))
+                continue
+            before = file_states(_targets(out_path, group.label, suffix))
+            report.series.append(_convert_one(group, out_path, suffix, options, force,
+                                              progress, report))
+            before = {}
+    except KeyboardInterrupt:
+        _written_when_interrupted(report, groups, before)
+        done = {s.label for s in report.series}
+        report.not_tried = [g.label for g in groups if g.label not in done]
+        _mark_refused_files(report, groups)
+        for record in report.files:
+            if record.status == FileStatus.USED and record.series in report.not_tried:
+                record.status, record.reason = FileStatus.SKIPPED, "not converted: interrupted"
+        raise BatchInterrupted(report) from None
     _mark_refused_files(report, groups)
     return report
+
+
+def _targets(out_dir: Path, label: str, suffix: str) -> list[Path]:
+    return [out_dir / f"{label}{ext}" for ext in (*_outputs(suffix), ".bval", ".bvec")]
+
+
+def _written_when_interrupted(report: ConversionReport, groups: list[SeriesGroup],
+                              before: dict) -> None:
+    """The series in progress when the batch was interrupted, if its outputs were written
+    (the interrupt came after they were published): listed as written."""
+    if not before or len(report.series) >= len(groups):
+        return
+    current = groups[len(report.series)]  # one result per group before it
+    now = file_states(list(before))
+    required = [path for path in before if path.suffix not in (".bval", ".bvec")]
+    if now != before and all(now[path] for path in required):
+        result = _result(current, Outcome.WRITTEN)
+        result.outputs = [str(path) for path, state in now.items() if state]
+        result.notes = ["interrupted after its outputs were written"]
+        report.series.append(result)
+
+
+def _outputs(suffix: str) -> tuple[str, ...]:
+    """The suffixes written for every series in a format (bval/bvec only for diffusion)."""
+    return (suffix, ".raw.gz", ".json") if suffix == ".nhdr" else (suffix, ".json")
 
 
 def _check_output_dir(in_dir: Path, out_dir: Path | str | None, list_only: bool) -> Path | None:
@@ -141,8 +209,12 @@ def _check_output_dir(in_dir: Path, out_dir: Path | str | None, list_only: bool)
     if in_dir.is_dir() and out_path.resolve().is_relative_to(in_dir.resolve()):
         raise UsageError(f"the output folder {out_path} is inside the input folder {in_dir}",
                          "choose an output folder outside the input: convkit writes nothing there")
-    if out_path.exists() and not out_path.is_dir():
-        raise UsageError(f"{out_path} exists and is not a folder", "pass a folder as OUT_DIR")
+    if out_path.exists() and not out_path.is_dir():  # a link to a folder is a folder here
+        kind = path_kind(out_path)
+        if kind == "file":
+            raise OutputError(f"{out_path} exists and is not a folder",
+                              "pass a new or existing folder as OUT_DIR")
+        raise UsageError(f"{out_path} is a {kind}, not a folder", "pass a folder as OUT_DIR")
     return out_path
 
 
@@ -190,7 +262,8 @@ def _incomplete(group: SeriesGroup, broken: list[FileRecord]) -> SeriesResult:
 
 
 def _convert_one(group: SeriesGroup, out_dir: Path, suffix: str, options: ConvertOptions,
-                 force: bool, progress: Progress | None) -> SeriesResult:
+                 force: bool, progress: Progress | None, report: ConversionReport,
+                 ) -> SeriesResult:
     result = _result(group, Outcome.WRITTEN)
     try:
         callback = (lambda d, t: progress(group.label, d, t)) if progress else None
@@ -198,6 +271,11 @@ def _convert_one(group: SeriesGroup, out_dir: Path, suffix: str, options: Conver
         outputs = write_outputs(volume, out_dir / group.label, suffix, force, group.n_files)
     except RefusedError as exc:
         result.status, result.reason, result.hint = Outcome.REFUSED, exc.message, exc.hint
+        return result
+    except OutputError as exc:  # e.g. a full disk: this series failed, the next may fit
+        result.status = Outcome.FAILED
+        result.reason, result.hint = f"series {group.label}: {exc.message}", exc.hint
+        report.output_failed.append(group.label)
         return result
     except (InputError, OSError) as exc:
         if isinstance(exc, UnreadableFileError):
@@ -251,4 +329,5 @@ def _mark_refused_files(report: ConversionReport, groups: list[SeriesGroup]) -> 
             record.reason = result.reason
 
 
-__all__ = ["ConversionReport", "SeriesResult", "convert_folder", "write_outputs", "ConvkitError"]
+__all__ = ["BatchInterrupted", "ConversionReport", "SeriesResult", "convert_folder",
+           "write_outputs", "ConvkitError"]

@@ -11,6 +11,8 @@ No I/O here, only numpy. Conventions used throughout convkit:
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +35,58 @@ SHEAR_TOLERANCE_FRACTION = 0.01
 #: far below it, real shear such as gantry tilt far above).
 AFFINE_SHEAR_TOLERANCE = 1e-4
 
+#: ImageOrientationPatient vectors further than this from unit length are normalised with a
+#: note (closer ones are the rounding of their decimal strings, normalised silently).
+ORIENTATION_ROUNDING = 1e-5
+
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+class DegenerateOrientation(ValueError):
+    """An ImageOrientationPatient that defines no image plane (zero-length, parallel, not
+    finite) or not a rotation (vectors far from unit length or from perpendicular)."""
+
+
+def _iop_text(iop: npt.ArrayLike) -> str:
+    """Values as DICOM shows them, backslash-separated."""
+    return "\\".join(f"{v:g}" for v in np.ravel(iop))
+
+
+def unit_orientation(orientation: Sequence[float]) -> tuple[tuple[float, ...], str]:
+    """(ImageOrientationPatient with unit vectors, a note when they were not quite unit).
+
+    Vectors within ORIENTATION_TOLERANCE of unit length (and of perpendicular) are
+    taken: normalised, with a note when off by more than ORIENTATION_ROUNDING. Anything
+    else raises DegenerateOrientation, whose message names the attribute and the values.
+    Plain Python (no numpy): discovery asks it of every file.
+    """
+    iop = tuple(float(v) for v in orientation)
+    if len(iop) != 6 or not all(math.isfinite(v) for v in iop):
+        raise DegenerateOrientation(f"ImageOrientationPatient {_iop_text(iop)} is degenerate "
+                                    "(not six finite numbers)")
+    row, col = iop[:3], iop[3:]
+    row_norm, col_norm = math.hypot(*row), math.hypot(*col)
+    if min(row_norm, col_norm) < ORIENTATION_TOLERANCE:
+        raise DegenerateOrientation(f"ImageOrientationPatient {_iop_text(iop)} is degenerate "
+                                    "(a zero-length vector)")
+    cosine = abs(sum(a * b for a, b in zip(row, col, strict=True))) / (row_norm * col_norm)
+    if 1 - cosine < ORIENTATION_TOLERANCE:
+        raise DegenerateOrientation(f"ImageOrientationPatient {_iop_text(iop)} is degenerate "
+                                    "(parallel row and column vectors)")
+    off = max(abs(row_norm - 1), abs(col_norm - 1))
+    if off > ORIENTATION_TOLERANCE:
+        raise DegenerateOrientation(f"ImageOrientationPatient {_iop_text(iop)} is degenerate "
+                                    f"(vectors of length {row_norm:.6g} and {col_norm:.6g}, "
+                                    "not 1)")
+    if cosine > ORIENTATION_TOLERANCE:
+        raise DegenerateOrientation(f"ImageOrientationPatient {_iop_text(iop)} is degenerate "
+                                    f"(vectors at {math.degrees(math.acos(cosine)):.4g} "
+                                    "degrees, not 90)")
+    if off <= ORIENTATION_ROUNDING:
+        return iop, ""
+    unit = tuple(v / row_norm for v in row) + tuple(v / col_norm for v in col)
+    return unit, (f"ImageOrientationPatient normalised to unit vectors (lengths "
+                  f"{row_norm:.6g} and {col_norm:.6g})")
 
 
 def lps_to_ras(affine: np.ndarray) -> np.ndarray:
@@ -45,13 +98,20 @@ def plane_axes(orientation: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray, np.n
     """Unit row direction, column direction and slice normal (LPS) from ImageOrientationPatient.
 
     The row direction is the first triplet (increasing column index), the column
-    direction the second (increasing row index); normal = row x column.
+    direction the second (increasing row index); normal = row x column. Raises
+    DegenerateOrientation for zero-length, parallel or non-finite vectors.
     """
     iop = np.asarray(orientation, dtype=float).reshape(2, 3)
-    row_dir = iop[0] / np.linalg.norm(iop[0])
-    col_dir = iop[1] / np.linalg.norm(iop[1])
+    norms = np.linalg.norm(iop, axis=1)
+    if not np.all(np.isfinite(iop)) or np.min(norms) < ORIENTATION_TOLERANCE:
+        raise DegenerateOrientation(f"ImageOrientationPatient {_iop_text(iop)} is degenerate")
+    row_dir, col_dir = iop[0] / norms[0], iop[1] / norms[1]
     normal = np.cross(row_dir, col_dir)
-    return row_dir, col_dir, normal / np.linalg.norm(normal)
+    length = float(np.linalg.norm(normal))
+    if length < ORIENTATION_TOLERANCE:
+        raise DegenerateOrientation(f"ImageOrientationPatient {_iop_text(iop)} is degenerate "
+                                    "(parallel row and column vectors)")
+    return row_dir, col_dir, normal / length
 
 
 def same_orientation(a: npt.ArrayLike, b: npt.ArrayLike) -> bool:
@@ -210,7 +270,8 @@ def _world_axes(linear: np.ndarray) -> list[int]:
 
 
 def axis_codes(affine_ras: np.ndarray) -> str:
-    """Closest canonical axis letters of a RAS affine, e.g. 'RAS' or 'LPI'.
+    """Closest canonical axis letters of a RAS affine, e.g. 'RAS' or 'LPI' ('???' for a
+    degenerate one: a zero-length, collinear or non-finite axis).
 
     The letters nib-ls and nibabel's aff2axcodes give. Orthogonal affines (every
     DICOM output grid) are coded here in pure numpy, so that a DICOM-only audit
@@ -218,10 +279,12 @@ def axis_codes(affine_ras: np.ndarray) -> str:
     SVD-based io_orientation.
     """
     linear = np.asarray(affine_ras, float)[:3, :3]
+    if not np.all(np.isfinite(linear)) or np.linalg.matrix_rank(linear) < 3:
+        return "???"  # no direction to name (a zero-length or non-finite axis)
     if is_sheared(affine_ras):
         from nibabel.orientations import aff2axcodes
 
-        return "".join(aff2axcodes(np.asarray(affine_ras, float)))
+        return "".join(code or "?" for code in aff2axcodes(np.asarray(affine_ras, float)))
     letters = [""] * 3
     for world, voxel in enumerate(_world_axes(linear)):
         letters[voxel] = ("RAS" if linear[world, voxel] > 0 else "LPI")[world]
@@ -281,7 +344,37 @@ def place_grid(affine: np.ndarray, shape: tuple[int, ...]) -> PlacedGrid:
 
 
 def obliquity_degrees(affine: np.ndarray) -> float:
-    """Largest angle (degrees) between a voxel axis and its closest world axis."""
+    """Largest angle (degrees) between a voxel axis and its closest world axis (NaN for a
+    degenerate affine: a zero-length or non-finite axis has no direction)."""
     linear = np.asarray(affine, float)[:3, :3]
-    unit = linear / np.linalg.norm(linear, axis=0)
+    norms = np.linalg.norm(linear, axis=0)
+    if not np.all(np.isfinite(norms)) or np.any(norms == 0):
+        return float("nan")
+    unit = linear / norms
     return float(np.degrees(np.arccos(np.clip(np.max(np.abs(unit), axis=0).min(), -1, 1))))
+
+
+#: Voxel axes whose parallelepiped has less than this fraction of the volume of a box
+#: with the same edge lengths are linearly dependent (a degenerate affine).
+AFFINE_DEGENERATE_TOLERANCE = 1e-6
+
+
+def affine_problem(affine: np.ndarray) -> str:
+    """Why an affine cannot place voxels in space ('' when it can): 'is not finite', or
+    'is degenerate (...)' for a zero-length axis or axes that are linearly dependent."""
+    affine = np.asarray(affine, float)
+    if not np.all(np.isfinite(affine)):
+        return "is not finite"
+    linear = affine[:3, :3]
+    with np.errstate(all="ignore"):  # lengths of 1e300 overflow: not a voxel size either
+        norms = np.linalg.norm(linear, axis=0)
+        volume = abs(float(np.linalg.det(linear))), float(np.prod(norms))
+    if not np.all(np.isfinite(norms)) or not all(np.isfinite(volume)):
+        return "is not finite (voxel axes too long)"
+    zero = [str(axis) for axis in range(3) if norms[axis] == 0]
+    if zero:
+        axes = f"axis {zero[0]} has" if len(zero) == 1 else f"axes {', '.join(zero)} have"
+        return f"is degenerate (voxel {axes} length 0)"
+    if volume[0] < AFFINE_DEGENERATE_TOLERANCE * volume[1]:
+        return "is degenerate (its voxel axes are linearly dependent)"
+    return ""

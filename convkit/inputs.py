@@ -16,17 +16,22 @@ from convkit.formats import read_volume, volume_format, volume_stem
 from convkit.volume import Volume
 
 
-def load_volume(path: Path | str, series: str | None = None, options=None) -> Volume:
+def load_volume(path: Path | str, series: str | None = None, options=None, *,
+                allow_external_data: bool | None = None,
+                max_bytes: int | None = None) -> Volume:
     """A Volume from a volume file or from DICOM (a file or a folder).
 
     series: SeriesNumber, label or SeriesInstanceUID when a DICOM folder holds
     several series (required then). options: dicom.series.ConvertOptions.
+    allow_external_data, max_bytes: for volume files, as formats.read_volume takes them
+    (data files outside the header's folder; the largest image allocated).
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path} does not exist", "check the path")
     if path.is_file() and volume_format(path):
-        volume = read_volume(path)
+        volume = read_volume(path, allow_external_data=allow_external_data,
+                             max_bytes=max_bytes)
         attach_sidecar(volume, path)
         return volume
     volume = _load_dicom(path, series, options)

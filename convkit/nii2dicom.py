@@ -75,6 +75,9 @@ def _check_not_inside(source: Path, out_dir: Path) -> None:
 
 
 def _as_3d_or_4d(volume: Volume) -> Volume:
+    if 0 in volume.array.shape:
+        raise RefusedError(f"a volume of shape {'x'.join(map(str, volume.array.shape))} holds no "
+                           "voxels: nothing to write as DICOM", "check the volume's dimensions")
     if volume.array.ndim == 2:
         return dataclasses.replace(volume, array=volume.array[:, :, np.newaxis])
     if volume.array.ndim not in (3, 4):

@@ -14,9 +14,33 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from convkit.errors import InputError
 from convkit.geometry import axis_codes
 
 RGB_DTYPE = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
+#: The largest image convkit allocates (a header describing more is corrupt, not a scan):
+#: checked against the header before any voxel is read or decompressed. Readers take a
+#: max_bytes argument to raise it.
+MAX_VOLUME_BYTES = 16 * 1024**3
+
+
+def check_volume_bytes(nbytes: int, what: str, max_bytes: int | None = None) -> None:
+    """Raise InputError when an image of nbytes is larger than max_bytes (default
+    MAX_VOLUME_BYTES): 'WHAT: the image needs N GiB, limit M GiB'."""
+    limit = MAX_VOLUME_BYTES if max_bytes is None else max_bytes
+    if nbytes > limit:
+        raise InputError(f"{what}: the image needs {format_gib(nbytes)}, limit "
+                         f"{format_gib(limit)}",
+                         "the header looks corrupt (its sizes); a real image this large needs "
+                         "a higher max_bytes (library)", "volume.too-large")
+
+
+def format_gib(nbytes: int) -> str:
+    """'16 GiB', '8.4 GiB', '0.0012 GiB' (3 significant digits), or '1000 bytes' below 1 MiB."""
+    if nbytes < 1024**2:
+        return f"{nbytes} bytes"
+    gib = nbytes / 1024**3
+    return f"{gib:.0f} GiB" if gib >= 1000 else f"{gib:.3g} GiB"
 
 
 @dataclass

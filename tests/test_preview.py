@@ -540,3 +540,16 @@ def test_folder_batch_writes_one_png_per_volume(tmp_path, cli):
     cli("preview", inputs, "-o", inputs / "inside", check_code=2)
     done = cli("preview", inputs, "-o", tmp_path / "one.png", check_code=2)
     assert "holds 3 series/volumes" in done.stderr
+
+
+@pytest.mark.parametrize("intercept", [0.0, 3.4e38])
+def test_flat_image_gets_a_usable_window(intercept):
+    """A flat image (every value equal, even at float32's limit, where low + 0.5 == low) gets
+    a window of positive width centred on its value (was ZeroDivisionError, exit 70)."""
+    from convkit.preview.window import choose_window
+
+    flat = np.zeros((4, 4, 2), np.int16)
+    window = choose_window(flat, {}, 1.0, intercept)
+    assert window.width > 0 and window.center == pytest.approx(np.float32(intercept), rel=1e-6)
+    grey = apply_window(flat.astype(np.float32) + np.float32(intercept), window)
+    assert grey.dtype == np.uint8 and np.all(grey == grey.flat[0])

@@ -65,7 +65,8 @@ class VolumeAudit:
     @property
     def status(self) -> str:
         """The file's status: volume, unreadable (damaged, truncated) or skipped (not 3D)."""
-        if self.header.problem or self.header.size.status in ("truncated", "missing"):
+        if self.header.problem or self.header.size.status in ("truncated", "missing",
+                                                              "external"):
             return "unreadable"
         if self.header.unsupported:
             return "skipped"
@@ -76,7 +77,7 @@ class VolumeAudit:
         header = self.header
         if header.problem:
             return f"header: {header.problem}"
-        if header.size.status in ("truncated", "missing"):
+        if header.size.status in ("truncated", "missing", "external"):
             return header.size.text
         return header.unsupported
 
@@ -263,6 +264,10 @@ def check_volume_size(volume: VolumeAudit) -> list[Finding]:
     if size.status == "missing":
         return [finding("volume.data-missing", f"{volume.header.format}: {size.detail}",
                         "copy the data file beside the header", path=volume.path)]
+    if size.status == "external":
+        return [finding("volume.external-data", f"{volume.header.format}: {size.detail}",
+                        "copy the data file beside the header (convert, compare, preview and "
+                        "nii2dicom refuse it without --allow-external-data)", path=volume.path)]
     return []
 
 

@@ -100,6 +100,9 @@ CODES: dict[str, Code] = {
     "volume.unreadable": Code(Severity.ERROR, "a volume header that cannot be parsed"),
     "volume.truncated": Code(Severity.ERROR, "the file holds less data than its header describes"),
     "volume.data-missing": Code(Severity.ERROR, "the data file of a detached header is missing"),
+    "volume.external-data": Code(Severity.ERROR, "a detached header names a data file outside "
+                                                 "its folder, or one that is not a regular file "
+                                                 "(a pipe, a device, a folder): never read"),
     "volume.no-geometry": Code(Severity.WARNING, "no world geometry (no qform/sform, no NRRD "
                                                  "space)"),
     "volume.bad-spacing": Code(Severity.WARNING, "a zero, negative or non-finite voxel size"),

@@ -24,9 +24,12 @@ DICOM_IDENTIFIERS = (
 PLACEHOLDER = re.compile(
     r"^[\s\-_^.*x0?]*$|^(anon\w*|anonymi[sz]ed|de-?identified|removed|none|unknown|n/?a|null"
     r"|anonymous\^?)$", re.IGNORECASE)
-#: Patterns of identifying text in free-text header fields.
+#: Patterns of identifying text in free-text header fields. Each runs in linear time (a
+#: header field may hold a megabyte of anything): the name pattern starts only where a run
+#: of name characters starts, and its quantifiers never backtrack (possessive).
 TEXT_PATTERNS = {
-    "a person name (Family^Given)": re.compile(r"[A-Za-z][A-Za-z'\-]*\^[A-Za-z]"),
+    "a person name (Family^Given)": re.compile(
+        r"(?<![A-Za-z'\-])[\-']*+[A-Za-z][A-Za-z'\-]*+\^[A-Za-z]"),
     "a date": re.compile(r"(?<![\d.])(19|20)\d\d([-/.]?)(0[1-9]|1[0-2])\2(0[1-9]|[12]\d|3[01])"
                          r"(?![\d])"),
     "a patient/institution keyword": re.compile(

@@ -12,7 +12,7 @@ from typing import Any
 
 from convkit import geometry
 from convkit.audit.identifiers import DICOM_IDENTIFIERS, real_value
-from convkit.errors import exception_reason
+from convkit.dicom.dataset import is_read_error, read_dataset, read_reason, warnings_caught
 from convkit.geometry import axis_codes
 
 #: DICOM attributes of the summary, in order (identifying ones are masked by default).
@@ -61,19 +61,19 @@ def describe_file(path: Path, kind: str, show_identifiers: bool, volume=None) ->
 def _codes(affine) -> str:
     if affine is None:
         return ""
-
     return axis_codes(affine)
 
 
 def _dicom_summary(path: Path, show_identifiers: bool) -> dict[str, Any]:
     import numpy as np
-    import pydicom
-
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        with warnings_caught():  # what pydicom finds odd is the findings' business
+            ds = read_dataset(path)
     except Exception as exc:  # unreadable: the findings say why
-        return {"problem": exception_reason(exc)}
+        if not is_read_error(exc):
+            raise
+        return {"problem": read_reason(exc)}
     meta = getattr(ds, "file_meta", None)
     syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     summary: dict[str, Any] = {"TransferSyntaxUID": _named_uid(syntax)}
@@ -89,7 +89,11 @@ def _dicom_summary(path: Path, show_identifiers: bool) -> dict[str, Any]:
         summary[keyword] = value
     orientation = summary.get("ImageOrientationPatient")
     if isinstance(orientation, list) and len(orientation) == 6:
-        _, _, normal = geometry.plane_axes(np.asarray(orientation, float))
+        try:
+            _, _, normal = geometry.plane_axes(np.asarray(orientation, float))
+        except geometry.DegenerateOrientation as exc:
+            summary["orientation"] = f"degenerate ({exc})"
+            return summary
         affine = geometry.lps_to_ras(geometry.affine_lps(orientation, (1.0, 1.0), np.zeros(3),
                                                          normal))
         summary["orientation"] = _codes(affine)

@@ -1,4 +1,5 @@
-"""What a non-DICOM file is, from its content (magic numbers), never from its name alone.
+"""What a non-DICOM file is, from its content (magic numbers); its name alone never makes
+it an image (but a volume's name makes unreadable content an error, see below).
 
 - NIfTI-1: sizeof_hdr 348 (either byte order) at byte 0 and magic 'n+1' (single file)
   or 'ni1' (header of a .hdr/.img pair) at byte 344; without the magic it is ANALYZE 7.5.
@@ -7,6 +8,11 @@
 - NRRD: 'NRRD000' at byte 0 (attached .nrrd and detached .nhdr headers alike).
 - MetaImage: a text header whose first key is 'ObjectType' (or NDims) and that
   names an ElementDataFile.
+
+A file named like a volume (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) whose content is
+none of these (a corrupt gzip stream, random bytes) is given the kind its name
+promises: the volume reader then reports why it cannot be read (an error finding),
+instead of the file passing as an unknown non-image.
 """
 
 from __future__ import annotations
@@ -22,20 +28,24 @@ DICOM_SUFFIXES = (".dcm", ".dicom", ".ima", ".dc3")
 HEAD_BYTES = 544
 #: Content kinds of volume files.
 VOLUME_KINDS = ("nifti1", "nifti2", "nifti1-pair", "nifti2-pair", "nrrd", "metaimage")
+#: The kind a volume file's name promises (when its content says nothing).
+NAMED_KINDS = {".nii.gz": "nifti1", ".nii": "nifti1", ".nrrd": "nrrd", ".nhdr": "nrrd",
+               ".mha": "metaimage", ".mhd": "metaimage"}
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _METAIMAGE_FIRST_KEYS = (b"objecttype", b"ndims", b"objectsubtype", b"comment")
 
 
 def read_head(path: Path, size: int = HEAD_BYTES) -> tuple[bytes, bool]:
-    """(first size bytes of the content, gzip-compressed?); gzip files are decompressed."""
+    """(first size bytes of the content, gzip-compressed?); gzip files are decompressed
+    (as far as the stream is sound: a corrupt stream gives what came before the damage)."""
     with open(path, "rb") as handle:
         raw = handle.read(max(size, 64))
     if raw[:2] != _GZIP_MAGIC:
         return raw[:size], False
+    decompressor = zlib.decompressobj(31)
+    out = b""
     try:
-        decompressor = zlib.decompressobj(31)
-        out = b""
         with open(path, "rb") as handle:
             while len(out) < size:
                 chunk = handle.read(65536)
@@ -44,9 +54,9 @@ def read_head(path: Path, size: int = HEAD_BYTES) -> tuple[bytes, bool]:
                 out += decompressor.decompress(chunk, size - len(out))
                 if decompressor.eof:
                     break
-        return out[:size], True
     except zlib.error:
-        return b"", True
+        pass
+    return out[:size], True
 
 
 def sniff(path: Path) -> str:
@@ -62,17 +72,24 @@ def sniff(path: Path) -> str:
         head, compressed = read_head(path)
     except OSError:
         return "unreadable"
-    kind = _nifti_kind(head)
+    kind = nifti_kind(head)
     if kind:
         return kind
     if head.startswith(b"NRRD000"):
         return "nrrd"
     if not compressed and _looks_like_metaimage(path, head):
         return "metaimage"
-    return "gzip" if compressed else "other"
+    return named_kind(path) or ("gzip" if compressed else "other")
 
 
-def _nifti_kind(head: bytes) -> str:
+def named_kind(path: Path) -> str:
+    """The volume kind path's name promises ('nifti1', 'nrrd', 'metaimage'), or ''."""
+    name = path.name.lower()
+    return next((kind for suffix, kind in NAMED_KINDS.items() if name.endswith(suffix)), "")
+
+
+def nifti_kind(head: bytes) -> str:
+    """'nifti1', 'nifti2', 'nifti1-pair', 'nifti2-pair', 'analyze' or '' from a header's bytes."""
     if len(head) < 348:
         return ""
     for order in "<>":

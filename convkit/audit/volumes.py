@@ -4,6 +4,17 @@ No voxel is decoded. The size check compares what the header describes with what
 the file holds: the file size for raw data, the gzip trailer (ISIZE) for gzip
 streams (the whole stream is decompressed, and discarded, only when the trailer
 disagrees), a streaming count for bzip2 and zlib.
+
+What the size check cannot see: a gzip stream whose deflate data are corrupt but
+whose trailer is intact (the trailer holds the original length, so it agrees) is
+only caught by decompressing all of it, which an audit of headers does not do; when
+the audit does decompress (the trailer disagrees), a CRC mismatch is reported as
+corrupt. convert, compare, preview and nii2dicom always read to the end and check
+the CRC (formats.compressed).
+
+Detached data files follow formats.detached: one outside the header's folder, or
+one that is not a regular file, is reported (status 'external') and never opened,
+nor stat'ed when it lies outside.
 """
 
 from __future__ import annotations
@@ -26,13 +37,19 @@ from convkit.audit.identifiers import (
     real_value,
     text_identifiers,
 )
-from convkit.audit.sniff import read_head
-from convkit.errors import exception_reason
-from convkit.formats.detached import data_file_path, several_data_files
-from convkit.formats.mha import metaimage_affine, read_metaimage_header
-from convkit.formats.nifti_read import QFORM_SFORM_ATOL_MM, choose_affine
-from convkit.formats.nrrd_read import SPACE_SIGNS, nrrd_geometry
-from convkit.geometry import is_sheared
+from convkit.audit.sniff import nifti_kind, read_head
+from convkit.errors import ConvkitError, InputError, exception_reason
+from convkit.formats.compressed import gzip_can_hold
+from convkit.formats.detached import data_file_names, locate
+from convkit.formats.mha import MET_TYPES, metaimage_affine, read_metaimage_header
+from convkit.formats.nifti_read import (
+    QFORM_SFORM_ATOL_MM,
+    choose_affine,
+    intent_name,
+    xyzt_units,
+)
+from convkit.formats.nrrd_read import NRRD_TYPES, SPACE_SIGNS, nrrd_geometry, read_nrrd_header
+from convkit.geometry import affine_problem, is_sheared
 
 #: Header bytes read at most (NIfTI extensions, NRRD and MetaImage text headers).
 MAX_HEADER_BYTES = 1 << 20
@@ -44,7 +61,7 @@ _CHUNK = 1 << 20
 class SizeCheck:
     """Whether the file holds the data its header describes."""
 
-    status: str  # ok | truncated | extra | missing | unchecked
+    status: str  # ok | truncated | extra | missing | external | unchecked
     expected: int | None = None  # bytes of data (uncompressed) the header describes
     found: int | None = None  # bytes of data (uncompressed) the file holds
     detail: str = ""
@@ -113,7 +130,8 @@ def read_volume_header(path: Path, kind: str) -> VolumeHeader:
         return _read_metaimage(path)
     except Exception as exc:  # a damaged header of any kind is a finding, never a crash
         family = "nifti" if kind.startswith("nifti") else kind
-        reason = exception_reason(exc)
+        reason = exc.message.removeprefix(f"{path}: ") if isinstance(exc, ConvkitError) \
+            else exception_reason(exc)
         return VolumeHeader(path, family, _FORMAT_NAMES.get(kind, kind), problem=reason)
 
 
@@ -131,6 +149,9 @@ def _read_nifti(path: Path, kind: str) -> VolumeHeader:
     two = kind.startswith("nifti2")
     klass = nib.Nifti2Header if two else nib.Nifti1Header
     base, compressed = read_head(path, 540 if two else 348)
+    if not nifti_kind(base).startswith("nifti"):  # sniffed by its name only
+        damage = "a corrupt gzip stream" if compressed and len(base) < 348 else "no NIfTI header"
+        raise ValueError(f"not a NIfTI file ({damage})")
     probe = klass.from_fileobj(io.BytesIO(base), check=False)
     offset = int(probe["vox_offset"])
     pair = kind.endswith("pair")
@@ -144,30 +165,16 @@ def _read_nifti(path: Path, kind: str) -> VolumeHeader:
         info.identifiers_unchecked.append(f"extensions unreadable ({exception_reason(exc)})")
     shape = tuple(int(v) for v in header.get_data_shape())
     info.shape = shape
+    if any(size < 1 for size in shape):
+        info.problem = f"dim {list(shape)}: no voxels (convert refuses it)"
     dtype = header.get_data_dtype()
     info.dtype = _dtype_name(dtype)
-    affine, _notes = choose_affine(header)
-    qform, qcode = header.get_qform(coded=True)
-    sform, scode = header.get_sform(coded=True)
-    info.qform_code, info.sform_code = int(header["qform_code"]), int(header["sform_code"])
-    if scode and scode > 0:
-        info.affine_source = "sform"
-        info.sheared = is_sheared(sform)
-        if qcode and qcode > 0:
-            difference = float(np.max(np.abs(qform - sform)))
-            info.qform_sform_mm = difference if difference > QFORM_SFORM_ATOL_MM else 0.0
-    elif qcode and qcode > 0:
-        info.affine_source = "qform"
-    else:
-        info.affine_source = "pixdim"
-    info.affine = None if info.affine_source == "pixdim" else np.asarray(affine, float)
-    slope, intercept = header.get_slope_inter()
-    info.slope = None if slope is None else float(slope)
-    info.intercept = None if intercept is None else float(intercept)
-    info.spatial_unit, info.time_unit = header.get_xyzt_units()
+    _nifti_affine(header, info)
+    _nifti_scaling(header, info)
+    info.spatial_unit, info.time_unit = xyzt_units(header)
     descrip = _text(header["descrip"])
     aux = _text(header["aux_file"])
-    intent = header.get_intent()[0]
+    intent = intent_name(header)
     extensions = [(int(ext.get_code()), ext.get_content()) for ext in header.extensions]
     info.fields.update({
         "intent": str(intent), "descrip": descrip, "aux_file": aux,
@@ -194,6 +201,40 @@ def _read_nifti(path: Path, kind: str) -> VolumeHeader:
         info.size = data_size(path, 0, offset + _data_bytes(shape, dtype.itemsize),
                               "gzip" if compressed else None)
     return info
+
+
+def _nifti_affine(header, info: VolumeHeader) -> None:
+    """The affine the readers use (nifti_read.choose_affine), where it comes from, and how
+    far the qform is from the sform."""
+    affine, _notes = choose_affine(header)
+    sform, scode = header.get_sform(coded=True)
+    qcode = int(header["qform_code"])
+    info.qform_code, info.sform_code = qcode, int(header["sform_code"])
+    if scode and scode > 0:
+        info.affine_source = "sform"
+        info.sheared = is_sheared(sform)
+        if qcode > 0:
+            with np.errstate(all="ignore"):  # inf - inf: not a distance (the sform is checked)
+                difference = float(np.max(np.abs(header.get_qform() - sform)))
+            info.qform_sform_mm = difference if difference > QFORM_SFORM_ATOL_MM else 0.0
+    elif qcode > 0:
+        info.affine_source = "qform"
+    else:
+        info.affine_source = "pixdim"
+    info.affine = None if info.affine_source == "pixdim" else np.asarray(affine, float)
+    _check_affine(info)
+
+
+def _nifti_scaling(header, info: VolumeHeader) -> None:
+    """slope and intercept as nibabel reads them (None: unscaled); an infinite slope or a
+    non-finite intercept beside a valid slope is a problem (the readers refuse it)."""
+    slope, intercept = float(header["scl_slope"]), float(header["scl_inter"])
+    if slope == 0 or math.isnan(slope):
+        return
+    if not math.isfinite(slope) or not math.isfinite(intercept):
+        info.problem = f"scl_slope {slope}, scl_inter {intercept}: not finite"
+        return
+    info.slope, info.intercept = slope, intercept
 
 
 def _nibabel_checks(header) -> list[tuple[int, str, str]]:
@@ -257,38 +298,17 @@ def _nifti_header_dict(header, extensions: list[tuple[int, Any]]) -> dict[str, A
 # ------------------------------------------------------------------------------------------
 # NRRD
 
-_NRRD_TYPES = {
-    1: ("signed char", "int8", "int8_t", "uchar", "unsigned char", "uint8", "uint8_t"),
-    2: ("short", "short int", "signed short", "signed short int", "int16", "int16_t", "ushort",
-        "unsigned short", "unsigned short int", "uint16", "uint16_t"),
-    4: ("int", "signed int", "int32", "int32_t", "uint", "unsigned int", "uint32", "uint32_t",
-        "float"),
-    8: ("longlong", "long long", "long long int", "signed long long", "signed long long int",
-        "int64", "int64_t", "ulonglong", "unsigned long long", "unsigned long long int", "uint64",
-        "uint64_t", "double"),
-}
-_NRRD_ITEMSIZE = {name: size for size, names in _NRRD_TYPES.items() for name in names}
-_NRRD_DTYPE = {"signed char": "int8", "uchar": "uint8", "unsigned char": "uint8",
-               "short": "int16", "ushort": "uint16", "unsigned short": "uint16", "int": "int32",
-               "uint": "uint32", "unsigned int": "uint32", "longlong": "int64",
-               "ulonglong": "uint64", "float": "float32", "double": "float64"}
-
-
 def _read_nrrd(path: Path) -> VolumeHeader:
-    import nrrd
-
-
-    with open(path, "rb") as handle:
-        head = handle.read(MAX_HEADER_BYTES)
-    end, header_length = _nrrd_header_end(head)
-    lines = head[:end].decode("latin-1").splitlines()
-    header = nrrd.read_header(lines)
+    parsed = read_nrrd_header(path)  # the readers' parser: LIST names kept apart
+    header, lines = parsed.fields, parsed.lines
     info = VolumeHeader(path, "nrrd", lines[0].strip() if lines else "NRRD")
     sizes = [int(v) for v in np.atleast_1d(header.get("sizes", []))]
+    if any(size < 1 for size in sizes):
+        info.problem = f"sizes {sizes}: no voxels (convert refuses it)"
     type_name = str(header.get("type", "")).strip().lower()
-    itemsize = _NRRD_ITEMSIZE.get(type_name)
-    info.dtype = _NRRD_DTYPE.get(type_name, np.dtype(type_name).name if type_name in (
-        "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64") else type_name)
+    code = NRRD_TYPES.get(type_name)
+    itemsize = np.dtype(code).itemsize if code else None
+    info.dtype = np.dtype(code).name if code else type_name
     space = str(header.get("space", "")).strip().lower()
     kinds = [str(k).lower() for k in header.get("kinds", [])]
     affine, spatial = nrrd_geometry(header)
@@ -296,9 +316,9 @@ def _read_nrrd(path: Path) -> VolumeHeader:
     info.shape = tuple(sizes[i] for i in spatial) + tuple(sizes[i] for i in others) \
         if len(spatial) == 3 else tuple(sizes)
     if affine is not None:
-        affine[:3, 3] = np.nan_to_num(affine[:3, 3])
         info.affine, info.affine_source = affine, "space directions"
         info.spatial_unit = ",".join(header.get("space units", [])) or "mm"
+        _check_affine(info)
     elif len(sizes) < 3 or (space in SPACE_SIGNS and len(spatial) != 3):
         info.unsupported = (f"{len(sizes)}D NRRD" if len(sizes) < 3
                             else f"NRRD with {len(spatial)} spatial axes of {len(sizes)}")
@@ -308,17 +328,8 @@ def _read_nrrd(path: Path) -> VolumeHeader:
     info.header = {key: _plain(value) for key, value in header.items()}
     _nrrd_identifiers(lines, info)
     nbytes = _data_bytes(sizes, itemsize) if itemsize else None
-    info.size = _nrrd_size(path, header, header_length, nbytes, encoding, info)
+    info.size = _nrrd_size(path, parsed, nbytes, encoding, info)
     return info
-
-
-def _nrrd_header_end(head: bytes) -> tuple[int, int]:
-    """(end of the header text, offset of the attached data)."""
-    for separator in (b"\r\n\r\n", b"\n\n"):
-        index = head.find(separator)
-        if index >= 0:
-            return index, index + len(separator)
-    return len(head), len(head)
 
 
 def _nrrd_identifiers(lines: list[str], info: VolumeHeader) -> None:
@@ -338,23 +349,23 @@ def _nrrd_identifiers(lines: list[str], info: VolumeHeader) -> None:
                 info.identifying["content"] = found
 
 
-def _nrrd_size(path: Path, header: dict, header_length: int, nbytes: int | None,
-               encoding: str, info: VolumeHeader) -> SizeCheck:
-    data_file = header.get("data file") or header.get("datafile")
-    start = header_length
+def _nrrd_size(path: Path, parsed, nbytes: int | None, encoding: str,
+               info: VolumeHeader) -> SizeCheck:
+    header = parsed.fields
+    start = parsed.data_offset
     target = path
-    if data_file:
-        name = str(data_file).strip()
-        if several_data_files(name):
-            return SizeCheck("unchecked", nbytes, None, "several data files")
-        target = data_file_path(path, name)
-        start = 0
-        if not target.is_file():
-            return SizeCheck("missing", nbytes, None, f"data file {name} not found")
-        info.data_files.append(target)
+    if parsed.data_entry:
+        found, why = _data_file(path, parsed.data_entry, parsed.listed, nbytes, info)
+        if found is None:
+            return why
+        target, start = found, 0
     if nbytes is None:
         return SizeCheck("unchecked", None, None, "unknown type")
-    if int(header.get("line skip", header.get("lineskip", 0)) or 0) > 0:
+    line_skip = int(header.get("line skip", header.get("lineskip", 0)) or 0)
+    if line_skip > 0:
+        if line_skip > target.stat().st_size - start:
+            return SizeCheck("truncated", nbytes, None,
+                             f"line skip {line_skip} is more than the file holds")
         return SizeCheck("unchecked", nbytes, None, "line skip")
     skip = int(header.get("byte skip", header.get("byteskip", 0)) or 0)
     if encoding in ("raw",):
@@ -370,16 +381,39 @@ def _nrrd_size(path: Path, header: dict, header_length: int, nbytes: int | None,
     return SizeCheck("unchecked", nbytes, None, f"{encoding} encoding")
 
 
+def _data_file(path: Path, entry: str, listed: list[str], nbytes: int | None,
+               info: VolumeHeader) -> tuple[Path | None, SizeCheck]:
+    """(the one data file to size-check, or None and the SizeCheck that says why not).
+
+    Every file a LIST or pattern names is located (formats.detached.locate): one
+    outside the header's folder, or not a regular file, makes the status 'external'
+    (nothing outside is stat'ed); the files found are this volume's sidecars.
+    """
+    try:
+        names = data_file_names(entry, listed)
+    except InputError as exc:
+        return None, SizeCheck("unchecked", nbytes, None, exc.message)
+    located = [(name, *locate(path, name)) for name in names]
+    refused = [(name, problem) for name, _, problem in located
+               if problem and problem != "missing"]
+    if refused:
+        name, problem = refused[0]
+        more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+        return None, SizeCheck("external", nbytes, None,
+                               f"data file {name!r} is {problem}{more}: not read")
+    missing = [name for name, _, problem in located if problem == "missing"]
+    info.data_files.extend(target for _, target, problem in located if not problem)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        return None, SizeCheck("missing", nbytes, None, f"data file {missing[0]} not found{more}")
+    if len(located) > 1:
+        return None, SizeCheck("unchecked", nbytes, None, f"{len(located)} data files")
+    return located[0][1], SizeCheck("unchecked")
+
+
 # ------------------------------------------------------------------------------------------
 # MetaImage
 
-_MET_ITEMSIZE = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4,
-                 "MET_UINT": 4, "MET_LONG": 4, "MET_ULONG": 4, "MET_LONG_LONG": 8,
-                 "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8}
-_MET_DTYPE = {"MET_CHAR": "int8", "MET_UCHAR": "uint8", "MET_SHORT": "int16",
-              "MET_USHORT": "uint16", "MET_INT": "int32", "MET_UINT": "uint32",
-              "MET_LONG": "int32", "MET_ULONG": "uint32", "MET_LONG_LONG": "int64",
-              "MET_ULONG_LONG": "uint64", "MET_FLOAT": "float32", "MET_DOUBLE": "float64"}
 #: Standard MetaIO keys: anything else is a custom field (checked for identifying text).
 _MET_KEYS = {
     "objecttype", "objectsubtype", "ndims", "binarydata", "binarydatabyteordermsb",
@@ -396,18 +430,21 @@ def _read_metaimage(path: Path) -> VolumeHeader:
     fields, header_length = parsed.fields, parsed.length
     lower = {key.lower(): value for key, value in fields.items()}
     info = VolumeHeader(path, "metaimage", "MetaImage")
+    if "ndims" not in lower or "elementdatafile" not in lower:  # sniffed by its name only
+        raise ValueError("not a MetaImage header (no NDims or ElementDataFile)")
     ndims = int(lower.get("ndims", "0"))
     sizes = [int(v) for v in lower.get("dimsize", "").split()]
     channels = int(lower.get("elementnumberofchannels", "1") or 1)
     info.shape = tuple(sizes) + ((channels,) if channels > 1 else ())
     element = lower.get("elementtype", "").upper()
-    info.dtype = _MET_DTYPE.get(element, element.lower())
+    info.dtype = np.dtype(MET_TYPES[element]).name if element in MET_TYPES else element.lower()
     info.header = dict(fields)
     if ndims != 3 or len(sizes) != 3:
         info.unsupported = f"{ndims}D MetaImage"
     else:
         info.affine, info.affine_source = metaimage_affine(parsed), "TransformMatrix"
         info.spatial_unit = "mm"
+        _check_affine(info)
     info.fields.update({"compressed": lower.get("compresseddata", "False"),
                         "anatomical_orientation": lower.get("anatomicalorientation", "")})
     for key, value in fields.items():
@@ -415,24 +452,21 @@ def _read_metaimage(path: Path) -> VolumeHeader:
             found = key_value_identifiers(key, value)
             if found:
                 info.identifying[key] = found
-    itemsize = _MET_ITEMSIZE.get(element)
+    itemsize = np.dtype(MET_TYPES[element]).itemsize if element in MET_TYPES else None
     nbytes = _data_bytes(sizes, itemsize) * channels if itemsize and sizes else None
-    info.size = _metaimage_size(path, lower, header_length, nbytes, info)
+    info.size = _metaimage_size(path, lower, header_length, nbytes, info, parsed.listed)
     return info
 
 
 def _metaimage_size(path: Path, lower: dict[str, str], header_length: int,
-                    nbytes: int | None, info: VolumeHeader) -> SizeCheck:
+                    nbytes: int | None, info: VolumeHeader, listed: list[str]) -> SizeCheck:
     name = lower.get("elementdatafile", "")
     target, start = path, header_length
     if name.upper() != "LOCAL":
-        if not name or several_data_files(name):
-            return SizeCheck("unchecked", nbytes, None, "several data files")
-        target = data_file_path(path, name)
-        start = 0
-        if not target.is_file():
-            return SizeCheck("missing", nbytes, None, f"data file {name} not found")
-        info.data_files.append(target)
+        found, why = _data_file(path, name, listed, nbytes, info)
+        if found is None:
+            return why
+        target, start = found, 0
     if nbytes is None:
         return SizeCheck("unchecked", None, None, "unknown element type")
     skip = int(lower.get("headersize", "0") or 0)
@@ -462,6 +496,9 @@ def data_size(path: Path, start: int, expected: int, compression: str | None) ->
     size = path.stat().st_size
     if compression is None:
         return _compare(expected, size - start)
+    if compression == "gzip" and not gzip_can_hold(size - start, expected):
+        return SizeCheck("truncated", expected, None,
+                         f"{size - start} bytes of gzip data cannot hold it")
     if compression == "gzip" and size - start >= 18:
         with open(path, "rb") as handle:
             handle.seek(size - 4)
@@ -531,6 +568,15 @@ def _data_bytes(shape: Any, itemsize: int | None) -> int:
 
 # ------------------------------------------------------------------------------------------
 # Small helpers
+
+
+def _check_affine(info: VolumeHeader) -> None:
+    """A non-finite or degenerate affine is a problem of the header (the readers refuse it):
+    reported as such, and kept from the geometry checks and the pairing."""
+    why = "" if info.affine is None else affine_problem(info.affine)
+    if why:
+        info.problem = f"the {info.affine_source} {why}"
+        info.affine = None
 
 
 def _text(value: Any) -> str:

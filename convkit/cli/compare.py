@@ -45,16 +45,22 @@ def compare(
                                      "(default: detected, integer values with at most "
                                      "128 distinct: LABEL_MAX_VALUES)."),
     header_only: bool = typer.Option(False, "--header-only", help="Compare headers only."),
+    allow_external_data: bool = typer.Option(
+        False, "--allow-external-data",
+        help="Read NRRD/MetaImage data files outside the header's folder (only for headers "
+             "you trust)."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable report."),
 ) -> None:
     """Compare two images: headers side by side, voxels in world space. Exit 0 equal, 1 not."""
     from convkit.compare import compare_files
+    from convkit.formats.detached import allowing_external_data
 
     given = {"atol_mm": atol_mm, "atol_dir": atol_dir, "atol": atol, "rtol": rtol}
     options = {key: value for key, value in given.items() if value is not None}
-    result = compare_files(a, b, series=series, series_b=series_b, resample=resample,
-                           interpolation=interpolation, labels=labels, header_only=header_only,
-                           **options)
+    with allowing_external_data(allow_external_data):
+        result = compare_files(a, b, series=series, series_b=series_b, resample=resample,
+                               interpolation=interpolation, labels=labels,
+                               header_only=header_only, **options)
     if as_json:
         render.print_json(result.to_json())
     else:

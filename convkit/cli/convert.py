@@ -19,12 +19,19 @@ def convert(
                                   help="Resample a sheared affine (gantry tilt) onto a regular "
                                        "grid instead of refusing."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+    allow_external_data: bool = typer.Option(
+        False, "--allow-external-data",
+        help="Read NRRD/MetaImage data files outside the header's folder (only for headers "
+             "you trust)."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable report."),
 ) -> None:
     """Convert SOURCE to TARGET, keeping world geometry and values exactly."""
     from convkit.convert import convert_file
+    from convkit.formats.detached import allowing_external_data
 
-    report = convert_file(source, target, force=force, resample_shear=resample, series=series)
+    with allowing_external_data(allow_external_data):
+        report = convert_file(source, target, force=force, resample_shear=resample,
+                              series=series)
     err = render.error_console()
     for note in report["notes"]:
         err.print(f"[yellow]Note:[/] {note}", highlight=False, soft_wrap=True)

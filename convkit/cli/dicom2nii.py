@@ -40,14 +40,25 @@ def dicom2nii(
 ) -> None:
     """Convert every DICOM series under IN_DIR to NIfTI (default) or NRRD in OUT_DIR."""
     from convkit.dicom.plan import ConvertOptions
-    from convkit.dicom2nii import convert_folder
+    from convkit.dicom2nii import BatchInterrupted, convert_folder
 
     options = ConvertOptions(tilt=tilt, resample=resample, dtype=dtype,
                              keep_identifiers=keep_identifiers, philips_precise=philips_precise)
-    with progress_bar(enabled=not as_json) as progress:
-        report = convert_folder(in_dir, out_dir, options=options, fmt=fmt, name_template=name,
-                                select=series, force=force, list_only=list_only,
-                                progress=progress)
+    try:
+        with progress_bar(enabled=not as_json) as progress:
+            report = convert_folder(in_dir, out_dir, options=options, fmt=fmt,
+                                    name_template=name, select=series, force=force,
+                                    list_only=list_only, progress=progress)
+    except BatchInterrupted as stop:  # what was done, then exit 130 (143 after SIGTERM)
+        _show(stop.report, as_json, list_only)
+        stop.shown = True
+        raise
+    _show(report, as_json, list_only)
+    raise typer.Exit(report.exit_code)
+
+
+def _show(report, as_json: bool, list_only: bool) -> None:
+    """The series table (or JSON) on stdout, problems on stderr."""
     if as_json:
         render.print_json(report.to_json())
     else:
@@ -57,7 +68,6 @@ def dicom2nii(
             out.print(line, soft_wrap=True)
         out.print(render.file_summary(report))
     _report_problems(report)
-    raise typer.Exit(report.exit_code)
 
 
 def _report_problems(report) -> None:
@@ -69,3 +79,8 @@ def _report_problems(report) -> None:
                       highlight=False, soft_wrap=True)
             if result.hint:
                 err.print(f"[yellow]Hint:[/] {result.hint}", highlight=False, soft_wrap=True)
+    not_tried = getattr(report, "not_tried", [])
+    if not_tried:
+        err.print(f"[bold yellow]Interrupted:[/] {len(report.series)} series done, "
+                  f"{len(not_tried)} not converted: {', '.join(not_tried)}",
+                  highlight=False, soft_wrap=True)

@@ -29,11 +29,16 @@ def nii2dicom(
     series_description: str = typer.Option("convkit", "--series-description"),
     series_number: int = typer.Option(9001, "--series-number"),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+    allow_external_data: bool = typer.Option(
+        False, "--allow-external-data",
+        help="Read NRRD/MetaImage data files outside the header's folder (only for headers "
+             "you trust)."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable report."),
 ) -> None:
     """Write a volume as a DICOM series (one file per slice) into OUT_DIR."""
     from convkit.dicom.write import SeriesIdentity, template_attributes
     from convkit.errors import UsageError
+    from convkit.formats.detached import allowing_external_data
     from convkit.nii2dicom import volume_to_dicom
 
     if same_study and template is None:
@@ -47,7 +52,8 @@ def nii2dicom(
         study_description=study_description or "", series_description=series_description,
         series_number=series_number, modality=modality, study_uid=study_uid,
         frame_uid=frame_uid, template=[e for e in copied if not given.get(e.keyword)])
-    written = volume_to_dicom(source, out_dir, identity, force=force)
+    with allowing_external_data(allow_external_data):
+        written = volume_to_dicom(source, out_dir, identity, force=force)
     if as_json:
         render.print_json({"input": str(source), "series": [asdict(w) for w in written]})
         return

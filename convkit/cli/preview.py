@@ -58,10 +58,15 @@ def preview(
     terminal: bool = typer.Option(False, "--terminal", "-t",
                                   help="Show the picture in the terminal (true colour)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+    allow_external_data: bool = typer.Option(
+        False, "--allow-external-data",
+        help="Read NRRD/MetaImage data files outside the header's folder (only for headers "
+             "you trust)."),
     as_json: bool = typer.Option(False, "--json", help="Print what was drawn as JSON."),
 ) -> None:
     """Quick-look PNG of a volume: a slice, a mosaic or three planes, in patient orientation."""
     from convkit.dicom.plan import ConvertOptions
+    from convkit.formats.detached import allowing_external_data
     from convkit.formats.output import check_targets
     from convkit.preview import find_sources
     from convkit.preview.render import PreviewOptions
@@ -86,8 +91,9 @@ def preview(
                                  "pass -o OUT.png and one series (--series)")
             from convkit.preview import preview_folder
 
-            report = preview_folder(sources, input_path, output, options, highlight, force,
-                                    progress, read_options)
+            with allowing_external_data(allow_external_data):
+                report = preview_folder(sources, input_path, output, options, highlight, force,
+                                        progress, read_options)
     if batch:
         _print_batch(report, as_json)
         raise typer.Exit(report.exit_code)
@@ -95,8 +101,9 @@ def preview(
         names = ", ".join(s.name for s in sources[:6]) + (" ..." if len(sources) > 6 else "")
         raise UsageError(f"{input_path} holds {len(sources)} series/volumes ({names})",
                          "choose one with --series, or pass -o OUT_DIR for one PNG each")
-    _preview_one(sources[0], options, read_options, output, overlay, alpha, contour, highlight,
-                 terminal, force, as_json)
+    with allowing_external_data(allow_external_data):
+        _preview_one(sources[0], options, read_options, output, overlay, alpha, contour,
+                     highlight, terminal, force, as_json)
 
 
 def _preview_one(source, options, read_options, output: Path | None, overlay: Path | None,

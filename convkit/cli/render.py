@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -261,3 +262,22 @@ def file_summary(report) -> str:
         counts[record.status] = counts.get(record.status, 0) + 1
     parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     return f"{len(report.files)} files: {parts}"
+
+
+def interrupted_lines(report) -> list[str]:
+    """What an interrupted batch (dicom2nii's or preview's report) did: one line per item
+    done (its status and output or reason), then the items not tried."""
+    items = report.series if hasattr(report, "series") else report.items
+    lines = []
+    for item in items:
+        name = getattr(item, "label", None) or item.name
+        outputs = getattr(item, "outputs", None) or ([item.output] if getattr(item, "output", "")
+                                                     else [])
+        what = ", ".join(outputs) if outputs else item.reason
+        style = STATUS_STYLE.get(item.status, "white")
+        lines.append(f"[{style}]{item.status}[/] {escape(name)}" + (f": {escape(what)}"
+                                                                   if what else ""))
+    if report.not_tried:
+        lines.append(f"[bold yellow]Interrupted:[/] {len(items)} done, {len(report.not_tried)} "
+                     f"not tried: {escape(', '.join(report.not_tried))}")
+    return lines

@@ -398,18 +398,15 @@ def _float(value: Any) -> float | None:
     """The first value as a finite float, or None."""
     if not isinstance(value, str | bytes) and hasattr(value, "__len__"):
         value = values.first(value)
-    number = values.to_float(value)
-    return number if number is not None and np.isfinite(number) else None
+    return values.finite_or_none(value)
 
 
 def _unit(vector: Any) -> np.ndarray | None:
     if vector is None:
         return None
-    try:
-        array = np.asarray([float(v) for v in values.multi(vector)], dtype=float)
-    except (TypeError, ValueError):
+    numbers = [values.finite_or_none(v) for v in values.multi(vector)]
+    if len(numbers) != 3 or any(v is None for v in numbers):
         return None
-    if array.shape != (3,) or not np.all(np.isfinite(array)):
-        return None
+    array = np.asarray(numbers, dtype=float)
     norm = float(np.linalg.norm(array))
     return array / norm if norm > ZERO_VECTOR_NORM else None

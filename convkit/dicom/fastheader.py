@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import struct
+import zlib
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -74,8 +75,18 @@ _UNDEFINED = 0xFFFFFFFF
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 #: Big endian and deflated datasets; every other syntax (compressed ones included) encodes
 #: its dataset as explicit VR little endian.
-_DECLINED_SYNTAXES = {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+_DECLINED_SYNTAXES = {"1.2.840.10008.1.2.2", _DEFLATED}
 _FIRST_READ = 16384
+#: Sequences of undefined length nested deeper than this make a file unreadable: the walker
+#: skips them (iteratively), but pydicom recurses into them when it reads the file (a
+#: RecursionError a few hundred levels down). Real files nest a few levels, SR trees a dozen.
+MAX_SEQUENCE_DEPTH = 64
+#: More items than this in encapsulated pixel data: declined as damaged (a frame is one
+#: item or a few; every item costs a read of its header).
+MAX_FRAGMENTS = 1_000_000
+#: Bytes at the end of a fragment searched for the end-of-image marker (trailing padding).
+_TAIL_BYTES = 16
 _TAG, _U16, _U32 = struct.Struct("<HH"), struct.Struct("<H"), struct.Struct("<I")
 #: One element header: (group, element, VR, short length) or (group, element, length).
 _EXPLICIT, _IMPLICIT = struct.Struct("<HH2sH"), struct.Struct("<HHI")
@@ -91,6 +102,27 @@ _BYTES_VRS = {"OB", "OW", "UN", ""}  # kept as bytes, as pydicom does
 _SPECIAL_TAGS = frozenset({_PIXEL_DATA, _DIRECTORY_RECORDS, *CONTENT_SEQUENCES})
 
 
+class Fragments(NamedTuple):
+    """The items of encapsulated (compressed) pixel data, read without their content.
+
+    lengths[i]: bytes of fragment i (the basic offset table not counted);
+    ends_with_eoi[i]: whether it has an end-of-image marker (FF D9) in its last bytes,
+    where every complete JPEG, JPEG-LS and JPEG 2000 codestream ends. problem: why the
+    items do not form a sequence ('' when they do); a fragment running past the end of
+    the file shows in pixel_end instead.
+    """
+
+    lengths: tuple[int, ...]
+    ends_with_eoi: tuple[bool, ...]
+    problem: str = ""
+
+
+def has_eoi(tail: bytes) -> bool:
+    """Whether the last bytes of a fragment hold the end-of-image marker FF D9 (markers
+    cannot occur inside entropy-coded data, so a cut stream never ends with one)."""
+    return b"\xff\xd9" in tail[-_TAIL_BYTES:]
+
+
 class Element(NamedTuple):
     """A private element as pydicom's DataElement shows it to convkit: value and VR."""
 
@@ -102,16 +134,23 @@ class _Unusual(Exception):
     """Something this reader does not handle: use pydicom instead."""
 
 
+class _PastEnd(_Unusual):
+    """An element runs past the end of the file: the file is truncated (or its length is)."""
+
+
 class FastDataset:
     """The few pydicom Dataset methods discovery uses, over the parsed attributes."""
 
     def __init__(self, values: dict[str, Any], transfer_syntax: str, pixel_end: int | None,
                  has_directory: bool, private: dict[tuple[int, int], Element] | None = None,
-                 sequences: frozenset[str] = frozenset(), file_size: int | None = None) -> None:
+                 sequences: frozenset[str] = frozenset(), file_size: int | None = None,
+                 fragments: Fragments | None = None, problem: str = "") -> None:
         self._values = values
         self.file_size = file_size  # bytes on disk (fstat of the open file)
         self.file_meta = {"TransferSyntaxUID": transfer_syntax}
         self.pixel_data_end = pixel_end  # file offset where the pixel data must end, if known
+        self.fragments = fragments  # the items of encapsulated pixel data (None: native)
+        self.problem = problem  # why the file cannot be read as a whole, though walked ('')
         self.has_directory = has_directory
         self.private = private or {}  # (group, element) -> Element: creators and PRIVATE_ELEMENTS
         self.sequences = sequences  # CONTENT_SEQUENCES keywords present (content not read)
@@ -157,26 +196,28 @@ def read_fast(path: Path, wanted: dict[str, tuple[int, str]] | None = None,
         syntax, offset = _file_meta(data)
         if syntax in _DECLINED_SYNTAXES or not syntax:
             return None  # big endian or deflated: pydicom handles those
-        walker = _Walker(descriptor, data, syntax != _IMPLICIT_LE, wanted or WANTED)
-        values, pixel_end, directory = walker.walk(offset)
         size = os.fstat(descriptor).st_size
+        walker = _Walker(descriptor, data, syntax != _IMPLICIT_LE, wanted or WANTED, size)
+        values, pixel_end, directory = walker.walk(offset)
     except (_Unusual, struct.error, OSError, UnicodeDecodeError, ValueError):
         return None
     finally:
         os.close(descriptor)
+    problem = walker.problem or (f"sequences nested more than {MAX_SEQUENCE_DEPTH} levels deep"
+                                 if walker.max_depth > 2 * MAX_SEQUENCE_DEPTH else "")
     return FastDataset(values, syntax, pixel_end, directory, walker.private,
-                       frozenset(walker.sequences), size)
+                       frozenset(walker.sequences), size, walker.fragments, problem)
 
 
-def _file_meta(data: bytes) -> tuple[str, int]:
-    """(TransferSyntaxUID, offset of the dataset) from the group 0002 meta header."""
-    group, element, vr = struct.unpack_from("<HH2s", data, 132)
+def _file_meta(data: bytes, start: int = 132) -> tuple[str, int]:
+    """(TransferSyntaxUID, offset of the dataset) from the group 0002 meta header at start."""
+    group, element, vr = struct.unpack_from("<HH2s", data, start)
     if (group, element) != (2, 0) or vr != b"UL":
         raise _Unusual("no meta group length")
-    meta_end = 144 + struct.unpack_from("<I", data, 140)[0]
+    meta_end = start + 12 + struct.unpack_from("<I", data, start + 8)[0]
     if meta_end > len(data):
         raise _Unusual("meta header beyond the first read")
-    position, syntax = 144, ""
+    position, syntax = start + 12, ""
     while position < meta_end:
         group, element, vr = struct.unpack_from("<HH2s", data, position)
         if vr in _LONG_VRS:
@@ -189,6 +230,43 @@ def _file_meta(data: bytes) -> tuple[str, int]:
             syntax = data[position:position + length].decode("ascii").strip("\x00 ")
         position += length
     return syntax, meta_end
+
+
+_SERIES_UID = {"SeriesInstanceUID": WANTED["SeriesInstanceUID"]}
+
+
+def series_uid_of(path: Path) -> str:
+    """The SeriesInstanceUID of a file that neither reader could read whole ('' if none is
+    found), so that its series is known to be incomplete: the walker skips what made
+    pydicom fail (sequences nested too deeply), and takes files without a preamble (meta
+    group at byte 0, or a bare little-endian dataset) here too."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    try:
+        data = os.read(descriptor, _FIRST_READ)
+        if data[128:132] == b"DICM":
+            syntax, offset = _file_meta(data)
+        elif data[:4] == b"\x02\x00\x00\x00":
+            syntax, offset = _file_meta(data, 0)
+        else:
+            syntax, offset = "", 0
+        size = os.fstat(descriptor).st_size
+        if syntax == _DEFLATED:  # what can be inflated of the dataset (it may be cut short)
+            data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data[offset:], _FIRST_READ * 64)
+            offset, size = 0, len(data)
+        elif syntax in _DECLINED_SYNTAXES:
+            return ""
+        explicit = syntax != _IMPLICIT_LE if syntax else data[offset + 4:offset + 6].isalpha()
+        walker = _Walker(descriptor, data, explicit, _SERIES_UID, size)
+        values, _, _ = walker.walk(offset)
+    except (_Unusual, struct.error, OSError, UnicodeDecodeError, ValueError, zlib.error):
+        return ""
+    finally:
+        os.close(descriptor)
+    value = values.get("SeriesInstanceUID", "")
+    return value if isinstance(value, str) else ""
 
 
 _TAG_TABLES: dict[int, tuple[dict, dict[int, tuple[str, str]]]] = {}
@@ -207,24 +285,49 @@ class _Walker:
     """Walks elements of one dataset, reading more of the file as needed."""
 
     def __init__(self, descriptor: int, data: bytes, explicit: bool,
-                 wanted: dict[str, tuple[int, str]]) -> None:
+                 wanted: dict[str, tuple[int, str]], file_size: int) -> None:
         self.descriptor, self.data, self.explicit = descriptor, data, explicit
+        self.file_size = file_size
         self.by_tag = _by_tag(wanted)
         self.values: dict[str, Any] = {}
         self.raw: dict[str, tuple[bytes, str]] = {}
         self.private_raw: dict[tuple[int, int], tuple[bytes, str]] = {}
         self.private: dict[tuple[int, int], Element] = {}
         self.sequences: set[str] = set()
+        self.fragments: Fragments | None = None
+        self.max_depth = 0  # of the undefined-length sequences and items skipped
+        self.end = 0  # where the last element ends, when the walk reaches the end of the file
+        self.problem = ""  # why the file cannot be read whole (truncated)
 
     def need(self, end: int) -> None:
-        """Make sure data holds the file up to end (reading in doubling chunks)."""
-        while end > len(self.data):
-            chunk = os.read(self.descriptor, max(end - len(self.data), len(self.data)))
+        """Make sure data holds the file up to end (reading in doubling chunks, never past
+        the file's size: a corrupt length must not become a 4 GB read buffer); _PastEnd
+        when the file ends before."""
+        target = min(end, self.file_size)
+        while target > len(self.data):
+            chunk = os.read(self.descriptor, min(max(target - len(self.data), len(self.data)),
+                                                 self.file_size - len(self.data)))
             if not chunk:
-                raise _Unusual("file ends inside the header")
+                break
             self.data += chunk
+        if end > len(self.data):
+            raise _PastEnd(f"the file ends at byte {len(self.data)}, an element runs to byte "
+                           f"{end}")
 
-    def walk(self, position: int) -> tuple[dict[str, Any], int | None, bool]:  # noqa: C901
+    def walk(self, position: int) -> tuple[dict[str, Any], int | None, bool]:
+        """Walk the top-level elements up to the pixel data, keeping the wanted ones; an
+        element that runs past the end of the file ends the walk with self.problem set."""
+        try:
+            values, pixel_end, directory = self._walk(position)
+        except _PastEnd as exc:
+            self.problem = f"truncated: {exc}"
+            return self._decoded(), None, False
+        if self.end > len(self.data) or self.end > self.file_size:
+            self.problem = (f"truncated: the file ends at byte {self.file_size}, an element runs "
+                            f"to byte {self.end}")
+        return values, pixel_end, directory
+
+    def _walk(self, position: int) -> tuple[dict[str, Any], int | None, bool]:  # noqa: C901
         """Walk the top-level elements up to the pixel data, keeping the wanted ones.
 
         The hot loop of discovery (tens of elements per file, tens of thousands of
@@ -244,7 +347,8 @@ class _Walker:
                     self.need(position + 12)
                 except _Unusual:
                     if position + 8 > len(self.data):
-                        break  # the end of a header-only file (no pixel data)
+                        self.end = position  # the end of a header-only file (no pixel data)
+                        break
                 data = self.data
                 size = len(data)
             if explicit:
@@ -272,7 +376,10 @@ class _Walker:
                 size = len(data)
             elif tag in special:
                 if tag == _PIXEL_DATA:
-                    pixel_end = None if length == undefined else position + length
+                    if length == undefined:  # encapsulated: the end is where the items end
+                        pixel_end, self.fragments = self._encapsulated(position)
+                    else:
+                        pixel_end = position + length
                     return self._decoded(), pixel_end, directory
                 if tag == _DIRECTORY_RECORDS:
                     directory = True
@@ -340,12 +447,46 @@ class _Walker:
             if tag in (_SEQUENCE_END, _ITEM_END):
                 depth -= 1
             elif length == _UNDEFINED:
-                depth += 1
+                depth += 1  # a sequence and its item: two levels each
+                self.max_depth = max(self.max_depth, depth)
             elif tag != _ITEM:
                 position += length
             else:
                 position += length  # an item of defined length: skip it whole
         return position
+
+    def _encapsulated(self, position: int) -> tuple[int, Fragments]:
+        """(offset after the sequence delimiter, the fragments) of encapsulated pixel data
+        starting at position: item headers are read one by one (pread), contents skipped.
+
+        A file that ends before the delimiter gives an end past the file's size (the
+        truncation check reports it).
+        """
+        lengths: list[int] = []
+        ends: list[bool] = []
+        first = True
+        while True:
+            head = os.pread(self.descriptor, 8, position)
+            if len(head) < 8:
+                return position + 8, Fragments(tuple(lengths), tuple(ends))
+            group, element, length = _IMPLICIT.unpack(head)
+            tag = (group << 16) | element
+            position += 8
+            if tag == _SEQUENCE_END:
+                return position, Fragments(tuple(lengths), tuple(ends))
+            if tag != _ITEM or length == _UNDEFINED:
+                return position, Fragments(tuple(lengths), tuple(ends),
+                                           f"an element ({group:04X},{element:04X}) where an "
+                                           "item of pixel data should be")
+            if len(ends) >= MAX_FRAGMENTS:
+                return position, Fragments(tuple(lengths), tuple(ends),
+                                           f"more than {MAX_FRAGMENTS} fragments")
+            if not first:  # the first item is the basic offset table
+                size = min(length, _TAIL_BYTES)
+                lengths.append(length)
+                ends.append(has_eoi(os.pread(self.descriptor, size, position + length - size)))
+            first = False
+            position += length
 
     def _decoded(self) -> dict[str, Any]:
         charset = self.raw.get("SpecificCharacterSet", (b"", ""))[0].decode("ascii", "replace")
@@ -377,6 +518,8 @@ def _value(raw: bytes, vr: str, encoding: str) -> Any:
     code = _NUMBER_CODES.get(vr)
     if code is not None:
         size = struct.calcsize(code)
+        if len(raw) % size:  # pydicom refuses these (BytesLengthException): so does convkit
+            raise _Unusual(f"a {vr} value of {len(raw)} bytes")
         count = len(raw) // size
         numbers = struct.unpack(f"<{count}{code}", raw[:count * size])
         return numbers[0] if count == 1 else numbers

@@ -80,9 +80,12 @@ def _split_series(members: list[SliceHeader]) -> list[SeriesGroup]:
     stacks = {h.stack_id for h in members}
     parts: dict[_VolumeKey, list[SliceHeader]] = {}
     for header in members:
+        # An image refused for its orientation (degenerate: no orientation left) stays with
+        # the first orientation, so that its volume is refused rather than written without it.
+        orientation = 0 if header.problem and header.orientation is None else \
+            _orientation_index(orientations, header.orientation)
         key = _VolumeKey(
-            header.series_number, header.is_localizer,
-            _orientation_index(orientations, header.orientation),
+            header.series_number, header.is_localizer, orientation,
             header.stack_id if len(stacks) > 1 else "",
             (header.rows, header.columns, header.samples_per_pixel),
             header.echo_number if len(echoes) > 1 else None,

@@ -8,6 +8,7 @@ accounted for exactly once (FileStatus).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import stat
 from dataclasses import dataclass
@@ -15,13 +16,22 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from convkit import geometry
 from convkit.dicom import values
+from convkit.dicom.dataset import (
+    is_read_error,
+    read_dataset,
+    read_reason,
+    truncation,
+    warnings_caught,
+)
 from convkit.dicom.diffusion import DERIVED_DIFFUSION_TYPES, diffusion_header_fields
-from convkit.dicom.fastheader import FastDataset, read_fast
+from convkit.dicom.fastheader import FastDataset, Fragments, has_eoi, read_fast, series_uid_of
 from convkit.dicom.mosaic import is_mosaic, mosaic_layout
 from convkit.dicom.multiframe import frame_headers
 from convkit.dicom.vendors import is_philips, philips_scale_slope
-from convkit.errors import ConvkitError, exception_reason
+from convkit.errors import ConvkitError, InputError
+from convkit.volume import MAX_VOLUME_BYTES, format_gib
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 #: Transfer syntaxes whose pixel data are stored uncompressed (size is checkable from the header).
@@ -34,7 +44,25 @@ NATIVE_SYNTAXES = {
 #: ImageType values that mark the complex component of an MR image, and their file suffixes.
 COMPLEX_COMPONENTS = {"M": "", "MAGNITUDE": "", "P": "_ph", "PHASE": "_ph",
                       "R": "_real", "REAL": "_real", "I": "_imag", "IMAGINARY": "_imag"}
-
+#: Encapsulated syntaxes whose every frame ends with an end-of-image marker (FF D9): JPEG
+#: (baseline, extended, lossless), JPEG-LS, JPEG 2000 and HTJ2K. A frame without one was cut.
+EOI_SYNTAXES = frozenset({
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",
+    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
+    "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"})
+RLE_SYNTAX = "1.2.840.10008.1.2.5"
+#: RLE codes a run of at most 128 equal bytes in two: no frame is smaller than 1/64 of itself.
+RLE_MAX_RATIO = 64
+#: More frames than this in one file is a corrupt NumberOfFrames (each frame becomes a
+#: SliceHeader before anything else is checked).
+MAX_FRAMES = 100_000
+#: Positions and lengths (mm) beyond this are corrupt (1 km): larger ones would overflow the
+#: geometry's arithmetic long before they meant anything.
+MAX_COORDINATE_MM = 1e6
+#: RescaleSlope and RescaleIntercept must be float32 numbers: every output stores them (or
+#: the values they give) as float32.
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 @dataclass(slots=True)
@@ -84,6 +112,7 @@ class SliceHeader:
     problem: str = ""  # why this image cannot be converted faithfully (refused with its series)
     slice_time: float | None = None  # seconds from the start of the volume (mosaic CSA header)
     file_size: int | None = None  # bytes on disk, as read (reports need not stat the file again)
+    notes: tuple[str, ...] = ()  # what reading the file met and fixed (plan -> Volume.notes)
 
     def real_scaling(self, philips_precise: bool = False) -> tuple[float, float]:
         """(slope, intercept) to real-world values; Philips 'precise' values when asked.
@@ -200,60 +229,99 @@ def read_header(path: Path) -> list[SliceHeader] | FileRecord:
     A single-frame file gives one header; an enhanced multi-frame file one per frame.
     Most files, vendor private elements included, are read by the fast tag walker; what
     it does not cover (enhanced multi-frame files, diffusion attributes inside sequences,
-    big endian, deflate, files without a preamble) by pydicom.
+    big endian, deflate, files without a preamble) by pydicom, whose warnings become the
+    headers' notes (or the reason a truncated file is unreadable), never stderr.
+
+    Nothing is expanded before the sizes are checked: a file claiming more frames than
+    its pixel data can hold is unreadable at once. A value that is not finite, a
+    non-positive size or spacing, an absurd coordinate make the file unreadable (the
+    reason names the attribute); a degenerate ImageOrientationPatient makes its images
+    refused with their series (SliceHeader.problem).
     """
     fast = read_fast(path)  # None for anything but a usual Part 10 file
     if fast is None and not is_regular_file(path):
         return FileRecord(path, FileStatus.NOT_DICOM, SPECIAL_FILE)
     if fast is None and not looks_like_dicom(path):
         return FileRecord(path, FileStatus.NOT_DICOM)
+    if fast is not None and fast.problem:  # walked, but pydicom could not read it
+        return FileRecord(path, FileStatus.UNREADABLE, fast.problem, size=fast.file_size,
+                          series_uid=str(fast.get("SeriesInstanceUID", "") or ""))
+    if fast is not None and _fast_path_suffices(fast):
+        return _read_header(path, fast, fast)
+    with warnings_caught() as caught:
+        outcome = _read_header(path, None, fast)
+    cut = truncation(caught)
+    if cut and isinstance(outcome, list):  # what was read may not be what the file holds
+        return FileRecord(path, FileStatus.UNREADABLE, f"truncated: {cut}",
+                          series_uid=outcome[0].series_instance_uid, size=outcome[0].file_size)
+    if cut and isinstance(outcome, FileRecord) and outcome.status == FileStatus.SKIPPED:
+        # "no image": Rows may lie past the cut
+        return dataclasses.replace(outcome, status=FileStatus.UNREADABLE,
+                                   reason=f"truncated: {cut}")
+    if caught and isinstance(outcome, list):
+        notes = tuple(f"pydicom: {text}" for text in caught)
+        outcome = [dataclasses.replace(header, notes=header.notes + notes) for header in outcome]
+    return outcome
+
+
+def _read_header(path: Path, ds: Any, fast: FastDataset | None,
+                 ) -> list[SliceHeader] | FileRecord:
+    """read_header of a dataset (the fast view, or None: pydicom reads the file)."""
+    size: int | None = None
     try:
-        ds = _read_dataset(path, fast)
+        if ds is None:
+            ds = read_dataset(path)
         meta = getattr(ds, "file_meta", None)
         sop_class = str(ds.get("SOPClassUID", "")
                         or (meta or {}).get("MediaStorageSOPClassUID", ""))
         if sop_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
             return FileRecord(path, FileStatus.DICOMDIR)
         if "Rows" not in ds or "Columns" not in ds:
-            return FileRecord(path, FileStatus.SKIPPED, f"no image ({_sop_class_name(sop_class)})")
+            return FileRecord(path, FileStatus.SKIPPED, f"no image ({_sop_class_name(sop_class)})",
+                              series_uid=_series_uid(ds, path))
         header = _header_from_dataset(path, ds, sop_class)
-        headers = _expand(ds, header)
+        size = fast.file_size if fast is not None and fast.file_size else path.stat().st_size
+        problem = _check_pixel_data(header, size, fast)
+        if problem:  # before expanding: a corrupt NumberOfFrames must not become headers
+            return FileRecord(path, FileStatus.UNREADABLE, problem,
+                              series_uid=header.series_instance_uid, size=size)
+        headers = [checked_header(item) for item in _expand(ds, header)]
     except ConvkitError as exc:
-        return FileRecord(path, FileStatus.UNREADABLE, exc.message)
+        return FileRecord(path, FileStatus.UNREADABLE, exc.message,
+                          series_uid=_series_uid(ds, path), size=size)
     except Exception as exc:  # pydicom is imported only for the fallback: match by kind
-        if not _is_read_error(exc):
+        if not is_read_error(exc):
             raise
-        return FileRecord(path, FileStatus.UNREADABLE, f"header: {exception_reason(exc)}")
-    size = getattr(ds, "file_size", None) or path.stat().st_size
-    problem = _check_pixel_size(header, size, getattr(ds, "pixel_data_end", None))
-    if problem:
-        return FileRecord(path, FileStatus.UNREADABLE, problem,
-                          series_uid=header.series_instance_uid, size=size)
+        return FileRecord(path, FileStatus.UNREADABLE, f"header: {read_reason(exc)}",
+                          series_uid=_series_uid(ds, path), size=size)
     for item in headers:
         item.file_size = size
     return headers
 
 
-def _is_read_error(exc: Exception) -> bool:
-    """Errors that mean "this file's header cannot be read" (pydicom's InvalidDicomError too)."""
-    return isinstance(exc, (OSError, ValueError, TypeError, AttributeError, KeyError,
-                            IndexError, EOFError)) or type(exc).__name__ == "InvalidDicomError"
-
-
-def _read_dataset(path: Path, fast: FastDataset | None) -> Any:
-    """The fast tag walker's view of the file when it suffices, else pydicom's."""
-    if fast is not None and _fast_path_suffices(fast):
-        return fast
-    import pydicom  # only here: header workers that never fall back never import it
-
-    return pydicom.dcmread(path, stop_before_pixels=True, force=True)
+def _series_uid(ds: Any, path: Path | None = None) -> str:
+    """The SeriesInstanceUID of a file that is not used (for its FileRecord: its series is
+    then known to be incomplete): from its dataset, or, when pydicom could not open it,
+    from the tag walker; '' when neither finds one."""
+    if ds is None:
+        return series_uid_of(path) if path is not None else ""
+    try:
+        return str(ds.get("SeriesInstanceUID", "") or "")
+    except Exception as exc:  # a damaged value raises when it is converted
+        if not is_read_error(exc):
+            raise
+        return ""
 
 
 def _fast_path_suffices(ds: FastDataset) -> bool:
     """Multi-frame files (functional groups) and images whose diffusion attributes sit in
     sequences need the full dataset; everything else, vendor private elements included,
     is in the fast view."""
-    return (not ds.sequences and (values.to_int(ds.get("NumberOfFrames")) or 1) == 1
+    try:
+        frames = values.to_int(ds.get("NumberOfFrames"), "NumberOfFrames")
+    except values.BadValueError:
+        return True  # the fast view says why the file is unreadable as well as pydicom
+    return (not ds.sequences and (frames or 1) == 1
             and "SOPInstanceUID" in ds and "SeriesInstanceUID" in ds)
 
 
@@ -266,7 +334,7 @@ def _expand(ds: Any, header: SliceHeader) -> list[SliceHeader]:
     if header.number_of_frames > 1 or "PerFrameFunctionalGroupsSequence" in ds \
             or "SharedFunctionalGroupsSequence" in ds:
         return frame_headers(ds, header)
-    if header.is_mosaic and is_mosaic(ds):
+    if header.is_mosaic and is_mosaic(ds) and not orientation_problem(header.orientation):
         return mosaic_headers(ds, header)
     return [header]
 
@@ -296,12 +364,23 @@ def _header_from_dataset(path: Path, ds: Any, sop_class: str) -> SliceHeader:
         syntax = "1.2.840.10008.1.2"
     if "SeriesInstanceUID" not in ds or "SOPInstanceUID" not in ds:
         raise ValueError("missing SeriesInstanceUID or SOPInstanceUID")
+
+    # pydicom converts values when they are read (an IS of 'inf' raises there); the fast
+    # view holds them converted already
+    get = ds.get if isinstance(ds, FastDataset) else functools.partial(values.element, ds)
+
+    def integer(keyword: str) -> int | None:
+        return values.to_int(get(keyword), keyword)
+
+    def number(keyword: str) -> float | None:
+        return values.to_float(get(keyword), keyword)
+
     return SliceHeader(
         path=path,
         sop_instance_uid=str(ds.SOPInstanceUID),
         series_instance_uid=str(ds.SeriesInstanceUID),
         study_instance_uid=str(ds.get("StudyInstanceUID", "")),
-        series_number=values.to_int(ds.get("SeriesNumber")),
+        series_number=integer("SeriesNumber"),
         series_description=str(ds.get("SeriesDescription", "") or ds.get("ProtocolName", "") or ""),
         modality=str(ds.get("Modality", "") or ""),
         manufacturer=str(ds.get("Manufacturer", "") or ""),
@@ -314,46 +393,156 @@ def _header_from_dataset(path: Path, ds: Any, sop_class: str) -> SliceHeader:
         bits_stored=int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16),
         pixel_representation=int(ds.get("PixelRepresentation", 0) or 0),
         photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2")),
-        number_of_frames=values.to_int(ds.get("NumberOfFrames")) or 1,
+        number_of_frames=integer("NumberOfFrames") or 1,
         image_type=tuple(str(v).upper() for v in values.multi(ds.get("ImageType"))),
-        orientation=values.floats(ds.get("ImageOrientationPatient"), 6),
-        position=values.floats(ds.get("ImagePositionPatient"), 3),
-        pixel_spacing=values.floats(ds.get("PixelSpacing"), 2),
-        slice_thickness=values.to_float(ds.get("SliceThickness")),
-        spacing_between_slices=values.to_float(ds.get("SpacingBetweenSlices")),
-        instance_number=values.to_int(ds.get("InstanceNumber")),
-        acquisition_number=values.to_int(ds.get("AcquisitionNumber")),
+        orientation=values.floats(ds.get("ImageOrientationPatient"), 6,
+                                  "ImageOrientationPatient"),
+        position=values.floats(ds.get("ImagePositionPatient"), 3, "ImagePositionPatient"),
+        pixel_spacing=values.floats(ds.get("PixelSpacing"), 2, "PixelSpacing"),
+        slice_thickness=number("SliceThickness"),
+        spacing_between_slices=number("SpacingBetweenSlices"),
+        instance_number=integer("InstanceNumber"),
+        acquisition_number=integer("AcquisitionNumber"),
         acquisition_time=values.time_seconds(ds.get("AcquisitionTime")),
         content_time=values.time_seconds(ds.get("ContentTime")),
-        trigger_time=values.to_float(ds.get("TriggerTime")),
-        temporal_position=values.to_int(ds.get("TemporalPositionIdentifier")),
-        echo_number=values.to_int(values.first(ds.get("EchoNumbers"))),
-        echo_time=values.to_float(ds.get("EchoTime")),
-        rescale_slope=values.to_float(ds.get("RescaleSlope")) or 1.0,
-        rescale_intercept=values.to_float(ds.get("RescaleIntercept")) or 0.0,
-        gantry_tilt=values.to_float(ds.get("GantryDetectorTilt")),
+        trigger_time=number("TriggerTime"),
+        temporal_position=integer("TemporalPositionIdentifier"),
+        echo_number=values.to_int(values.first(get("EchoNumbers")), "EchoNumbers"),
+        echo_time=number("EchoTime"),
+        rescale_slope=number("RescaleSlope") or 1.0,
+        rescale_intercept=number("RescaleIntercept") or 0.0,
+        gantry_tilt=number("GantryDetectorTilt"),
         philips_scale_slope=(philips_scale_slope(ds)
                              if is_philips(str(ds.get("Manufacturer", ""))) else None),
         **diffusion_header_fields(ds),
     )
 
 
-def _check_pixel_size(header: SliceHeader, file_size: int, pixel_end: int | None = None) -> str:
-    """A reason when a file is too short to hold its pixel data.
+def _check_pixel_data(header: SliceHeader, file_size: int, fast: FastDataset | None) -> str:
+    """A reason when a file cannot hold the pixel data its header describes ('' if it can).
 
-    pixel_end (known from the fast path) is where the pixel data element must end;
-    otherwise native data are checked against the file size, which catches all but
-    the smallest truncations (decoding checks the rest).
+    Checked before a header is expanded into frames (a header claiming 2^31 frames
+    must cost nothing): the number of frames, the bytes one decode would allocate, and
+    truncation. fast (the tag walker's view, when it read the file) knows where the
+    pixel data element ends and, for encapsulated data, its items: a frame needs one,
+    and in JPEG-family syntaxes ends with an end-of-image marker. Otherwise native data
+    are checked against the file size, which catches all but the smallest truncations
+    (decoding checks the rest).
     """
+    frames = header.number_of_frames
+    if frames > MAX_FRAMES:
+        return f"NumberOfFrames {frames} is more than convkit reads ({MAX_FRAMES}): corrupt"
+    if frames < 1 or header.rows < 1 or header.columns < 1:
+        return (f"Rows x Columns x NumberOfFrames is {header.rows} x {header.columns} x "
+                f"{frames}: no pixels")
+    needed = header.expected_pixel_bytes
+    if needed > MAX_VOLUME_BYTES:
+        return (f"Rows x Columns x NumberOfFrames ({header.rows} x {header.columns} x {frames}, "
+                f"{header.bits_allocated} bits) would need {format_gib(needed)}, limit "
+                f"{format_gib(MAX_VOLUME_BYTES)}: corrupt")
+    pixel_end = fast.pixel_data_end if fast is not None else None
     if pixel_end is not None and file_size < pixel_end:
         return (f"truncated pixel data: the file has {file_size} bytes, the pixel data end "
                 f"at byte {pixel_end}")
+    fragments = fast.fragments if fast is not None else None
+    if fragments is not None:
+        return fragment_problem(header, fragments)
     if header.transfer_syntax not in NATIVE_SYNTAXES or header.transfer_syntax.endswith(".99"):
         return ""
-    expected = header.expected_pixel_bytes
-    if file_size < expected:
-        return f"truncated pixel data: the file has {file_size} bytes, the pixels need {expected}"
+    if file_size < needed:
+        return f"truncated pixel data: the file has {file_size} bytes, the pixels need {needed}"
     return ""
+
+
+def fragment_problem(header: SliceHeader, fragments: Fragments) -> str:
+    """Why the encapsulated pixel data of a file cannot hold its frames ('' when they can).
+
+    Every frame needs a fragment. In the JPEG family a frame ends with an end-of-image
+    marker, so when each fragment is a frame each must end with one, and otherwise the
+    last must (a decoder given a cut stream may return an image without complaint, the
+    lost part made up). RLE cannot compress more than 64:1 (two bytes per run of at most
+    128): less data than that cannot be the image, whatever a decoder would allocate.
+    """
+    if fragments.problem:
+        return f"damaged pixel data: {fragments.problem}"
+    ends, frames = fragments.ends_with_eoi, header.number_of_frames
+    if len(ends) < frames:
+        return f"truncated pixel data: {len(ends)} fragment(s) for NumberOfFrames {frames}"
+    if header.transfer_syntax == RLE_SYNTAX and \
+            sum(fragments.lengths) * RLE_MAX_RATIO < header.expected_pixel_bytes:
+        return (f"truncated pixel data: {sum(fragments.lengths)} bytes of RLE data cannot hold "
+                f"{header.rows} x {header.columns} x {frames} pixels "
+                f"({header.expected_pixel_bytes} bytes)")
+    if header.transfer_syntax not in EOI_SYNTAXES or not ends:
+        return ""
+    checked = ends if len(ends) == frames else ends[-1:]
+    offset = len(ends) - len(checked)
+    cut = next((index + offset for index, ok in enumerate(checked) if not ok), None)
+    if cut is None:
+        return ""
+    return (f"truncated pixel data: compressed fragment {cut + 1} of {len(ends)} ends without "
+            "an end-of-image marker (FF D9)")
+
+
+def fragments_of(pixel_data: bytes) -> Fragments:
+    """The Fragments of encapsulated pixel data already in memory (pydicom's dataset)."""
+    from pydicom.encaps import generate_fragments
+
+    items = generate_fragments(pixel_data)
+    next(items, None)  # the basic offset table
+    lengths, ends = [], []
+    for fragment in items:
+        lengths.append(len(fragment))
+        ends.append(has_eoi(bytes(fragment[-16:])))
+    return Fragments(tuple(lengths), tuple(ends))
+
+
+def checked_header(header: SliceHeader) -> SliceHeader:
+    """header with its values checked: InputError (the file is unreadable) for sizes and
+    coordinates no image can have; a degenerate orientation becomes header.problem (the
+    series is refused); an orientation a little off unit length is normalised, noted."""
+    spacing = header.pixel_spacing
+    if spacing is not None and min(spacing) <= 0:
+        raise InputError(f"PixelSpacing {_text(spacing)} is not positive")
+    for keyword, numbers in (("ImagePositionPatient", header.position),
+                             ("PixelSpacing", spacing),
+                             ("SliceThickness", (header.slice_thickness or 0,)),
+                             ("SpacingBetweenSlices", (header.spacing_between_slices or 0,))):
+        if numbers is not None and max(map(abs, numbers)) > MAX_COORDINATE_MM:
+            raise InputError(f"{keyword} {_text(numbers)} is beyond {MAX_COORDINATE_MM:g} mm")
+    if max(abs(header.rescale_slope), abs(header.rescale_intercept)) > FLOAT32_MAX:
+        keyword, value = max((("RescaleSlope", header.rescale_slope),
+                              ("RescaleIntercept", header.rescale_intercept)),
+                             key=lambda item: abs(item[1]))
+        raise InputError(f"{keyword} {value:g} is beyond the float32 range of every output")
+    if header.orientation is None:
+        return header
+    unit, note, problem = _orientation_verdict(header.orientation)
+    if problem:  # nothing downstream is handed the degenerate vectors
+        return dataclasses.replace(header, problem=header.problem or problem, orientation=None)
+    if not note:
+        return header
+    return dataclasses.replace(header, orientation=unit, notes=(*header.notes, note))
+
+
+def orientation_problem(orientation: tuple[float, ...] | None) -> str:
+    """Why an ImageOrientationPatient cannot place an image ('' when it can, or is absent)."""
+    return "" if orientation is None else _orientation_verdict(orientation)[2]
+
+
+@functools.lru_cache(maxsize=4096)
+def _orientation_verdict(orientation: tuple[float, ...]) -> tuple[tuple[float, ...], str, str]:
+    """(unit orientation, note, problem) of an ImageOrientationPatient: the files of a
+    series share theirs, so each is judged once."""
+    try:
+        unit, note = geometry.unit_orientation(orientation)
+    except geometry.DegenerateOrientation as exc:
+        return orientation, "", str(exc)
+    return unit, note, ""
+
+
+def _text(numbers: tuple[float, ...]) -> str:
+    return "\\".join(f"{v:g}" for v in numbers)
 
 
 def _sop_class_name(uid: str) -> str:

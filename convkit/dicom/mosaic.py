@@ -30,12 +30,15 @@ from typing import Any
 
 import numpy as np
 
+from convkit.dicom import values
 from convkit.dicom.csa import CSAError, scalar, vector
 from convkit.dicom.vendors import siemens_csa_header
 from convkit.errors import InputError, RefusedError
 from convkit.geometry import ORIENTATION_TOLERANCE, plane_axes
 
 MOSAIC_IMAGE_TYPE = "MOSAIC"
+#: More tiles than this is a corrupt CSA NumberOfImagesInMosaic (each tile becomes a slice).
+MAX_TILES = 4096
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: numpy fields make == and hash meaningless
@@ -92,8 +95,8 @@ def is_mosaic(ds: Any) -> bool:
     stacking direction are unknown, so the image cannot be cut into slices.
     """
     image_type = ds.get("ImageType", None) or ()
-    values = [image_type] if isinstance(image_type, str) else list(image_type)
-    if MOSAIC_IMAGE_TYPE not in (str(value).strip().upper() for value in values):
+    types = [image_type] if isinstance(image_type, str) else list(image_type)
+    if MOSAIC_IMAGE_TYPE not in (str(value).strip().upper() for value in types):
         return False
     try:
         return siemens_csa_header(ds) is not None
@@ -150,18 +153,21 @@ def untile(pixels: np.ndarray, layout: MosaicLayout) -> np.ndarray:
 
 def _n_slices(csa: dict) -> int:
     n_slices = scalar(csa, "NumberOfImagesInMosaic")
-    if not n_slices or int(n_slices) < 1:
-        raise InputError("mosaic image without CSA NumberOfImagesInMosaic",
-                         "the number of slices in the mosaic is unknown")
+    if not n_slices or not np.isfinite(float(n_slices)) or int(n_slices) < 1:
+        raise InputError("mosaic image without a valid CSA NumberOfImagesInMosaic "
+                         f"({n_slices!r})", "the number of slices in the mosaic is unknown")
+    if int(n_slices) > MAX_TILES:
+        raise InputError(f"mosaic image of {int(n_slices)} tiles (CSA NumberOfImagesInMosaic): "
+                         f"more than {MAX_TILES}", "the CSA header looks corrupt")
     return int(n_slices)
 
 
 def _floats(ds: Any, keyword: str, count: int) -> np.ndarray:
-    value = ds.get(keyword, None)
-    if value is None or len(value) != count:
+    numbers = values.floats(ds.get(keyword, None), count, keyword)
+    if numbers is None:
         raise InputError(f"mosaic image without a valid {keyword}",
                          "the slices cannot be placed in patient space without it")
-    return np.asarray([float(v) for v in value])
+    return np.asarray(numbers)
 
 
 def _first_tile_position(
@@ -199,7 +205,12 @@ def _stacking_normal(csa: dict, iop_normal: np.ndarray) -> np.ndarray:
         raise InputError("mosaic image without CSA SliceNormalVector",
                          "the direction in which the tiles are stacked is unknown")
     csa_normal = np.asarray(csa_vector, dtype=float)
-    cosine = float(np.dot(csa_normal / np.linalg.norm(csa_normal), iop_normal))
+    length = float(np.linalg.norm(csa_normal))
+    if not np.isfinite(length) or length < ORIENTATION_TOLERANCE:
+        raise InputError(f"mosaic image with a degenerate CSA SliceNormalVector "
+                         f"{csa_normal.tolist()}",
+                         "the direction in which the tiles are stacked is unknown")
+    cosine = float(np.dot(csa_normal / length, iop_normal))
     if abs(cosine) < 1 - ORIENTATION_TOLERANCE:
         raise RefusedError(f"mosaic slice normal {csa_normal.round(4).tolist()} is not "
                            "perpendicular to the image plane",
@@ -215,9 +226,9 @@ def _slice_spacing(ds: Any) -> tuple[float, str]:
     fallback for files without it, right only when there is no gap.
     """
     for keyword in ("SpacingBetweenSlices", "SliceThickness"):
-        value = ds.get(keyword, None)
-        if value not in (None, "") and float(value) > 0:
-            return float(value), keyword
+        value = values.to_float(ds.get(keyword, None), keyword)
+        if value is not None and value > 0:
+            return value, keyword
     raise InputError("mosaic image without SpacingBetweenSlices or SliceThickness",
                      "the distance between the tiled slices is unknown")
 
@@ -227,4 +238,8 @@ def _slice_times_s(csa: dict, n_slices: int) -> np.ndarray | None:
     items = csa.get("MosaicRefAcqTimes") or []
     if len(items) < n_slices:
         return None
-    return np.asarray(items[:n_slices], dtype=float) / 1000.0
+    try:
+        times = np.asarray(items[:n_slices], dtype=float) / 1000.0
+    except (TypeError, ValueError):  # an empty item ('') among the numbers
+        return None
+    return times if np.all(np.isfinite(times)) else None

@@ -18,8 +18,8 @@ from convkit.dicom.diffusion import diffusion_header_fields
 from convkit.dicom.vendors import is_philips, philips_scale_slope
 
 #: Functional group sequences that carry what a frame needs, and the attributes read from each.
-_FRAME_TYPE_SEQUENCES = ("MRImageFrameTypeSequence", "CTImageFrameTypeSequence",
-                         "FrameTypeSequence")
+#: (Keywords only: pydicom warns about any other name given to `in`.)
+_FRAME_TYPE_SEQUENCES = ("MRImageFrameTypeSequence", "CTImageFrameTypeSequence")
 
 
 def frame_headers(ds: Any, base: Any) -> list[Any]:
@@ -58,21 +58,27 @@ def _frame_header(ds: Any, base: Any, index: int, item: Any, shared: Any,
     echo_time = _frame_echo_time(item, shared)
     changes: dict[str, Any] = {"frame": index}
     if position is not None:
-        changes["position"] = values.floats(position.get("ImagePositionPatient"), 3)
+        changes["position"] = values.floats(position.get("ImagePositionPatient"), 3,
+                                            "ImagePositionPatient")
     if orientation is not None:
-        changes["orientation"] = values.floats(orientation.get("ImageOrientationPatient"), 6)
+        changes["orientation"] = values.floats(orientation.get("ImageOrientationPatient"), 6,
+                                               "ImageOrientationPatient")
     if measures is not None:
-        changes["pixel_spacing"] = values.floats(measures.get("PixelSpacing"), 2) or \
-            base.pixel_spacing
-        changes["slice_thickness"] = values.to_float(measures.get("SliceThickness")) or \
-            base.slice_thickness
+        changes["pixel_spacing"] = values.floats(measures.get("PixelSpacing"), 2,
+                                                 "PixelSpacing") or base.pixel_spacing
+        changes["slice_thickness"] = values.to_float(measures.get("SliceThickness"),
+                                                     "SliceThickness") or base.slice_thickness
         changes["spacing_between_slices"] = values.to_float(
-            measures.get("SpacingBetweenSlices")) or base.spacing_between_slices
+            measures.get("SpacingBetweenSlices"), "SpacingBetweenSlices") or \
+            base.spacing_between_slices
     if scaling is not None:
-        changes["rescale_slope"] = values.to_float(scaling.get("RescaleSlope")) or 1.0
-        changes["rescale_intercept"] = values.to_float(scaling.get("RescaleIntercept")) or 0.0
+        changes["rescale_slope"] = values.to_float(scaling.get("RescaleSlope"),
+                                                   "RescaleSlope") or 1.0
+        changes["rescale_intercept"] = values.to_float(scaling.get("RescaleIntercept"),
+                                                       "RescaleIntercept") or 0.0
     if content is not None:
-        changes["temporal_position"] = values.to_int(content.get("TemporalPositionIndex"))
+        changes["temporal_position"] = values.to_int(content.get("TemporalPositionIndex"),
+                                                     "TemporalPositionIndex")
         changes["stack_id"] = str(content.get("StackID", "") or "")
         changes["acquisition_time"] = values.datetime_seconds(
             content.get("FrameAcquisitionDateTime")) or base.acquisition_time
@@ -108,4 +114,5 @@ def _group(item: Any, shared: Any, name: str) -> Any:
 
 def _frame_echo_time(item: Any, shared: Any) -> float | None:
     echo = _group(item, shared, "MREchoSequence")
-    return values.to_float(echo.get("EffectiveEchoTime")) if echo is not None else None
+    return values.to_float(echo.get("EffectiveEchoTime"), "EffectiveEchoTime") \
+        if echo is not None else None

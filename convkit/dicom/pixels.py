@@ -12,10 +12,23 @@ from pathlib import Path
 import numpy as np
 
 from convkit import geometry, resample
-from convkit.dicom.header import NATIVE_SYNTAXES, SliceHeader
+from convkit.dicom.dataset import (
+    is_read_error,
+    read_dataset,
+    read_reason,
+    truncation,
+    warnings_caught,
+)
+from convkit.dicom.header import (
+    FLOAT32_MAX,
+    NATIVE_SYNTAXES,
+    SliceHeader,
+    fragment_problem,
+    fragments_of,
+)
 from convkit.dicom.mosaic import untile
-from convkit.dicom.plan import Layout, SeriesPlan
-from convkit.errors import RefusedError, UnreadableFileError, exception_reason
+from convkit.dicom.plan import Layout, SeriesPlan, counted
+from convkit.errors import RefusedError, UnreadableFileError
 from convkit.volume import RGB_DTYPE, Volume
 
 SliceProgress = Callable[[int, int], None]
@@ -29,11 +42,12 @@ def _pixel_dtype(header: SliceHeader) -> np.dtype:
 
 
 def _read_layout(layout: Layout, philips_precise: bool, progress: SliceProgress | None,
-                 ) -> tuple[np.ndarray, float, float]:
+                 notes: list[str] | None = None) -> tuple[np.ndarray, float, float]:
     """Decode every image into one preallocated (i, j, k[, t]) array, each file once.
 
     Returns (array, slope, intercept). Stored values are kept when every image has
     the same rescale; otherwise each image is scaled to float32 real-world values.
+    Real-world values beyond float32 (a corrupt rescale) make the file unreadable.
     """
     first = layout.positions[0][0]
     n_k, n_t = len(layout.positions), layout.n_times
@@ -50,11 +64,10 @@ def _read_layout(layout: Layout, philips_precise: bool, progress: SliceProgress 
     array = np.empty(shape, dtype=dtype, order="F")
     done = 0
     for items in by_path.values():
-        decoded = decode_images(items[0][0], [header.frame for header, _ in items])
+        decoded = decode_images(items[0][0], [header.frame for header, _ in items], notes)
         for (header, index), pixels in zip(items, decoded, strict=True):
             if per_image_scaling:
-                slope, intercept = header.real_scaling(philips_precise)
-                pixels = pixels * np.float32(slope) + np.float32(intercept)
+                pixels = _real_values(header, pixels, *header.real_scaling(philips_precise))
             array[index] = pixels.T
         done += len(items)
         if progress:
@@ -62,12 +75,41 @@ def _read_layout(layout: Layout, philips_precise: bool, progress: SliceProgress 
     if per_image_scaling:
         return array, 1.0, 0.0
     slope, intercept = scales.pop() if scales else (1.0, 0.0)
+    if first.samples_per_pixel == 1 and array.size and (slope, intercept) != (1.0, 0.0):
+        low, high = float(array.min()), float(array.max())
+        _check_real_range(first, [low * slope + intercept, high * slope + intercept])
     return array, float(slope), float(intercept)
 
 
-def decode_images(header: SliceHeader, frames: list[int]) -> list[np.ndarray]:
-    """The 2D images (rows, cols) of one file: the whole image (frame -1) or the given frames."""
-    pixels = _decode_file(header)
+def _real_values(header: SliceHeader, pixels: np.ndarray, slope: float,
+                 intercept: float) -> np.ndarray:
+    """One image's real-world values (float32); UnreadableFileError when they overflow."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        real = pixels * np.float32(slope) + np.float32(intercept)
+    if real.size and not np.all(np.isfinite(real)):
+        _check_real_range(header, [float(pixels.min()) * slope + intercept,
+                                   float(pixels.max()) * slope + intercept])
+    return real
+
+
+def _check_real_range(header: SliceHeader, extremes: list[float]) -> None:
+    """UnreadableFileError when stored values times the rescale leave the float32 range."""
+    if all(abs(v) <= FLOAT32_MAX for v in extremes):
+        return
+    raise UnreadableFileError(
+        header.path, f"{header.path}: RescaleSlope {header.rescale_slope:g} and "
+        f"RescaleIntercept {header.rescale_intercept:g} give values up to "
+        f"{max(abs(v) for v in extremes):.3g}, beyond float32",
+        "the rescale attributes look corrupt; re-export the series")
+
+
+def decode_images(header: SliceHeader, frames: list[int],
+                  notes: list[str] | None = None) -> list[np.ndarray]:
+    """The 2D images (rows, cols) of one file: the whole image (frame -1) or the given frames.
+
+    What the decoder warned about is added to notes (never printed), once per file.
+    """
+    pixels = _decode_file(header, notes if notes is not None else [])
     rows, columns = header.rows, header.columns
     if header.mosaic is not None:
         rows, columns = (header.mosaic.tile_rows * header.mosaic.tiles_per_row,
@@ -87,27 +129,44 @@ def decode_images(header: SliceHeader, frames: list[int]) -> list[np.ndarray]:
     return [pixels[frame] for frame in frames]
 
 
-def _decode_file(header: SliceHeader) -> np.ndarray:
-    """All pixel data of a file, checking native data for truncation first."""
-    import pydicom
+def _decode_file(header: SliceHeader, notes: list[str]) -> np.ndarray:
+    """All pixel data of a file, checked for truncation first: native data by length,
+    encapsulated data by its fragments (a frame each, ending with an end-of-image marker
+    in the JPEG family). The decoder's warnings go to notes; one that says the data are
+    incomplete makes the file unreadable."""
     from pydicom.pixels import pixel_array
 
     hint = "the file may be truncated or use an unsupported compression; re-export the series"
-    try:
-        ds = pydicom.dcmread(header.path)
-        if header.transfer_syntax in NATIVE_SYNTAXES:
-            held = len(ds.PixelData)
-            if held < header.expected_pixel_bytes:
-                raise UnreadableFileError(
-                    header.path, f"{header.path}: truncated pixel data: the file holds {held} of "
-                    f"the {header.expected_pixel_bytes} bytes", hint)
-        return pixel_array(ds)
-    except UnreadableFileError:
-        raise
-    except Exception as exc:  # decoders raise many types; all mean "unreadable pixels"
-        reason = exception_reason(exc)
-        raise UnreadableFileError(header.path, f"{header.path}: cannot decode pixel data "
-                                  f"({reason})", hint) from exc
+    with warnings_caught() as caught:
+        try:
+            ds = read_dataset(header.path, stop_before_pixels=False)
+            problem = _pixel_data_problem(header, ds)
+            pixels = None if problem else pixel_array(ds)
+        except Exception as exc:  # decoders raise many types; all mean "unreadable pixels"
+            if not is_read_error(exc) and type(exc).__module__.split(".")[0] == "convkit":
+                raise
+            raise UnreadableFileError(header.path, f"{header.path}: cannot decode pixel data "
+                                      f"({read_reason(exc)})", hint) from exc
+    cut = truncation(caught)
+    if problem or cut:
+        raise UnreadableFileError(header.path, f"{header.path}: {problem or 'truncated: ' + cut}",
+                                  hint)
+    notes.extend(f"pydicom: {text}" for text in caught)
+    assert pixels is not None, "set unless there is a problem"
+    return pixels
+
+
+def _pixel_data_problem(header: SliceHeader, ds: object) -> str:
+    """Why the pixel data of a dataset read in full cannot be decoded faithfully, or ''."""
+    data = getattr(ds, "PixelData", None)
+    if data is None:
+        return ""  # pixel_array says there is none
+    if header.transfer_syntax in NATIVE_SYNTAXES:
+        if len(data) < header.expected_pixel_bytes:
+            return (f"truncated pixel data: the file holds {len(data)} of the "
+                    f"{header.expected_pixel_bytes} bytes")
+        return ""
+    return fragment_problem(header, fragments_of(data))
 
 
 def read_pixels(plan: SeriesPlan, philips_precise: bool = False,
@@ -118,8 +177,11 @@ def read_pixels(plan: SeriesPlan, philips_precise: bool = False,
     Decodes every image, then straightens a tilted stack and regrids uneven spacing
     (only planned with --resample) exactly as plan.grid says.
     """
-    array, slope, intercept = _read_layout(plan.layout, philips_precise, progress)
-    notes: list[str] = []
+    decoding: list[str] = []
+    array, slope, intercept = _read_layout(plan.layout, philips_precise, progress, decoding)
+    notes = plan.notes + counted([note for note in decoding  # reading the headers said it
+                                  if not any(known == note or known.startswith(f"{note} (")
+                                             for known in plan.notes)], "files")
     assert plan.first.pixel_spacing is not None, "plan_series refuses a series without one"
     array = _straighten(array, plan.stack, plan.first.pixel_spacing, notes)
     array = _regularise(array, plan.stack, notes)

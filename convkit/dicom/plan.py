@@ -10,7 +10,7 @@ tilt) is refused or, when the options allow it, planned for resampling.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 
@@ -20,6 +20,7 @@ from convkit import geometry, resample
 from convkit.dicom.group import SeriesGroup
 from convkit.dicom.header import SliceHeader
 from convkit.errors import InputError, RefusedError, UsageError
+from convkit.volume import MAX_VOLUME_BYTES, RGB_DTYPE, format_gib
 
 #: Attributes that order repeated positions in time, strongest first.
 TIME_KEYS = (
@@ -32,8 +33,6 @@ TIME_KEYS = (
 )
 #: Values a user may ask for with --dtype.
 OUTPUT_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
-#: Refuse to allocate volumes larger than this many bytes (a corrupt header, not a scan).
-MAX_VOLUME_BYTES = 16 * 1024**3
 #: Error codes of refusals (the audit reports them as findings of the same code).
 UNSUPPORTED = "series.unsupported"
 DUPLICATE_POSITION = "series.duplicate-position"
@@ -114,6 +113,7 @@ class SeriesPlan:
     grid: Grid  # where read_series puts the voxels (after tilt correction, resampling)
     diffusion: tuple[np.ndarray, np.ndarray] | None  # b-values (t,), LPS directions (t, 3)
     refusal: RefusedError | None  # why read_series would refuse, with these options
+    notes: list[str] = field(default_factory=list)  # what reading the headers met and fixed
 
     @property
     def first(self) -> SliceHeader:
@@ -145,11 +145,53 @@ def plan_series(group: SeriesGroup, options: ConvertOptions | None = None) -> Se
                                    first.pixel_spacing, first.nominal_spacing)
     diffusion = gradient_table(layout, group.label)
     grid = output_grid(stack, first.pixel_spacing, (first.columns, first.rows), layout.n_times)
+    check_memory(group, grid, options.philips_precise)
+    notes = header_notes(group.headers)
     try:
         _check_grid(stack, options, group, reps)
     except RefusedError as refusal:
-        return SeriesPlan(stack, layout, grid, diffusion, refusal)
-    return SeriesPlan(stack, layout, grid, diffusion, None)
+        return SeriesPlan(stack, layout, grid, diffusion, refusal, notes)
+    return SeriesPlan(stack, layout, grid, diffusion, None, notes)
+
+
+def header_notes(headers: list[SliceHeader]) -> list[str]:
+    """The notes of the headers (what reading them met and fixed), each once, with the
+    number of images it applies to."""
+    return counted([note for header in headers for note in header.notes], "images")
+
+
+def counted(notes: list[str], what: str) -> list[str]:
+    """Each note once, in order, with how many of what it was made for when more than one."""
+    counts: dict[str, int] = {}
+    for note in notes:
+        counts[note] = counts.get(note, 0) + 1
+    return [note if count == 1 else f"{note} ({count} {what})" for note, count in counts.items()]
+
+
+def check_memory(group: SeriesGroup, grid: Grid, philips_precise: bool = False) -> None:
+    """Refuse (InputError) a series whose conversion would need more than MAX_VOLUME_BYTES.
+
+    Counted before anything is allocated: the decoded images (float32 when rescale values
+    differ between images), the grid they are straightened or regridded onto when it
+    differs, and the largest single file as a decoder holds it (twice: the decoded bytes
+    and the array made of them).
+    """
+    first = group.first
+    scales = {h.real_scaling(philips_precise) for h in group.headers}
+    if first.samples_per_pixel == 3:
+        voxel = RGB_DTYPE.itemsize
+    else:
+        voxel = 4 if len(scales) > 1 else max(first.bits_allocated // 8, 1)
+    images = first.rows * first.columns * len(group.headers) * voxel
+    planned = grid.shape[0] * grid.shape[1] * grid.shape[2] * grid.n_times * voxel
+    decode = 2 * max(h.expected_pixel_bytes for h in group.headers)
+    needed = images + decode + (planned if planned != images else 0)
+    if needed > MAX_VOLUME_BYTES:
+        raise InputError(f"series {group.label}: {first.rows} x {first.columns} x "
+                         f"{len(group.headers)} images on a {' x '.join(map(str, grid.shape))} "
+                         f"grid would need {format_gib(needed)}, limit "
+                         f"{format_gib(MAX_VOLUME_BYTES)}",
+                         "the headers look corrupt (Rows/Columns, positions, spacing)", UNSUPPORTED)
 
 
 def output_grid(stack: geometry.StackGeometry, pixel_spacing: tuple[float, float],
@@ -171,12 +213,25 @@ def output_grid(stack: geometry.StackGeometry, pixel_spacing: tuple[float, float
                   + origin_px[1] * spacing_rc[0] * stack.col_dir)
     name, step, n_k = "output", stack.spacing, len(stack.distances)
     if stack.gaps:
+        _check_regrid_size(stack, size)
         targets = resample.regular_targets(stack.distances)
         name, step, n_k = "resampled", float(targets[1] - targets[0]), len(targets)
     orientation = np.concatenate([stack.row_dir, stack.col_dir])
     affine = geometry.lps_to_ras(geometry.affine_lps(orientation, spacing_rc, origin,
                                                      stack.normal * step))
     return Grid(name, affine, (int(size[0]), int(size[1]), n_k), n_times)
+
+
+def _check_regrid_size(stack: geometry.StackGeometry, size: tuple[int, int]) -> None:
+    """Refuse a regular grid for uneven slices that would have absurdly many slices (a few
+    slices a hair apart and one far away) before its positions are even listed."""
+    span = float(stack.distances[-1] - stack.distances[0])
+    steps = np.diff(stack.distances)
+    count = span / max(geometry.typical_step(steps), geometry.SAME_POSITION_TOLERANCE_MM) + 1
+    if count * size[0] * size[1] > MAX_VOLUME_BYTES:
+        raise InputError(f"uneven slices spanning {span:.6g} mm at {len(steps) + 1} positions "
+                         f"would be regridded onto {count:.3g} slices",
+                         "the positions look corrupt (ImagePositionPatient)", UNSUPPORTED)
 
 
 def slice_timing(layout: Layout) -> list[float] | None:
@@ -251,7 +306,9 @@ def check_supported(group: SeriesGroup) -> None:
     size = first.rows * first.columns * len(group.headers) * max(first.bits_allocated // 8, 1)
     if size * first.samples_per_pixel > MAX_VOLUME_BYTES:
         raise InputError(f"series {group.label}: {first.rows} x {first.columns} x "
-                         f"{len(group.headers)} would need {size / 1024**3:.1f} GiB",
+                         f"{len(group.headers)} would need "
+                         f"{format_gib(size * first.samples_per_pixel)}, limit "
+                         f"{format_gib(MAX_VOLUME_BYTES)}",
                          "the header looks corrupt; check Rows/Columns", UNSUPPORTED)
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from convkit.dicom.dataset import is_read_error, read_reason, warnings_caught
 from convkit.dicom.group import SeriesGroup
 from convkit.dicom.pixels import SliceProgress, cast_real, read_pixels
 from convkit.dicom.plan import ConvertOptions, SeriesPlan, plan_series, slice_timing
 from convkit.dicom.scan import scan_folder
 from convkit.dicom.sidecar import sidecar_fields
-from convkit.errors import InputError
+from convkit.errors import InputError, UnreadableFileError
 from convkit.volume import Volume
 
 
@@ -43,7 +44,16 @@ def read_series(
         volume.notes.append(f"{layout.n_times} volumes ordered by {layout.time_key}")
     if options.dtype:
         cast_real(volume, options.dtype)
-    volume.metadata = sidecar_fields(first, options.keep_identifiers)
+    with warnings_caught() as caught:
+        try:
+            volume.metadata = sidecar_fields(first, options.keep_identifiers)
+        except Exception as exc:
+            if not is_read_error(exc):
+                raise
+            raise UnreadableFileError(first.path, f"{first.path}: header: {read_reason(exc)}",
+                                      "re-export the series") from exc
+    volume.notes.extend(f"pydicom: {text}" for text in caught  # unless decoding said it
+                        if not any(note.startswith(f"pydicom: {text}") for note in volume.notes))
     volume.metadata.update(_conversion_fields(plan, volume))
     if layout.n_times > 1:
         volume.repetition_time_s = volume.metadata.get("RepetitionTime")

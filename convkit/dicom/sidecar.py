@@ -6,8 +6,10 @@ InversionTime in seconds). Patient identifiers are left out unless asked for.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from convkit.dicom.dataset import read_dataset
 from convkit.dicom.vendors import phase_encoding_fields
 
 #: DICOM keyword -> divisor that converts its value to the sidecar's unit.
@@ -33,10 +35,10 @@ def sidecar_fields(header: Any, keep_identifiers: bool = False) -> dict[str, Any
     """The acquisition fields of a series, from its first image's file, as JSON-ready values.
 
     header is that image's SliceHeader (its rows and columns are a mosaic tile's).
+    Numbers that are not finite are left out (JSON has no NaN or Infinity). Call it
+    inside dataset.warnings_caught(): pydicom warns about odd values as it converts them.
     """
-    import pydicom
-
-    ds = pydicom.dcmread(header.path, stop_before_pixels=True, force=True)
+    ds = read_dataset(header.path)
     fields: dict[str, Any] = {}
     for keyword, divisor in ACQUISITION_FIELDS.items():
         value = _json_value(ds.get(keyword))
@@ -67,10 +69,13 @@ def _json_value(value: Any) -> Any:
         return items or None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         number = float(value)
+        if not math.isfinite(number):
+            return None
         return int(number) if number.is_integer() and type(value).__name__ in ("IS", "int") \
             else number
     if type(value).__name__ in ("DSfloat", "DSdecimal"):
-        return float(value)
+        number = float(value)
+        return number if math.isfinite(number) else None
     if isinstance(value, bytes):
         return None
     return str(value).strip() or None

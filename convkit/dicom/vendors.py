@@ -68,7 +68,7 @@ def philips_scale_slope(ds: Any) -> float | None:
     'precise' (floating point) value is FP = DV / (RescaleSlope * scale slope).
     """
     element = private_element(ds, 0x2005, 0x0E, "Philips MR Imaging DD 001")
-    value = values.to_float(getattr(element, "value", None))
+    value = values.to_float(getattr(element, "value", None), "Philips scale slope (2005,xx0E)")
     return value if value else None
 
 
@@ -97,8 +97,8 @@ def phase_encoding_fields(ds: Any, rows: int, columns: int) -> dict[str, Any]:
     if positive in (0, 1):
         fields["PhaseEncodingDirection"] = axis + ("" if positive == 1 else "-")
     recon_pe = columns if axis == "i" else rows
-    bandwidth = values.to_float(getattr(ds.get((0x0019, 0x1028)), "value", None)) or \
-        values.to_float(siemens_csa_scalar(ds, "BandwidthPerPixelPhaseEncode"))
+    bandwidth = values.finite_or_none(getattr(ds.get((0x0019, 0x1028)), "value", None)) or \
+        values.finite_or_none(siemens_csa_scalar(ds, "BandwidthPerPixelPhaseEncode"))
     if bandwidth:
         fields["ReconMatrixPE"] = recon_pe
         fields["BandwidthPerPixelPhaseEncode"] = bandwidth

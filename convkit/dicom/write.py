@@ -11,6 +11,7 @@ and intercept chosen so nothing overflows, with the worst round-trip error state
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from convkit import __version__
+from convkit.dicom.dataset import is_read_error, read_dataset, read_reason, warnings_caught
 from convkit.dicom.scan import scan_folder
 from convkit.errors import InputError, RefusedError, UsageError
 from convkit.geometry import is_sheared, lps_to_ras
@@ -34,6 +36,8 @@ TEMPLATE_PATIENT = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"
                     "IssuerOfPatientID", "OtherPatientIDs")
 TEMPLATE_STUDY = ("StudyDate", "StudyTime", "StudyID", "StudyDescription", "AccessionNumber",
                   "ReferringPhysicianName", "InstitutionName")
+#: Rows and Columns are US: at most this many.
+MAX_MATRIX = 65535
 
 
 @dataclass
@@ -110,16 +114,20 @@ def encode_values(volume: Volume) -> StoredValues:
     if volume.is_rgb:
         raise RefusedError("colour (RGB) volumes are not written as DICOM yet",
                            "convert a single channel, or keep the volume as NIfTI/NRRD")
-    exact = _exact_integers(volume)
-    if exact is not None:
-        return exact
-    real = volume.real_array(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are refused
+        exact = _exact_integers(volume)
+        if exact is not None:
+            return exact
+        real = volume.real_array(np.float64)
     if not np.all(np.isfinite(real)):
         bad = int(np.count_nonzero(~np.isfinite(real)))
         raise RefusedError(f"the volume holds {bad} NaN or infinite values",
                            "DICOM stores numbers only: replace them (e.g. with 0) first")
     low, high = float(real.min()), float(real.max())
     slope = (high - low) / 65535.0 if high > low else 1.0
+    if not math.isfinite(slope) or slope == 0:
+        raise RefusedError(f"the values span {low:g} to {high:g}: no 16-bit rescale holds that "
+                           "range", "rescale the values into a smaller range first")
     stored = np.rint((real - low) / slope)
     np.clip(stored, 0, 65535, out=stored)
     error = float(np.max(np.abs(stored * slope + low - real))) if real.size else 0.0
@@ -151,6 +159,9 @@ def dicom_geometry(affine_ras: np.ndarray) -> tuple[np.ndarray, tuple[float, flo
 
     Refuses sheared affines: a DICOM series has one orientation and straight stacks.
     """
+    if not np.all(np.isfinite(affine_ras)):
+        raise RefusedError("the affine holds NaN or infinite values: DICOM positions and "
+                           "spacings are finite numbers", "fix the header's geometry")
     lps = lps_to_ras(affine_ras)
     columns = lps[:3, :3]
     spacing = np.linalg.norm(columns, axis=0)
@@ -174,23 +185,29 @@ def write_dicom_series(
     """Write a 3D volume as one file per slice into out_dir (which the caller stages)."""
     if volume.array.ndim != 3:
         raise UsageError("write_dicom_series takes a 3D volume", "split 4D volumes first")
+    if 0 in volume.shape or max(volume.shape[:2]) > MAX_MATRIX:
+        raise RefusedError(f"a volume of shape {'x'.join(map(str, volume.shape))} cannot be "
+                           f"written as DICOM images (1 to {MAX_MATRIX} rows and columns, "
+                           "at least one slice)", "check the volume's dimensions")
     modality = identity.modality.upper()
     sop_class = SOP_CLASSES.get(modality, SOP_CLASSES["OT"])
     orientation, pixel_spacing, slice_spacing = dicom_geometry(volume.affine)
     values = encode_values(volume)
     lps = lps_to_ras(volume.affine)
-    shared = _shared_dataset(volume, identity, sop_class, orientation, pixel_spacing,
-                             slice_spacing, values)
-    n_slices = volume.shape[2]
-    for k in range(n_slices):
-        position = (lps @ [0.0, 0.0, k, 1.0])[:3]
-        ds = _slice_dataset(shared, k, position, values.stored[:, :, k].T, identity)
-        ds.save_as(out_dir / f"IM{k + 1:05d}.dcm", enforce_file_format=True)
-        if progress:
-            progress(k + 1, n_slices)
+    with warnings_caught() as caught:  # pydicom's complaints about values: notes, not stderr
+        shared = _shared_dataset(volume, identity, sop_class, orientation, pixel_spacing,
+                                 slice_spacing, values)
+        n_slices = volume.shape[2]
+        for k in range(n_slices):
+            position = (lps @ [0.0, 0.0, k, 1.0])[:3]
+            ds = _slice_dataset(shared, k, position, values.stored[:, :, k].T, identity)
+            _save(ds, out_dir / f"IM{k + 1:05d}.dcm")
+            if progress:
+                progress(k + 1, n_slices)
     notes = [] if values.max_error == 0 else [
         f"real values encoded with RescaleSlope {values.slope:.6g}: round-trip error at most "
         f"{values.max_error:.3g}"]
+    notes += [f"pydicom: {text}" for text in caught]
     return WrittenSeries(str(out_dir), n_slices, str(shared.SeriesInstanceUID), sop_class,
                          values.slope, values.intercept, values.max_error, notes)
 
@@ -232,10 +249,10 @@ def _shared_dataset(volume: Volume, identity: SeriesIdentity, sop_class: str,
     ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL" if modality == "CT" else "OTHER"]
     ds.DerivationDescription = "converted from a volume by convkit"
     # Image plane and pixels.
-    ds.ImageOrientationPatient = [_ds(v) for v in orientation]
-    ds.PixelSpacing = [_ds(v) for v in pixel_spacing]
-    ds.SliceThickness = _ds(slice_spacing)
-    ds.SpacingBetweenSlices = _ds(slice_spacing)
+    ds.ImageOrientationPatient = [_ds(v, "ImageOrientationPatient") for v in orientation]
+    ds.PixelSpacing = [_ds(v, "PixelSpacing") for v in pixel_spacing]
+    ds.SliceThickness = _ds(slice_spacing, "SliceThickness")
+    ds.SpacingBetweenSlices = _ds(slice_spacing, "SpacingBetweenSlices")
     ds.Rows, ds.Columns = volume.shape[1], volume.shape[0]
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
@@ -244,7 +261,8 @@ def _shared_dataset(volume: Volume, identity: SeriesIdentity, sop_class: str,
     ds.PixelRepresentation = 1 if values.stored.dtype == np.int16 else 0
     if modality == "CT" or (values.slope, values.intercept) != (1.0, 0.0):
         # Not part of the MR IOD, but the only way to store scaled values there.
-        ds.RescaleSlope, ds.RescaleIntercept = _ds(values.slope), _ds(values.intercept)
+        ds.RescaleSlope = _ds(values.slope, "RescaleSlope")
+        ds.RescaleIntercept = _ds(values.intercept, "RescaleIntercept")
         ds.RescaleType = "HU" if modality == "CT" else "US"
     _set_window(ds, values)
     _modality_attributes(ds, modality, volume)
@@ -255,7 +273,7 @@ def _modality_attributes(ds: Any, modality: str, volume: Volume) -> None:
     """The CT, MR or Secondary Capture module's own required attributes."""
     meta = volume.metadata
     if modality == "CT":
-        ds.KVP = _ds(meta["KVP"]) if meta.get("KVP") else ""
+        ds.KVP = _metadata_ds(meta, "KVP")
         ds.AcquisitionNumber = ""
         ds.PatientPosition = str(meta.get("PatientPosition", "") or "")
     elif modality == "MR":
@@ -263,9 +281,8 @@ def _modality_attributes(ds: Any, modality: str, volume: Volume) -> None:
         ds.SequenceVariant = "NONE"
         ds.ScanOptions = ""
         ds.MRAcquisitionType = ""
-        ds.RepetitionTime = _ds(meta["RepetitionTime"] * 1000) if meta.get("RepetitionTime") \
-            else ""
-        ds.EchoTime = _ds(meta["EchoTime"] * 1000) if meta.get("EchoTime") else ""
+        ds.RepetitionTime = _metadata_ds(meta, "RepetitionTime", 1000)  # s -> ms
+        ds.EchoTime = _metadata_ds(meta, "EchoTime", 1000)
         ds.EchoTrainLength = ""
         ds.PatientPosition = str(meta.get("PatientPosition", "") or "")
     else:
@@ -274,6 +291,19 @@ def _modality_attributes(ds: Any, modality: str, volume: Volume) -> None:
         # (Position and orientation are kept too, so that readers rebuild the geometry.)
         ds.PatientOrientation = [_direction_letters(v) for v in
                                  np.reshape(np.asarray(ds.ImageOrientationPatient, float), (2, 3))]
+
+
+def _metadata_ds(meta: dict[str, Any], keyword: str, scale: float = 1.0) -> str:
+    """A sidecar number as DS ('' when absent, zero or not a number: the attributes are
+    Type 2); RefusedError when it is NaN or infinite."""
+    value = meta.get(keyword)
+    if not value or isinstance(value, bool):
+        return ""
+    try:
+        number = float(value) * scale
+    except (TypeError, ValueError, OverflowError):
+        return ""
+    return _ds(number, keyword)
 
 
 def _direction_letters(vector: np.ndarray) -> str:
@@ -285,13 +315,17 @@ def _direction_letters(vector: np.ndarray) -> str:
 
 
 def _set_window(ds: Any, values: StoredValues) -> None:
-    """A window covering the 1st to 99th percentile of real values."""
+    """A window covering the 1st to 99th percentile of real values (none when that range
+    overflows: the window is optional, the values are not)."""
     if not values.stored.size:
         return
     low, high = np.percentile(values.stored, [1, 99])
     low, high = low * values.slope + values.intercept, high * values.slope + values.intercept
-    ds.WindowCenter = _ds((low + high) / 2)
-    ds.WindowWidth = _ds(max(high - low, 1.0))
+    center, width = low / 2 + high / 2, max(high - low, 1.0)
+    if not (math.isfinite(center) and math.isfinite(width)):
+        return
+    ds.WindowCenter = _ds(center, "WindowCenter")
+    ds.WindowWidth = _ds(width, "WindowWidth")
 
 
 def _slice_dataset(shared: Any, k: int, position: np.ndarray, pixels: np.ndarray,
@@ -302,13 +336,30 @@ def _slice_dataset(shared: Any, k: int, position: np.ndarray, pixels: np.ndarray
     ds = shared.copy()
     ds.SOPInstanceUID = generate_uid()
     ds.InstanceNumber = k + 1
-    ds.ImagePositionPatient = [_ds(v) for v in position]
+    ds.ImagePositionPatient = [_ds(v, "ImagePositionPatient") for v in position]
     ds.PixelData = np.ascontiguousarray(pixels).astype(pixels.dtype.newbyteorder("<")).tobytes()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     return ds
+
+
+def _save(ds: Any, path: Path) -> None:
+    """Write one file; an OSError (a full disk) as a plain one naming the path.
+
+    pydicom re-raises errors inside an element's write as the same type with the tag
+    and a whole traceback in the text: the original error is the one to report, so
+    that staged_folder says e.g. "No space left on device" and removes the staging.
+    """
+    try:
+        ds.save_as(path, enforce_file_format=True)
+    except OSError as exc:
+        original = exc
+        while original.__cause__ is not None and isinstance(original.__cause__, OSError):
+            original = original.__cause__
+        raise OSError(original.errno, original.strerror or str(original).splitlines()[0],
+                      str(path)) from exc
 
 
 def template_attributes(folder: Path, same_study: bool) -> tuple[list[Any], str | None,
@@ -318,17 +369,26 @@ def template_attributes(folder: Path, same_study: bool) -> tuple[list[Any], str 
     Returns (DataElements, StudyInstanceUID, FrameOfReferenceUID); the UIDs only
     with same_study.
     """
-    import pydicom
-
     scan = scan_folder(folder)
     if not scan.series:
         raise InputError(f"--template {folder}: no DICOM images there",
                          "pass the folder of the series the result belongs with")
-    ds = pydicom.dcmread(scan.series[0].first.path, stop_before_pixels=True)
-    copied = [ds[k] for k in TEMPLATE_PATIENT + TEMPLATE_STUDY if k in ds and _valid(ds[k])]
+    path = scan.series[0].first.path
+    with warnings_caught():  # values that break their VR are left out (_valid), silently
+        try:
+            ds = read_dataset(path)
+            copied = [ds[k] for k in TEMPLATE_PATIENT + TEMPLATE_STUDY
+                      if k in ds and _valid(ds[k])]
+            uids = (str(ds.get("StudyInstanceUID", "") or "") or None,
+                    str(ds.get("FrameOfReferenceUID", "") or "") or None)
+        except Exception as exc:
+            if not is_read_error(exc):
+                raise
+            raise InputError(f"--template {folder}: {path} cannot be read ({read_reason(exc)})",
+                             "pass the folder of another series") from exc
     if not same_study:
         return copied, None, None
-    return copied, str(ds.StudyInstanceUID), str(ds.get("FrameOfReferenceUID", "") or "") or None
+    return copied, *uids
 
 
 def _valid(element: Any) -> bool:
@@ -345,8 +405,13 @@ def _valid(element: Any) -> bool:
     return True
 
 
-def _ds(value: float) -> str:
-    """A DS string of at most 16 characters."""
+def _ds(value: float, keyword: str = "") -> str:
+    """A DS string of at most 16 characters; RefusedError (naming keyword) for NaN and
+    infinity, which DICOM cannot store."""
     from pydicom.valuerep import format_number_as_ds
 
-    return format_number_as_ds(float(value))
+    number = float(value)
+    if not math.isfinite(number):
+        raise RefusedError(f"{keyword or 'a decimal value'} would be {number}: DICOM stores "
+                           "finite numbers only", "fix the value in the source volume")
+    return format_number_as_ds(number)

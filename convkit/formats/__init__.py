@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from convkit.errors import InputError, UsageError
+from convkit.formats.detached import external_data_allowed
 from convkit.formats.mha import read_mha, write_mha
 from convkit.formats.nifti import write_nifti
 from convkit.formats.nifti_read import read_nifti
@@ -38,11 +40,17 @@ def volume_format(path: Path | str) -> str | None:
     return None
 
 
-def read_volume(path: Path | str) -> Volume:
+def read_volume(path: Path | str, *, allow_external_data: bool | None = None,
+                max_bytes: int | None = None) -> Volume:
     """Read a NIfTI, NRRD or MetaImage file into a Volume (RAS affine).
 
     Raises InputError when the file cannot be read, RefusedError when it holds
-    something convkit cannot represent faithfully (e.g. an NRRD without a space).
+    something convkit cannot represent faithfully (e.g. an NRRD without a space, a
+    non-finite affine) or must not read: a detached data file outside the header's
+    folder (allow_external_data=True reads it; None: as external_data_allowed sets it,
+    by default not) or one that is not a regular file (formats.detached). max_bytes:
+    the largest image allocated (default volume.MAX_VOLUME_BYTES), checked against the
+    header before any voxel is read. Python warnings of the readers become notes.
     """
     path = Path(path)
     kind = volume_format(path)
@@ -51,12 +59,19 @@ def read_volume(path: Path | str) -> Volume:
                          f"use one of {', '.join(VOLUME_SUFFIXES)}")
     if not path.is_file():
         raise InputError(f"{path} does not exist", "check the path")
-    if kind == "nifti":
-        return read_nifti(path)
-    if kind == "nrrd":
-        return read_nrrd(path)
-
-    return read_mha(path)
+    allow = external_data_allowed() if allow_external_data is None else allow_external_data
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if kind == "nifti":
+            volume = read_nifti(path, max_bytes)
+        elif kind == "nrrd":
+            volume = read_nrrd(path, allow, max_bytes)
+        else:
+            volume = read_mha(path, allow, max_bytes)
+    volume.notes += [f"{path.name}: {item.category.__name__}: "
+                     f"{(str(item.message).strip().splitlines() or [''])[0][:200]}"
+                     for item in caught]
+    return volume
 
 
 def write_volume(volume: Volume, path: Path | str) -> None:

@@ -6,6 +6,12 @@ origin the first voxel's centre. convkit affines are RAS (volume.py).
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 
 from convkit.geometry import lps_to_ras
@@ -45,3 +51,23 @@ def to_sitk(volume: Volume):
         return sitk_image(channels, volume.affine, vector=True)
     values = volume.real_array() if volume.scaled else volume.array
     return sitk_image(values, volume.affine)
+
+
+@contextmanager
+def native_stderr_captured() -> Iterator[list[str]]:
+    """Capture what C++ code (ITK's MetaIO) writes straight to file descriptor 2, so that it
+    becomes part of convkit's one-line message instead of raw text on the user's terminal.
+    Yields a list that holds the captured lines once the block is left."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", errors="replace")
+            lines.extend(line.strip() for line in text.splitlines() if line.strip())

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from convkit import __version__
+from convkit.errors import RefusedError
+from convkit.geometry import affine_problem
 from convkit.volume import Volume
 
 #: igzip level (0-3): 1 is several times faster than zlib level 6 at similar size.
@@ -24,6 +26,7 @@ def nifti_header(volume: Volume):
     """A nibabel Nifti1Header: qform and sform (codes 1), pixdim, units, scaling, descrip."""
     import nibabel as nib
 
+    check_float32_geometry(volume)
     header = nib.Nifti1Header()
     header.set_data_dtype(volume.array.dtype)
     header.set_data_shape(volume.shape)
@@ -37,6 +40,24 @@ def nifti_header(volume: Volume):
     header["descrip"] = describe(volume).encode()[:79]
     header["vox_offset"] = _VOX_OFFSET
     return header
+
+
+def check_float32_geometry(volume: Volume) -> None:
+    """Refuse (exit 4) an affine or scaling that NIfTI-1's float32 fields cannot hold: an
+    origin of 1e308 mm is finite in the volume and infinite in the file."""
+    with np.errstate(over="ignore"):
+        affine32 = volume.affine.astype(np.float32)
+        scaling32 = np.array([volume.slope, volume.intercept], dtype=np.float32)
+    why = affine_problem(affine32)
+    if why:
+        raise RefusedError(f"the affine {why} in NIfTI's float32 header fields "
+                           f"(largest entry {np.max(np.abs(volume.affine)):.3g})",
+                           "the source geometry is corrupt: fix its origin or voxel sizes",
+                           "volume.bad-geometry")
+    if not np.all(np.isfinite(scaling32)):
+        raise RefusedError(f"the scaling (slope {volume.slope:g}, intercept "
+                           f"{volume.intercept:g}) does not fit NIfTI's float32 fields",
+                           "the source's scaling is corrupt", "volume.bad-scaling")
 
 
 def to_nibabel(volume: Volume):

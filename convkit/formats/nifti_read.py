@@ -9,82 +9,239 @@ as the affine and reported, never replaced by the qform silently.
 
 from __future__ import annotations
 
+import io
+import math
 from pathlib import Path
 
 import numpy as np
 
 from convkit.errors import InputError, RefusedError, exception_reason
-from convkit.geometry import is_sheared
-from convkit.volume import RGB_DTYPE, Volume
+from convkit.formats.compressed import (
+    data_read_errors,
+    gzip_can_hold,
+    read_decompressed,
+    read_head,
+)
+from convkit.geometry import affine_problem, is_sheared
+from convkit.volume import RGB_DTYPE, Volume, check_volume_bytes
 
 #: qform and sform closer than this (mm, on any affine entry) agree.
 QFORM_SFORM_ATOL_MM = 1e-3
 SHEARED_SFORM_NOTE = "the sform is sheared (not representable by a qform)"
+#: Bytes of header and extensions (up to vox_offset) read at most.
+MAX_HEADER_BYTES = 64 << 20
+#: The header fields each affine comes from (named when they are not finite).
+AFFINE_FIELDS = {
+    "sform": ("srow_x", "srow_y", "srow_z"),
+    "qform": ("quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z",
+              "pixdim"),
+    "pixdim": ("pixdim",),
+}
 
 
-def read_nifti(path: Path) -> Volume:
-    """Stored values, scaling and RAS affine of a NIfTI file (the whole file is checked)."""
-    import nibabel as nib
+class _Notes:
+    """Collects what nibabel's header checks report (its log_raise calls .log): as notes,
+    never on stderr (nibabel's own logger prints there)."""
 
-    try:
-        image = nib.load(str(path))
-        # nibabel types load() as FileBasedImage (no dataobj, header without get_zooms); a .nii
-        # loads as a Nifti1Image or Nifti2Image whose dataobj is an ArrayProxy.
-        proxy = image.dataobj  # type: ignore[attr-defined]
-        array = np.asarray(proxy.get_unscaled())
-    except Exception as exc:  # nibabel raises many types for damaged files
-        reason = exception_reason(exc)
-        raise InputError(f"{path}: cannot read NIfTI ({reason})",
-                         "the file may be truncated or not NIfTI") from exc
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+
+    def log(self, level: int, message: str) -> None:
+        if level >= 30 and message:
+            self.notes.append(f"NIfTI header: {message}")
+
+
+def read_nifti(path: Path, max_bytes: int | None = None) -> Volume:
+    """Stored values, scaling and RAS affine of a .nii / .nii.gz (NIfTI-1 or -2).
+
+    Everything in the header is checked before a voxel is read: the size (max_bytes,
+    default volume.MAX_VOLUME_BYTES), dims, finite affine and scaling. A .nii.gz is
+    decompressed to its end, so that its CRC is checked (nibabel never reads that far).
+    """
+    compressed = path.name.lower().endswith(".gz")
+    header, offset, notes = read_nifti_header(path, compressed)
+    shape = _data_shape(header, path)
+    dtype = header.get_data_dtype()
+    check_volume_bytes(math.prod(shape) * dtype.itemsize, str(path), max_bytes)
+    affine, affine_notes = _checked_affine(header, path)
+    slope, intercept = _scaling(header, path)
+    array = _read_data(path, compressed, offset, shape, dtype)
     if array.ndim == 2:
         array = array[:, :, np.newaxis]  # one slice: a 3D volume of depth 1
-    if array.ndim > 4:
-        raise RefusedError(f"{path}: a {array.ndim}D NIfTI is not supported",
-                           "convkit handles 3D volumes and 4D time series")
-    header = image.header
-    affine, notes = choose_affine(header)
-    slope, intercept = proxy.slope, proxy.inter
-    slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
-    intercept = 0.0 if intercept is None or not np.isfinite(intercept) else float(intercept)
     if array.dtype.names and array.dtype != RGB_DTYPE:
         array = array.astype(RGB_DTYPE)
-    metadata = nifti_fields(header)
-    volume = Volume(np.asfortranarray(array), affine, slope, intercept, metadata, notes)
-    zooms = header.get_zooms()  # type: ignore[attr-defined]  # a Nifti1Header: see above
-    if len(zooms) > 3 and zooms[3] > 0:
-        volume.repetition_time_s = float(zooms[3]) * _time_unit_seconds(header)
+    volume = Volume(np.asfortranarray(array), affine, slope, intercept, nifti_fields(header),
+                    notes + affine_notes)
+    step = float(header["pixdim"][4])
+    if len(shape) > 3 and math.isfinite(step) and step > 0:
+        volume.repetition_time_s = step * _time_unit_seconds(header)
     return volume
 
 
+def read_nifti_header(path: Path, compressed: bool):
+    """(nibabel header, data offset, notes) with nibabel's own fixes (as nib.load makes
+    them), its messages kept as notes. Raises InputError."""
+    import nibabel as nib
+
+    try:
+        fixed = _head(path, compressed, 540)
+        two = len(fixed) >= 540 and 540 in (int.from_bytes(fixed[:4], "little"),
+                                             int.from_bytes(fixed[:4], "big"))
+        klass = nib.Nifti2Header if two else nib.Nifti1Header
+        probe = klass.from_fileobj(io.BytesIO(fixed[:klass.sizeof_hdr]), check=False)
+        offset = int(probe["vox_offset"])
+        if not klass.sizeof_hdr + 4 <= offset <= MAX_HEADER_BYTES:
+            raise InputError(f"{path}: NIfTI vox_offset {offset} (from "
+                             f"{klass.sizeof_hdr + 4} to {MAX_HEADER_BYTES} in a .nii)",
+                             "the header is damaged")
+        prefix = _head(path, compressed, offset) if offset > len(fixed) else fixed
+        header = klass.from_fileobj(io.BytesIO(prefix[:offset]), check=False)
+        collector = _Notes()
+        header.check_fix(logger=collector, error_level=40)  # what nib.load does, quietly
+    except InputError:
+        raise
+    except Exception as exc:  # nibabel, gzip and numpy raise many types for damaged files
+        raise InputError(f"{path}: cannot read NIfTI: {exception_reason(exc)}",
+                         "the file may be truncated or not NIfTI") from exc
+    return header, offset, collector.notes
+
+
+def _head(path: Path, compressed: bool, nbytes: int) -> bytes:
+    """The first nbytes of the file's content (decompressed; its CRC is checked later, when
+    the voxels are read to the end of the stream)."""
+    with open(path, "rb") as handle:
+        return read_head(handle, "gzip", nbytes) if compressed else handle.read(nbytes)
+
+
+def _data_shape(header, path: Path) -> tuple[int, ...]:
+    """The voxel grid from dim[]; InputError for a grid without voxels, RefusedError for
+    one convkit does not read (1D, more than 4D)."""
+    dims = [int(v) for v in header["dim"]]
+    if not 1 <= dims[0] <= 7:
+        raise InputError(f"{path}: NIfTI dim[0] is {dims[0]} (1 to 7)", "the header is damaged")
+    shape = tuple(dims[1:dims[0] + 1])
+    empty = [f"dim[{axis}] is {size}" for axis, size in enumerate(shape, 1) if size < 1]
+    if empty:
+        raise InputError(f"{path}: NIfTI {', '.join(empty)}: no voxels to read",
+                         "every dimension must be 1 or more")
+    if len(shape) > 4 or len(shape) < 2:
+        raise RefusedError(f"{path}: a {len(shape)}D NIfTI is not supported",
+                           "convkit handles 3D volumes and 4D time series")
+    return shape
+
+
+def _checked_affine(header, path: Path) -> tuple[np.ndarray, list[str]]:
+    source = "sform" if header["sform_code"] > 0 else \
+        "qform" if header["qform_code"] > 0 else "pixdim"
+    try:
+        affine, notes = choose_affine(header)
+    except Exception as exc:  # nibabel: a quaternion that is not a rotation, bad pixdim
+        raise RefusedError(f"{path}: the NIfTI {source} cannot be used "
+                           f"({exception_reason(exc)})", f"fix {source} in the header") from exc
+    why = affine_problem(affine)
+    if why == "is not finite":
+        fields = [name for name in AFFINE_FIELDS[source]
+                  if not np.all(np.isfinite(np.asarray(header[name], float)))]
+        why = f"is not finite ({', '.join(fields) or source})"
+    if why:
+        raise RefusedError(f"{path}: the NIfTI {source} {why}",
+                           "set the affine from the image's source (real numbers, voxel axes "
+                           "of non-zero length in three directions)")
+    return np.asarray(affine, float), notes
+
+
+def _scaling(header, path: Path) -> tuple[float, float]:
+    """(slope, intercept): scl_slope 0 or NaN means unscaled (NIfTI, nibabel); inf is refused,
+    as is an intercept that is not finite beside a valid slope."""
+    slope, intercept = float(header["scl_slope"]), float(header["scl_inter"])
+    if slope == 0 or math.isnan(slope):
+        return 1.0, 0.0
+    for name, value in (("scl_slope", slope), ("scl_inter", intercept)):
+        if not math.isfinite(value):
+            raise RefusedError(f"{path}: NIfTI {name} is {value}",
+                               "set scl_slope and scl_inter to real numbers (or slope 0: none)")
+    return slope, intercept
+
+
+def _read_data(path: Path, compressed: bool, offset: int, shape: tuple[int, ...],
+               dtype: np.dtype) -> np.ndarray:
+    nbytes = math.prod(shape) * dtype.itemsize
+    size = path.stat().st_size
+    if not compressed:
+        if size < offset + nbytes:
+            raise InputError(f"{path}: cannot read NIfTI: truncated ({max(size - offset, 0)} of "
+                             f"{nbytes} bytes of voxel data)", "the copy is incomplete: copy it "
+                             "again")
+        return np.asarray(np.memmap(path, dtype=dtype, mode="c", offset=offset, shape=shape,
+                                    order="F"))
+    if not gzip_can_hold(size, offset + nbytes):
+        raise InputError(f"{path}: cannot read NIfTI: {size} bytes of gzip data cannot hold the "
+                         f"{offset + nbytes} bytes its header describes", "the file is truncated "
+                         "or its header damaged (dim, datatype)")
+    with data_read_errors(path, "NIfTI"), open(path, "rb") as handle:
+        raw = read_decompressed(handle, "gzip", nbytes, skip=offset, extra_ok=True)
+    return np.ndarray(shape, dtype, buffer=raw, order="F")
+
+
 def choose_affine(header) -> tuple[np.ndarray, list[str]]:
-    """(affine, notes): the sform when set, else the qform, else the zooms."""
+    """(affine, notes): the sform when set, else the qform, else the zooms.
+
+    The qform is computed only when it is used or compared (nibabel raises for a
+    quaternion that is not a rotation); nothing here warns on inf or NaN.
+    """
     notes = []
-    qform, qcode = header.get_qform(coded=True)
     sform, scode = header.get_sform(coded=True)
+    qcode = int(header["qform_code"])
     if scode and scode > 0:
-        if qcode and qcode > 0 and not np.allclose(qform, sform, atol=QFORM_SFORM_ATOL_MM):
-            notes.append("qform and sform disagree: the sform is used")
+        if qcode > 0:
+            try:
+                qform = header.get_qform()
+            except Exception as exc:  # nibabel: not a rotation, bad pixdim
+                notes.append(f"the qform cannot be computed ({exception_reason(exc)}): the "
+                             "sform is used")
+            else:
+                finite = np.all(np.isfinite(qform)) and np.all(np.isfinite(sform))
+                if not finite or not np.allclose(qform, sform, atol=QFORM_SFORM_ATOL_MM):
+                    notes.append("qform and sform disagree: the sform is used")
         if is_sheared(sform):
             notes.append(SHEARED_SFORM_NOTE)
         return sform, notes
-    if qcode and qcode > 0:
-        return qform, notes
+    if qcode > 0:
+        return header.get_qform(), notes
     notes.append("neither qform nor sform is set: the affine is only the voxel sizes")
     return header.get_base_affine(), notes
 
 
 def nifti_fields(header) -> dict:
     """Header fields worth reporting (descrip may carry identifying text: audit checks it)."""
-    spatial, temporal = header.get_xyzt_units()
     return {
         "Format": f"NIfTI-{2 if header.sizeof_hdr == 540 else 1}",
         "qform_code": int(header["qform_code"]),
         "sform_code": int(header["sform_code"]),
         "descrip": header["descrip"].item().decode(errors="replace").strip("\x00 "),
-        "xyzt_units": [spatial, temporal],
-        "intent": str(header.get_intent()[0]),
+        "xyzt_units": list(xyzt_units(header)),
+        "intent": intent_name(header),
     }
 
 
+def xyzt_units(header) -> tuple[str, str]:
+    """(spatial, temporal) unit names of xyzt_units; 'unknown' for a code NIfTI does not
+    define (nibabel raises KeyError for those)."""
+    from nibabel.nifti1 import unit_codes
+
+    code = int(header["xyzt_units"])
+    spatial, temporal = code % 8, code - code % 8
+    return (str(unit_codes.label[spatial]) if spatial in unit_codes.label else "unknown",
+            str(unit_codes.label[temporal]) if temporal in unit_codes.label else "unknown")
+
+
+def intent_name(header) -> str:
+    """The intent's name, or 'code N' for one nibabel does not know."""
+    try:
+        return str(header.get_intent()[0])
+    except (KeyError, ValueError):
+        return f"code {int(header['intent_code'])}"
+
+
 def _time_unit_seconds(header) -> float:
-    return {"msec": 1e-3, "usec": 1e-6}.get(header.get_xyzt_units()[1], 1.0)
+    return {"msec": 1e-3, "usec": 1e-6}.get(xyzt_units(header)[1], 1.0)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convkit.errors import RefusedError
 from convkit.geometry import lps_to_ras
 from convkit.volume import Volume
 
@@ -58,6 +59,11 @@ def write_nrrd(volume: Volume, path: Path) -> None:
     """Write volume to path: .nrrd (attached) or .nhdr (+ .raw.gz beside it)."""
     import nrrd
 
+    if path.suffix == ".nhdr" and not path.name.isascii():
+        raise RefusedError(f"{path.name}: a detached NRRD header names its data file in ASCII "
+                           "text, and this name is not ASCII",
+                           "use --format nrrd (one file), or --name with ASCII-only fields",
+                           "volume.name-not-ascii")
     data = compact_real_values(volume)
     if volume.is_rgb:
         data = np.stack([data[channel] for channel in "RGB"])  # (3, i, j, k): RGB-color first

@@ -2,22 +2,79 @@
 
 Writers write into a hidden staging folder inside the target folder (same file
 system, so the final rename is atomic); nothing is overwritten unless asked.
+
+Outputs are only ever regular files (or folders, for a DICOM series) at new paths,
+or existing ones replaced with --force: a FIFO, a device, a socket or a symbolic
+link in the way is a usage error, whatever --force says. Claiming a target is
+atomic: a file is published with an exclusive create (a hard link, which fails
+when the name exists), and a folder is claimed under a lock file in its parent, so
+two runs into one output never both succeed.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
-import tempfile
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from convkit.errors import OutputError
+from convkit.errors import OutputError, UsageError
+
+#: The longest file name (one path component, in bytes) that common file systems take.
+NAME_MAX_BYTES = 255
+
+#: Characters of a target's name kept in the names of its staging folder and lock file.
+_STAGING_NAME_BYTES = 100
+
+_KINDS = ((stat.S_ISLNK, "symbolic link"), (stat.S_ISFIFO, "named pipe (FIFO)"),
+          (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+          (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder"))
+
+
+def fit_name(name: str, max_bytes: int = NAME_MAX_BYTES) -> str:
+    """name cut to at most max_bytes of UTF-8 (never inside a character); unchanged if it fits."""
+    data = name.encode("utf-8", "surrogateescape")
+    if len(data) <= max_bytes:
+        return name
+    return data[:max_bytes].decode("utf-8", "ignore")
+
+
+def file_states(paths: list[Path]) -> dict[Path, tuple[int, int] | None]:
+    """(inode, mtime in ns) of each path, None for a missing one: two of these tell which
+    outputs were written in between (a batch interrupted right after writing one)."""
+    states: dict[Path, tuple[int, int] | None] = {}
+    for path in paths:
+        try:
+            info = os.stat(path)
+        except OSError:
+            states[path] = None
+        else:
+            states[path] = (info.st_ino, info.st_mtime_ns)
+    return states
+
+
+def path_kind(path: Path) -> str | None:
+    """None for a new path; 'file' for a regular file; else what is there ('folder',
+    'symbolic link', 'named pipe (FIFO)', 'character device', ...). Links are not followed."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if stat.S_ISREG(mode):
+        return "file"
+    return next((kind for test, kind in _KINDS if test(mode)), "special file")
 
 
 def check_targets(paths: list[Path], force: bool) -> None:
-    """Refuse (exit 5) when a target exists and force is not set."""
+    """Refuse a target that is not a regular file (exit 2), or that exists without force (5)."""
+    for path in paths:
+        kind = path_kind(path)
+        if kind not in (None, "file"):
+            raise UsageError(f"output {path} is a {kind}, not a regular file",
+                             "convkit writes only regular files: choose another output path")
     existing = [p for p in paths if p.exists()]
     if existing and not force:
         shown = ", ".join(str(p) for p in existing[:3]) + (" ..." if len(existing) > 3 else "")
@@ -28,26 +85,106 @@ def check_targets(paths: list[Path], force: bool) -> None:
 def staged_files(folder: Path, force: bool = False) -> Iterator[Path]:
     """Yield a staging folder; on success move every file in it into folder.
 
-    On any exception the staging folder and everything in it are removed, so a
-    failed write leaves nothing behind.
+    On any exception (KeyboardInterrupt included) the staging folder and everything
+    in it are removed, so a failed write leaves nothing behind. Without force the
+    files are published with an exclusive create: when another process wrote one of
+    the names meanwhile, none of them is published (OutputError).
     """
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".convkit-", dir=folder))
     except OSError as exc:
         raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}",
                           "check the path and its permissions") from exc
+    with _staging(folder, ".convkit-") as staging:
+        try:
+            yield staging
+            _publish(sorted(staging.iterdir()), folder, force)
+        except OSError as exc:
+            raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}",
+                              "check free space and permissions") from exc
+
+
+@contextmanager
+def _staging(parent: Path, prefix: str) -> Iterator[Path]:
+    """A new private folder parent/prefixXXXXXXXXXXXX, removed with all it holds on the way
+    out: its name is known before it is created, so that an interrupt (Ctrl-C, SIGTERM)
+    landing just after the creation still removes it (tempfile.mkdtemp returns it later)."""
+    path: Path | None = None
     try:
-        yield staging
-        staged = sorted(staging.iterdir())
-        check_targets([folder / p.name for p in staged], force)
-        for path in staged:
-            os.replace(path, folder / path.name)
-    except OSError as exc:
-        raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}",
-                          "check free space and permissions") from exc
+        while True:
+            path = parent / f"{prefix}{os.urandom(6).hex()}"
+            try:
+                os.mkdir(path, 0o700)
+                break
+            except FileExistsError:
+                path = None
+            except OSError as exc:
+                path = None
+                raise OutputError(f"cannot write to {parent}: {exc.strerror or exc}",
+                                  "check the path and its permissions") from exc
+        yield path
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _publish(staged: list[Path], folder: Path, force: bool) -> None:
+    """Move the staged files into folder: replacing (force), or all-or-none exclusively."""
+    targets = [folder / path.name for path in staged]
+    check_targets(targets, force)
+    if force:
+        for path, target in zip(staged, targets, strict=True):
+            os.replace(path, target)
+        return
+    claimed: list[Path] = []
+    try:
+        for path, target in zip(staged, targets, strict=True):
+            _create_exclusive(path, target)
+            claimed.append(target)
+    except BaseException as exc:
+        for done in claimed:
+            done.unlink(missing_ok=True)
+        if isinstance(exc, FileExistsError):
+            raise OutputError(f"output exists: {exc.filename2 or exc.filename} (written meanwhile "
+                              "by another process)", "use --force to overwrite, or another "
+                              "output") from None
+        raise
+
+
+#: errno values of a file system without hard links.
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS,
+             errno.EXDEV}
+
+
+def _create_exclusive(source: Path, target: Path) -> None:
+    """target gets source's content, or FileExistsError when target exists (atomically)."""
+    try:
+        os.link(source, target)
+        return
+    except OSError as exc:
+        if isinstance(exc, FileExistsError) or exc.errno not in _NO_LINKS:
+            raise
+    # No hard links here: claim the name with an exclusive create, then rename onto it.
+    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    os.replace(source, target)
+
+
+def check_folder_target(target: Path, force: bool) -> None:
+    """A series folder is new, an empty folder, or (force) a folder to replace as a whole.
+
+    A regular file in the way is an output error (exit 5); a link, FIFO or device a
+    usage error (exit 2).
+    """
+    kind = path_kind(target)
+    if kind in (None, "folder"):
+        if kind == "folder" and any(target.iterdir()) and not force:
+            raise OutputError(f"output exists: {target}", "use --force to replace it")
+        return
+    if kind == "file":
+        raise OutputError(f"output {target} exists and is not a folder",
+                          "pass a new or empty folder as the output")
+    raise UsageError(f"output {target} is a {kind}, not a folder",
+                     "pass a new or empty folder as the output")
 
 
 @contextmanager
@@ -55,31 +192,106 @@ def staged_folder(target: Path, force: bool = False) -> Iterator[Path]:
     """Yield an empty staging folder beside target; on success it becomes target.
 
     target must not exist or be empty unless force (then the old content is
-    replaced as a whole, never merged). On failure nothing is left behind.
+    replaced as a whole, never merged). On failure nothing is left behind. The
+    target is claimed under a lock file in its parent for the whole write: a second
+    convkit process writing the same target fails (OutputError) instead of
+    replacing the first one's output.
     """
-    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not force:
-        raise OutputError(f"output exists: {target}", "use --force to replace it")
+    check_folder_target(target, force)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.convkit-", dir=target.parent))
-        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the result should not be
     except OSError as exc:
         raise OutputError(f"cannot write to {target.parent}: {exc.strerror or exc}",
                           "check the path and its permissions") from exc
+    with claimed(target), _staging(target.parent, f".{_short(target.name)}.convkit-") as staging:
+        check_folder_target(target, force)  # again: it may have been written meanwhile
+        try:
+            staging.chmod(0o777 & ~_umask())  # private while staged; the result should not be
+            yield staging
+            _replace_folder(staging, target)
+        except OSError as exc:
+            raise OutputError(f"cannot write {target}: {exc.strerror or exc}",
+                              "check free space and permissions") from exc
+
+
+def _replace_folder(staging: Path, target: Path) -> None:
+    """staging becomes target; an old target (checked, under the lock) is removed."""
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    old = staging.with_name(staging.name + ".old")
+    os.replace(target, old)
+    replaced = False
     try:
-        yield staging
-        if target.exists():
-            old = staging.with_name(staging.name + ".old")
-            os.replace(target, old)
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    except OSError as exc:
-        raise OutputError(f"cannot write {target}: {exc.strerror or exc}",
-                          "check free space and permissions") from exc
+        os.replace(staging, target)
+        replaced = True
+    except BaseException:
+        if not replaced:
+            os.replace(old, target)  # put the old content back
+        raise
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if replaced:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _short(name: str) -> str:
+    return fit_name(name, _STAGING_NAME_BYTES)
+
+
+#: Held for the whole write of a folder target (see staged_folder).
+LOCK_SUFFIX = ".convkit-lock"
+
+
+@contextmanager
+def claimed(target: Path) -> Iterator[None]:
+    """Hold the lock of target (a file in its parent) or raise OutputError at once.
+
+    The lock is an flock on `.NAME.convkit-lock` where the OS has flock (released by
+    the OS when the process dies, so a killed run never blocks the next), else the
+    file itself, created exclusively. The lock file is removed on release.
+    """
+    lock = target.parent / f".{_short(target.name)}{LOCK_SUFFIX}"
+    try:
+        descriptor = _lock(lock)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {target.parent}: {exc.strerror or exc}",
+                          "check the path and its permissions") from exc
+    if descriptor is None:
+        raise OutputError(f"output is being written by another convkit process: {target}",
+                          f"wait for it to finish (or remove {lock} if no convkit is running)")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)  # while still holding it: a waiting process locks anew
+        os.close(descriptor)
+
+
+def _lock(lock: Path) -> int | None:
+    """An open descriptor holding lock, or None when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): the lock is the file's exclusive creation
+        try:
+            return os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return None
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    while True:
+        descriptor = os.open(lock, flags, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            return None
+        except BaseException:
+            os.close(descriptor)
+            raise
+        try:  # the holder before us may have removed the file: then lock the new one
+            if os.path.samestat(os.fstat(descriptor), os.stat(lock)):
+                return descriptor
+        except FileNotFoundError:
+            pass
+        os.close(descriptor)
 
 
 def _umask() -> int:

@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from convkit.dicom.naming import unique_labels
 from convkit.dicom.scan import iter_files, scan_folder
 from convkit.dicom.series import read_series
-from convkit.errors import ConvkitError, InputError, RefusedError, UsageError
+from convkit.dicom2nii import BatchInterrupted
+from convkit.errors import ConvkitError, InputError, OutputError, RefusedError, UsageError
 from convkit.formats import VOLUME_SUFFIXES, read_volume, volume_format, volume_stem
-from convkit.formats.output import check_targets, staged_files
+from convkit.formats.output import check_targets, file_states, path_kind, staged_files
 from convkit.inputs import attach_sidecar
 from convkit.outcomes import Outcome, batch_exit_code
 from convkit.preview.overlay import HIGHLIGHTS, ggo_overlay
@@ -76,12 +78,10 @@ def _source_keys(source: PreviewSource) -> set[str]:
 
 
 def _unique_names(sources: list[PreviewSource]) -> None:
-    seen: dict[str, int] = {}
-    for source in sources:
-        count = seen.get(source.name, 0) + 1
-        seen[source.name] = count
-        if count > 1:
-            source.name = f"{source.name}_{count}"
+    """Output names unique (ignoring case: _2, _3 ...) and short enough for NAME.png."""
+    names = unique_labels([(source.name, "") for source in sources])
+    for source, name in zip(sources, names, strict=True):
+        source.name = name
 
 
 def load_for_preview(source: PreviewSource, options=None) -> Volume:
@@ -124,16 +124,28 @@ class BatchReport:
     input: str
     output: str
     items: list[BatchItem] = field(default_factory=list)
+    #: names of the items that failed because their PNG could not be written
+    output_failed: list[str] = field(default_factory=list)
+    #: names of the items not tried: the batch was interrupted (BatchInterrupted)
+    not_tried: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        """0 all written, 6 partial, 4 all refused, 3 all failed (as dicom2nii)."""
-        return batch_exit_code(item.status for item in self.items)
+        """0 all written, 6 partial, 4 all refused, 3 all failed, 5 none written and some
+        could not be written (as dicom2nii); 130 when interrupted."""
+        if self.not_tried:
+            return 130
+        code = batch_exit_code(item.status for item in self.items)
+        return 5 if code in (3, 4) and self.output_failed else code
 
     def to_json(self) -> dict[str, Any]:
-        return {"input": self.input, "output": self.output, "exit_code": self.exit_code,
-                "files_written": [i.output for i in self.items if i.status == Outcome.WRITTEN],
-                "items": [vars(item) for item in self.items]}
+        document = {"input": self.input, "output": self.output, "exit_code": self.exit_code,
+                    "files_written": [i.output for i in self.items
+                                      if i.status == Outcome.WRITTEN],
+                    "items": [vars(item) for item in self.items]}
+        if self.not_tried:
+            document["not_tried"] = list(self.not_tried)
+        return document
 
 
 def preview_folder(sources: list[PreviewSource], root: Path | str, out_dir: Path | str,
@@ -141,40 +153,68 @@ def preview_folder(sources: list[PreviewSource], root: Path | str, out_dir: Path
                    progress: Progress | None = None, read_options=None) -> BatchReport:
     """One PNG per source in out_dir (NAME.png); a failing source does not stop the others.
 
-    Refuses (UsageError) an out_dir inside the input folder, and (OutputError) existing
-    targets without force, before drawing anything.
+    Refuses (UsageError) an out_dir inside the input folder, (OutputError) an out_dir
+    that is a file and existing targets without force, before drawing anything.
+    KeyboardInterrupt becomes BatchInterrupted, with the report of what was done.
     """
     root, out_dir = Path(root), Path(out_dir)
     if root.is_dir() and out_dir.resolve().is_relative_to(root.resolve()):
         raise UsageError(f"the output folder {out_dir} is inside the input folder {root}",
                          "choose an output folder outside the input: convkit writes nothing there")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"{out_dir} exists and is not a folder",
+    if out_dir.exists() and not out_dir.is_dir():  # a link to a folder is a folder here
+        kind = path_kind(out_dir)
+        if kind == "file":
+            raise OutputError(f"{out_dir} exists and is not a folder",
+                              "pass a folder, or a .png file name for one image")
+        raise UsageError(f"{out_dir} is a {kind}, not a folder",
                          "pass a folder, or a .png file name for one image")
     check_targets([out_dir / f"{s.name}.png" for s in sources], force)
     report = BatchReport(str(root), str(out_dir))
-    for done, source in enumerate(sources):
-        if progress:
-            progress("render", done, len(sources))
-        item = BatchItem(source.label, source.name, Outcome.WRITTEN)
-        try:
-            volume = load_for_preview(source, read_options)
-            overlays = highlight_overlays(volume, highlight, options.volume_index)
-            plan = plan_preview(volume, options, source.name, overlays)
-            drawing = draw_preview(plan)
-            target = write_png(png_bytes(drawing), out_dir / f"{source.name}.png", force)
-            item.output = str(target)
-            item.report = {**drawing.to_json(), "files_written": [str(target)]}
-        except RefusedError as exc:
-            item.status, item.reason, item.hint = Outcome.REFUSED, exc.message, exc.hint
-        except (ConvkitError, OSError) as exc:
-            item.status = Outcome.FAILED
-            item.reason = getattr(exc, "message", None) or str(exc)
-            item.hint = getattr(exc, "hint", "")
-        report.items.append(item)
+    before: dict = {}
+    try:
+        for done, source in enumerate(sources):
+            before = file_states([out_dir / f"{source.name}.png"])
+            if progress:
+                progress("render", done, len(sources))
+            report.items.append(_preview_item(source, out_dir, options, highlight, force,
+                                              read_options, report))
+            before = {}
+    except KeyboardInterrupt:
+        current = sources[len(report.items)] if len(report.items) < len(sources) else None
+        if current is not None and before and file_states(list(before)) != before \
+                and all(file_states(list(before)).values()):
+            # interrupted after its PNG was written (atomically): it is done
+            path = next(iter(before))
+            report.items.append(BatchItem(current.label, current.name, Outcome.WRITTEN,
+                                          str(path), report={"files_written": [str(path)]}))
+        report.not_tried = [s.name for s in sources[len(report.items):]]
+        raise BatchInterrupted(report) from None
     if progress:
         progress("render", len(sources), len(sources))
     return report
+
+
+def _preview_item(source: PreviewSource, out_dir: Path, options, highlight: str | None,
+                  force: bool, read_options, report: BatchReport) -> BatchItem:
+    """One source of a batch drawn into out_dir/NAME.png, or why not."""
+    item = BatchItem(source.label, source.name, Outcome.WRITTEN)
+    try:
+        volume = load_for_preview(source, read_options)
+        overlays = highlight_overlays(volume, highlight, options.volume_index)
+        plan = plan_preview(volume, options, source.name, overlays)
+        drawing = draw_preview(plan)
+        target = write_png(png_bytes(drawing), out_dir / f"{source.name}.png", force)
+        item.output = str(target)
+        item.report = {**drawing.to_json(), "files_written": [str(target)]}
+    except RefusedError as exc:
+        item.status, item.reason, item.hint = Outcome.REFUSED, exc.message, exc.hint
+    except (ConvkitError, OSError) as exc:
+        item.status = Outcome.FAILED
+        item.reason = getattr(exc, "message", None) or str(exc)
+        item.hint = getattr(exc, "hint", "")
+        if isinstance(exc, OutputError):
+            report.output_failed.append(source.name)
+    return item
 
 
 def highlight_overlays(volume: Volume, highlight: str | None, volume_index: int = 0) -> list:

@@ -120,10 +120,11 @@ def choose_window(values: np.ndarray, metadata: dict[str, Any], slope: float = 1
         return Window(center, width, "ct-default", name, f"{hu_reason}; {why}")
     if sample.size == 0:
         return Window(0.5, 1.0, "percentile", reason="no finite values")
-    low, high = np.percentile(sample, DEFAULT_PERCENTILES)
-    if high <= low:
-        low, high = float(low) - 0.5, float(low) + 0.5
-    return Window(float((low + high) / 2), float(high - low), "percentile",
+    low, high = (float(v) for v in np.percentile(sample, DEFAULT_PERCENTILES))
+    center, width = (low + high) / 2, high - low
+    if not width > 0:  # a flat image, centred; at 1e38 a width of 1 is lost: scale it
+        center, width = low, max(1.0, abs(low) * 1e-6)
+    return Window(center, width, "percentile",
                   reason="no DICOM window and not Hounsfield units")
 
 
