@@ -549,3 +549,39 @@ def test_single_file_audit_of_a_degenerate_orientation(cli, tmp_path):
     assert_clean(done)
     header = json.loads(done.stdout)["header"]
     assert header["orientation"].startswith("degenerate (ImageOrientationPatient 0\\0\\0")
+
+
+def walk_order(root: Path) -> list[Path]:
+    """What iter_files gave when it used os.walk (top-down, sorted names)."""
+    found = []
+    for folder, dirs, names in os.walk(root):
+        dirs.sort()
+        found += [Path(folder) / name for name in sorted(names)]
+    return found
+
+
+def test_iter_files_keeps_the_order_and_links_of_os_walk(tmp_path):
+    from convkit.dicom.scan import iter_files
+
+    for folder in ("b", "a/c", "a/b", "z"):
+        (tmp_path / folder).mkdir(parents=True)
+    for name in ("b/2", "b/1", "a/x", "a/c/y", "a/b/y", "top", "z/w"):
+        (tmp_path / name).write_text(name)
+    (tmp_path / "link_to_folder").symlink_to(tmp_path / "a")  # listed as a folder, not entered
+    (tmp_path / "link_to_file").symlink_to(tmp_path / "top")
+    (tmp_path / "broken").symlink_to(tmp_path / "missing")
+    assert list(iter_files(tmp_path)) == walk_order(tmp_path)
+    assert tmp_path / "broken" in list(iter_files(tmp_path))
+
+
+def test_a_tree_1200_folders_deep_is_walked(cli, tmp_path):
+    """os.walk recursed once per level: RecursionError (exit 70) past ~1000 levels."""
+    deepest = tmp_path / "in"
+    deepest.mkdir()
+    for _ in range(1200):  # one level at a time: pathlib's mkdir(parents=True) recurses too
+        deepest = deepest / "d"
+        os.mkdir(deepest)
+    make_series(deepest)
+    done = cli("dicom2nii", tmp_path / "in", tmp_path / "out", check_code=0)
+    assert_clean(done)
+    assert len(list((tmp_path / "out").glob("*.nii.gz"))) == 1

@@ -35,14 +35,34 @@ class ScanResult:
 
 
 def iter_files(root: Path) -> Iterable[Path]:
-    """Every regular file under root (or root itself), in a stable order."""
+    """Every file under root (or root itself), in a stable order: a folder's own files by
+    name, then its sub-folders by name, depth first (what os.walk gives, top-down with
+    sorted names). Iterative, so that a tree thousands of levels deep is no RecursionError
+    (os.walk recurses once per level); links to folders are not followed."""
     if root.is_file():
         yield root
         return
-    for folder, dirs, names in os.walk(root):
-        dirs.sort()
-        for name in sorted(names):
+    stack = [str(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as entries:
+                listed = [(entry.name, _is_folder(entry)) for entry in entries]
+        except OSError:  # unreadable or vanished folder: os.walk skips it too
+            continue
+        for name, _ in sorted(item for item in listed if not item[1]):
             yield Path(folder) / name
+        subfolders = sorted(name for name, is_folder in listed if is_folder)
+        stack.extend(os.path.join(folder, name) for name in reversed(subfolders)
+                     if not os.path.islink(os.path.join(folder, name)))
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    """As os.walk sorts entries: a link to a folder is a folder (and is not descended)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def scan_folder(
