@@ -8,6 +8,9 @@ bytes are already in NIfTI's on-disk order. ``affine`` maps (i, j, k) to RAS mm.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,21 +21,44 @@ from convkit.errors import InputError
 from convkit.geometry import axis_codes
 
 RGB_DTYPE = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
-#: The largest image convkit allocates (a header describing more is corrupt, not a scan):
-#: checked against the header before any voxel is read or decompressed. Readers take a
-#: max_bytes argument to raise it.
+#: The largest image convkit allocates by default (a header describing more is corrupt, not
+#: a scan): checked against the header before any voxel is read or decompressed. Raise it
+#: for one call with max_bytes=, for a block of code with memory_limit(), on the command
+#: line with --max-memory.
 MAX_VOLUME_BYTES = 16 * 1024**3
+_LIMIT: ContextVar[int] = ContextVar("convkit_max_volume_bytes", default=MAX_VOLUME_BYTES)
+#: What a refusal for size tells the user to do when the image is real.
+LIMIT_HINT = "the header looks corrupt (its sizes); if the image is real, raise --max-memory"
+
+
+def max_volume_bytes() -> int:
+    """The limit in force: MAX_VOLUME_BYTES unless memory_limit() set another."""
+    return _LIMIT.get()
+
+
+@contextmanager
+def memory_limit(nbytes: int | None) -> Iterator[None]:
+    """Within the block, images up to nbytes are allocated (None: the default limit)."""
+    token = _LIMIT.set(MAX_VOLUME_BYTES if nbytes is None else int(nbytes))
+    try:
+        yield
+    finally:
+        _LIMIT.reset(token)
+
+
+def set_memory_limit(nbytes: int) -> None:
+    """Set the limit for the rest of the current context (the CLI runs each command in a
+    context of its own); prefer memory_limit() in library code."""
+    _LIMIT.set(int(nbytes))
 
 
 def check_volume_bytes(nbytes: int, what: str, max_bytes: int | None = None) -> None:
-    """Raise InputError when an image of nbytes is larger than max_bytes (default
-    MAX_VOLUME_BYTES): 'WHAT: the image needs N GiB, limit M GiB'."""
-    limit = MAX_VOLUME_BYTES if max_bytes is None else max_bytes
+    """Raise InputError when an image of nbytes is larger than max_bytes (default: the limit
+    in force): 'WHAT: the image needs N GiB, limit M GiB'."""
+    limit = max_volume_bytes() if max_bytes is None else max_bytes
     if nbytes > limit:
         raise InputError(f"{what}: the image needs {format_gib(nbytes)}, limit "
-                         f"{format_gib(limit)}",
-                         "the header looks corrupt (its sizes); a real image this large needs "
-                         "a higher max_bytes (library)", "volume.too-large")
+                         f"{format_gib(limit)}", LIMIT_HINT, "volume.too-large")
 
 
 def format_gib(nbytes: int) -> str:

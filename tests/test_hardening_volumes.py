@@ -569,3 +569,27 @@ def test_ascii_nrrd_with_text_that_is_no_number_is_unreadable(cli, tmp_path):
     done = cli("convert", source, tmp_path / "out.nii", check_code=3)
     error_line(done, "cannot read NRRD: ASCII data that are not numbers")
     assert "DeprecationWarning" not in done.stderr
+
+
+def test_max_memory_sets_the_size_limit_for_one_run(cli, tmp_path):
+    """--max-memory SIZE (before the command) sets the limit that headers are checked against,
+    for that run only; a bad SIZE is a usage error."""
+    source = tmp_path / "a.nii.gz"
+    nib.Nifti1Image(np.zeros((64, 64, 64), np.int16), np.eye(4)).to_filename(str(source))
+    done = cli("--max-memory", "100K", "convert", source, tmp_path / "b.nrrd", check_code=3)
+    assert "needs 524288 bytes, limit 102400 bytes" in done.stderr
+    assert "--max-memory" in done.stderr and not (tmp_path / "b.nrrd").exists()
+    cli("convert", source, tmp_path / "b.nrrd", check_code=0)  # the default is back
+    cli("--max-memory", "1M", "convert", source, tmp_path / "c.nrrd", check_code=0)
+    done = cli("--max-memory", "lots", "convert", source, tmp_path / "d.nrrd", check_code=2)
+    assert "--max-memory 'lots' is not a size" in done.stderr
+
+
+def test_max_memory_applies_to_dicom_series(cli, tmp_path):
+    from convkit.testing.synthetic import regular_positions, write_series
+
+    write_series(tmp_path / "in", np.zeros((8, 32, 32), np.int16), regular_positions(8))
+    done = cli("--max-memory", "8K", "dicom2nii", tmp_path / "in", tmp_path / "out",
+               check_code=3)
+    assert "limit 8192 bytes" in done.stderr
+    cli("dicom2nii", tmp_path / "in", tmp_path / "out", check_code=0)

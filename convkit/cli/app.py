@@ -6,6 +6,7 @@ results. `--debug` anywhere on the command line shows tracebacks.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import signal
 import sys
@@ -83,8 +84,16 @@ def _root(
     debug: bool = typer.Option(False, "--debug",  # main() takes it from anywhere on the line
                                help="Show tracebacks for errors, internal ones included "
                                     "(accepted anywhere on the command line)."),
+    max_memory: str = typer.Option(None, "--max-memory", metavar="SIZE",
+                                   help="Largest image to allocate, e.g. 32G or 500M (default "
+                                        "16G): a header describing more is refused as corrupt. "
+                                        "Give it before the command."),
 ) -> None:
     """convkit: DICOM -> NIfTI/NRRD with a JSON sidecar, and more to come."""
+    if max_memory is not None:
+        from convkit.volume import set_memory_limit
+
+        set_memory_limit(parse_size(max_memory))  # for this call of main() (its own context)
     if version:
         from convkit import __version__
 
@@ -93,6 +102,25 @@ def _root(
     if ctx.invoked_subcommand is None:
         typer.echo(ctx.get_help())
         raise typer.Exit(2)
+
+
+#: --max-memory suffixes (binary units, as memory is counted).
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """'32G', '500M', '1.5T', '64GiB' or a number of bytes -> bytes (a usage error otherwise)."""
+    from convkit.errors import UsageError
+
+    cleaned = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = cleaned[-1:] if cleaned[-1:] in _SIZE_UNITS else ""
+    try:
+        value = float(cleaned[: len(cleaned) - len(unit)])
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise UsageError(f"--max-memory {text!r} is not a size", "e.g. --max-memory 32G")
+    return int(value * _SIZE_UNITS[unit])
 
 
 def report_error(error: ConvkitError) -> None:
@@ -118,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     args = [a for a in args if a != "--debug"]  # documented on the root callback, taken here
     with signals_interrupt() as guard, _warnings_as_notes(debug):
         try:
-            code = app(args, prog_name="convkit", standalone_mode=False)
+            # its own context: --max-memory (a context variable) lasts for this call only
+            code = contextvars.copy_context().run(app, args, prog_name="convkit",
+                                                  standalone_mode=False)
         except BaseException as error:
             guard.settle()  # from here on a signal is ignored: the exit path completes
             return _exit_code(error, guard, debug)

@@ -31,7 +31,7 @@ from convkit.dicom.mosaic import is_mosaic, mosaic_layout
 from convkit.dicom.multiframe import frame_headers
 from convkit.dicom.vendors import is_philips, philips_scale_slope
 from convkit.errors import ConvkitError, InputError
-from convkit.volume import MAX_VOLUME_BYTES, format_gib
+from convkit.volume import format_gib, max_volume_bytes
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 #: Transfer syntaxes whose pixel data are stored uncompressed (size is checkable from the header).
@@ -436,10 +436,10 @@ def _check_pixel_data(header: SliceHeader, file_size: int, fast: FastDataset | N
         return (f"Rows x Columns x NumberOfFrames is {header.rows} x {header.columns} x "
                 f"{frames}: no pixels")
     needed = header.expected_pixel_bytes
-    if needed > MAX_VOLUME_BYTES:
+    if needed > max_volume_bytes():
         return (f"Rows x Columns x NumberOfFrames ({header.rows} x {header.columns} x {frames}, "
                 f"{header.bits_allocated} bits) would need {format_gib(needed)}, limit "
-                f"{format_gib(MAX_VOLUME_BYTES)}: corrupt")
+                f"{format_gib(max_volume_bytes())}: corrupt")
     pixel_end = fast.pixel_data_end if fast is not None else None
     if pixel_end is not None and file_size < pixel_end:
         return (f"truncated pixel data: the file has {file_size} bytes, the pixel data end "

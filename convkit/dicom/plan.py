@@ -20,7 +20,7 @@ from convkit import geometry, resample
 from convkit.dicom.group import SeriesGroup
 from convkit.dicom.header import SliceHeader
 from convkit.errors import InputError, RefusedError, UsageError
-from convkit.volume import MAX_VOLUME_BYTES, RGB_DTYPE, format_gib
+from convkit.volume import LIMIT_HINT, RGB_DTYPE, format_gib, max_volume_bytes
 
 #: Attributes that order repeated positions in time, strongest first.
 TIME_KEYS = (
@@ -169,7 +169,7 @@ def counted(notes: list[str], what: str) -> list[str]:
 
 
 def check_memory(group: SeriesGroup, grid: Grid, philips_precise: bool = False) -> None:
-    """Refuse (InputError) a series whose conversion would need more than MAX_VOLUME_BYTES.
+    """Refuse (InputError) a series whose conversion would need more than max_volume_bytes().
 
     Counted before anything is allocated: the decoded images (float32 when rescale values
     differ between images), the grid they are straightened or regridded onto when it
@@ -186,12 +186,12 @@ def check_memory(group: SeriesGroup, grid: Grid, philips_precise: bool = False) 
     planned = grid.shape[0] * grid.shape[1] * grid.shape[2] * grid.n_times * voxel
     decode = 2 * max(h.expected_pixel_bytes for h in group.headers)
     needed = images + decode + (planned if planned != images else 0)
-    if needed > MAX_VOLUME_BYTES:
+    if needed > max_volume_bytes():
         raise InputError(f"series {group.label}: {first.rows} x {first.columns} x "
                          f"{len(group.headers)} images on a {' x '.join(map(str, grid.shape))} "
                          f"grid would need {format_gib(needed)}, limit "
-                         f"{format_gib(MAX_VOLUME_BYTES)}",
-                         "the headers look corrupt (Rows/Columns, positions, spacing)", UNSUPPORTED)
+                         f"{format_gib(max_volume_bytes())}",
+                         LIMIT_HINT, UNSUPPORTED)
 
 
 def output_grid(stack: geometry.StackGeometry, pixel_spacing: tuple[float, float],
@@ -228,7 +228,7 @@ def _check_regrid_size(stack: geometry.StackGeometry, size: tuple[int, int]) -> 
     span = float(stack.distances[-1] - stack.distances[0])
     steps = np.diff(stack.distances)
     count = span / max(geometry.typical_step(steps), geometry.SAME_POSITION_TOLERANCE_MM) + 1
-    if count * size[0] * size[1] > MAX_VOLUME_BYTES:
+    if count * size[0] * size[1] > max_volume_bytes():
         raise InputError(f"uneven slices spanning {span:.6g} mm at {len(steps) + 1} positions "
                          f"would be regridded onto {count:.3g} slices",
                          "the positions look corrupt (ImagePositionPatient)", UNSUPPORTED)
@@ -304,12 +304,12 @@ def check_supported(group: SeriesGroup) -> None:
                            f"{first.bits_allocated} bits per pixel is not supported",
                            code=UNSUPPORTED)
     size = first.rows * first.columns * len(group.headers) * max(first.bits_allocated // 8, 1)
-    if size * first.samples_per_pixel > MAX_VOLUME_BYTES:
+    if size * first.samples_per_pixel > max_volume_bytes():
         raise InputError(f"series {group.label}: {first.rows} x {first.columns} x "
                          f"{len(group.headers)} would need "
                          f"{format_gib(size * first.samples_per_pixel)}, limit "
-                         f"{format_gib(MAX_VOLUME_BYTES)}",
-                         "the header looks corrupt; check Rows/Columns", UNSUPPORTED)
+                         f"{format_gib(max_volume_bytes())}",
+                         LIMIT_HINT, UNSUPPORTED)
 
 
 def arrange_slices(headers: list[SliceHeader], label: str = "") -> Layout:
