@@ -582,6 +582,26 @@ def test_a_tree_1200_folders_deep_is_walked(cli, tmp_path):
         deepest = deepest / "d"
         os.mkdir(deepest)
     make_series(deepest)
-    done = cli("dicom2nii", tmp_path / "in", tmp_path / "out", check_code=0)
-    assert_clean(done)
-    assert len(list((tmp_path / "out").glob("*.nii.gz"))) == 1
+    try:
+        done = cli("dicom2nii", tmp_path / "in", tmp_path / "out", check_code=0)
+        assert_clean(done)
+        assert len(list((tmp_path / "out").glob("*.nii.gz"))) == 1
+    finally:  # bottom up: shutil.rmtree (pytest's clean-up) recurses once per level too
+        for name in os.listdir(deepest):
+            os.remove(deepest / name)
+        while deepest != tmp_path:
+            os.rmdir(deepest)
+            deepest = deepest.parent
+
+
+def test_an_element_whose_vr_is_no_vr_makes_its_file_unreadable(cli, tmp_path):
+    """Explicit VR bytes that are no VR: pydicom raises NotImplementedError when the element
+    is read (was exit 70); the file is unreadable and its series fails (exit 3)."""
+    files = make_series(tmp_path / "in")
+    data = files[1].read_bytes()
+    tag = b"\x18\x00\x50\x00DS"  # SliceThickness, explicit VR little endian
+    assert data.count(tag) == 1
+    files[1].write_bytes(data.replace(tag, b"\x18\x00\x50\x00\x44\x86"))
+    done = cli("dicom2nii", tmp_path / "in", tmp_path / "out", check_code=3)
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+    assert files[1].name in done.stderr

@@ -37,10 +37,12 @@ TRUNCATION_WARNINGS = ("End of file reached", "Unexpected end of file",
 
 def is_read_error(exc: BaseException) -> bool:
     """Exceptions that mean "this file cannot be read" (not a bug in convkit); zlib's for a
-    deflated dataset cut short."""
+    deflated dataset cut short; NotImplementedError is what pydicom raises for an element
+    whose VR bytes are no VR at all (a damaged explicit-VR file)."""
     return isinstance(exc, (OSError, ValueError, TypeError, AttributeError, KeyError,
                             IndexError, EOFError, OverflowError, RecursionError,
-                            MemoryError, zlib.error)) or type(exc).__name__ in _PYDICOM_ERRORS
+                            MemoryError, NotImplementedError, zlib.error)) \
+        or type(exc).__name__ in _PYDICOM_ERRORS
 
 
 def read_reason(exc: BaseException) -> str:
