@@ -66,6 +66,27 @@ def test_fuzz_case(case, seed_folders, cli, tmp_path, fuzz_results):
         pytest.fail(result.describe(), pytrace=False)
 
 
+#: Cases that extended runs found broken, with their base seeds: replayed in every run so
+#: that each stays fixed (add a line for every failure an extended run finds).
+FOUND = [
+    (2026, "dicom2nii-flip_bytes-dicom_bigendian-29"),  # pydicom NotImplementedError (no VR)
+    (777, "dicom2nii-truncate-dicom_bigendian-2"),  # struct.error in the file meta
+    (777, "audit-truncate-dicom_rle-21"),  # struct.error in the file meta
+    (99, "convert-mha_data_file_list-mha_zlib-1"),  # ITK's native stderr
+    (7, "convert-mha_nonfinite-mhd-3"),  # Offset 1e308: an inf sform written with exit 0
+    (18, "preview-nifti_nonfinite-nifti-2"),  # scl_inter 3.4e38: a zero-width window
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("base,case_id", FOUND, ids=[f"{b}/{c}" for b, c in FOUND])
+def test_found_case_stays_fixed(base, case_id, seed_folders, cli, tmp_path):
+    result = fuzz.run_case(fuzz.Case.from_id(case_id), seed_folders[case_id.split("-")[2]],
+                           tmp_path, cli, base=base)
+    if result.problems:
+        pytest.fail(result.describe(), pytrace=False)
+
+
 def test_every_class_reaches_every_command():
     """The default run covers each mutator class with each command it can apply to."""
     pairs = {(fuzz.MUTATORS[c.mutator].cls, c.command) for c in fuzz.cases()}

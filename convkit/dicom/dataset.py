@@ -14,6 +14,7 @@ that mean "this file cannot be read" from convkit's own bugs.
 from __future__ import annotations
 
 import re
+import struct
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -37,11 +38,11 @@ TRUNCATION_WARNINGS = ("End of file reached", "Unexpected end of file",
 
 def is_read_error(exc: BaseException) -> bool:
     """Exceptions that mean "this file cannot be read" (not a bug in convkit); zlib's for a
-    deflated dataset cut short; NotImplementedError is what pydicom raises for an element
-    whose VR bytes are no VR at all (a damaged explicit-VR file)."""
+    deflated dataset cut short; struct's for an element header cut short; NotImplementedError
+    is what pydicom raises for an element whose VR bytes are no VR at all."""
     return isinstance(exc, (OSError, ValueError, TypeError, AttributeError, KeyError,
                             IndexError, EOFError, OverflowError, RecursionError,
-                            MemoryError, NotImplementedError, zlib.error)) \
+                            MemoryError, NotImplementedError, struct.error, zlib.error)) \
         or type(exc).__name__ in _PYDICOM_ERRORS
 
 
