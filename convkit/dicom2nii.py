@@ -30,7 +30,12 @@ from convkit.errors import (
     UsageError,
 )
 from convkit.formats import FORMATS, write_volume
-from convkit.formats.output import check_targets, file_states, path_kind, staged_files
+from convkit.formats.output import (
+    check_batch_folder,
+    check_targets,
+    file_states,
+    staged_files,
+)
 from convkit.outcomes import Outcome, batch_exit_code
 from convkit.volume import Volume
 
@@ -206,15 +211,7 @@ def _check_output_dir(in_dir: Path, out_dir: Path | str | None, list_only: bool)
     if out_dir is None:
         raise UsageError("no output folder given", "pass OUT_DIR, or --list to only list series")
     out_path = Path(out_dir)
-    if in_dir.is_dir() and out_path.resolve().is_relative_to(in_dir.resolve()):
-        raise UsageError(f"the output folder {out_path} is inside the input folder {in_dir}",
-                         "choose an output folder outside the input: convkit writes nothing there")
-    if out_path.exists() and not out_path.is_dir():  # a link to a folder is a folder here
-        kind = path_kind(out_path)
-        if kind == "file":
-            raise OutputError(f"{out_path} exists and is not a folder",
-                              "pass a new or existing folder as OUT_DIR")
-        raise UsageError(f"{out_path} is a {kind}, not a folder", "pass a folder as OUT_DIR")
+    check_batch_folder(in_dir, out_path, "pass a new or existing folder as OUT_DIR")
     return out_path
 
 

@@ -68,6 +68,20 @@ def path_kind(path: Path) -> str | None:
     return next((kind for test, kind in _KINDS if test(mode)), "special file")
 
 
+def check_batch_folder(source: Path, out_dir: Path, hint: str) -> None:
+    """The output folder of a batch (dicom2nii, preview -o DIR): never inside the input
+    folder (exit 2: convkit writes nothing there); a folder or a new path: a regular file
+    there is an output error (exit 5), a FIFO, device or socket a usage error (exit 2)."""
+    if source.is_dir() and out_dir.resolve().is_relative_to(source.resolve()):
+        raise UsageError(f"the output folder {out_dir} is inside the input folder {source}",
+                         "choose an output folder outside the input: convkit writes nothing there")
+    if out_dir.exists() and not out_dir.is_dir():  # a link to a folder is a folder here
+        kind = path_kind(out_dir)
+        if kind == "file":
+            raise OutputError(f"{out_dir} exists and is not a folder", hint)
+        raise UsageError(f"{out_dir} is a {kind}, not a folder", hint)
+
+
 def check_targets(paths: list[Path], force: bool) -> None:
     """Refuse a target that is not a regular file (exit 2), or that exists without force (5)."""
     for path in paths:

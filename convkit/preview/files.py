@@ -13,7 +13,12 @@ from convkit.dicom.series import read_series
 from convkit.dicom2nii import BatchInterrupted
 from convkit.errors import ConvkitError, InputError, OutputError, RefusedError, UsageError
 from convkit.formats import VOLUME_SUFFIXES, read_volume, volume_format, volume_stem
-from convkit.formats.output import check_targets, file_states, path_kind, staged_files
+from convkit.formats.output import (
+    check_batch_folder,
+    check_targets,
+    file_states,
+    staged_files,
+)
 from convkit.inputs import attach_sidecar
 from convkit.outcomes import Outcome, batch_exit_code
 from convkit.preview.overlay import HIGHLIGHTS, ggo_overlay
@@ -158,16 +163,7 @@ def preview_folder(sources: list[PreviewSource], root: Path | str, out_dir: Path
     KeyboardInterrupt becomes BatchInterrupted, with the report of what was done.
     """
     root, out_dir = Path(root), Path(out_dir)
-    if root.is_dir() and out_dir.resolve().is_relative_to(root.resolve()):
-        raise UsageError(f"the output folder {out_dir} is inside the input folder {root}",
-                         "choose an output folder outside the input: convkit writes nothing there")
-    if out_dir.exists() and not out_dir.is_dir():  # a link to a folder is a folder here
-        kind = path_kind(out_dir)
-        if kind == "file":
-            raise OutputError(f"{out_dir} exists and is not a folder",
-                              "pass a folder, or a .png file name for one image")
-        raise UsageError(f"{out_dir} is a {kind}, not a folder",
-                         "pass a folder, or a .png file name for one image")
+    check_batch_folder(root, out_dir, "pass a folder, or a .png file name for one image")
     check_targets([out_dir / f"{s.name}.png" for s in sources], force)
     report = BatchReport(str(root), str(out_dir))
     before: dict = {}
