@@ -88,25 +88,22 @@ def named_kind(path: Path) -> str:
     return next((kind for suffix, kind in NAMED_KINDS.items() if name.endswith(suffix)), "")
 
 
+#: NIfTI sizeof_hdr -> where its magic stands; (sizeof_hdr, magic) -> the kind of file.
+_MAGIC_AT = {348: slice(344, 348), 540: slice(4, 8)}
+_NIFTI_KINDS = {(348, b"n+1\x00"): "nifti1", (348, b"ni1\x00"): "nifti1-pair",
+                (540, b"n+2\x00"): "nifti2", (540, b"ni2\x00"): "nifti2-pair"}
+
+
 def nifti_kind(head: bytes) -> str:
     """'nifti1', 'nifti2', 'nifti1-pair', 'nifti2-pair', 'analyze' or '' from a header's bytes."""
     if len(head) < 348:
         return ""
     for order in "<>":
         size = struct.unpack(order + "i", head[:4])[0]
-        if size == 348:
-            magic = head[344:348]
-            if magic == b"n+1\x00":
-                return "nifti1"
-            if magic == b"ni1\x00":
-                return "nifti1-pair"
-            return "analyze"
-        if size == 540 and len(head) >= 540:
-            magic = head[4:8]
-            if magic == b"n+2\x00":
-                return "nifti2"
-            if magic == b"ni2\x00":
-                return "nifti2-pair"
+        if size in _MAGIC_AT and len(head) >= size:
+            kind = _NIFTI_KINDS.get((size, head[_MAGIC_AT[size]]))
+            if kind or size == 348:  # sizeof_hdr 348 without a NIfTI magic: ANALYZE 7.5
+                return kind or "analyze"
     return ""
 
 

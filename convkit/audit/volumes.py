@@ -19,11 +19,9 @@ nor stat'ed when it lies outside.
 
 from __future__ import annotations
 
-import bz2
 import io
 import math
 import re
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,7 @@ from convkit.audit.identifiers import (
 )
 from convkit.audit.sniff import nifti_kind, read_head
 from convkit.errors import ConvkitError, InputError, exception_reason
-from convkit.formats.compressed import gzip_can_hold
+from convkit.formats.compressed import EndedEarly, StreamError, gzip_can_hold, stream_length
 from convkit.formats.detached import data_file_names, locate
 from convkit.formats.mha import MET_TYPES, metaimage_affine, read_metaimage_header
 from convkit.formats.nifti_read import (
@@ -53,8 +51,6 @@ from convkit.geometry import affine_problem, is_sheared
 
 #: Header bytes read at most (NIfTI extensions, NRRD and MetaImage text headers).
 MAX_HEADER_BYTES = 1 << 20
-#: Chunk size for streaming decompression (counting bytes, keeping none).
-_CHUNK = 1 << 20
 
 
 @dataclass
@@ -523,43 +519,18 @@ def _compare(expected: int, found: int) -> SizeCheck:
 
 def _stream_length(path: Path, start: int, compression: str, limit: int,
                    ) -> tuple[int, bool, str]:
-    """(decompressed bytes, stream complete?, error) without keeping the data.
-
-    Follows concatenated gzip/bzip2 members; counting stops a little past limit
-    (more than expected is all there is to know).
-    """
-    magic = {"gzip": b"\x1f\x8b", "bzip2": b"BZh"}.get(compression)
-
-    def new():
-        if compression == "bzip2":
-            return bz2.BZ2Decompressor()
-        return zlib.decompressobj(31 if compression == "gzip" else 47)
-
-    total, decompressor, pending = 0, new(), b""
+    """(decompressed bytes, stream complete?, error) without keeping the data, counted by
+    formats.compressed (concatenated members followed, checksums verified)."""
     try:
         with open(path, "rb") as handle:
             handle.seek(start)
-            while True:
-                if not pending:
-                    pending = handle.read(_CHUNK)
-                    if not pending:
-                        return total, False, ""
-                total += len(decompressor.decompress(pending, _CHUNK))
-                if compression == "bzip2":
-                    pending = b""
-                    while not decompressor.eof and not decompressor.needs_input:
-                        total += len(decompressor.decompress(b"", _CHUNK))
-                else:
-                    pending = decompressor.unconsumed_tail
-                if total > limit:
-                    return total, True, ""
-                if decompressor.eof:
-                    leftover = decompressor.unused_data or handle.read(_CHUNK)
-                    if not magic or not leftover.startswith(magic):
-                        return total, True, ""  # the end, or trailing bytes after the stream
-                    decompressor, pending = new(), leftover
-    except (zlib.error, OSError, EOFError, ValueError) as exc:
-        return total, False, exception_reason(exc, 120)
+            return stream_length(handle, compression, limit), True, ""
+    except EndedEarly as exc:
+        return exc.total, False, ""
+    except StreamError as exc:
+        return exc.total, False, str(exc)
+    except OSError as exc:
+        return 0, False, exception_reason(exc, 120)
 
 
 def _data_bytes(shape: Any, itemsize: int | None) -> int:

@@ -35,11 +35,14 @@ _MAGIC = {"gzip": b"\x1f\x8b", "bzip2": b"BZh"}
 
 
 class StreamError(Exception):
-    """A compressed stream that is corrupt, truncated or longer than described (one line)."""
+    """A compressed stream that is corrupt, truncated or longer than described (one line).
+    total: decompressed bytes read before it was found (set by stream_length)."""
+
+    total = 0
 
 
-class _EndedEarly(StreamError):
-    pass
+class EndedEarly(StreamError):
+    """The stream stops before its end (a truncated file)."""
 
 
 @contextmanager
@@ -84,7 +87,7 @@ def read_head(handle: IO[bytes], compression: str, nbytes: int) -> bytes:
             out += chunk
             if len(out) >= nbytes:
                 break
-    except _EndedEarly:
+    except EndedEarly:
         pass
     return bytes(out[:nbytes])
 
@@ -120,7 +123,7 @@ def read_decompressed(handle: IO[bytes], compression: str, nbytes: int, skip: in
             if trailing > MAX_TRAILING_BYTES:
                 raise StreamError(f"the {compression} stream holds more than "
                                   f"{MAX_TRAILING_BYTES} bytes beyond the image data")
-    except _EndedEarly as exc:
+    except EndedEarly as exc:
         if filled < nbytes:
             raise StreamError(f"truncated {compression} stream: {skip - to_skip + filled} of "
                               f"{skip + nbytes} bytes") from exc
@@ -130,6 +133,22 @@ def read_decompressed(handle: IO[bytes], compression: str, nbytes: int, skip: in
                           f"{compression} stream holds {skip - to_skip + filled} of "
                           f"{skip + nbytes} bytes)")
     return out
+
+
+def stream_length(handle: IO[bytes], compression: str, limit: int) -> int:
+    """Decompressed bytes of the stream from the handle's position, nothing kept; counting
+    stops a little past limit (more than expected is all a size check needs to know).
+    Raises StreamError when the stream is corrupt or ends early (EndedEarly)."""
+    total = 0
+    try:
+        for chunk in _chunks(handle, compression):
+            total += len(chunk)
+            if total > limit:
+                break
+    except StreamError as exc:
+        exc.total = total
+        raise
+    return total
 
 
 def _read_tail(handle: IO[bytes], compression: str, nbytes: int) -> np.ndarray:
@@ -144,7 +163,7 @@ def _read_tail(handle: IO[bytes], compression: str, nbytes: int) -> np.ndarray:
                                   f"{MAX_TRAILING_BYTES} bytes before the image data")
             if len(kept) > 2 * nbytes + _CHUNK:
                 del kept[:len(kept) - nbytes]
-    except _EndedEarly as exc:
+    except EndedEarly as exc:
         raise StreamError(f"truncated {compression} stream ({total} bytes)") from exc
     if len(kept) < nbytes:
         raise StreamError(f"the {compression} stream holds {len(kept)} of the {nbytes} bytes its "
@@ -156,7 +175,7 @@ def _chunks(handle: IO[bytes], compression: str, size: int = _CHUNK) -> Iterator
     """Decompressed chunks (at most size bytes each) of every member, to the end.
 
     Bytes after the last member that do not start another member are ignored (as
-    gzip and bzip2 tools do with padding). Raises StreamError (corrupt) or _EndedEarly.
+    gzip and bzip2 tools do with padding). Raises StreamError (corrupt) or EndedEarly.
     """
     magic = _MAGIC.get(compression)
     pending = handle.read(_CHUNK)
@@ -180,7 +199,7 @@ def _member(handle: IO[bytes], decompressor, pending: bytes, compression: str, s
         if not pending and not full and _needs_input(decompressor):
             pending = handle.read(_CHUNK)
             if not pending:
-                raise _EndedEarly(f"the {compression} stream ends early")
+                raise EndedEarly(f"the {compression} stream ends early")
         try:
             chunk = decompressor.decompress(pending, size)
         except errors as exc:
