@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from convkit import __version__
-from convkit.dicom.diffusion import fsl_bvecs, write_bval_bvec
+from convkit.dicom.diffusion import fsl_bvecs, write_bval, write_bval_bvec
 from convkit.dicom.group import SeriesGroup
 from convkit.dicom.header import FileRecord, FileStatus
 from convkit.dicom.naming import check_template, name_series
@@ -302,10 +302,15 @@ def write_outputs(volume: Volume, stem: Path, suffix: str, force: bool = False,
         (stage / f"{stem.name}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
         if volume.diffusion is not None:
             bvals, directions = volume.diffusion
-            write_bval_bvec(stage / stem.name, bvals, fsl_bvecs(directions, volume.affine))
+            if directions is None:  # unknown directions: the b-values only (sidecar says why)
+                write_bval(stage / stem.name, bvals)
+            else:
+                write_bval_bvec(stage / stem.name, bvals, fsl_bvecs(directions, volume.affine))
     written = [stem.parent / f"{stem.name}{suffix}", stem.parent / f"{stem.name}.json"]
     if volume.diffusion is not None:
-        written += [stem.parent / f"{stem.name}.bval", stem.parent / f"{stem.name}.bvec"]
+        written.append(stem.parent / f"{stem.name}.bval")
+        if volume.diffusion[1] is not None:
+            written.append(stem.parent / f"{stem.name}.bvec")
     if suffix == ".nhdr":
         written.insert(1, stem.parent / f"{stem.name}.raw.gz")
     return written

@@ -82,6 +82,7 @@ class Volume:
         people and for the sidecar.
     diffusion: the gradient table of a diffusion series: b-values and unit LPS
         directions per volume (NaN rows for b=0); written as FSL .bval/.bvec.
+        Directions are None when they are unknown: only the .bval is written.
     """
 
     array: np.ndarray
@@ -91,7 +92,7 @@ class Volume:
     metadata: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     repetition_time_s: float | None = None
-    diffusion: tuple[np.ndarray, np.ndarray] | None = None  # b-values (t,), LPS directions (t, 3)
+    diffusion: tuple[np.ndarray, np.ndarray | None] | None = None  # b (t,), LPS (t, 3) or None
 
     @property
     def shape(self) -> tuple[int, ...]:

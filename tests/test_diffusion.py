@@ -23,13 +23,12 @@ from pydicom.sequence import Sequence
 from convkit import geometry
 from convkit.dicom.diffusion import (
     Diffusion,
-    GradientFrameError,
+    DirectionKind,
     diffusion_of,
     fsl_bvecs,
     fsl_bvecs_to_lps,
     write_bval_bvec,
 )
-from convkit.errors import RefusedError
 from convkit.testing.synthetic import regular_positions, write_series
 
 ATOL = 1e-4
@@ -258,20 +257,21 @@ def test_written_files_match_dcm2niix_byte_for_byte(tmp_path, dcm2niix):
     assert bvec.read_text() == written.with_suffix(".bvec").read_text()
 
 
-# --- GE: a logical gradient frame, refused ---------------------------------------------------
+# --- GE: a logical gradient frame, mapped as dcm2niix maps it ----------------------------------
 
 def test_ge_private_gradients_are_not_in_the_patient_frame(tmp_path, dcm2niix):
     """dcm2niix reads GE's (0019,10BB-BD) as (logical) image-frame vectors: its bvecs for
-    them differ from the bvecs of the same numbers taken as LPS. convkit refuses them."""
+    them differ from the bvecs of the same numbers taken as LPS. convkit maps them as it
+    does (axial, COL, HFS here; every plane in test_diffusion_vendors.py)."""
     firsts = write_dwi(tmp_path / "in", ORIENTATIONS["axial"], vendor="ge")
     affine, bvals, bvecs = convert(dcm2niix, tmp_path / "in", tmp_path / "out")
     assert bvals[:7].tolist() == [0] + [1000] * 6  # dcm2niix strips the 1e9 bias too
     as_if_lps = fsl_bvecs(np.array([[np.nan] * 3] + DIRECTIONS), affine)
     assert not np.allclose(as_if_lps, bvecs[:, :7], atol=ATOL)
-    with pytest.raises(GradientFrameError) as refused:
-        diffusion_of(pydicom.dcmread(firsts[1]))
-    assert "logical frame" in refused.value.message and "dcm2niix" in refused.value.hint
-    assert isinstance(refused.value, RefusedError)
+    mapped = [diffusion_of(pydicom.dcmread(path)) for path in firsts[1:7]]
+    assert {d.source for d in mapped} == {"ge-private"} and all(d.is_directional for d in mapped)
+    np.testing.assert_allclose(fsl_bvecs(directions_array(mapped), affine), bvecs[:, 1:7],
+                               atol=ATOL)
     assert diffusion_of(pydicom.dcmread(firsts[0])) == Diffusion(0.0, None, "ge-private")
     trace = diffusion_of(pydicom.dcmread(firsts[-1]))
     assert trace.bvalue == 1000.0 and trace.is_isotropic
@@ -294,7 +294,9 @@ def ge_dataset(bvalue_field: list[int], gradient: tuple[float, float, float]) ->
     ([1000000000, 8, 0, 0], 0.0),
 ])
 def test_ge_bvalue_bias_is_stripped(field, expected):
-    assert diffusion_of(ge_dataset(field, (0, 0, 0))) == Diffusion(expected, None, "ge-private")
+    kind = DirectionKind.ISOTROPIC if expected else DirectionKind.NONE  # a zero vector
+    assert diffusion_of(ge_dataset(field, (0, 0, 0))) == Diffusion(expected, None, "ge-private",
+                                                                   kind)
 
 
 def test_private_tags_without_their_creator_are_read_at_the_usual_address():
@@ -321,12 +323,15 @@ def test_ge_with_standard_orientation_uses_it():
 
 
 def test_ge_public_bvalue_without_orientation_is_not_taken_for_a_trace():
-    """GE RX27 writes DiffusionBValue (0018,9087) but no DiffusionGradientOrientation:
-    the private gradient is found, and refused, instead of calling the volume isotropic."""
+    """GE RX27 writes DiffusionBValue (0018,9087) but no DiffusionGradientOrientation: the
+    private gradient is found; with no PatientPosition its mapping is not established, so
+    its direction is UNKNOWN, never isotropic (which would split it off as a trace)."""
     ds = ge_dataset([1000, 8, 0, 0], (0.6, 0.8, 0))
     ds.DiffusionBValue = 1000.0
-    with pytest.raises(GradientFrameError):
-        diffusion_of(ds)
+    found = diffusion_of(ds)
+    assert found.kind == DirectionKind.UNKNOWN and not found.is_isotropic
+    assert found.is_directional and found.direction_lps is None
+    assert "PatientPosition" in found.unknown_reason
 
 
 # --- standard attributes in detail -----------------------------------------------------------
@@ -366,26 +371,28 @@ def test_bmatrix_directionality_gives_the_principal_axis():
     np.testing.assert_allclose(found.direction_lps, -g, atol=1e-9)
 
 
-def test_directional_without_any_direction_is_refused():
+def test_directional_without_any_direction_is_unknown_not_isotropic():
     ds = Dataset()
     ds.DiffusionBValue = 1000.0
     ds.DiffusionDirectionality = "DIRECTIONAL"
-    with pytest.raises(RefusedError, match="no gradient direction"):
-        diffusion_of(ds)
+    found = diffusion_of(ds)
+    assert found.kind == DirectionKind.UNKNOWN and not found.is_isotropic
+    assert "no gradient direction" in found.unknown_reason
 
 
 def test_b_without_direction_or_directionality_is_isotropic():
     ds = Dataset()
     ds.DiffusionBValue = 1000.0
     found = diffusion_of(ds)
-    assert found == Diffusion(1000.0, None, "standard") and found.is_isotropic
+    assert found == Diffusion(1000.0, None, "standard", DirectionKind.ISOTROPIC)
+    assert found.is_isotropic
 
 
 def test_diffusion_equality_compares_directions():
     a = Diffusion(1000.0, np.array([0.0, 0.0, 1.0]), "standard")
     assert a == Diffusion(1000.0, np.array([0.0, 0.0, 1.0]), "standard")
     assert a != Diffusion(1000.0, np.array([0.0, 0.0, -1.0]), "standard")
-    assert a != Diffusion(1000.0, None, "standard")
+    assert a != Diffusion(1000.0, None, "standard", DirectionKind.ISOTROPIC)
     assert a != Diffusion(1000.0, np.array([0.0, 0.0, 1.0]), "philips-private")
 
 
@@ -425,7 +432,8 @@ def test_philips_isotropic_code_overrides_a_stale_direction():
     block = ds.private_block(0x2005, "Philips MR Imaging DD 001", create=True)
     for offset in (0xB0, 0xB1, 0xB2):
         block.add_new(offset, "FL", 0.57735)
-    assert diffusion_of(ds) == Diffusion(1000.0, None, "philips-private")
+    assert diffusion_of(ds) == Diffusion(1000.0, None, "philips-private",
+                                         DirectionKind.ISOTROPIC)
     ds[0x2001, 0x1004].value = "O"
     np.testing.assert_allclose(diffusion_of(ds).direction_lps, [3 ** -0.5] * 3, atol=1e-6)
 

@@ -24,12 +24,45 @@ Where each vendor keeps the table, in the order ``diffusion_of`` reads it:
 3. GE private tags: (0043,xx39) of 'GEMS_PARM_01', first value = b-value, with a
    bias of 1e9 added for multi-b and synthetic-b series (the bias itself is in
    (0043,xx7F); dcm2niix strips it with ``b % 1e9``, its issue 602). The gradient
-   (0019,xxBB/BC/BD of 'GEMS_ACQU_01') is NOT in the patient frame: GE stores it
-   in the "MR physics" logical frame (frequency, phase, slice), whose signs depend
-   on the slice plane and the phase-encoding axis (dcm2niix GE notes; its issues
-   970/971 fixed the coronal + ROW case as late as 2025). There is no documented
-   rule from those values to LPS, so a GE directional volume without the standard
-   attribute is refused (``GradientFrameError``) rather than guessed.
+   g = (0019,xxBB/BC/BD of 'GEMS_ACQU_01') is NOT in the patient frame: GE stores it
+   in the "MR physics" logical frame (frequency, phase, slice) of the prescription
+   (dcm2niix's GE notes; GE's Jaemin Shin in dcm2niix issue 970), so it turns with
+   the slices (oblique included) and its signs depend on the slice plane and on the
+   in-plane phase-encoding axis. convkit maps it exactly as dcm2niix's
+   ``geCorrectBvecs`` does (derived from dicm2nii, validated on GE's multi-plane
+   data; the coronal + ROW case fixed by dcm2niix PR 971, 2025). In dcm2niix's
+   output frame (i along the rows, j against the columns, k along row x column:
+   dcm2niix flips j and re-orders slices so that k runs along the normal), with
+   g = (f, p, s) the FSL bvec is:
+
+   ============  =================  =================
+   plane         COL (0018,1312)    ROW
+   ============  =================  =================
+   axial         (-f,  p,  s)       (-p, -f,  s)
+   coronal       (-f, -p,  s)       ( p, -f,  s)
+   sagittal      ( f, -p, -s)       ( p,  f, -s)
+   ============  =================  =================
+
+   The plane is the largest component of the slice normal (dcm2niix's sliceDir);
+   the slice direction does not matter (dcm2niix re-orders reversed stacks before
+   mapping). convkit turns that bvec back into LPS with the image's own row, column
+   and normal (GE_IMAGE_AXES), so the table is carried by any affine like the other
+   vendors'. The mapping is written only where it is established: PatientPosition
+   (0018,5100) HFS (GE documents the convention for head first supine; dcm2niix
+   >= 2025 maps other positions too, with a warning), InPlanePhaseEncodingDirection
+   ROW or COL (without it dcm2niix writes the raw logical vectors), and a normal
+   whose largest component leads the next by GE_PLANE_MARGIN (near 45 degrees
+   between two planes, which plane the prescription used is not known).
+   Elsewhere the image and its b-values are written without a .bvec and the
+   direction is UNKNOWN, with the reason (never "isotropic").
+
+   b-values: GE stores one b (the largest) per series and shorter gradients for
+   the lower shells of multi-shell tensors, b_shell = b * |g|^2. Like dcm2niix
+   (its issue 163; rounding as in its current release), when
+   GE_SCALE_RANGE[0] < |g| < GE_SCALE_RANGE[1] the b-value is b * |g|^2 rounded
+   to the nearest 5 s/mm^2 (at least 5), and the direction is g / |g|. This
+   scaling does not depend on the frame, so it applies whether or not the
+   direction can be mapped (dcm2niix scales only where it maps).
 4. Philips private tags: b-value (2001,xx03) of 'Philips Imaging DD 001';
    direction (2005,xxB0/B1/B2) of 'Philips MR Imaging DD 001', named RL, AP, FH:
    the LPS x, y, z components (patient frame; dcm2niix treats them exactly as
@@ -43,6 +76,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +84,8 @@ import numpy as np
 
 from convkit.dicom import csa, values
 from convkit.dicom.vendors import private_element, siemens_csa_header
-from convkit.errors import InputError, RefusedError
-from convkit.geometry import is_sheared
+from convkit.errors import InputError
+from convkit.geometry import DegenerateOrientation, is_sheared, plane_axes
 
 #: Gradient vectors shorter than this are "no direction" (b=0 or isotropic).
 ZERO_VECTOR_NORM = 1e-3
@@ -62,6 +96,30 @@ GE_BVALUE_BIAS = 1_000_000_000
 #: ImageType values that mark a computed diffusion map, never a DWI volume.
 DERIVED_DIFFUSION_TYPES = frozenset({"ADC", "EADC", "TRACEW", "TRACE", "FA", "COLFA"})
 
+#: Directions that agree this closely (largest component difference of unit vectors) are
+#: the same gradient: the images of one volume compute it from their own orientation,
+#: which may differ in the last digits (geometry.ORIENTATION_TOLERANCE).
+DIRECTION_TOLERANCE = 0.01
+#: GE: gradient lengths strictly between these mark a lower shell (b scaled by |g|^2).
+GE_SCALE_RANGE = (0.03, 0.97)
+#: GE: scaled b-values are rounded to a multiple of this (s/mm^2), at least this.
+GE_BVALUE_STEP = 5.0
+#: GE: the largest component of the slice normal must lead the next by this for the
+#: slice plane (axial, coronal, sagittal) of GE's logical frame to be known.
+GE_PLANE_MARGIN = 0.1
+#: GE logical gradient (f, p, s) -> components along (row, column, normal) of the image,
+#: per (plane, InPlanePhaseEncodingDirection): (index into g, sign) for each image axis.
+#: dcm2niix's bvec table (module docstring) with its j axis (against the columns) undone.
+GE_IMAGE_AXES: dict[tuple[str, str], tuple[tuple[int, int], ...]] = {
+    ("axial", "COL"): ((0, -1), (1, -1), (2, 1)),
+    ("axial", "ROW"): ((1, -1), (0, 1), (2, 1)),
+    ("coronal", "COL"): ((0, -1), (1, 1), (2, 1)),
+    ("coronal", "ROW"): ((1, 1), (0, 1), (2, 1)),
+    ("sagittal", "COL"): ((0, 1), (1, 1), (2, -1)),
+    ("sagittal", "ROW"): ((1, 1), (0, -1), (2, -1)),
+}
+PLANES = ("sagittal", "coronal", "axial")  # by the largest LPS component of the normal
+
 #: LPS <-> RAS for a direction: negate x and y.
 LPS_RAS_SIGNS = np.array([-1.0, -1.0, 1.0])
 
@@ -69,24 +127,55 @@ _B_MATRIX_KEYWORDS = ("DiffusionBValueXX", "DiffusionBValueXY", "DiffusionBValue
                       "DiffusionBValueYY", "DiffusionBValueYZ", "DiffusionBValueZZ")
 
 
-class GradientFrameError(RefusedError):
-    """Gradient directions are stored in a frame that cannot be mapped to LPS faithfully."""
+class DirectionKind(StrEnum):
+    """What is known of an image's gradient direction; never inferred from a missing vector.
+
+    An isotropic (trace) image is a b > 0 image that has no direction by definition
+    (DiffusionDirectionality ISOTROPIC/NONE, Philips 'I', a GE zero vector, a Siemens
+    b-value without vector): it is an output of its own (``_trace``). An UNKNOWN
+    direction is a directional image whose gradient cannot be placed in the patient
+    frame: it stays a volume of the DWI, whose .bvec is then not written.
+    """
+
+    NONE = "none"  # b = 0
+    KNOWN = "known"  # direction_lps holds the gradient
+    ISOTROPIC = "isotropic"  # b > 0, no direction by definition (trace)
+    UNKNOWN = "unknown"  # b > 0, directional, direction not known (unknown_reason says why)
 
 
 @dataclass(frozen=True, eq=False)
 class Diffusion:
     """The diffusion weighting of one image (a DICOM file or one frame of it).
 
-    bvalue: s/mm^2 as stored (vendor biases removed).
+    bvalue: s/mm^2 (vendor biases removed, GE lower shells scaled).
     direction_lps: unit gradient direction in the DICOM patient frame (LPS), or
-        None for b=0 and for isotropic (trace) images.
+        None unless kind is KNOWN.
     source: where it was read: 'standard', 'siemens-csa', 'ge-private' or
         'philips-private'.
+    kind: a DirectionKind. Given a direction it is KNOWN, for b = 0 NONE; a b > 0
+        without a direction must say ISOTROPIC or UNKNOWN (ValueError otherwise).
+    unknown_reason: why an UNKNOWN direction is unknown (for notes and the sidecar).
+    note: what reading it did that a user should know (GE mapping, b scaling).
     """
 
     bvalue: float
     direction_lps: np.ndarray | None
     source: str = "standard"
+    kind: DirectionKind | None = None
+    unknown_reason: str = ""
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind is None:
+            if self.direction_lps is not None:
+                kind = DirectionKind.KNOWN
+            elif self.bvalue <= B0_THRESHOLD:
+                kind = DirectionKind.NONE
+            else:
+                raise ValueError("a b > 0 without a direction must be ISOTROPIC or UNKNOWN")
+            object.__setattr__(self, "kind", kind)
+        if (self.kind == DirectionKind.KNOWN) != (self.direction_lps is not None):
+            raise ValueError(f"a {self.kind} direction with direction_lps={self.direction_lps}")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Diffusion):
@@ -95,18 +184,43 @@ class Diffusion:
             return False
         same_direction = self.direction_lps is None or other.direction_lps is None or bool(
             np.array_equal(self.direction_lps, other.direction_lps))
-        return (self.bvalue, self.source) == (other.bvalue, other.source) and same_direction
+        return ((self.bvalue, self.source, self.kind) == (other.bvalue, other.source, other.kind)
+                and same_direction)
 
     __hash__ = None  # type: ignore[assignment]  # holds an array
 
+    def same_weighting(self, other: Diffusion) -> bool:
+        """Same b-value, kind and (within DIRECTION_TOLERANCE) direction: one volume."""
+        if self.kind != other.kind or not np.isclose(self.bvalue, other.bvalue, rtol=1e-6,
+                                                     atol=B0_THRESHOLD):
+            return False
+        if self.direction_lps is None or other.direction_lps is None:
+            return True
+        difference = np.abs(self.direction_lps - other.direction_lps)
+        return bool(np.max(difference) <= DIRECTION_TOLERANCE)
+
     @property
     def is_b0(self) -> bool:
-        return self.bvalue <= B0_THRESHOLD
+        return self.kind == DirectionKind.NONE
 
     @property
     def is_isotropic(self) -> bool:
-        """b > 0 without a direction: a trace-weighted image, a separate output from the DWI."""
-        return not self.is_b0 and self.direction_lps is None
+        """b > 0 without a direction by definition: a trace image, an output of its own.
+        Never true for an UNKNOWN direction (that image belongs to the DWI)."""
+        return self.kind == DirectionKind.ISOTROPIC
+
+    @property
+    def is_directional(self) -> bool:
+        """A gradient direction, known or not: the image is a volume of a DWI."""
+        return self.kind in (DirectionKind.KNOWN, DirectionKind.UNKNOWN)
+
+
+def _isotropic(bvalue: float, source: str) -> Diffusion:
+    return Diffusion(bvalue, None, source, DirectionKind.ISOTROPIC)
+
+
+def _unknown(bvalue: float, source: str, reason: str, note: str = "") -> Diffusion:
+    return Diffusion(bvalue, None, source, DirectionKind.UNKNOWN, reason, note)
 
 
 def diffusion_of(ds: Any, frame: Any | None = None) -> Diffusion | None:
@@ -120,37 +234,34 @@ def diffusion_of(ds: Any, frame: Any | None = None) -> Diffusion | None:
     Sources are tried in order (see the module docstring): standard attributes,
     Siemens CSA, GE private, Philips private. A standard b > 0 without a direction
     (GE RX27 writes DiffusionBValue but not DiffusionGradientOrientation) is
-    completed from the vendor tags; if none has a direction either, the image is
-    isotropic (trace) unless DiffusionDirectionality says DIRECTIONAL, which is
-    refused as contradictory. Raises GradientFrameError for GE directional images
-    whose only gradient is GE's logical-frame one.
+    completed from the vendor tags, whose direction (known, or UNKNOWN with its
+    reason) wins; if none has one either, the image is isotropic (trace) unless
+    DiffusionDirectionality says DIRECTIONAL or BMATRIX: then its direction is
+    UNKNOWN (the export dropped it), never isotropic.
     """
     standard, directionality = _standard(ds, frame)
     if standard is not None and (standard.is_b0 or standard.direction_lps is not None
                                  or directionality in ("NONE", "ISOTROPIC")):
         return standard
     for reader in (_siemens_csa, _ge_private, _philips_private):
-        found = reader(ds)
+        found = reader(ds, frame)
         if found is not None:
-            if standard is None or found.direction_lps is not None:
+            if standard is None or found.is_directional:
                 return found
             break
     if standard is not None and directionality in ("DIRECTIONAL", "BMATRIX"):
-        raise RefusedError(
-            f"DiffusionDirectionality is {directionality} with b = {standard.bvalue:g} but no "
-            "gradient direction is stored (standard or vendor tags)",
-            "the export dropped the gradient table: re-export the series from the scanner")
+        return _unknown(standard.bvalue, "standard",
+                        f"DiffusionDirectionality is {directionality} with b = "
+                        f"{standard.bvalue:g} but no gradient direction is stored "
+                        "(standard or vendor tags)")
     return standard
 
 
 def diffusion_header_fields(ds: Any, frame: Any | None = None) -> dict[str, Any]:
-    """SliceHeader fields for an MR image's diffusion weighting, or why it is unusable."""
+    """SliceHeader fields for an MR image's diffusion weighting."""
     if str(ds.get("Modality", "")) != "MR":
         return {}
-    try:
-        return {"diffusion": diffusion_of(ds, frame)}
-    except RefusedError as exc:
-        return {"problem": f"{exc.message} ({exc.hint})" if exc.hint else exc.message}
+    return {"diffusion": diffusion_of(ds, frame)}
 
 
 def fsl_bvecs(directions_lps: np.ndarray, affine_ras: np.ndarray) -> np.ndarray:
@@ -235,11 +346,21 @@ def write_bval_bvec(stem: Path | str, bvals: Sequence[float] | np.ndarray,
                          "(expected (3, n))")
     if not (np.all(np.isfinite(values)) and np.all(np.isfinite(vectors))):
         raise ValueError("b-values and b-vectors must be finite (write 0 for b=0 volumes)")
-    stem = Path(stem)
-    bval_path, bvec_path = (stem.with_name(stem.name + suffix) for suffix in (".bval", ".bvec"))
-    bval_path.write_text(_line(values))
+    bval_path = write_bval(stem, values)
+    bvec_path = bval_path.with_suffix(".bvec")
     bvec_path.write_text("".join(_line(row) for row in vectors))
     return bval_path, bvec_path
+
+
+def write_bval(stem: Path | str, bvals: Sequence[float] | np.ndarray) -> Path:
+    """Write stem.bval alone (a DWI whose directions are unknown); returns its path."""
+    values = np.asarray(bvals, dtype=float).reshape(-1)
+    if not np.all(np.isfinite(values)):
+        raise ValueError("b-values must be finite (write 0 for b=0 volumes)")
+    stem = Path(stem)
+    path = stem.with_name(stem.name + ".bval")
+    path.write_text(_line(values))
+    return path
 
 
 def _line(values: np.ndarray) -> str:
@@ -260,15 +381,21 @@ def _standard(ds: Any, frame: Any | None) -> tuple[Diffusion | None, str]:
         if bvalue is None:
             continue
         directionality = str(getattr(item, "DiffusionDirectionality", "") or "").strip().upper()
-        if bvalue <= B0_THRESHOLD or directionality in ("NONE", "ISOTROPIC"):
+        if bvalue <= B0_THRESHOLD:
             return Diffusion(bvalue, None, "standard"), directionality
+        if directionality in ("NONE", "ISOTROPIC"):
+            return _isotropic(bvalue, "standard"), directionality
         if directionality == "BMATRIX":
-            return Diffusion(bvalue, _b_matrix_direction(item), "standard"), directionality
-        orientation = getattr(item, "DiffusionGradientOrientation", None)
-        sequence = getattr(item, "DiffusionGradientDirectionSequence", None)
-        if orientation is None and sequence:
-            orientation = getattr(sequence[0], "DiffusionGradientOrientation", None)
-        return Diffusion(bvalue, _unit(orientation), "standard"), directionality
+            direction = _b_matrix_direction(item)
+        else:
+            orientation = getattr(item, "DiffusionGradientOrientation", None)
+            sequence = getattr(item, "DiffusionGradientDirectionSequence", None)
+            if orientation is None and sequence:
+                orientation = getattr(sequence[0], "DiffusionGradientOrientation", None)
+            direction = _unit(orientation)
+        if direction is None:  # the caller looks for it in vendor tags, then decides
+            return _isotropic(bvalue, "standard"), directionality
+        return Diffusion(bvalue, direction, "standard"), directionality
     return None, ""
 
 
@@ -304,7 +431,7 @@ def _b_matrix_direction(item: Any) -> np.ndarray | None:
 
 # --- Siemens CSA -------------------------------------------------------------------------
 
-def _siemens_csa(ds: Any) -> Diffusion | None:
+def _siemens_csa(ds: Any, frame: Any | None = None) -> Diffusion | None:
     try:
         header = siemens_csa_header(ds)
     except InputError:
@@ -321,47 +448,139 @@ def _siemens_csa(ds: Any) -> Diffusion | None:
     if vector is not None and np.all(np.asarray(vector, float) < -1.0):
         # Syngo 2004A marks b=0 images with impossible vectors (dcm2niix does the same).
         return Diffusion(0.0, None, "siemens-csa")
-    direction = None if bvalue <= B0_THRESHOLD else _unit(vector)
+    if bvalue <= B0_THRESHOLD:
+        return Diffusion(bvalue, None, "siemens-csa")
+    direction = _unit(vector)
+    if direction is None:
+        return _isotropic(bvalue, "siemens-csa")  # a b-value without vector: trace
     return Diffusion(bvalue, direction, "siemens-csa")
 
 
 # --- GE private ----------------------------------------------------------------------------
 
-def _ge_private(ds: Any) -> Diffusion | None:
-    values = _private_numbers(ds, 0x0043, 0x39, "GEMS_PARM_01", "IS")
-    if not values:
+def _ge_private(ds: Any, frame: Any | None = None) -> Diffusion | None:
+    field = _private_numbers(ds, 0x0043, 0x39, "GEMS_PARM_01", "IS")
+    if not field:
         return None
-    bvalue = float(values[0] % GE_BVALUE_BIAS)
+    bvalue = float(field[0] % GE_BVALUE_BIAS)
     if bvalue <= B0_THRESHOLD:
         return Diffusion(bvalue, None, "ge-private")
     gradient = [_private_numbers(ds, 0x0019, offset, "GEMS_ACQU_01", "DS")
                 for offset in (0xBB, 0xBC, 0xBD)]
-    components = [g[0] if g else 0.0 for g in gradient]
-    if np.linalg.norm(components) <= ZERO_VECTOR_NORM:
-        return Diffusion(bvalue, None, "ge-private")  # isotropic (trace) image
-    raise GradientFrameError(
-        f"GE diffusion gradient ({', '.join(f'{c:g}' for c in components)}) is stored only in "
-        "GE's logical frame (frequency, phase, slice; tags 0019,10BB-10BD), which has no "
-        "documented mapping to patient coordinates",
-        "convert this series with dcm2niix, whose GE-specific rules are validated by GE "
-        "engineers, or export it with DiffusionGradientOrientation (0018,9089)")
+    logical = np.array([g[0] if g else 0.0 for g in gradient])
+    length = float(np.linalg.norm(logical))
+    if length <= ZERO_VECTOR_NORM:
+        return _isotropic(bvalue, "ge-private")  # a GE zero vector: trace
+    note = ""
+    if GE_SCALE_RANGE[0] < length < GE_SCALE_RANGE[1]:
+        bvalue = ge_shell_bvalue(bvalue, length)
+        note = (f"GE lower-shell b-values scaled by |g|^2 of (0019,10BB-10BD) and rounded to "
+                f"{GE_BVALUE_STEP:g} s/mm^2, as dcm2niix does")
+    direction, said = ge_direction_lps(logical, ds, frame)  # said: the rule, or why not
+    if direction is None:
+        return _unknown(bvalue, "ge-private", said, note)
+    return Diffusion(bvalue, direction, "ge-private", DirectionKind.KNOWN,
+                     note=f"{said}; {note}" if note else said)
+
+
+def ge_shell_bvalue(bvalue: float, length: float) -> float:
+    """b * |g|^2 rounded to the nearest GE_BVALUE_STEP (halves up), at least one step."""
+    steps = np.floor(bvalue * length * length / GE_BVALUE_STEP + 0.5)
+    return float(max(steps, 1.0) * GE_BVALUE_STEP)
+
+
+def ge_direction_lps(logical: np.ndarray, ds: Any, frame: Any | None = None,
+                     ) -> tuple[np.ndarray | None, str]:
+    """(unit LPS direction, note) of GE's logical gradient (f, p, s), or (None, why not).
+
+    The note says which rule mapped it; why-not names what is missing or not
+    established (patient position, phase-encoding axis, orientation, plane).
+    """
+    where = "GE gradient (0019,10BB-10BD) is in GE's logical frame"
+    position = _text(getattr(ds, "PatientPosition", None)).upper()
+    if position != "HFS":
+        shown = f"PatientPosition {position}" if position else "no PatientPosition (0018,5100)"
+        return None, (f"{where}, whose mapping to the patient is established for head first "
+                      f"supine (HFS) only; this series has {shown}")
+    phase = _text(_phase_encoding(ds, frame)).upper()
+    if phase not in ("ROW", "COL"):
+        shown = repr(phase) if phase else "missing"
+        return None, (f"{where}; its mapping needs InPlanePhaseEncodingDirection (0018,1312) "
+                      f"ROW or COL, which is {shown}")
+    axes = _image_axes(ds, frame)
+    if axes is None:
+        return None, f"{where}; no usable ImageOrientationPatient to map it with"
+    plane = ge_plane(axes[2])
+    if plane is None:
+        normal = ", ".join(f"{v:.3g}" for v in axes[2])
+        return None, (f"{where}; the slice normal ({normal}) lies between two planes, so the "
+                      "plane of GE's frame (axial, coronal, sagittal) is not known")
+    components = [sign * logical[index] for index, sign in GE_IMAGE_AXES[(plane, phase)]]
+    direction = components[0] * axes[0] + components[1] * axes[1] + components[2] * axes[2]
+    note = (f"GE gradients mapped from GE's logical frame as dcm2niix does ({plane}, "
+            f"{phase} phase encoding, HFS)")
+    return direction / np.linalg.norm(direction), note
+
+
+def ge_plane(normal: np.ndarray) -> str | None:
+    """'axial', 'coronal' or 'sagittal': the largest LPS component of the slice normal, when
+    it leads the next one by GE_PLANE_MARGIN; None in between."""
+    magnitudes = np.abs(np.asarray(normal, float))
+    order = np.argsort(magnitudes)
+    if magnitudes[order[2]] - magnitudes[order[1]] < GE_PLANE_MARGIN:
+        return None
+    return PLANES[int(order[2])]
+
+
+def _image_axes(ds: Any, frame: Any | None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Row, column and normal (LPS) of the image: the frame's PlaneOrientation, else the file's."""
+    orientation = None
+    planes = getattr(frame, "PlaneOrientationSequence", None) if frame is not None else None
+    if planes:
+        orientation = getattr(planes[0], "ImageOrientationPatient", None)
+    if orientation is None:
+        orientation = getattr(ds, "ImageOrientationPatient", None)
+    numbers = [values.finite_or_none(v) for v in values.multi(orientation)]
+    if len(numbers) != 6 or any(v is None for v in numbers):
+        return None
+    try:
+        return plane_axes(np.asarray(numbers, dtype=float))
+    except DegenerateOrientation:
+        return None
+
+
+def _phase_encoding(ds: Any, frame: Any | None) -> Any:
+    """InPlanePhaseEncodingDirection: the file's, or an enhanced frame's MRFOVGeometry."""
+    direction = getattr(ds, "InPlanePhaseEncodingDirection", None)
+    for owner in (frame, ds):
+        geometry = getattr(owner, "MRFOVGeometrySequence", None) if owner is not None else None
+        if not direction and geometry:
+            direction = getattr(geometry[0], "InPlanePhaseEncodingDirection", None)
+    return direction
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes | bytearray):
+        value = value.decode("ascii", errors="replace")
+    return str(value or "").strip("\x00 ")
 
 
 # --- Philips private -----------------------------------------------------------------------
 
-def _philips_private(ds: Any) -> Diffusion | None:
+def _philips_private(ds: Any, frame: Any | None = None) -> Diffusion | None:
     values = _private_numbers(ds, 0x2001, 0x03, "Philips Imaging DD 001", "FL")
     if not values:
         return None
     bvalue = float(values[0])
     direction_code = _private_text(ds, 0x2001, 0x04, "Philips Imaging DD 001").upper()
-    if bvalue <= B0_THRESHOLD or direction_code == "I":
+    if bvalue <= B0_THRESHOLD:
         return Diffusion(bvalue, None, "philips-private")
     components = [_private_numbers(ds, 0x2005, offset, "Philips MR Imaging DD 001", "FL")
                   for offset in (0xB0, 0xB1, 0xB2)]
-    if not all(components):
-        return Diffusion(bvalue, None, "philips-private")
-    return Diffusion(bvalue, _unit([c[0] for c in components]), "philips-private")
+    direction = _unit([c[0] for c in components]) if all(components) else None
+    if direction_code == "I" or direction is None:
+        return _isotropic(bvalue, "philips-private")  # 'I': a stale vector may remain
+    return Diffusion(bvalue, direction, "philips-private")
 
 
 # --- value helpers -------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from functools import cached_property
 import numpy as np
 
 from convkit import geometry, resample
+from convkit.dicom.diffusion import Diffusion
 from convkit.dicom.group import SeriesGroup
 from convkit.dicom.header import SliceHeader
 from convkit.errors import InputError, RefusedError, UsageError
@@ -111,7 +112,7 @@ class SeriesPlan:
     stack: geometry.StackGeometry
     layout: Layout
     grid: Grid  # where read_series puts the voxels (after tilt correction, resampling)
-    diffusion: tuple[np.ndarray, np.ndarray] | None  # b-values (t,), LPS directions (t, 3)
+    diffusion: GradientTable | None  # b-values and LPS directions per volume (DWI only)
     refusal: RefusedError | None  # why read_series would refuse, with these options
     notes: list[str] = field(default_factory=list)  # what reading the headers met and fixed
 
@@ -146,7 +147,7 @@ def plan_series(group: SeriesGroup, options: ConvertOptions | None = None) -> Se
     diffusion = gradient_table(layout, group.label)
     grid = output_grid(stack, first.pixel_spacing, (first.columns, first.rows), layout.n_times)
     check_memory(group, grid, options.philips_precise)
-    notes = header_notes(group.headers)
+    notes = header_notes(group.headers) + list(diffusion.notes if diffusion else ())
     try:
         _check_grid(stack, options, group, reps)
     except RefusedError as refusal:
@@ -251,27 +252,73 @@ def slice_timing(layout: Layout) -> list[float] | None:
     return [round(t - start, 6) for t in times]
 
 
-def gradient_table(layout: Layout, label: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(b-values (t,), LPS directions (t, 3), NaN for none) of a diffusion series, else None.
+@dataclass(frozen=True)
+class GradientTable:
+    """The gradient table of a diffusion series, one entry per volume.
 
-    Every slice of a volume must carry the same weighting; otherwise the volumes
-    are not what they claim and the series is refused.
+    bvals: (t,) s/mm^2. directions: (t, 3) unit LPS gradients, NaN rows for b=0
+    (and trace) volumes; None when some volume's direction is UNKNOWN: the .bval is
+    written, the .bvec is not, and missing_bvec says why. notes: what reading it did.
     """
-    if not any(h.diffusion is not None and h.diffusion.direction_lps is not None
+
+    bvals: np.ndarray
+    directions: np.ndarray | None
+    missing_bvec: str = ""
+    notes: tuple[str, ...] = ()
+
+
+def gradient_table(layout: Layout, label: str) -> GradientTable | None:
+    """The gradient table of a diffusion series, else None (not a DWI).
+
+    A series is a DWI when some image has a gradient direction, known or UNKNOWN
+    (b=0 only, or a trace map, is not). A volume none of whose slices carries
+    diffusion attributes is b=0 (Canon/Toshiba export b=0 images without them).
+    The slices of one volume must carry the same weighting (directions within
+    diffusion.DIRECTION_TOLERANCE, each slice computes its own): otherwise, or when
+    some slices of a volume carry attributes and others none, the volumes are not
+    what they claim and the series is refused.
+    """
+    if not any(h.diffusion is not None and h.diffusion.is_directional
                for images in layout.positions for h in images):
-        return None  # no gradient direction anywhere: not a DWI (b=0 only, or a trace map)
+        return None
     bvals = np.zeros(layout.n_times)
     directions = np.full((layout.n_times, 3), np.nan)
+    unknown: list[str] = []
+    notes: list[str] = []
     for t in range(layout.n_times):
-        weights = [images[t].diffusion for images in layout.positions]
-        if any(w is None for w in weights) or any(w != weights[0] for w in weights[1:]):
-            raise RefusedError(f"series {label}: the slices of volume {t} carry different "
-                               "diffusion weightings", "convert the acquisitions separately",
-                               UNSUPPORTED)
-        bvals[t] = weights[0].bvalue
-        if weights[0].direction_lps is not None:
-            directions[t] = weights[0].direction_lps
-    return bvals, directions
+        weight = _volume_weighting([images[t] for images in layout.positions], t, label)
+        if weight is None:
+            continue  # no attributes on any slice: b=0
+        bvals[t] = weight.bvalue
+        if weight.direction_lps is not None:
+            directions[t] = weight.direction_lps
+        if weight.unknown_reason:
+            unknown.append(weight.unknown_reason)
+        if weight.note:
+            notes.append(weight.note)
+    if not unknown:
+        return GradientTable(bvals, directions, notes=tuple(dict.fromkeys(notes)))
+    missing = "; ".join(dict.fromkeys(unknown))
+    return GradientTable(bvals, None, missing, tuple(dict.fromkeys(
+        [*notes, f"no .bvec written: {missing}"])))
+
+
+def _volume_weighting(images: list[SliceHeader], t: int, label: str) -> Diffusion | None:
+    """The weighting every slice of volume t shares, None when no slice has one (b=0)."""
+    weights = [h.diffusion for h in images]
+    labelled = [w for w in weights if w is not None]
+    if not labelled:
+        return None
+    if len(labelled) < len(weights):
+        raise RefusedError(f"series {label}: {len(weights) - len(labelled)} of the "
+                           f"{len(weights)} slices of volume {t} carry no diffusion attributes "
+                           "while the others do", "convert the acquisitions separately",
+                           UNSUPPORTED)
+    if not all(labelled[0].same_weighting(w) for w in labelled[1:]):
+        raise RefusedError(f"series {label}: the slices of volume {t} carry different "
+                           "diffusion weightings", "convert the acquisitions separately",
+                           UNSUPPORTED)
+    return labelled[0]
 
 
 def check_supported(group: SeriesGroup) -> None:

@@ -37,8 +37,9 @@ def read_series(
     if plan.refusal is not None:
         raise plan.refusal
     array, slope, intercept, notes = read_pixels(plan, options.philips_precise, progress)
+    table = plan.diffusion
     volume = Volume(array, plan.grid.affine, slope, intercept, notes=notes,
-                    diffusion=plan.diffusion)
+                    diffusion=(table.bvals, table.directions) if table is not None else None)
     layout, first = plan.layout, plan.first
     if layout.time_key:
         volume.notes.append(f"{layout.n_times} volumes ordered by {layout.time_key}")
@@ -55,6 +56,8 @@ def read_series(
     volume.notes.extend(f"pydicom: {text}" for text in caught  # unless decoding said it
                         if not any(note.startswith(f"pydicom: {text}") for note in volume.notes))
     volume.metadata.update(_conversion_fields(plan, volume))
+    if plan.diffusion is not None and plan.diffusion.missing_bvec:
+        volume.metadata["BvecNotWritten"] = plan.diffusion.missing_bvec
     if layout.n_times > 1:
         volume.repetition_time_s = volume.metadata.get("RepetitionTime")
     if first.philips_scale_slope:
