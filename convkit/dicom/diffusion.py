@@ -155,7 +155,7 @@ class Diffusion:
     kind: a DirectionKind. Given a direction it is KNOWN, for b = 0 NONE; a b > 0
         without a direction must say ISOTROPIC or UNKNOWN (ValueError otherwise).
     unknown_reason: why an UNKNOWN direction is unknown (for notes and the sidecar).
-    note: what reading it did that a user should know (GE mapping, b scaling).
+    notes: what reading it did that a user should know (GE mapping, b scaling).
     """
 
     bvalue: float
@@ -163,7 +163,7 @@ class Diffusion:
     source: str = "standard"
     kind: DirectionKind | None = None
     unknown_reason: str = ""
-    note: str = ""
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind is None:
@@ -219,8 +219,8 @@ def _isotropic(bvalue: float, source: str) -> Diffusion:
     return Diffusion(bvalue, None, source, DirectionKind.ISOTROPIC)
 
 
-def _unknown(bvalue: float, source: str, reason: str, note: str = "") -> Diffusion:
-    return Diffusion(bvalue, None, source, DirectionKind.UNKNOWN, reason, note)
+def _unknown(bvalue: float, source: str, reason: str, notes: tuple[str, ...] = ()) -> Diffusion:
+    return Diffusion(bvalue, None, source, DirectionKind.UNKNOWN, reason, notes)
 
 
 def diffusion_of(ds: Any, frame: Any | None = None) -> Diffusion | None:
@@ -471,16 +471,15 @@ def _ge_private(ds: Any, frame: Any | None = None) -> Diffusion | None:
     length = float(np.linalg.norm(logical))
     if length <= ZERO_VECTOR_NORM:
         return _isotropic(bvalue, "ge-private")  # a GE zero vector: trace
-    note = ""
+    notes: tuple[str, ...] = ()
     if GE_SCALE_RANGE[0] < length < GE_SCALE_RANGE[1]:
         bvalue = ge_shell_bvalue(bvalue, length)
-        note = (f"GE lower-shell b-values scaled by |g|^2 of (0019,10BB-10BD) and rounded to "
-                f"{GE_BVALUE_STEP:g} s/mm^2, as dcm2niix does")
+        notes = (f"GE lower-shell b-values scaled by |g|^2 of (0019,10BB-10BD) and rounded to "
+                 f"{GE_BVALUE_STEP:g} s/mm^2, as dcm2niix does",)
     direction, said = ge_direction_lps(logical, ds, frame)  # said: the rule, or why not
     if direction is None:
-        return _unknown(bvalue, "ge-private", said, note)
-    return Diffusion(bvalue, direction, "ge-private", DirectionKind.KNOWN,
-                     note=f"{said}; {note}" if note else said)
+        return _unknown(bvalue, "ge-private", said, notes)
+    return Diffusion(bvalue, direction, "ge-private", DirectionKind.KNOWN, notes=(said, *notes))
 
 
 def ge_shell_bvalue(bvalue: float, length: float) -> float:

@@ -294,8 +294,7 @@ def gradient_table(layout: Layout, label: str) -> GradientTable | None:
             directions[t] = weight.direction_lps
         if weight.unknown_reason:
             unknown.append(weight.unknown_reason)
-        if weight.note:
-            notes.append(weight.note)
+        notes.extend(weight.notes)
     if not unknown:
         return GradientTable(bvals, directions, notes=tuple(dict.fromkeys(notes)))
     missing = "; ".join(dict.fromkeys(unknown))

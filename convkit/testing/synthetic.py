@@ -8,7 +8,7 @@ Geometry is given in DICOM terms (LPS): ImageOrientationPatient, PixelSpacing
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ def write_series(
     times: Sequence[float] | None = None,
     extra: dict[str, Any] | None = None,
     per_slice: Sequence[dict[str, Any]] | None = None,
+    edit: Callable[[Any, int], None] | None = None,
 ) -> list[Path]:
     """Write one single-frame file per slice and return the paths (in slice order).
 
@@ -70,6 +71,7 @@ def write_series(
     times: optional seconds per slice; sets AcquisitionTime (and, when given,
     TemporalPositionIdentifier from the distinct times).
     extra: attributes (by keyword) set on every file; per_slice: one dict per slice.
+    edit(ds, index): called on each dataset before it is saved (private elements).
     File names are random-looking (seeded) when shuffle_names, so order must
     come from the headers. Series written with the same seed share the Study and
     FrameOfReference UIDs (one study); give different seeds to separate them.
@@ -131,6 +133,8 @@ def write_series(
             ds.RescaleIntercept = _ds(intercept)
         for keyword, value in {**(extra or {}), **(per_slice[index] if per_slice else {})}.items():
             setattr(ds, keyword, value)
+        if edit is not None:
+            edit(ds, index)
         ds.file_meta = FileMetaDataset()
         ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -209,6 +213,59 @@ def _dicom_time(seconds: float) -> str:
     hours, rest = divmod(float(seconds), 3600)
     minutes, secs = divmod(rest, 60)
     return f"{int(hours):02d}{int(minutes):02d}{secs:09.6f}"
+
+
+#: GE adds this to the b-value in (0043,xx39) of multi-b series (diffusion.GE_BVALUE_BIAS).
+_GE_BVALUE_BIAS = 1_000_000_000
+
+
+def write_volumes(
+    out_dir: Path | str,
+    volumes: Sequence[dict[str, Any]],
+    *,
+    n_slices: int = 3,
+    orientation: Sequence[float] = (1, 0, 0, 0, 1, 0),
+    origin: Sequence[float] = (10.0, 20.0, 30.0),
+    spacing: float = 2.0,
+    shape: tuple[int, int] = (8, 10),
+    descending: bool = False,
+    extra: dict[str, Any] | None = None,
+    edit: Callable[[Any, int, int], None] | None = None,
+    seed: int = 0,
+) -> list[Path]:
+    """A 4D MR series (e.g. a DWI): one volume of n_slices per entry of volumes.
+
+    volumes[t] holds attributes (by keyword) set on every slice of volume t; each volume
+    has its own AcquisitionTime (10 s apart) and TemporalPositionIdentifier.
+    descending: files and InstanceNumbers of a volume run against the slice normal.
+    edit(ds, t, k): called on the dataset of volume t, slice k (private elements, e.g.
+    ge_diffusion). Pixel values are seeded random integers. Returns the paths, volume
+    by volume, in the order written.
+    """
+    positions = regular_positions(n_slices, orientation, origin, spacing)
+    order = list(range(n_slices))[::-1] if descending else list(range(n_slices))
+    rng = np.random.default_rng(seed)
+    stored = rng.integers(0, 1000, (len(volumes) * n_slices, *shape), dtype=np.int16)
+    slots = [(t, k) for t in range(len(volumes)) for k in order]
+    per_slice = [{**volumes[t], "InstanceNumber": index + 1}
+                 for index, (t, _) in enumerate(slots)]
+    return write_series(
+        out_dir, stored, np.array([positions[k] for _, k in slots]), orientation=orientation,
+        modality="MR", times=[43200.0 + 10.0 * t for t, _ in slots], per_slice=per_slice,
+        extra={"ImageType": ["ORIGINAL", "PRIMARY", "DIFFUSION", "NONE"], **(extra or {})},
+        edit=None if edit is None else (lambda ds, index: edit(ds, *slots[index])), seed=seed)
+
+
+def ge_diffusion(ds: Any, bvalue: float, gradient: Sequence[float], bias: bool = True) -> None:
+    """Store a GE weighting in ds the way GE does: the b-value as the first value of
+    (0043,xx39) of 'GEMS_PARM_01' (with the multi-b bias), the logical gradient
+    (frequency, phase, slice) in (0019,xxBB-BD) of 'GEMS_ACQU_01'."""
+    stored = int(round(bvalue)) + (_GE_BVALUE_BIAS if bias else 0)
+    ds.private_block(0x0043, "GEMS_PARM_01", create=True).add_new(0x39, "IS",
+                                                                  [stored, 8, 0, 0])
+    block = ds.private_block(0x0019, "GEMS_ACQU_01", create=True)
+    for offset, value in zip((0xBB, 0xBC, 0xBD), gradient, strict=True):
+        block.add_new(offset, "DS", f"{float(value):.6f}")
 
 
 ENHANCED_MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
