@@ -60,9 +60,17 @@ Where each vendor keeps the table, in the order ``diffusion_of`` reads it:
    the lower shells of multi-shell tensors, b_shell = b * |g|^2. Like dcm2niix
    (its issue 163; rounding as in its current release), when
    GE_SCALE_RANGE[0] < |g| < GE_SCALE_RANGE[1] the b-value is b * |g|^2 rounded
-   to the nearest 5 s/mm^2 (at least 5), and the direction is g / |g|. This
-   scaling does not depend on the frame, so it applies whether or not the
-   direction can be mapped (dcm2niix scales only where it maps).
+   to the nearest 5 s/mm^2 (at least 5), and the direction is g / |g| (dcm2niix
+   instead scales its bvec so that bval * |bvec|^2 stays b * |g|^2: the same
+   direction, a length a hair off 1). This scaling does not depend on the frame,
+   so it applies whether or not the direction can be mapped (dcm2niix scales only
+   where it maps). tests/test_diffusion_vendors.py holds all of this against the
+   dcm2niix binary (v1.0.20260724) in every plane and phase axis.
+
+What is known of a direction is explicit (DirectionKind): NONE (b=0), KNOWN,
+ISOTROPIC (a trace image, no direction by definition: its own output) and UNKNOWN
+(a directional image whose gradient cannot be placed in LPS: a volume of the DWI,
+whose .bvec is then not written). A missing vector is never read as isotropic.
 4. Philips private tags: b-value (2001,xx03) of 'Philips Imaging DD 001';
    direction (2005,xxB0/B1/B2) of 'Philips MR Imaging DD 001', named RL, AP, FH:
    the LPS x, y, z components (patient frame; dcm2niix treats them exactly as
