@@ -306,6 +306,10 @@ def write_outputs(volume: Volume, stem: Path, suffix: str, force: bool = False,
                 write_bval(stage / stem.name, bvals)
             else:
                 write_bval_bvec(stage / stem.name, bvals, fsl_bvecs(directions, volume.affine))
+    stale = stem.parent / f"{stem.name}.bvec"
+    if force and volume.diffusion is not None and volume.diffusion[1] is None \
+            and stale.is_file():  # an earlier run's gradients must not pair with this image
+        stale.unlink()
     written = [stem.parent / f"{stem.name}{suffix}", stem.parent / f"{stem.name}.json"]
     if volume.diffusion is not None:
         written.append(stem.parent / f"{stem.name}.bval")

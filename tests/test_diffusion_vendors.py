@@ -240,6 +240,20 @@ def test_ge_without_established_mapping_writes_no_bvec(tmp_path, cli, dcm2niix, 
     assert "no .bvec written" in " ".join(table.stdout.split())
 
 
+def test_force_removes_an_earlier_bvec_it_does_not_replace(tmp_path, cli):
+    """--force replaces a series' outputs: a .bvec left by an earlier conversion must not
+    sit beside an image whose directions are now unknown."""
+    write_ge_dwi(tmp_path / "in", ORIENTATIONS["axial"], "COL", "FFS")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "1_synthetic.bvec").write_text("0 1\n0 0\n0 0\n")
+    cli("dicom2nii", tmp_path / "in", out, check_code=0)  # without --force: not ours to remove
+    assert (out / "1_synthetic.bvec").exists()
+    cli("dicom2nii", tmp_path / "in", out, "--force", check_code=0)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "1_synthetic.bval", "1_synthetic.json", "1_synthetic.nii.gz"]
+
+
 # --- an unknown direction is its own state ------------------------------------------------
 
 def test_unknown_direction_is_never_isotropic(tmp_path, cli):
