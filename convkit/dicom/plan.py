@@ -146,12 +146,26 @@ def plan_series(group: SeriesGroup, options: ConvertOptions | None = None) -> Se
     diffusion = gradient_table(layout, group.label)
     grid = output_grid(stack, first.pixel_spacing, (first.columns, first.rows), layout.n_times)
     check_memory(group, grid, options.philips_precise)
-    notes = header_notes(group.headers)
+    notes = header_notes(group.headers) + layout_notes(stack, layout)
     try:
         _check_grid(stack, options, group, reps)
     except RefusedError as refusal:
         return SeriesPlan(stack, layout, grid, diffusion, refusal, notes)
     return SeriesPlan(stack, layout, grid, diffusion, None, notes)
+
+
+def two_slices_note(stack: geometry.StackGeometry) -> str:
+    """What dicom2nii notes and the audit reports (series.two-slices) for a 3D series of two
+    slices: its spacing rests on one step."""
+    return (f"two slices ({stack.spacing:.4g} mm apart): nothing confirms the spacing, so a "
+            "missing slice cannot be detected")
+
+
+def layout_notes(stack: geometry.StackGeometry, layout: Layout) -> list[str]:
+    """Notes on the layout itself: a 3D series of only two slices."""
+    if len(layout.positions) == 2 and layout.n_times == 1:
+        return [two_slices_note(stack)]
+    return []
 
 
 def header_notes(headers: list[SliceHeader]) -> list[str]:
