@@ -38,3 +38,69 @@ def test_three_slices_and_two_slice_time_series_get_no_two_slice_note(cli, tmp_p
     make_series(tmp_path / "in", n=3)
     done = cli("dicom2nii", tmp_path / "in", tmp_path / "out", "--json", check_code=0)
     assert not any("two slices" in n for n in json.loads(done.stdout)["series"][0]["notes"])
+
+
+def _codes(report):
+    return [(f["code"], f["path"]) for f in report["findings"]]
+
+
+def test_a_series_name_taken_by_another_format_is_refused_and_the_audit_flags_a_stale_sidecar(
+        cli, tmp_path):
+    make_series(tmp_path / "ct", n=4, pixel_spacing=(0.5, 0.8), seed=1)
+    make_series(tmp_path / "mr", n=5, modality="MR", spacing=3.0, pixel_spacing=(1.1, 1.1), seed=2,
+                extra={"ImageOrientationPatient": [1, 0, 0, 0, 0.8, -0.6]})  # oblique
+    out = tmp_path / "out"
+    cli("dicom2nii", tmp_path / "ct", out, check_code=0)
+    ct_sidecar = (out / "4.json").read_text()
+    clean = json.loads(cli("audit", out, "--json").stdout)
+    assert not [c for c in _codes(clean) if c[0] == "volume.sidecar-mismatch"]
+
+    # Another series with the same label, in another format: its 4.json would describe the
+    # CT's 4.nii.gz too. Refused with and without --force; nothing is written.
+    done = cli("dicom2nii", tmp_path / "mr", out, "--format", "nrrd", check_code=5)
+    assert "output exists" in done.stderr and "4.json" in done.stderr
+    done = cli("dicom2nii", tmp_path / "mr", out, "--format", "nrrd", "--force", check_code=5)
+    assert "4.nii.gz" in done.stderr and "would describe it too" in done.stderr
+    (out / "4.json").rename(tmp_path / "ct.json")  # without the sidecar: still refused
+    done = cli("dicom2nii", tmp_path / "mr", out, "--format", "nrrd", check_code=5)
+    assert "4.nii.gz" in done.stderr and "would describe it too" in done.stderr
+    (tmp_path / "ct.json").rename(out / "4.json")
+    assert sorted(p.name for p in out.iterdir()) == ["4.json", "4.nii.gz"]
+    assert (out / "4.json").read_text() == ct_sidecar
+
+    # The same series in another format, with --force: allowed (its sidecar is the same series).
+    cli("dicom2nii", tmp_path / "ct", out, "--format", "nrrd", "--force", check_code=0)
+    assert sorted(p.name for p in out.iterdir()) == ["4.json", "4.nii.gz", "4.nrrd"]
+    clean = json.loads(cli("audit", out, "--json").stdout)
+    assert not [c for c in _codes(clean) if c[0] == "volume.sidecar-mismatch"]
+
+    # What an older convkit (or another tool) left: the MR's sidecar beside the CT's volume.
+    cli("dicom2nii", tmp_path / "mr", tmp_path / "mr_out", "--format", "nrrd", check_code=0)
+    (out / "4.json").write_text((tmp_path / "mr_out" / "4.json").read_text())
+    (out / "4.nrrd").unlink()
+    report = json.loads(cli("audit", out, "--json").stdout)
+    found = [f for f in report["findings"] if f["code"] == "volume.sidecar-mismatch"]
+    assert [(f["path"], f["severity"]) for f in found] == [(str(out / "4.nii.gz"), "error")]
+    assert "no voxel axis of the volume does" in found[0]["message"]  # oblique vs axial
+
+
+def test_a_sidecar_with_another_pixel_spacing_is_flagged(cli, tmp_path):
+    make_series(tmp_path / "a", n=4, pixel_spacing=(0.5, 0.8), seed=1)
+    make_series(tmp_path / "b", n=4, pixel_spacing=(0.5, 0.9), seed=2)
+    cli("dicom2nii", tmp_path / "a", tmp_path / "out_a", check_code=0)
+    cli("dicom2nii", tmp_path / "b", tmp_path / "out_b", check_code=0)
+    (tmp_path / "out_a" / "4.json").write_text((tmp_path / "out_b" / "4.json").read_text())
+    report = json.loads(cli("audit", tmp_path / "out_a", "--json").stdout)
+    found = [f["message"] for f in report["findings"] if f["code"] == "volume.sidecar-mismatch"]
+    assert len(found) == 1 and "PixelSpacing[1] 0.9 mm" in found[0] and "0.8 mm" in found[0]
+
+
+def test_dcm2niix_output_and_its_sidecar_are_not_flagged(cli, dcm2niix, tmp_path):
+    from helpers import run_dcm2niix
+
+    make_series(tmp_path / "ct", n=4, pixel_spacing=(0.5, 0.8), seed=1,
+                extra={"ImageOrientationPatient": [0.96, 0.28, 0, -0.28, 0.96, 0]})
+    written = run_dcm2niix(dcm2niix, tmp_path / "ct", tmp_path / "out")
+    assert written and written[0].with_suffix(".json").exists()  # dcm2niix flips the rows
+    report = json.loads(cli("audit", tmp_path / "out", "--json").stdout)
+    assert not [c for c in _codes(report) if c[0] == "volume.sidecar-mismatch"]
