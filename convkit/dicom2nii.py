@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from convkit import __version__
 from convkit.dicom.diffusion import fsl_bvecs, write_bval_bvec
 from convkit.dicom.group import SeriesGroup
 from convkit.dicom.header import FileRecord, FileStatus
@@ -21,6 +20,7 @@ from convkit.dicom.naming import check_template, name_series
 from convkit.dicom.plan import ConvertOptions
 from convkit.dicom.scan import ScanResult, scan_folder
 from convkit.dicom.series import read_series
+from convkit.dicom.sidecar import sidecar_document
 from convkit.errors import (
     ConvkitError,
     InputError,
@@ -332,8 +332,7 @@ def _convert_one(group: SeriesGroup, out_dir: Path, suffix: str, options: Conver
 def write_outputs(volume: Volume, stem: Path, suffix: str, force: bool = False,
                   source_files: int | None = None) -> list[Path]:
     """Write stem+suffix and stem.json atomically (both or neither); return their paths."""
-    sidecar = {**volume.metadata, "ConversionSoftware": "convkit",
-               "ConversionSoftwareVersion": __version__}
+    sidecar = sidecar_document(volume.metadata)
     if source_files is not None:
         sidecar["SourceFiles"] = source_files
     with staged_files(stem.parent, force) as stage:

@@ -106,3 +106,37 @@ def test_invalid_sidecar_values_are_left_out_and_said(cli, tmp_path):
     assert ds.BodyPartExamined == "" and not ds.KVP and ds.ConvolutionKernel == "B70f"
     notes = " ".join(json.loads(done.stdout)["series"][0]["notes"])
     assert "not written: " in notes and "BodyPartExamined" in notes and "KVP" in notes
+
+
+def test_convert_from_dicom_writes_the_sidecar_dicom2nii_writes(cli, tmp_path):
+    stored = (np.arange(4 * 6 * 7, dtype=np.int16).reshape(4, 6, 7) * 9) - 300
+    write_series(tmp_path / "in", stored, regular_positions(4, spacing=2.0),
+                 extra=CT_ATTRIBUTES, series_number=4, series_description="")
+    cli("dicom2nii", tmp_path / "in", tmp_path / "d2n", "--name", "{SeriesNumber}",
+        "--format", "nrrd", check_code=0)
+    done = cli("convert", tmp_path / "in", tmp_path / "c" / "ct.nrrd", "--json", check_code=0)
+    report = json.loads(done.stdout)
+    assert report["sidecar"] == str(tmp_path / "c" / "ct.json")
+    converted = json.loads((tmp_path / "c" / "ct.json").read_text())
+    expected = json.loads((tmp_path / "d2n" / "4.json").read_text())
+    assert expected.pop("SourceFiles") == 4  # dicom2nii alone counts the files of the batch
+    assert converted == expected
+    assert converted["WindowCenter"] == -600 and converted["ConvolutionKernel"] == "B70f"
+    # An existing sidecar is an existing output: nothing is written without --force.
+    (tmp_path / "c" / "other.json").write_text("{}")
+    cli("convert", tmp_path / "in", tmp_path / "c" / "other.nii.gz", check_code=5)
+    assert not (tmp_path / "c" / "other.nii.gz").exists()
+    assert (tmp_path / "c" / "other.json").read_text() == "{}"
+
+
+def test_convert_from_a_volume_lists_its_sidecar_as_not_carried(cli, tmp_path):
+    stored = (np.arange(4 * 6 * 7, dtype=np.int16).reshape(4, 6, 7) * 9) - 300
+    write_series(tmp_path / "in", stored, regular_positions(4, spacing=2.0),
+                 series_number=4, series_description="")
+    cli("dicom2nii", tmp_path / "in", tmp_path / "d2n", "--name", "{SeriesNumber}",
+        check_code=0)
+    done = cli("convert", tmp_path / "d2n" / "4.nii.gz", tmp_path / "c" / "x.nrrd", "--json",
+               check_code=0)
+    report = json.loads(done.stdout)
+    assert "the sidecar 4.json (not copied)" in report["not_carried"]
+    assert report["sidecar"] is None and not (tmp_path / "c" / "x.json").exists()

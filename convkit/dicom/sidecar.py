@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from convkit import __version__
 from convkit.dicom.dataset import read_dataset
 from convkit.dicom.vendors import phase_encoding_fields
 
@@ -29,6 +30,18 @@ ACQUISITION_FIELDS: dict[str, float] = {
 }
 #: Identifying fields, written only with keep_identifiers (the institution narrows who it is).
 IDENTIFIER_FIELDS = ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName")
+
+
+#: Metadata keys that describe how the volume was read, not the acquisition: not written.
+READ_ONLY_KEYS = ("Format",)
+
+
+def sidecar_document(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The JSON sidecar of a volume converted from DICOM (dicom2nii and convert write this):
+    its acquisition and conversion fields, and which convkit wrote it."""
+    document = {key: value for key, value in metadata.items() if key not in READ_ONLY_KEYS}
+    document.update({"ConversionSoftware": "convkit", "ConversionSoftwareVersion": __version__})
+    return document
 
 
 def sidecar_fields(header: Any, keep_identifiers: bool = False) -> dict[str, Any]:
