@@ -20,7 +20,7 @@ from convkit.dicom.naming import check_template, name_series
 from convkit.dicom.plan import ConvertOptions
 from convkit.dicom.scan import ScanResult, scan_folder
 from convkit.dicom.series import read_series
-from convkit.dicom.sidecar import sidecar_document
+from convkit.dicom.sidecar import relative_sources, sidecar_document
 from convkit.errors import (
     ConvkitError,
     InputError,
@@ -304,6 +304,7 @@ def _convert_one(group: SeriesGroup, out_dir: Path, suffix: str, options: Conver
     try:
         callback = (lambda d, t: progress(group.label, d, t)) if progress else None
         volume = read_series(group, options, callback)
+        relative_sources(volume.metadata, Path(report.input))
         outputs = write_outputs(volume, out_dir / group.label, suffix, force, group.n_files)
     except RefusedError as exc:
         result.status, result.reason, result.hint = Outcome.REFUSED, exc.message, exc.hint

@@ -140,3 +140,69 @@ def test_convert_from_a_volume_lists_its_sidecar_as_not_carried(cli, tmp_path):
     report = json.loads(done.stdout)
     assert "the sidecar 4.json (not copied)" in report["not_carried"]
     assert report["sidecar"] is None and not (tmp_path / "c" / "x.json").exists()
+
+
+def _check_sources(out, root, label="4"):
+    """Every SourceImages entry names the file (and frame) whose pixels are at that slice."""
+    import nibabel as nib
+
+    sidecar = json.loads((out / f"{label}.json").read_text())
+    sources = sidecar["SourceImages"]
+    data = np.asarray(nib.load(out / f"{label}.nii.gz").dataobj)
+    data = data if data.ndim == 4 else data[..., np.newaxis]
+    assert len(sources) == data.shape[3] and all(len(v) == data.shape[2] for v in sources)
+    checked = set()
+    for t, volume in enumerate(sources):
+        for k, (uid, path, image) in enumerate(volume):
+            ds = pydicom.dcmread(root / path)
+            assert ds.SOPInstanceUID == uid
+            pixels = ds.pixel_array if image is None else ds.pixel_array[image - 1]
+            # the slice's voxels are the file's pixels (i along a row, j down a column)
+            np.testing.assert_array_equal(data[:, :, k, t], pixels.T)
+            checked.add((uid, image))
+    return sidecar, checked
+
+
+def test_provenance_names_the_file_of_every_slice(cli, tmp_path):
+    n, rows, cols = 5, 4, 3
+    rng = np.random.default_rng(7)
+    stored = rng.integers(0, 4000, (n, rows, cols)).astype(np.int16)
+    order = [3, 0, 4, 1, 2]  # written out of position order, names shuffled too
+    positions = regular_positions(n, spacing=2.0)[order]
+    write_series(tmp_path / "in" / "sub", stored, positions, series_number=4,
+                 series_description="")
+    cli("dicom2nii", tmp_path / "in", tmp_path / "out", "--provenance", check_code=0)
+    sidecar, checked = _check_sources(tmp_path / "out", tmp_path / "in")
+    assert len(checked) == n and sidecar["SourceImagesAreOutputSlices"] is True
+    assert all(p.startswith("sub/") for _, p, _ in sidecar["SourceImages"][0])
+    # Without the option: no SourceImages.
+    cli("dicom2nii", tmp_path / "in", tmp_path / "plain", check_code=0)
+    assert "SourceImages" not in json.loads((tmp_path / "plain" / "4.json").read_text())
+
+
+def test_provenance_of_a_time_series(cli, tmp_path):
+    n, times = 3, 4
+    rng = np.random.default_rng(8)
+    stored = rng.integers(0, 4000, (n * times, 4, 3)).astype(np.int16)
+    positions = np.tile(regular_positions(n, spacing=2.0), (times, 1))
+    seconds = np.repeat(np.arange(times) * 2.0, n)[::-1]  # files in reverse time order
+    write_series(tmp_path / "in", stored, positions, times=seconds, series_number=4,
+                 series_description="", modality="MR")
+    cli("dicom2nii", tmp_path / "in", tmp_path / "out", "--provenance", check_code=0)
+    _, checked = _check_sources(tmp_path / "out", tmp_path / "in")
+    assert len(checked) == n * times
+
+
+def test_provenance_names_frames_of_an_enhanced_file(cli, tmp_path):
+    from convkit.testing.synthetic import write_enhanced
+
+    n = 4
+    stored = np.random.default_rng(9).integers(0, 4000, (n, 5, 6)).astype(np.int16)
+    positions = regular_positions(n, spacing=1.5)[[2, 0, 3, 1]]
+    (tmp_path / "in").mkdir()
+    write_enhanced(tmp_path / "in" / "enhanced.dcm", stored, positions,
+                   np.tile([1.0, 0, 0, 0, 1, 0], (n, 1)), series_number=4)
+    cli("dicom2nii", tmp_path / "in", tmp_path / "out", "--provenance", "--name",
+        "{SeriesNumber}", check_code=0)
+    sidecar, checked = _check_sources(tmp_path / "out", tmp_path / "in")
+    assert [item[2] for item in sidecar["SourceImages"][0]] == [2, 4, 1, 3]

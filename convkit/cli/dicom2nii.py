@@ -35,6 +35,10 @@ def dicom2nii(
         False, "--philips-precise",
         help="Philips: precise floating-point values (private scale slope) instead of display "
              "values."),
+    provenance: bool = typer.Option(
+        False, "--provenance",
+        help="Record in the sidecar (SourceImages) each output slice's SOPInstanceUID and "
+             "file, per volume."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable report."),
 ) -> None:
@@ -43,7 +47,8 @@ def dicom2nii(
     from convkit.dicom2nii import BatchInterrupted, convert_folder
 
     options = ConvertOptions(tilt=tilt, resample=resample, dtype=dtype,
-                             keep_identifiers=keep_identifiers, philips_precise=philips_precise)
+                             keep_identifiers=keep_identifiers, philips_precise=philips_precise,
+                             provenance=provenance)
     try:
         with progress_bar(enabled=not as_json) as progress:
             report = convert_folder(in_dir, out_dir, options=options, fmt=fmt,

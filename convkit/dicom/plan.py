@@ -61,6 +61,7 @@ class ConvertOptions:
     keep_identifiers: put patient name, ID and birth date into the metadata.
     philips_precise: Philips 'precise' floating-point values (private scale slope)
         instead of the display values that RescaleSlope/Intercept give (the default).
+    provenance: record each output slice's SOPInstanceUID and file (sidecar SourceImages).
     """
 
     tilt: TiltPolicy | str = TiltPolicy.RESAMPLE  # or its value, as --tilt gives it
@@ -68,6 +69,7 @@ class ConvertOptions:
     dtype: str | None = None
     keep_identifiers: bool = False
     philips_precise: bool = False
+    provenance: bool = False
 
     def __post_init__(self) -> None:
         if self.tilt not in TILT_POLICIES:  # a TiltPolicy, or its value as a plain string

@@ -15,7 +15,7 @@ from convkit.dicom.group import SeriesGroup
 from convkit.dicom.pixels import SliceProgress, cast_real, read_pixels
 from convkit.dicom.plan import ConvertOptions, SeriesPlan, plan_series, slice_timing
 from convkit.dicom.scan import scan_folder
-from convkit.dicom.sidecar import sidecar_fields
+from convkit.dicom.sidecar import sidecar_fields, source_images
 from convkit.errors import InputError, UnreadableFileError
 from convkit.volume import Volume
 
@@ -59,6 +59,8 @@ def read_series(
         volume.repetition_time_s = volume.metadata.get("RepetitionTime")
     if first.philips_scale_slope:
         volume.metadata["PhilipsScaling"] = "precise" if options.philips_precise else "display"
+    if options.provenance:
+        volume.metadata.update(provenance_fields(plan))
     timing = slice_timing(layout)
     if timing is not None:
         volume.metadata["SliceTiming"] = timing
@@ -86,3 +88,12 @@ def _conversion_fields(plan: SeriesPlan, volume: Volume) -> dict:
         "VolumeOrderedBy": plan.layout.time_key,
         "ConvkitNotes": list(volume.notes),
     }
+
+
+def provenance_fields(plan: SeriesPlan) -> dict:
+    """--provenance: SourceImages ([t][k] -> [SOPInstanceUID, file, image]); when slices
+    were interpolated onto a regular grid (--resample), they are the source slices in
+    position order, not the output's."""
+    fields: dict = {"SourceImages": source_images(plan.layout.positions)}
+    fields["SourceImagesAreOutputSlices"] = not plan.stack.gaps
+    return fields

@@ -7,6 +7,7 @@ InversionTime in seconds). Patient identifiers are left out unless asked for.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from convkit import __version__
@@ -42,6 +43,32 @@ def sidecar_document(metadata: dict[str, Any]) -> dict[str, Any]:
     document = {key: value for key, value in metadata.items() if key not in READ_ONLY_KEYS}
     document.update({"ConversionSoftware": "convkit", "ConversionSoftwareVersion": __version__})
     return document
+
+
+def source_images(positions: list[list[Any]]) -> list[list[list[Any]]]:
+    """--provenance: [volume t][slice k] -> [SOPInstanceUID, file, image], in the order of
+    the written array (k along the slice axis, t the 4th axis; one volume for 3D).
+
+    positions is a plan's Layout.positions ([k][t] of SliceHeaders); file is the path as
+    scanned (relative_sources makes it relative to the input folder); image is the
+    1-based frame of an enhanced file or tile of a mosaic, None for a single-image file.
+    """
+    def entry(header: Any) -> list[Any]:
+        return [header.sop_instance_uid, header.path.as_posix(),
+                header.frame + 1 if header.frame >= 0 else None]
+
+    n_times = len(positions[0]) if positions else 0
+    return [[entry(images[t]) for images in positions] for t in range(n_times)]
+
+
+def relative_sources(metadata: dict[str, Any], root: Path) -> None:
+    """SourceImages' files relative to root (the input folder) where they lie under it."""
+    root = root if root.is_dir() else root.parent
+    for volume in metadata.get("SourceImages", []):
+        for item in volume:
+            path = Path(item[1])
+            if path.is_relative_to(root):
+                item[1] = path.relative_to(root).as_posix()
 
 
 def sidecar_fields(header: Any, keep_identifiers: bool = False) -> dict[str, Any]:
