@@ -93,8 +93,14 @@ def unshear_volume(volume: Volume) -> Volume:
     affine[:3, 3] += origin_px[0] * linear[:, 0] + origin_px[1] * linear[:, 1]
     note = (f"sheared slice axis resampled onto a grid along the normal (linear, in-plane): "
             f"{volume.shape[0]}x{volume.shape[1]} -> {array.shape[0]}x{array.shape[1]}")
+    tilt = float(np.degrees(np.arccos(min(abs(along) / float(np.linalg.norm(step)), 1.0))))
+    spacing_note = (f"slice spacing {abs(along):.4g} mm: the file's slice step "
+                    f"({np.linalg.norm(step):.4g} mm, {tilt:.2f} degrees from the normal) "
+                    "projected on the normal; convkit cannot check that step against the DICOM "
+                    "positions (dicom2nii on the DICOM takes the spacing from them)")
     kept = [n for n in volume.notes if n != SHEARED_SFORM_NOTE]  # no longer true
-    return dataclasses.replace(volume, array=array, affine=affine, notes=kept + [note])
+    return dataclasses.replace(volume, array=array, affine=affine,
+                               notes=kept + [note, spacing_note])
 
 
 def _not_carried(volume: Volume, source: Path | str, target: Path) -> list[str]:

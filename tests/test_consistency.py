@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from convkit.testing.synthetic import regular_positions, write_series
 
@@ -104,3 +105,54 @@ def test_dcm2niix_output_and_its_sidecar_are_not_flagged(cli, dcm2niix, tmp_path
     assert written and written[0].with_suffix(".json").exists()  # dcm2niix flips the rows
     report = json.loads(cli("audit", tmp_path / "out", "--json").stdout)
     assert not [c for c in _codes(report) if c[0] == "volume.sidecar-mismatch"]
+
+
+def _tilted_ct(folder, tilt_deg=14.0, table_step=5.0, n=6):
+    tilt = np.radians(tilt_deg)
+    stored = (np.arange(n * 16 * 16).reshape(n, 16, 16) % 500).astype(np.int16)
+    positions = np.array([[0.0, 0.0, table_step * k] for k in range(n)])  # along the table
+    write_series(folder, stored, positions, orientation=(1, 0, 0, 0, np.cos(tilt), -np.sin(tilt)),
+                 pixel_spacing=(0.8, 0.8), series_number=4, series_description="",
+                 extra={"GantryDetectorTilt": str(tilt_deg)})
+
+
+def test_dcm2niix_uncorrected_tilt_file_gets_a_note_on_its_slice_step(cli, dcm2niix, tmp_path):
+    import subprocess
+
+    import nibabel as nib
+
+    _tilted_ct(tmp_path / "in")
+    (tmp_path / "d2x").mkdir()
+    subprocess.run([dcm2niix, "-z", "n", "-f", "%s", "-o", tmp_path / "d2x", tmp_path / "in"],
+                   check=True, capture_output=True, timeout=120)
+    uncorrected = tmp_path / "d2x" / "4.nii"
+    sform = nib.load(uncorrected).get_sform()
+    cos = np.cos(np.radians(14.0))
+    # dcm2niix writes the spacing between slices (5 cos 14 = 4.851) as the step along the table.
+    assert np.linalg.norm(sform[:3, 2]) == pytest.approx(5 * cos, abs=1e-3)
+    done = cli("convert", uncorrected, tmp_path / "c.nii.gz", "--resample", "--json",
+               check_code=0)
+    report = json.loads(done.stdout)
+    assert report["spacing"][2] == pytest.approx(5 * cos * cos, abs=1e-3)  # 4.707, not 4.851
+    notes = " ".join(report["notes"])
+    assert f"{5 * cos * cos:.4g} mm apart along their normal, the qform {5 * cos:.4g} mm" in notes
+    assert "cannot check that step against the DICOM positions" in notes
+    done = cli("dicom2nii", tmp_path / "in", tmp_path / "out", "--json", check_code=0)
+    assert json.loads(done.stdout)["series"][0]["spacing"][2] == pytest.approx(5 * cos, abs=1e-3)
+
+
+def test_a_sheared_sform_consistent_with_its_qform_gets_no_step_note(cli, tmp_path):
+    import nibabel as nib
+
+    cos, sin = np.cos(np.radians(14.0)), np.sin(np.radians(14.0))
+    sform = np.array([[0.8, 0, 0, 0], [0, 0.8 * cos, 0, 0], [0, 0.8 * sin, 5.0, 0], [0, 0, 0, 1]])
+    qform = sform.copy()
+    qform[:3, 2] = np.cross(sform[:3, 0], sform[:3, 1]) / 0.64 * 5.0 * cos  # straight, same step
+    image = nib.Nifti1Image(np.zeros((4, 4, 3), np.int16), None)
+    image.set_sform(sform, 1)
+    image.set_qform(qform, 1)
+    nib.save(image, tmp_path / "tilt.nii")
+    report = json.loads(cli("convert", tmp_path / "tilt.nii", tmp_path / "c.nii.gz",
+                            "--resample", "--json", check_code=0).stdout)
+    assert not any("along their normal, the qform" in n for n in report["notes"])
+    assert report["spacing"][2] == pytest.approx(5.0 * cos, abs=1e-4)
