@@ -59,8 +59,10 @@ class ConvertOptions:
     dtype: write real-world values in this type (refusing casts that overflow or
         lose values) instead of stored values with a slope/intercept.
     keep_identifiers: put patient name, ID and birth date into the metadata.
-    philips_precise: Philips 'precise' floating-point values (private scale slope)
-        instead of the display values that RescaleSlope/Intercept give (the default).
+    philips_precise: Philips 'precise' floating-point values (private scale slope, True)
+        or the display values that RescaleSlope/Intercept give (False); None (the
+        default): per image kind, precise for phase and field maps (radians, Hz), display
+        values for the others (SliceHeader.uses_precise).
     provenance: record each output slice's SOPInstanceUID and file (sidecar SourceImages).
     """
 
@@ -68,7 +70,7 @@ class ConvertOptions:
     resample: bool = False
     dtype: str | None = None
     keep_identifiers: bool = False
-    philips_precise: bool = False
+    philips_precise: bool | None = None
     provenance: bool = False
 
     def __post_init__(self) -> None:
@@ -184,7 +186,7 @@ def counted(notes: list[str], what: str) -> list[str]:
     return [note if count == 1 else f"{note} ({count} {what})" for note, count in counts.items()]
 
 
-def check_memory(group: SeriesGroup, grid: Grid, philips_precise: bool = False) -> None:
+def check_memory(group: SeriesGroup, grid: Grid, philips_precise: bool | None = None) -> None:
     """Refuse (InputError) a series whose conversion would need more than max_volume_bytes().
 
     Counted before anything is allocated: the decoded images (float32 when rescale values

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from convkit.dicom.dataset import is_read_error, read_reason, warnings_caught
 from convkit.dicom.group import SeriesGroup
+from convkit.dicom.header import SliceHeader
 from convkit.dicom.pixels import SliceProgress, cast_real, read_pixels
 from convkit.dicom.plan import ConvertOptions, SeriesPlan, plan_series, slice_timing
 from convkit.dicom.scan import scan_folder
@@ -58,7 +59,7 @@ def read_series(
     if layout.n_times > 1:
         volume.repetition_time_s = volume.metadata.get("RepetitionTime")
     if first.philips_scale_slope:
-        volume.metadata["PhilipsScaling"] = "precise" if options.philips_precise else "display"
+        volume.metadata.update(philips_scaling_fields(first, options.philips_precise))
     if options.provenance:
         volume.metadata.update(provenance_fields(plan))
     timing = slice_timing(layout)
@@ -97,3 +98,14 @@ def provenance_fields(plan: SeriesPlan) -> dict:
     fields: dict = {"SourceImages": source_images(plan.layout.positions)}
     fields["SourceImagesAreOutputSlices"] = not plan.stack.gaps
     return fields
+
+
+def philips_scaling_fields(first: SliceHeader, philips_precise: bool | None) -> dict:
+    """Which Philips values were written (PhilipsScaling: precise | display), why, and the
+    private scale slope (to go from one to the other: precise = display / (RS * SS))."""
+    precise = first.uses_precise(philips_precise)
+    why = ("asked for" if philips_precise is not None
+           else f"default for a {first.physical_kind} image" if first.physical_kind
+           else "default for an image that is not phase or a field map")
+    return {"PhilipsScaling": "precise" if precise else "display",
+            "PhilipsScalingReason": why, "PhilipsScaleSlope": first.philips_scale_slope}
