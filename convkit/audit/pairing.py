@@ -192,12 +192,12 @@ def sidecar_mismatch(affine: np.ndarray, sidecar: dict) -> list[str]:
                          "the volume does")
             return found
         axes.append(axis)
-    expected = {axes[0]: ("PixelSpacing", 1), axes[1]: ("PixelSpacing", 0)}
+    # PixelSpacing is [between rows, between columns]: along the columns, then the rows.
     pixel = _numbers(sidecar.get("PixelSpacing"), 2)
     slice_axis = ({0, 1, 2} - set(axes)).pop()
     step = _numbers([sidecar.get("SliceSpacingFromPositions")], 1)
-    checks = [(axis, pixel[index], f"PixelSpacing[{index}]")
-              for axis, (_, index) in expected.items() if pixel is not None]
+    checks = [] if pixel is None else [(axes[0], pixel[1], "PixelSpacing[1]"),
+                                       (axes[1], pixel[0], "PixelSpacing[0]")]
     if step is not None:
         checks.append((slice_axis, step[0], "SliceSpacingFromPositions"))
     for axis, value, name in checks:
