@@ -8,18 +8,20 @@ faithfully is refused (a sheared affine, unless resampled) or reported.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from convkit import resample
+from convkit.dicom.sidecar import sidecar_document
 from convkit.errors import RefusedError, UsageError
-from convkit.formats import FORMATS, volume_format, write_volume
+from convkit.formats import FORMATS, volume_format, volume_stem, write_volume
 from convkit.formats.nifti_read import SHEARED_SFORM_NOTE
 from convkit.formats.output import staged_files
 from convkit.geometry import is_sheared
-from convkit.inputs import load_volume
+from convkit.inputs import load_volume, sidecar_path
 from convkit.volume import Volume
 
 
@@ -39,17 +41,29 @@ def convert_file(source: Path | str, target: Path | str, *, force: bool = False,
                                "volume.sheared")
         volume = unshear_volume(volume)
     notes = list(volume.notes)
+    sidecar = _sidecar_target(volume, target)
     try:
         with staged_files(target.parent, force) as stage:
             write_volume(volume, stage / target.name)
+            if sidecar is not None:
+                (stage / sidecar.name).write_text(
+                    json.dumps(sidecar_document(volume.metadata), indent=2) + "\n")
     except RefusedError as exc:  # what the target format cannot hold: name the source
         raise RefusedError(f"{source}: {exc.message}", exc.hint, exc.code) from exc
     return {
         "input": str(source), "output": str(target), "shape": list(volume.shape),
         "spacing": [round(s, 6) for s in volume.spacing], "orientation": volume.orientation,
         "dtype": str(volume.array.dtype), "scaling": [volume.slope, volume.intercept],
-        "notes": notes, "not_carried": _not_carried(volume, target),
+        "notes": notes, "not_carried": _not_carried(volume, source, target),
+        "sidecar": str(sidecar) if sidecar is not None else None,
     }
+
+
+def _sidecar_target(volume: Volume, target: Path) -> Path | None:
+    """NAME.json beside the target when the source is DICOM: the sidecar dicom2nii writes."""
+    if volume.metadata.get("Format") != "DICOM":
+        return None
+    return target.with_name(volume_stem(target.name) + ".json")
 
 
 def unshear_volume(volume: Volume) -> Volume:
@@ -79,13 +93,23 @@ def unshear_volume(volume: Volume) -> Volume:
     affine[:3, 3] += origin_px[0] * linear[:, 0] + origin_px[1] * linear[:, 1]
     note = (f"sheared slice axis resampled onto a grid along the normal (linear, in-plane): "
             f"{volume.shape[0]}x{volume.shape[1]} -> {array.shape[0]}x{array.shape[1]}")
+    tilt = float(np.degrees(np.arccos(min(abs(along) / float(np.linalg.norm(step)), 1.0))))
+    spacing_note = (f"slice spacing {abs(along):.4g} mm: the file's slice step "
+                    f"({np.linalg.norm(step):.4g} mm, {tilt:.2f} degrees from the normal) "
+                    "projected on the normal; convkit cannot check that step against the DICOM "
+                    "positions (dicom2nii on the DICOM takes the spacing from them)")
     kept = [n for n in volume.notes if n != SHEARED_SFORM_NOTE]  # no longer true
-    return dataclasses.replace(volume, array=array, affine=affine, notes=kept + [note])
+    return dataclasses.replace(volume, array=array, affine=affine,
+                               notes=kept + [note, spacing_note])
 
 
-def _not_carried(volume: Volume, target: Path) -> list[str]:
-    """Header content of the source that the target format cannot hold."""
+def _not_carried(volume: Volume, source: Path | str, target: Path) -> list[str]:
+    """Header content of the source that the target format cannot hold, and a volume
+    source's JSON sidecar (not copied: it describes the source file, e.g. its slice step)."""
     lost = []
+    source = Path(source)
+    if volume_format(source) and sidecar_path(source).is_file():
+        lost.append(f"the sidecar {sidecar_path(source).name} (not copied)")
     if volume.scaled and volume_format(target) != "nifti":
         lost.append("slope/intercept (real values written instead)")
     if volume.metadata.get("Format", "").startswith("NIfTI") and volume_format(target) != "nifti":

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from convkit import __version__
 from convkit.dicom.diffusion import fsl_bvecs, write_bval, write_bval_bvec
 from convkit.dicom.group import SeriesGroup
 from convkit.dicom.header import FileRecord, FileStatus
@@ -21,6 +20,7 @@ from convkit.dicom.naming import check_template, name_series
 from convkit.dicom.plan import ConvertOptions
 from convkit.dicom.scan import ScanResult, scan_folder
 from convkit.dicom.series import read_series
+from convkit.dicom.sidecar import relative_sources, sidecar_document
 from convkit.errors import (
     ConvkitError,
     InputError,
@@ -34,6 +34,7 @@ from convkit.formats.output import (
     check_batch_folder,
     check_targets,
     file_states,
+    path_kind,
     staged_files,
 )
 from convkit.outcomes import Outcome, batch_exit_code
@@ -150,11 +151,7 @@ def convert_folder(
         return report
     assert out_path is not None, "_check_output_dir returns a folder unless list_only"
     suffix = FORMATS[fmt]
-    check_targets([out_path / f"{g.label}{ext}" for g in groups for ext in _outputs(suffix)],
-                  force)
-    # Sidecars written only for some series: no FIFO, device or link in the way of one.
-    check_targets([out_path / f"{g.label}{ext}" for g in groups for ext in (".bval", ".bvec")],
-                  force=True)
+    check_collisions(out_path, groups, suffix, force)
     unreadable = _unreadable_by_series(scan)
     before: dict = {}
     try:
@@ -181,7 +178,7 @@ def convert_folder(
 
 
 def _targets(out_dir: Path, label: str, suffix: str) -> list[Path]:
-    return [out_dir / f"{label}{ext}" for ext in (*_outputs(suffix), ".bval", ".bvec")]
+    return [out_dir / f"{label}{ext}" for ext in (*_outputs(suffix), *GRADIENT_FILES)]
 
 
 def _written_when_interrupted(report: ConversionReport, groups: list[SeriesGroup],
@@ -192,7 +189,7 @@ def _written_when_interrupted(report: ConversionReport, groups: list[SeriesGroup
         return
     current = groups[len(report.series)]  # one result per group before it
     now = file_states(list(before))
-    required = [path for path in before if path.suffix not in (".bval", ".bvec")]
+    required = [path for path in before if path.suffix not in GRADIENT_FILES]
     if now != before and all(now[path] for path in required):
         result = _result(current, Outcome.WRITTEN)
         result.outputs = [str(path) for path, state in now.items() if state]
@@ -200,9 +197,51 @@ def _written_when_interrupted(report: ConversionReport, groups: list[SeriesGroup
         report.series.append(result)
 
 
+#: Data files that a detached header writes beside it (NRRD .nhdr, MetaImage .mhd).
+DATA_FILES = {".nhdr": ".raw.gz", ".mhd": ".zraw"}
+#: What a diffusion series writes besides the volume and its sidecar.
+GRADIENT_FILES = (".bval", ".bvec")
+
+
 def _outputs(suffix: str) -> tuple[str, ...]:
     """The suffixes written for every series in a format (bval/bvec only for diffusion)."""
-    return (suffix, ".raw.gz", ".json") if suffix == ".nhdr" else (suffix, ".json")
+    return (suffix, DATA_FILES[suffix], ".json") if suffix in DATA_FILES else (suffix, ".json")
+
+
+def check_collisions(out_dir: Path, groups: list[SeriesGroup], suffix: str, force: bool) -> None:
+    """Every file a series writes is new, or replaced with force; and no file that another
+    run left under a series' name (a volume in another format, .bval/.bvec) would be paired
+    with the new sidecar NAME.json, which describes this series (readers and the audit take
+    NAME.json for every NAME.<volume>). Such files are allowed only with force and when the
+    sidecar there already describes this series (the same series in another format)."""
+    check_targets([out_dir / f"{g.label}{ext}" for g in groups for ext in _outputs(suffix)],
+                  force)
+    # Sidecars written only for some series: no FIFO, device or link in the way of one.
+    check_targets([out_dir / f"{g.label}{ext}" for g in groups for ext in GRADIENT_FILES],
+                  force=True)
+    own = set(_outputs(suffix))
+    every = {ext for other in FORMATS.values() for ext in _outputs(other)} | set(GRADIENT_FILES)
+    for group in groups:
+        left = [out_dir / f"{group.label}{ext}" for ext in sorted(every - own)
+                if path_kind(out_dir / f"{group.label}{ext}") is not None]
+        if not left or (force and _sidecar_series(out_dir / f"{group.label}.json")
+                        == group.series_uid):
+            continue
+        shown = ", ".join(str(p) for p in left[:3]) + (" ..." if len(left) > 3 else "")
+        raise OutputError(f"{shown} exists under the name of series {group.label} "
+                          f"(SeriesInstanceUID {group.series_uid}): {group.label}.json would "
+                          "describe it too", "remove it, or write into another folder "
+                          "(--force replaces only the files of the format written, and only "
+                          "for the same series)")
+
+
+def _sidecar_series(path: Path) -> str | None:
+    """The SeriesInstanceUID a JSON sidecar names (None when it is missing or unreadable)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return str(data.get("SeriesInstanceUID") or "") or None if isinstance(data, dict) else None
 
 
 def _check_output_dir(in_dir: Path, out_dir: Path | str | None, list_only: bool) -> Path | None:
@@ -265,6 +304,7 @@ def _convert_one(group: SeriesGroup, out_dir: Path, suffix: str, options: Conver
     try:
         callback = (lambda d, t: progress(group.label, d, t)) if progress else None
         volume = read_series(group, options, callback)
+        relative_sources(volume.metadata, Path(report.input))
         outputs = write_outputs(volume, out_dir / group.label, suffix, force, group.n_files)
     except RefusedError as exc:
         result.status, result.reason, result.hint = Outcome.REFUSED, exc.message, exc.hint
@@ -293,8 +333,7 @@ def _convert_one(group: SeriesGroup, out_dir: Path, suffix: str, options: Conver
 def write_outputs(volume: Volume, stem: Path, suffix: str, force: bool = False,
                   source_files: int | None = None) -> list[Path]:
     """Write stem+suffix and stem.json atomically (both or neither); return their paths."""
-    sidecar = {**volume.metadata, "ConversionSoftware": "convkit",
-               "ConversionSoftwareVersion": __version__}
+    sidecar = sidecar_document(volume.metadata)
     if source_files is not None:
         sidecar["SourceFiles"] = source_files
     with staged_files(stem.parent, force) as stage:
@@ -315,8 +354,8 @@ def write_outputs(volume: Volume, stem: Path, suffix: str, force: bool = False,
         written.append(stem.parent / f"{stem.name}.bval")
         if volume.diffusion[1] is not None:
             written.append(stem.parent / f"{stem.name}.bvec")
-    if suffix == ".nhdr":
-        written.insert(1, stem.parent / f"{stem.name}.raw.gz")
+    if suffix in DATA_FILES:
+        written.insert(1, stem.parent / f"{stem.name}{DATA_FILES[suffix]}")
     return written
 
 

@@ -241,14 +241,21 @@ def test_ge_without_established_mapping_writes_no_bvec(tmp_path, cli, dcm2niix, 
 
 
 def test_force_removes_an_earlier_bvec_it_does_not_replace(tmp_path, cli):
-    """--force replaces a series' outputs: a .bvec left by an earlier conversion must not
-    sit beside an image whose directions are now unknown."""
+    """--force replaces a series' outputs: a .bvec left by an earlier conversion of the same
+    series (here: as an older convkit that mapped every GE table wrote it) must not sit
+    beside an image whose directions are now unknown. A .bvec of unknown origin under the
+    series' name is refused, with or without --force (dicom2nii.check_collisions)."""
     write_ge_dwi(tmp_path / "in", ORIENTATIONS["axial"], "COL", "FFS")
     out = tmp_path / "out"
     out.mkdir()
-    (out / "1_synthetic.bvec").write_text("0 1\n0 0\n0 0\n")
-    cli("dicom2nii", tmp_path / "in", out, check_code=0)  # without --force: not ours to remove
-    assert (out / "1_synthetic.bvec").exists()
+    stray = out / "1_synthetic.bvec"
+    stray.write_text("0 1\n0 0\n0 0\n")
+    for force in ((), ("--force",)):
+        cli("dicom2nii", tmp_path / "in", out, *force, check_code=5)
+        assert sorted(p.name for p in out.iterdir()) == ["1_synthetic.bvec"]
+    stray.unlink()
+    cli("dicom2nii", tmp_path / "in", out, check_code=0)
+    stray.write_text("0 1\n0 0\n0 0\n")  # the earlier run's gradients of this series
     cli("dicom2nii", tmp_path / "in", out, "--force", check_code=0)
     assert sorted(p.name for p in out.iterdir()) == [
         "1_synthetic.bval", "1_synthetic.json", "1_synthetic.nii.gz"]

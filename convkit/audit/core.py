@@ -33,7 +33,13 @@ from convkit.audit.identifiers import (
     real_value,
 )
 from convkit.audit.info import describe_file
-from convkit.audit.pairing import Pairing, nearby_series, pair_finding, pair_volume
+from convkit.audit.pairing import (
+    Pairing,
+    nearby_series,
+    pair_finding,
+    pair_volume,
+    sidecar_finding,
+)
 from convkit.audit.report import AuditReport
 from convkit.audit.series import SeriesAudit, audit_series, check_splits, series_row
 from convkit.audit.volumes import VolumeHeader, read_volume_header
@@ -339,9 +345,16 @@ def check_volume_identifiers(volume: VolumeAudit) -> list[Finding]:
     return found
 
 
+def check_volume_sidecar(volume: VolumeAudit) -> list[Finding]:
+    header = volume.header
+    if volume.sidecar is None or header.affine is None or header.problem:
+        return []
+    return sidecar_finding(header.path, volume.sidecar, header.affine, volume.sidecar_data)
+
+
 VOLUME_CHECKS: tuple[Callable[[VolumeAudit], list[Finding]], ...] = (
     check_volume_header, check_volume_size, check_volume_geometry, check_nifti,
-    check_volume_identifiers,
+    check_volume_identifiers, check_volume_sidecar,
 )
 
 

@@ -103,6 +103,9 @@ CODES: dict[str, Code] = {
     "volume.external-data": Code(Severity.ERROR, "a detached header names a data file outside "
                                                  "its folder, or one that is not a regular file "
                                                  "(a pipe, a device, a folder): never read"),
+    "volume.sidecar-mismatch": Code(Severity.ERROR, "the JSON sidecar beside a volume describes "
+                                                    "another image (orientation or voxel size "
+                                                    "differ): a stale or colliding sidecar"),
     "volume.no-geometry": Code(Severity.WARNING, "no world geometry (no qform/sform, no NRRD "
                                                  "space)"),
     "volume.bad-spacing": Code(Severity.WARNING, "a zero, negative or non-finite voxel size"),

@@ -22,10 +22,14 @@ import numpy as np
 from convkit.audit.findings import Finding, finding
 from convkit.audit.series import SeriesAudit
 from convkit.dicom.plan import Grid
-from convkit.geometry import PlacedGrid, place_grid
+from convkit.geometry import PlacedGrid, lps_to_ras, place_grid
 
 #: Grid corners (voxel centres) may be this far apart and still be the same grid (mm).
 PAIR_TOLERANCE_MM = 0.02
+#: A sidecar's ImageOrientationPatientDICOM and a volume axis may differ this much (degrees).
+SIDECAR_ANGLE_TOLERANCE_DEG = 0.5
+#: ... and its PixelSpacing / SliceSpacingFromPositions from a voxel size this much (relative).
+SIDECAR_SPACING_TOLERANCE = 1e-3
 #: A loosely paired volume's centre lies within this fraction of the series' diagonal
 #: (a flipped axis moves the centre by up to the whole extent along it).
 LOOSE_CENTRE_FRACTION = 1.0
@@ -156,3 +160,73 @@ def pair_finding(path: Path, pairing: Pairing) -> list[Finding]:
                     f"{pairing.detail} (compared with {target})",
                     f"regenerate it from the DICOM (convkit dicom2nii --series {pairing.series}),"
                     " or remove it if it is stale", path=path, series=pairing.series)]
+
+
+def sidecar_mismatch(affine: np.ndarray, sidecar: dict) -> list[str]:
+    """How a JSON sidecar's image description contradicts a volume's affine (RAS), or [].
+
+    A sidecar made for this image has its rows and columns (ImageOrientationPatientDICOM)
+    along two voxel axes of the volume, up to sign (converters flip axes), with
+    PixelSpacing's voxel sizes along them, and (convkit) SliceSpacingFromPositions along the
+    third. Fields that are missing or malformed are not compared.
+    """
+    lps = lps_to_ras(affine)[:3, :3]
+    sizes = np.linalg.norm(lps, axis=0)
+    if not np.all(np.isfinite(sizes)) or np.any(sizes == 0):
+        return []
+    units = lps / sizes
+    orientation = _numbers(sidecar.get("ImageOrientationPatientDICOM"), 6)
+    if orientation is None:
+        return []
+    found: list[str] = []
+    axes: list[int] = []
+    for name, direction in (("rows", orientation[:3]), ("columns", orientation[3:])):
+        length = float(np.linalg.norm(direction))
+        if length == 0:
+            return []
+        cosines = np.abs(units.T @ (direction / length))
+        axis = int(np.argmax(cosines))
+        angle = float(np.degrees(np.arccos(min(float(cosines[axis]), 1.0))))
+        if angle > SIDECAR_ANGLE_TOLERANCE_DEG or axis in axes:
+            found.append(f"its {name} run along {_x(direction, '.4g')} (LPS), no voxel axis of "
+                         "the volume does")
+            return found
+        axes.append(axis)
+    # PixelSpacing is [between rows, between columns]: along the columns, then the rows.
+    pixel = _numbers(sidecar.get("PixelSpacing"), 2)
+    slice_axis = ({0, 1, 2} - set(axes)).pop()
+    step = _numbers([sidecar.get("SliceSpacingFromPositions")], 1)
+    checks = [] if pixel is None else [(axes[0], pixel[1], "PixelSpacing[1]"),
+                                       (axes[1], pixel[0], "PixelSpacing[0]")]
+    if step is not None:
+        checks.append((slice_axis, step[0], "SliceSpacingFromPositions"))
+    for axis, value, name in checks:
+        if not np.isclose(sizes[axis], value, rtol=SIDECAR_SPACING_TOLERANCE, atol=1e-4):
+            found.append(f"{name} {value:.6g} mm, the volume's voxel size along that axis "
+                         f"{sizes[axis]:.6g} mm")
+    return found
+
+
+def _numbers(value, count: int) -> np.ndarray | None:
+    """count finite numbers from a JSON list, else None."""
+    if not isinstance(value, list) or len(value) != count:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return None
+    array = np.asarray(value, float)
+    return array if np.all(np.isfinite(array)) else None
+
+
+def sidecar_finding(path: Path, sidecar: Path, affine: np.ndarray, data: dict) -> list[Finding]:
+    """volume.sidecar-mismatch when the JSON sidecar beside a volume describes another image."""
+    problems = sidecar_mismatch(affine, data)
+    if not problems:
+        return []
+    uid = data.get("SeriesInstanceUID")
+    whose = f" (series {uid})" if isinstance(uid, str) and uid else ""
+    return [finding("volume.sidecar-mismatch",
+                    f"its sidecar {sidecar.name}{whose} describes another image: "
+                    f"{'; '.join(problems)}",
+                    "the sidecar was written for another volume of the same name (e.g. another "
+                    "format or series written into the same folder): regenerate both, or "
+                    "remove the stale one", path=path)]

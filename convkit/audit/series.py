@@ -21,7 +21,7 @@ from convkit.audit.findings import Finding, finding
 from convkit.audit.identifiers import IdentifiersUnchecked
 from convkit.dicom.group import SeriesGroup
 from convkit.dicom.header import FileRecord
-from convkit.dicom.plan import Grid, SeriesPlan, plan_series
+from convkit.dicom.plan import Grid, SeriesPlan, plan_series, two_slices_note
 from convkit.errors import ConvkitError
 
 #: GantryDetectorTilt and the tilt the positions show may differ this much (degrees).
@@ -224,8 +224,7 @@ def check_slices(audit: SeriesAudit) -> list[Finding]:
                         series=audit.label)]
     if n_positions == 2:
         return [finding("series.two-slices",
-                        f"two slices ({plan.stack.spacing:.4g} mm apart): nothing confirms the "
-                        "spacing, so a missing slice cannot be detected",
+                        two_slices_note(plan.stack),
                         "check that the export is complete (a series is rarely two slices); "
                         "dicom2nii converts it with the spacing of the two positions",
                         path=audit.folder, series=audit.label)]

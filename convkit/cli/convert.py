@@ -39,5 +39,6 @@ def convert(
         render.print_json(report)
         return
     shape = "x".join(map(str, report["shape"]))
-    render.console().print(f"[green]written[/] {target} ({shape}, {report['orientation']}, "
-                           f"{report['dtype']})")
+    sidecar = f" + {report['sidecar']}" if report.get("sidecar") else ""
+    render.console().print(f"[green]written[/] {target}{sidecar} ({shape}, "
+                           f"{report['orientation']}, {report['dtype']})")

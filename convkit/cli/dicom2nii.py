@@ -33,17 +33,33 @@ def dicom2nii(
                                           help="Keep patient name, ID, birth date in the sidecar."),
     philips_precise: bool = typer.Option(
         False, "--philips-precise",
-        help="Philips: precise floating-point values (private scale slope) instead of display "
-             "values."),
+        help="Philips: precise floating-point values (private scale slope) for every image "
+             "(same as --philips-scaling precise)."),
+    philips_scaling: str = typer.Option(
+        "auto", "--philips-scaling",
+        help="Philips values: auto (precise for phase and field maps, display values for the "
+             "others) | display | precise."),
+    provenance: bool = typer.Option(
+        False, "--provenance",
+        help="Record in the sidecar (SourceImages) each output slice's SOPInstanceUID and "
+             "file, per volume."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable report."),
 ) -> None:
     """Convert every DICOM series under IN_DIR to NIfTI (default) or NRRD in OUT_DIR."""
     from convkit.dicom.plan import ConvertOptions
     from convkit.dicom2nii import BatchInterrupted, convert_folder
+    from convkit.errors import UsageError
 
+    scaling = {"auto": None, "display": False, "precise": True}
+    if philips_scaling not in scaling or (philips_precise and philips_scaling == "display"):
+        raise UsageError(f"--philips-scaling {philips_scaling!r}"
+                         + (" contradicts --philips-precise" if philips_precise else ""),
+                         "choose one of auto, display, precise")
     options = ConvertOptions(tilt=tilt, resample=resample, dtype=dtype,
-                             keep_identifiers=keep_identifiers, philips_precise=philips_precise)
+                             keep_identifiers=keep_identifiers,
+                             philips_precise=True if philips_precise else scaling[philips_scaling],
+                             provenance=provenance)
     try:
         with progress_bar(enabled=not as_json) as progress:
             report = convert_folder(in_dir, out_dir, options=options, fmt=fmt,

@@ -44,6 +44,8 @@ NATIVE_SYNTAXES = {
 #: ImageType values that mark the complex component of an MR image, and their file suffixes.
 COMPLEX_COMPONENTS = {"M": "", "MAGNITUDE": "", "P": "_ph", "PHASE": "_ph",
                       "R": "_real", "REAL": "_real", "I": "_imag", "IMAGINARY": "_imag"}
+#: ImageType values (third on) of B0 field maps (Philips B0, enhanced FIELD_MAP).
+FIELD_MAP_TYPES = frozenset({"B0", "B0_MAP", "B0MAP", "FIELD_MAP", "FIELDMAP"})
 #: Encapsulated syntaxes whose every frame ends with an end-of-image marker (FF D9): JPEG
 #: (baseline, extended, lossless), JPEG-LS, JPEG 2000 and HTJ2K. A frame without one was cut.
 EOI_SYNTAXES = frozenset({
@@ -114,17 +116,36 @@ class SliceHeader:
     file_size: int | None = None  # bytes on disk, as read (reports need not stat the file again)
     notes: tuple[str, ...] = ()  # what reading the file met and fixed (plan -> Volume.notes)
 
-    def real_scaling(self, philips_precise: bool = False) -> tuple[float, float]:
-        """(slope, intercept) to real-world values; Philips 'precise' values when asked.
+    def real_scaling(self, philips_precise: bool | None = None) -> tuple[float, float]:
+        """(slope, intercept) to real-world values; Philips 'precise' values when
+        uses_precise(philips_precise).
 
         Philips stores DV = PV * RescaleSlope + RescaleIntercept (display values) and
         a private scale slope SS with FP = DV / (RescaleSlope * SS) (precise values).
         """
         slope, intercept = self.rescale_slope, self.rescale_intercept
-        if philips_precise and self.philips_scale_slope:
+        if self.philips_scale_slope and self.uses_precise(philips_precise):
             divisor = slope * self.philips_scale_slope
             return slope / divisor, intercept / divisor
         return slope, intercept
+
+    @property
+    def physical_kind(self) -> str:
+        """'phase' or 'field map' for images whose values are a physical quantity (radians,
+        Hz), '' for the others (magnitude, real, imaginary, maps of no unit)."""
+        if self.complex_suffix == "_ph":
+            return "phase"
+        if any(value.replace(" ", "_") in FIELD_MAP_TYPES for value in self.image_type[2:]):
+            return "field map"
+        return ""
+
+    def uses_precise(self, philips_precise: bool | None = None) -> bool:
+        """Whether Philips precise values are written: as asked (True or False), else (None)
+        per image kind: precise for phase and field maps (radians, Hz), display values
+        (what the scanner's viewer shows) for the others."""
+        if not self.philips_scale_slope:
+            return False
+        return bool(self.physical_kind) if philips_precise is None else philips_precise
 
     @property
     def nominal_spacing(self) -> float:

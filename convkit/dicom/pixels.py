@@ -41,7 +41,7 @@ def _pixel_dtype(header: SliceHeader) -> np.dtype:
     return np.dtype(f"{kind}{header.bits_allocated // 8}")
 
 
-def _read_layout(layout: Layout, philips_precise: bool, progress: SliceProgress | None,
+def _read_layout(layout: Layout, philips_precise: bool | None, progress: SliceProgress | None,
                  notes: list[str] | None = None) -> tuple[np.ndarray, float, float]:
     """Decode every image into one preallocated (i, j, k[, t]) array, each file once.
 
@@ -169,7 +169,7 @@ def _pixel_data_problem(header: SliceHeader, ds: object) -> str:
     return fragment_problem(header, fragments_of(data))
 
 
-def read_pixels(plan: SeriesPlan, philips_precise: bool = False,
+def read_pixels(plan: SeriesPlan, philips_precise: bool | None = None,
                 progress: SliceProgress | None = None,
                 ) -> tuple[np.ndarray, float, float, list[str]]:
     """The voxels of plan.grid: (array (i, j, k[, t]), slope, intercept, notes on what was done).

@@ -60,15 +60,19 @@ class ConvertOptions:
     dtype: write real-world values in this type (refusing casts that overflow or
         lose values) instead of stored values with a slope/intercept.
     keep_identifiers: put patient name, ID and birth date into the metadata.
-    philips_precise: Philips 'precise' floating-point values (private scale slope)
-        instead of the display values that RescaleSlope/Intercept give (the default).
+    philips_precise: Philips 'precise' floating-point values (private scale slope, True)
+        or the display values that RescaleSlope/Intercept give (False); None (the
+        default): per image kind, precise for phase and field maps (radians, Hz), display
+        values for the others (SliceHeader.uses_precise).
+    provenance: record each output slice's SOPInstanceUID and file (sidecar SourceImages).
     """
 
     tilt: TiltPolicy | str = TiltPolicy.RESAMPLE  # or its value, as --tilt gives it
     resample: bool = False
     dtype: str | None = None
     keep_identifiers: bool = False
-    philips_precise: bool = False
+    philips_precise: bool | None = None
+    provenance: bool = False
 
     def __post_init__(self) -> None:
         if self.tilt not in TILT_POLICIES:  # a TiltPolicy, or its value as a plain string
@@ -147,12 +151,27 @@ def plan_series(group: SeriesGroup, options: ConvertOptions | None = None) -> Se
     diffusion = gradient_table(layout, group.label)
     grid = output_grid(stack, first.pixel_spacing, (first.columns, first.rows), layout.n_times)
     check_memory(group, grid, options.philips_precise)
-    notes = header_notes(group.headers) + list(diffusion.notes if diffusion else ())
+    notes = (header_notes(group.headers) + layout_notes(stack, layout)
+             + list(diffusion.notes if diffusion else ()))
     try:
         _check_grid(stack, options, group, reps)
     except RefusedError as refusal:
         return SeriesPlan(stack, layout, grid, diffusion, refusal, notes)
     return SeriesPlan(stack, layout, grid, diffusion, None, notes)
+
+
+def two_slices_note(stack: geometry.StackGeometry) -> str:
+    """What dicom2nii notes and the audit reports (series.two-slices) for a 3D series of two
+    slices: its spacing rests on one step."""
+    return (f"two slices ({stack.spacing:.4g} mm apart): nothing confirms the spacing, so a "
+            "missing slice cannot be detected")
+
+
+def layout_notes(stack: geometry.StackGeometry, layout: Layout) -> list[str]:
+    """Notes on the layout itself: a 3D series of only two slices."""
+    if len(layout.positions) == 2 and layout.n_times == 1:
+        return [two_slices_note(stack)]
+    return []
 
 
 def header_notes(headers: list[SliceHeader]) -> list[str]:
@@ -169,7 +188,7 @@ def counted(notes: list[str], what: str) -> list[str]:
     return [note if count == 1 else f"{note} ({count} {what})" for note, count in counts.items()]
 
 
-def check_memory(group: SeriesGroup, grid: Grid, philips_precise: bool = False) -> None:
+def check_memory(group: SeriesGroup, grid: Grid, philips_precise: bool | None = None) -> None:
     """Refuse (InputError) a series whose conversion would need more than max_volume_bytes().
 
     Counted before anything is allocated: the decoded images (float32 when rescale values

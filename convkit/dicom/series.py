@@ -12,10 +12,11 @@ from pathlib import Path
 
 from convkit.dicom.dataset import is_read_error, read_reason, warnings_caught
 from convkit.dicom.group import SeriesGroup
+from convkit.dicom.header import SliceHeader
 from convkit.dicom.pixels import SliceProgress, cast_real, read_pixels
 from convkit.dicom.plan import ConvertOptions, SeriesPlan, plan_series, slice_timing
 from convkit.dicom.scan import scan_folder
-from convkit.dicom.sidecar import sidecar_fields
+from convkit.dicom.sidecar import sidecar_fields, source_images
 from convkit.errors import InputError, UnreadableFileError
 from convkit.volume import Volume
 
@@ -61,7 +62,9 @@ def read_series(
     if layout.n_times > 1:
         volume.repetition_time_s = volume.metadata.get("RepetitionTime")
     if first.philips_scale_slope:
-        volume.metadata["PhilipsScaling"] = "precise" if options.philips_precise else "display"
+        volume.metadata.update(philips_scaling_fields(first, options.philips_precise))
+    if options.provenance:
+        volume.metadata.update(provenance_fields(plan))
     timing = slice_timing(layout)
     if timing is not None:
         volume.metadata["SliceTiming"] = timing
@@ -89,3 +92,23 @@ def _conversion_fields(plan: SeriesPlan, volume: Volume) -> dict:
         "VolumeOrderedBy": plan.layout.time_key,
         "ConvkitNotes": list(volume.notes),
     }
+
+
+def provenance_fields(plan: SeriesPlan) -> dict:
+    """--provenance: SourceImages ([t][k] -> [SOPInstanceUID, file, image]); when slices
+    were interpolated onto a regular grid (--resample), they are the source slices in
+    position order, not the output's."""
+    fields: dict = {"SourceImages": source_images(plan.layout.positions)}
+    fields["SourceImagesAreOutputSlices"] = not plan.stack.gaps
+    return fields
+
+
+def philips_scaling_fields(first: SliceHeader, philips_precise: bool | None) -> dict:
+    """Which Philips values were written (PhilipsScaling: precise | display), why, and the
+    private scale slope (to go from one to the other: precise = display / (RS * SS))."""
+    precise = first.uses_precise(philips_precise)
+    why = ("asked for" if philips_precise is not None
+           else f"default for a {first.physical_kind} image" if first.physical_kind
+           else "default for an image that is not phase or a field map")
+    return {"PhilipsScaling": "precise" if precise else "display",
+            "PhilipsScalingReason": why, "PhilipsScaleSlope": first.philips_scale_slope}

@@ -7,8 +7,10 @@ InversionTime in seconds). Patient identifiers are left out unless asked for.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
+from convkit import __version__
 from convkit.dicom.dataset import read_dataset
 from convkit.dicom.vendors import phase_encoding_fields
 
@@ -29,6 +31,44 @@ ACQUISITION_FIELDS: dict[str, float] = {
 }
 #: Identifying fields, written only with keep_identifiers (the institution narrows who it is).
 IDENTIFIER_FIELDS = ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName")
+
+
+#: Metadata keys that describe how the volume was read, not the acquisition: not written.
+READ_ONLY_KEYS = ("Format",)
+
+
+def sidecar_document(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The JSON sidecar of a volume converted from DICOM (dicom2nii and convert write this):
+    its acquisition and conversion fields, and which convkit wrote it."""
+    document = {key: value for key, value in metadata.items() if key not in READ_ONLY_KEYS}
+    document.update({"ConversionSoftware": "convkit", "ConversionSoftwareVersion": __version__})
+    return document
+
+
+def source_images(positions: list[list[Any]]) -> list[list[list[Any]]]:
+    """--provenance: [volume t][slice k] -> [SOPInstanceUID, file, image], in the order of
+    the written array (k along the slice axis, t the 4th axis; one volume for 3D).
+
+    positions is a plan's Layout.positions ([k][t] of SliceHeaders); file is the path as
+    scanned (relative_sources makes it relative to the input folder); image is the
+    1-based frame of an enhanced file or tile of a mosaic, None for a single-image file.
+    """
+    def entry(header: Any) -> list[Any]:
+        return [header.sop_instance_uid, header.path.as_posix(),
+                header.frame + 1 if header.frame >= 0 else None]
+
+    n_times = len(positions[0]) if positions else 0
+    return [[entry(images[t]) for images in positions] for t in range(n_times)]
+
+
+def relative_sources(metadata: dict[str, Any], root: Path) -> None:
+    """SourceImages' files relative to root (the input folder) where they lie under it."""
+    root = root if root.is_dir() else root.parent
+    for volume in metadata.get("SourceImages", []):
+        for item in volume:
+            path = Path(item[1])
+            if path.is_relative_to(root):
+                item[1] = path.relative_to(root).as_posix()
 
 
 def sidecar_fields(header: Any, keep_identifiers: bool = False) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import numpy as np
 from convkit import __version__
 from convkit.dicom.dataset import is_read_error, read_dataset, read_reason, warnings_caught
 from convkit.dicom.scan import scan_folder
+from convkit.dicom.sidecar import ACQUISITION_FIELDS
 from convkit.errors import InputError, RefusedError, UsageError
 from convkit.geometry import is_sheared, lps_to_ras
 from convkit.volume import Volume
@@ -38,6 +39,30 @@ TEMPLATE_STUDY = ("StudyDate", "StudyTime", "StudyID", "StudyDescription", "Acce
                   "ReferringPhysicianName", "InstitutionName")
 #: Rows and Columns are US: at most this many.
 MAX_MATRIX = 65535
+#: BodyPartExamined values of paired structures (Laterality applies to them only).
+PAIRED_BODY_PARTS = frozenset({
+    "ANKLE", "ARM", "BREAST", "CLAVICLE", "EAR", "ELBOW", "EXTREMITY", "EYE", "FEMUR",
+    "FIBULA", "FINGER", "FOOT", "FOREARM", "HAND", "HIP", "HUMERUS", "KIDNEY", "KNEE", "LEG",
+    "LUNG", "OVARY", "PATELLA", "RADIUS", "SCAPULA", "SHOULDER", "TESTIS", "THUMB", "TIBIA",
+    "TOE", "ULNA", "UPRLIMB", "LOWLIMB", "WRIST", "ADRENAL", "ORBIT", "TMJ", "SI JOINT",
+    "CALCANEUS", "ACJOINT", "SCJOINT", "PAROTID", "SUBMANDIBULAR"})
+#: Sidecar fields (DICOM keywords, see dicom.sidecar.ACQUISITION_FIELDS) written back into
+#: the DICOM files, by the modules that hold them: every written IOD, or only CT / MR.
+#: Not carried: what describes the original files rather than this series (UIDs, numbers,
+#: ImageType, rescale, bits, transfer syntax), geometry (from the affine: a resampled or
+#: tilt-corrected volume has its own), and identifiers (only --template copies those).
+SIDECAR_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "BodyPartExamined": ("CT", "MR", "OT"), "ProtocolName": ("CT", "MR", "OT"),
+    "PatientPosition": ("CT", "MR", "OT"),
+    "WindowCenter": ("CT", "MR", "OT"), "WindowWidth": ("CT", "MR", "OT"),
+    "ContrastBolusAgent": ("CT", "MR"),
+    "KVP": ("CT",), "XRayTubeCurrent": ("CT",), "Exposure": ("CT",), "ExposureTime": ("CT",),
+    "ConvolutionKernel": ("CT",), "ReconstructionDiameter": ("CT",), "TableHeight": ("CT",),
+    "EchoTime": ("MR",), "RepetitionTime": ("MR",), "InversionTime": ("MR",),
+    "FlipAngle": ("MR",), "EchoTrainLength": ("MR",), "ScanningSequence": ("MR",),
+    "SequenceVariant": ("MR",), "ScanOptions": ("MR",), "SequenceName": ("MR",),
+    "MRAcquisitionType": ("MR",), "ImagingFrequency": ("MR",), "MagneticFieldStrength": ("MR",),
+}
 
 
 @dataclass
@@ -195,8 +220,9 @@ def write_dicom_series(
     values = encode_values(volume)
     lps = lps_to_ras(volume.affine)
     with warnings_caught() as caught:  # pydicom's complaints about values: notes, not stderr
+        notes: list[str] = []
         shared = _shared_dataset(volume, identity, sop_class, orientation, pixel_spacing,
-                                 slice_spacing, values)
+                                 slice_spacing, values, notes)
         n_slices = volume.shape[2]
         for k in range(n_slices):
             position = (lps @ [0.0, 0.0, k, 1.0])[:3]
@@ -204,9 +230,9 @@ def write_dicom_series(
             _save(ds, out_dir / f"IM{k + 1:05d}.dcm")
             if progress:
                 progress(k + 1, n_slices)
-    notes = [] if values.max_error == 0 else [
-        f"real values encoded with RescaleSlope {values.slope:.6g}: round-trip error at most "
-        f"{values.max_error:.3g}"]
+    if values.max_error:
+        notes.append(f"real values encoded with RescaleSlope {values.slope:.6g}: round-trip "
+                     f"error at most {values.max_error:.3g}")
     notes += [f"pydicom: {text}" for text in caught]
     return WrittenSeries(str(out_dir), n_slices, str(shared.SeriesInstanceUID), sop_class,
                          values.slope, values.intercept, values.max_error, notes)
@@ -214,8 +240,8 @@ def write_dicom_series(
 
 def _shared_dataset(volume: Volume, identity: SeriesIdentity, sop_class: str,
                     orientation: np.ndarray, pixel_spacing: tuple[float, float],
-                    slice_spacing: float, values: StoredValues) -> Any:
-    """Everything that is the same in every slice of the series."""
+                    slice_spacing: float, values: StoredValues, notes: list[str]) -> Any:
+    """Everything that is the same in every slice of the series (what it did: to notes)."""
     from pydicom.dataset import Dataset
     from pydicom.uid import generate_uid
 
@@ -266,7 +292,80 @@ def _shared_dataset(volume: Volume, identity: SeriesIdentity, sop_class: str,
         ds.RescaleType = "HU" if modality == "CT" else "US"
     _set_window(ds, values)
     _modality_attributes(ds, modality, volume)
+    carried, skipped = _sidecar_attributes(ds, modality, volume.metadata)
+    if ds.BodyPartExamined and ds.BodyPartExamined not in PAIRED_BODY_PARTS:
+        del ds.Laterality  # Type 2C: only for paired structures (dciodvfy checks it)
+    if carried:
+        notes.append(f"from the sidecar: {', '.join(carried)}")
+    if skipped:
+        notes.append(f"sidecar values not valid in DICOM, not written: {', '.join(skipped)}")
     return ds
+
+
+def _sidecar_attributes(ds: Any, modality: str, meta: dict[str, Any]
+                        ) -> tuple[list[str], list[str]]:
+    """Set the sidecar's fields that have a home in this IOD (SIDECAR_ATTRIBUTES); return
+    (carried, skipped as invalid). Times go back from the sidecar's seconds to DICOM's ms;
+    a window replaces the computed one only as a whole (as many centres as widths)."""
+    carried, skipped = [], []
+    encoded = {}
+    for keyword, modalities in SIDECAR_ATTRIBUTES.items():
+        value = meta.get(keyword)
+        if modality not in modalities or value is None or value == "" or value == []:
+            continue
+        encoded[keyword] = _dicom_value(keyword, value)
+    window = [encoded.pop(k, None) for k in ("WindowCenter", "WindowWidth")]
+    if any(w is not None for w in window):
+        if all(w is not None for w in window) and len(_as_list(window[0])) == len(
+                _as_list(window[1])):
+            encoded["WindowCenter"], encoded["WindowWidth"] = window
+        else:
+            skipped.append("WindowCenter/WindowWidth")
+    for keyword, value in encoded.items():
+        if value is None:
+            skipped.append(keyword)
+        else:
+            setattr(ds, keyword, value)
+            carried.append(keyword)
+    return carried, skipped
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _dicom_value(keyword: str, value: Any) -> Any:
+    """A sidecar value as a valid value of keyword's VR (sidecar units back to DICOM's),
+    or None when it is not one."""
+    from pydicom import config
+    from pydicom.datadict import dictionary_VM, dictionary_VR
+    from pydicom.valuerep import validate_value
+
+    tag = keyword  # the dictionary looks keywords up as tags
+    vr, multiple = dictionary_VR(tag), dictionary_VM(tag) != "1"
+    items = _as_list(value)
+    if not items or (len(items) > 1 and not multiple):
+        return None
+    scale = ACQUISITION_FIELDS.get(keyword, 1)
+    encoded = []
+    try:
+        for item in items:
+            if vr in ("DS", "IS"):
+                if isinstance(item, bool) or not isinstance(item, (int, float)):
+                    return None
+                number = float(item) * scale
+                if vr == "IS" and not number.is_integer():
+                    return None
+                item = _ds(number, keyword) if vr == "DS" else str(int(number))
+            elif not isinstance(item, str):
+                return None
+            validate_value(vr, item, config.RAISE)
+            encoded.append(item)
+    except (ValueError, RefusedError, OverflowError):
+        return None
+    return encoded if len(encoded) > 1 else encoded[0]
 
 
 def _modality_attributes(ds: Any, modality: str, volume: Volume) -> None:

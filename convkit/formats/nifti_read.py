@@ -203,6 +203,7 @@ def choose_affine(header) -> tuple[np.ndarray, list[str]]:
                 finite = np.all(np.isfinite(qform)) and np.all(np.isfinite(sform))
                 if not finite or not np.allclose(qform, sform, atol=QFORM_SFORM_ATOL_MM):
                     notes.append("qform and sform disagree: the sform is used")
+                    notes += sheared_step_notes(sform, qform) if finite else []
         if is_sheared(sform):
             notes.append(SHEARED_SFORM_NOTE)
         return sform, notes
@@ -210,6 +211,28 @@ def choose_affine(header) -> tuple[np.ndarray, list[str]]:
         return header.get_qform(), notes
     notes.append("neither qform nor sform is set: the affine is only the voxel sizes")
     return header.get_base_affine(), notes
+
+
+def sheared_step_notes(sform: np.ndarray, qform: np.ndarray) -> list[str]:
+    """A sheared sform whose slices lie another distance apart along their normal than the
+    qform's: its slice step is likely not the step of the DICOM positions along the table
+    (dcm2niix's uncorrected gantry-tilt file writes the spacing between slices as its
+    length), and nothing in the file tells which is right."""
+    if not is_sheared(sform):
+        return []
+    normal = np.cross(sform[:3, 0], sform[:3, 1])
+    length = float(np.linalg.norm(normal))
+    if length == 0:
+        return []
+    normal /= length
+    s_step, q_step = abs(float(sform[:3, 2] @ normal)), abs(float(qform[:3, 2] @ normal))
+    if np.isclose(s_step, q_step, rtol=1e-3, atol=1e-4):
+        return []
+    return [f"the sheared sform puts the slices {s_step:.4g} mm apart along their normal, the "
+            f"qform {q_step:.4g} mm: the sform's slice step ({np.linalg.norm(sform[:3, 2]):.4g} "
+            "mm) may not be the DICOM positions' step along the table (e.g. dcm2niix's "
+            "uncorrected gantry-tilt file); the file cannot tell which is right: convert the "
+            "DICOM with dicom2nii"]
 
 
 def nifti_fields(header) -> dict:
