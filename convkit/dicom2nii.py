@@ -18,7 +18,8 @@ from convkit.dicom.diffusion import fsl_bvecs, write_bval_bvec
 from convkit.dicom.group import SeriesGroup
 from convkit.dicom.header import FileRecord, FileStatus
 from convkit.dicom.naming import check_template, name_series
-from convkit.dicom.plan import ConvertOptions
+from convkit.dicom.overlays import OVERLAY_SUFFIX, overlay_labels
+from convkit.dicom.plan import ConvertOptions, plan_series
 from convkit.dicom.scan import ScanResult, scan_folder
 from convkit.dicom.series import read_series
 from convkit.errors import (
@@ -124,6 +125,7 @@ def convert_folder(
     force: bool = False,
     list_only: bool = False,
     progress: Progress | None = None,
+    overlays: bool = False,
 ) -> ConversionReport:
     """Convert every (selected) series under in_dir into out_dir.
 
@@ -132,6 +134,7 @@ def convert_folder(
     cannot be converted faithfully are reported as refused; a series whose outputs
     cannot be written (a full disk) as failed, and the others are still tried.
     KeyboardInterrupt becomes BatchInterrupted, with the report of what was done.
+    overlays: also write each series' overlay planes as NAME_overlay (overlays.py).
     """
     options = options or ConvertOptions()
     in_dir = Path(in_dir)
@@ -150,8 +153,9 @@ def convert_folder(
         return report
     assert out_path is not None, "_check_output_dir returns a folder unless list_only"
     suffix = FORMATS[fmt]
-    check_targets([out_path / f"{g.label}{ext}" for g in groups for ext in _outputs(suffix)],
-                  force)
+    check_targets([out_path / f"{g.label}{ext}" for g in groups for ext in _outputs(suffix)]
+                  + [out_path / f"{g.label}{OVERLAY_SUFFIX}{suffix}" for g in groups
+                     if overlays and any(h.overlays for h in g.headers)], force)
     # Sidecars written only for some series: no FIFO, device or link in the way of one.
     check_targets([out_path / f"{g.label}{ext}" for g in groups for ext in (".bval", ".bvec")],
                   force=True)
@@ -165,7 +169,7 @@ def convert_folder(
                 continue
             before = file_states(_targets(out_path, group.label, suffix))
             report.series.append(_convert_one(group, out_path, suffix, options, force,
-                                              progress, report))
+                                              progress, report, overlays))
             before = {}
     except KeyboardInterrupt:
         _written_when_interrupted(report, groups, before)
@@ -260,12 +264,14 @@ def _incomplete(group: SeriesGroup, broken: list[FileRecord]) -> SeriesResult:
 
 def _convert_one(group: SeriesGroup, out_dir: Path, suffix: str, options: ConvertOptions,
                  force: bool, progress: Progress | None, report: ConversionReport,
-                 ) -> SeriesResult:
+                 overlays: bool = False) -> SeriesResult:
     result = _result(group, Outcome.WRITTEN)
     try:
         callback = (lambda d, t: progress(group.label, d, t)) if progress else None
         volume = read_series(group, options, callback)
-        outputs = write_outputs(volume, out_dir / group.label, suffix, force, group.n_files)
+        extra = _overlay_volume(group, volume, options) if overlays else {}
+        outputs = write_outputs(volume, out_dir / group.label, suffix, force, group.n_files,
+                                extra)
     except RefusedError as exc:
         result.status, result.reason, result.hint = Outcome.REFUSED, exc.message, exc.hint
         return result
@@ -290,9 +296,31 @@ def _convert_one(group: SeriesGroup, out_dir: Path, suffix: str, options: Conver
     return result
 
 
+def _overlay_volume(group: SeriesGroup, volume: Volume, options: ConvertOptions,
+                    ) -> dict[str, Volume]:
+    """{OVERLAY_SUFFIX: the label map of the series' overlays on the volume's grid}, or {}
+    when it has none or they cannot be placed as stored (said in the volume's notes)."""
+    if not any(header.overlays for header in group.headers):
+        return {}
+    try:
+        labels = overlay_labels(plan_series(group, options))
+    except RefusedError as exc:
+        volume.notes.append(exc.message)
+        volume.metadata.setdefault("ConvkitNotes", []).append(exc.message)
+        return {}
+    note = (f"overlays written as {group.label}{OVERLAY_SUFFIX} (value: the sum of 2**n "
+            "over the overlay groups 60xx covering the voxel, n = xx/2)")
+    volume.notes.append(note)
+    volume.metadata.setdefault("ConvkitNotes", []).append(note)
+    volume.metadata["OverlayFile"] = f"{group.label}{OVERLAY_SUFFIX}"
+    return {OVERLAY_SUFFIX: Volume(labels, volume.affine)}
+
+
 def write_outputs(volume: Volume, stem: Path, suffix: str, force: bool = False,
-                  source_files: int | None = None) -> list[Path]:
-    """Write stem+suffix and stem.json atomically (both or neither); return their paths."""
+                  source_files: int | None = None,
+                  extra: dict[str, Volume] | None = None) -> list[Path]:
+    """Write stem+suffix and stem.json atomically (both or neither); return their paths.
+    extra: more volumes written with them, as stem+key+suffix (an overlay label map)."""
     sidecar = {**volume.metadata, "ConversionSoftware": "convkit",
                "ConversionSoftwareVersion": __version__}
     if source_files is not None:
@@ -303,11 +331,17 @@ def write_outputs(volume: Volume, stem: Path, suffix: str, force: bool = False,
         if volume.diffusion is not None:
             bvals, directions = volume.diffusion
             write_bval_bvec(stage / stem.name, bvals, fsl_bvecs(directions, volume.affine))
+        for name, other in (extra or {}).items():
+            write_volume(other, stage / f"{stem.name}{name}{suffix}")
     written = [stem.parent / f"{stem.name}{suffix}", stem.parent / f"{stem.name}.json"]
     if volume.diffusion is not None:
         written += [stem.parent / f"{stem.name}.bval", stem.parent / f"{stem.name}.bvec"]
     if suffix == ".nhdr":
         written.insert(1, stem.parent / f"{stem.name}.raw.gz")
+    for name in extra or {}:
+        written.append(stem.parent / f"{stem.name}{name}{suffix}")
+        if suffix == ".nhdr":
+            written.append(stem.parent / f"{stem.name}{name}.raw.gz")
     return written
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from convkit.dicom.dataset import is_read_error, read_reason, warnings_caught
 from convkit.dicom.group import SeriesGroup
+from convkit.dicom.overlays import overlay_fields, overlay_summary
 from convkit.dicom.pixels import SliceProgress, cast_real, read_pixels
 from convkit.dicom.plan import ConvertOptions, SeriesPlan, plan_series, slice_timing
 from convkit.dicom.scan import scan_folder
@@ -54,6 +55,11 @@ def read_series(
                                       "re-export the series") from exc
     volume.notes.extend(f"pydicom: {text}" for text in caught  # unless decoding said it
                         if not any(note.startswith(f"pydicom: {text}") for note in volume.notes))
+    overlays = overlay_summary(group.headers)
+    if overlays:  # reported, never dropped silently
+        volume.notes.append(f"{overlays}: not part of the image (dicom2nii --overlays writes "
+                            "them as a label map)")
+        volume.metadata.update(overlay_fields(group.headers))
     volume.metadata.update(_conversion_fields(plan, volume))
     if layout.n_times > 1:
         volume.repetition_time_s = volume.metadata.get("RepetitionTime")
