@@ -282,10 +282,9 @@ def _read_header(path: Path, ds: Any, fast: FastDataset | None,
             return FileRecord(path, FileStatus.SKIPPED, f"no image ({_sop_class_name(sop_class)})",
                               series_uid=_series_uid(ds, path))
         size = fast.file_size if fast is not None and fast.file_size else path.stat().st_size
-        private = _not_an_image(sop_class, fast)
-        if private:
-            return FileRecord(path, FileStatus.SKIPPED, private, series_uid=_series_uid(ds, path),
-                              size=size)
+        no_pixels = _without_pixel_data(path, ds, sop_class, fast, size)
+        if no_pixels is not None:
+            return no_pixels
         header = _header_from_dataset(path, ds, sop_class)
         problem = _check_pixel_data(header, size, fast)
         if problem:  # before expanding: a corrupt NumberOfFrames must not become headers
@@ -316,20 +315,24 @@ NOT_PATIENT_IMAGE = "not a patient-space image"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
 
-def _not_an_image(sop_class: str, fast: FastDataset | None) -> str:
-    """Why a file with Rows and Columns is no image ('' when it may be one): it has no
-    PixelData and its SOP class is no image storage class (a vendor's private object, such
-    as Philips' private MR series data, or MR spectroscopy). An image storage class without
-    PixelData stays an image (a copy cut before its pixels: unreadable). Only the tag
+def _without_pixel_data(path: Path, ds: Any, sop_class: str, fast: FastDataset | None,
+                        size: int) -> FileRecord | None:
+    """The record of a file with Rows and Columns but no PixelData (None when it has some,
+    or when that is not known): skipped as no image when its SOP class is no image
+    storage class (a vendor's private object, such as Philips' private MR series data; MR
+    spectroscopy), unreadable when it is (a copy cut before its pixels). Only the tag
     walker knows that PixelData is absent (pydicom stops before it); other files are
-    taken as images, as before."""
+    read as images, as before."""
     if fast is None or fast.pixel_data_end is not None:
-        return ""
+        return None
     name = _sop_class_name(sop_class)
+    series_uid = _series_uid(ds, path)
     if "Image Storage" in name:
-        return ""
-    kind = "a private SOP class" if not sop_class.startswith("1.2.840.10008.") else "SOP class"
-    return f"not an image: {kind} {name} with Rows/Columns but no PixelData"
+        return FileRecord(path, FileStatus.UNREADABLE, f"truncated pixel data: a {name} file "
+                          "without PixelData", series_uid=series_uid, size=size)
+    kind = "SOP class" if sop_class.startswith("1.2.840.10008.") else "a private SOP class"
+    return FileRecord(path, FileStatus.SKIPPED, f"not an image: {kind} {name} with "
+                      "Rows/Columns but no PixelData", series_uid=series_uid, size=size)
 
 
 def not_patient_space(headers: list[SliceHeader], ds: Any) -> str:

@@ -22,6 +22,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from convkit.dicom.dataset import is_read_error, read_dataset, read_reason, warnings_caught
 from convkit.dicom.group import SeriesGroup, group_series
@@ -238,7 +239,7 @@ def _versions(files: dict[str, list[SliceHeader]],
     versions: list[Version] = []
     for text, members in files.items():
         for _, kept_headers, copies in versions:
-            if not _difference(kept_headers, members):
+            if not _differences(kept_headers, members):
                 copies.append(text)
                 break
         else:
@@ -246,18 +247,17 @@ def _versions(files: dict[str, list[SliceHeader]],
     return versions
 
 
-def _conflicting(versions: list[Version],
-                 where: Callable[[str], str], records: dict[str, FileRecord],
-                 ) -> list[SliceHeader]:
+def _conflicting(versions: list[Version], where: Callable[[str], str],
+                 records: dict[str, FileRecord]) -> list[SliceHeader]:
     """The headers of each version of a SOPInstanceUID, each with a problem naming the
     first other version and how it differs (so that its series is refused); each
     version's file is recorded as a conflict."""
     kept: list[SliceHeader] = []
     for index, (text, members, _) in enumerate(versions):
         other_text, other_members, _ = versions[1 if index == 0 else 0]
-        difference = _difference(other_members, members)
+        differences = _differences(other_members, members)
         reason = (f"shares its SOPInstanceUID with {where(other_text)}, which differs in "
-                  f"{difference}")
+                  f"{_describe(differences)}")
         if len(versions) > 2:
             reason += f" ({len(versions)} different files share it)"
         records[text] = FileRecord(Path(text), FileStatus.CONFLICT, reason,
@@ -273,22 +273,34 @@ def _conflicting(versions: list[Version],
 _NOT_COMPARED = frozenset({"path", "transfer_syntax", "file_size", "notes", "mosaic",
                            "problem"})
 _COMPARED = tuple(name for name in _FIELDS if name not in _NOT_COMPARED)
+#: A difference: (what, value in the other file, value in this one).
+Difference = tuple[str, Any, Any]
+_SHOWN = 3
 
 
-def _difference(first: list[SliceHeader], second: list[SliceHeader]) -> str:
-    """How two files of one SOPInstanceUID differ ('' when the second is a copy): the
-    header attributes that differ with their values, else 'pixel data' when the pixels
-    differ (compared only when the files are not byte-identical)."""
-    if len(first) != len(second):
-        return f"number of images ({len(first)} vs {len(second)})"
-    for a, b in zip(first, second, strict=True):
-        for name in _COMPARED:
-            value_a, value_b = getattr(a, name), getattr(b, name)
-            if value_a != value_b:
-                return f"{_keyword(name)} ({value_a!r} vs {value_b!r})"
-    if filecmp.cmp(first[0].path, second[0].path, shallow=False):
-        return ""
-    return _pixel_difference(first[0], second[0])
+def _differences(other: list[SliceHeader], mine: list[SliceHeader]) -> list[Difference]:
+    """How two files of one SOPInstanceUID differ ([] when mine is a copy): the header
+    attributes that differ, else the pixel data when the pixels differ (compared only when
+    the files are not byte-identical)."""
+    if len(other) != len(mine):
+        return [("number of images", len(other), len(mine))]
+    found = [(_keyword(name), getattr(a, name), getattr(b, name))
+             for a, b in zip(other, mine, strict=True) for name in _COMPARED
+             if getattr(a, name) != getattr(b, name)]
+    if found:
+        return list({item[0]: item for item in found}.values())  # each attribute once
+    if filecmp.cmp(other[0].path, mine[0].path, shallow=False):
+        return []
+    pixels = _pixel_difference(other[0], mine[0])
+    return [(pixels, None, None)] if pixels else []
+
+
+def _describe(differences: list[Difference]) -> str:
+    """'SeriesInstanceUID, SeriesNumber (2 there, 1 here)'; UIDs without their values."""
+    parts = [what if there is None or "UID" in what else f"{what} ({there!r} there, {here!r} here)"
+             for what, there, here in differences[:_SHOWN]]
+    more = len(differences) - _SHOWN
+    return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
 
 
 def _keyword(name: str) -> str:
