@@ -337,18 +337,19 @@ def _without_pixel_data(path: Path, ds: Any, sop_class: str, fast: FastDataset |
 
 def not_patient_space(headers: list[SliceHeader], ds: Any) -> str:
     """Why the images of a file are not in patient space ('' when they may be): no
-    ImagePositionPatient or ImageOrientationPatient in any, and a Secondary Capture (or
-    ImageType DERIVED\\SECONDARY): a screenshot, a dose or patient-information page. The
-    reason says whether the file declares burned-in text (BurnedInAnnotation)."""
+    ImagePositionPatient or ImageOrientationPatient in any, and ImageType DERIVED\\SECONDARY
+    or a colour Secondary Capture: a screenshot, a dose or patient-information page. A grey
+    Secondary Capture of a primary image (a whole-body NM) stays an image, refused without
+    geometry as before. The reason says whether the file declares burned-in text (BurnedInAnnotation)."""
     if any(h.position is not None or h.orientation is not None for h in headers):
         return ""
     first = headers[0]
     capture = first.sop_class_uid == SECONDARY_CAPTURE or \
         first.sop_class_uid.startswith(SECONDARY_CAPTURE + ".")
     secondary = first.image_type[:2] == ("DERIVED", "SECONDARY")
-    if not (capture or secondary):
+    if not (secondary or (capture and first.samples_per_pixel == 3)):
         return ""  # an image that lost its geometry: refused with its series (no-geometry)
-    what = "Secondary Capture" if capture else "ImageType DERIVED\\SECONDARY"
+    what = "ImageType DERIVED\\SECONDARY" if secondary else "colour Secondary Capture"
     burned = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
     if burned == "YES":
         identifiers = "BurnedInAnnotation YES: it carries burned-in identifying text"

@@ -198,8 +198,9 @@ def _received(chunk: list[Path], sent: list[list[tuple] | tuple],
     return outcomes
 
 
-#: One version of an instance: its first file (path as text), its headers, its copies.
-Version = tuple[str, list[SliceHeader], list[str]]
+#: One version of an instance: its first file (path as text), its headers, its copies
+#: (path as text, bytes).
+Version = tuple[str, list[SliceHeader], list[tuple[str, int | None]]]
 
 
 def _drop_duplicates(headers: list[SliceHeader], root: Path,
@@ -224,11 +225,11 @@ def _drop_duplicates(headers: list[SliceHeader], root: Path,
             unique.extend(versions[0][1])
         else:
             unique.extend(_conflicting(versions, where, records))
-        for kept, kept_headers, copies in versions:
-            for text in copies:
+        for kept, _, copies in versions:
+            for text, size in copies:
                 records.setdefault(text, FileRecord(
                     Path(text), FileStatus.DUPLICATE, f"same SOPInstanceUID as {where(kept)}",
-                    size=kept_headers[0].file_size))
+                    size=size))
     return unique, list(records.values())
 
 
@@ -240,7 +241,7 @@ def _versions(files: dict[str, list[SliceHeader]],
     for text, members in files.items():
         for _, kept_headers, copies in versions:
             if not _differences(kept_headers, members):
-                copies.append(text)
+                copies.append((text, members[0].file_size))
                 break
         else:
             versions.append((text, members, []))
