@@ -243,6 +243,14 @@ def test_derived_secondary_ct_page_is_skipped_but_a_ct_without_geometry_is_refus
     assert "no patient geometry" in json.loads(out.stdout)["series"][0]["reason"]
 
 
+def test_colour_secondary_capture_without_geometry_is_skipped(tmp_path: Path) -> None:
+    """An RGB Secondary Capture is a screenshot even when its ImageType says ORIGINAL."""
+    shot = write_screenshot(tmp_path / "shot", image_type=("ORIGINAL", "PRIMARY"))
+    outcome = read_header(shot)
+    assert outcome.status == FileStatus.SKIPPED
+    assert outcome.reason.startswith(f"{NOT_PATIENT_IMAGE} (colour Secondary Capture")
+
+
 @pytest.mark.parametrize("syntax", [None, IMPLICIT])
 def test_names_come_from_the_series_own_series_number(tmp_path: Path, cli, syntax) -> None:
     """A sequence nested in the files (ReferencedSeriesSequence of another series) holds
@@ -287,7 +295,10 @@ def overlay_series(folder: Path) -> tuple[list[Path], np.ndarray, np.ndarray, di
 
 
 def test_overlays_are_reported_not_dropped(tmp_path: Path, cli) -> None:
-    overlay_series(tmp_path / "s")
+    paths, _, _, _ = overlay_series(tmp_path / "s")
+    for path, groups in ((paths[0], ()), (paths[1], (0x6000,)), (paths[2], (0x6000, 0x6002))):
+        fast, full = read_header(path)[0], _read_header(path, None, None)[0]
+        assert fast.overlays == full.overlays == groups  # the tag walker and pydicom
     out = cli("dicom2nii", tmp_path / "s", tmp_path / "out", "--json", check_code=0)
     notes = json.loads(out.stdout)["series"][0]["notes"]
     said = "overlay planes (60xx,3000) in 2 of 4 images: groups 6000, 6002"

@@ -340,7 +340,8 @@ def not_patient_space(headers: list[SliceHeader], ds: Any) -> str:
     ImagePositionPatient or ImageOrientationPatient in any, and ImageType DERIVED\\SECONDARY
     or a colour Secondary Capture: a screenshot, a dose or patient-information page. A grey
     Secondary Capture of a primary image (a whole-body NM) stays an image, refused without
-    geometry as before. The reason says whether the file declares burned-in text (BurnedInAnnotation)."""
+    geometry as before. The reason says whether the file declares burned-in text
+    (BurnedInAnnotation)."""
     if any(h.position is not None or h.orientation is not None for h in headers):
         return ""
     first = headers[0]

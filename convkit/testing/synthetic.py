@@ -343,7 +343,9 @@ def write_private_object(path: Path | str, beside: Path | str,
 
 def write_screenshot(path: Path | str, *, seed: int = 0, series_number: int = 999,
                      burned_in: str | None = "YES", secondary_capture: bool = True,
-                     nested_series_number: int | None = None) -> Path:
+                     nested_series_number: int | None = None,
+                     image_type: Sequence[str] = ("DERIVED", "SECONDARY", "SCREEN SAVE"),
+                     ) -> Path:
     """An RGB screenshot (a dose or patient-information page): Secondary Capture (or CT
     Image Storage) with ImageType DERIVED\\SECONDARY\\SCREEN SAVE and no patient geometry.
     nested_series_number: a ReferencedSeriesSequence item (of another series) holding this
@@ -360,7 +362,7 @@ def write_screenshot(path: Path | str, *, seed: int = 0, series_number: int = 99
     ds.Manufacturer = "convkit synthetic"
     ds.PatientName, ds.PatientID = "Synthetic^Patient", "SYNTH001"
     ds.SeriesNumber, ds.SeriesDescription, ds.InstanceNumber = series_number, "Dose Report", 1
-    ds.ImageType = ["DERIVED", "SECONDARY", "SCREEN SAVE"]
+    ds.ImageType = list(image_type)
     if burned_in is not None:
         ds.BurnedInAnnotation = burned_in
     if nested_series_number is not None:
