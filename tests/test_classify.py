@@ -56,7 +56,12 @@ def files_json(out) -> dict[str, dict]:
 
 
 def audit_json(cli, folder: Path) -> dict:
-    return json.loads(cli("audit", folder, "--json").stdout)
+    """The audit's JSON report of folder, checked against the published schema."""
+    from test_audit import validate
+
+    report = json.loads(cli("audit", folder, "--json").stdout)
+    validate(report)
+    return report
 
 
 def codes(report: dict) -> dict[str, list[dict]]:
