@@ -415,3 +415,19 @@ def test_scan_counts_every_file_once(tmp_path: Path) -> None:
     assert len(scan.files) == 8 and len({r.path for r in scan.files}) == 8
     assert scan.count("used") == 5 and scan.count("duplicate") == 1
     assert scan.count("skipped") == 2
+
+
+def test_exam_with_screenshot_equals_dcm2niix(tmp_path: Path, cli, dcm2niix: str) -> None:
+    """Beside a screenshot, the CT convkit writes equals dcm2niix's CT in world space (dcm2niix
+    also writes the screenshot, with made-up geometry: convkit skips it)."""
+    orientation = np.concatenate(rotation(0, 12, 0)[:, :2].T)
+    stored = (np.arange(5 * 6 * 8).reshape(5, 6, 8) % 91).astype(np.int16)
+    write_series(tmp_path / "exam" / "ct", stored, regular_positions(5, orientation, spacing=2),
+                 orientation=orientation, series_number=2, series_description="ct")
+    write_screenshot(tmp_path / "exam" / "dose" / "page1")
+    cli("dicom2nii", tmp_path / "exam", tmp_path / "out", check_code=0)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["2_ct.json", "2_ct.nii.gz"]
+    theirs = run_dcm2niix(dcm2niix, tmp_path / "exam", tmp_path / "d2n")
+    ct = [path for path in theirs if nib.load(path).shape == (8, 6, 5)]
+    assert len(theirs) == 2 and len(ct) == 1
+    assert_same_world(tmp_path / "out" / "2_ct.nii.gz", ct[0])
