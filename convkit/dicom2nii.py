@@ -17,7 +17,8 @@ from convkit.dicom.diffusion import fsl_bvecs, write_bval, write_bval_bvec
 from convkit.dicom.group import SeriesGroup
 from convkit.dicom.header import FileRecord, FileStatus
 from convkit.dicom.naming import check_template, name_series
-from convkit.dicom.plan import ConvertOptions
+from convkit.dicom.overlays import OVERLAY_SUFFIX, overlay_labels
+from convkit.dicom.plan import ConvertOptions, plan_series
 from convkit.dicom.scan import ScanResult, scan_folder
 from convkit.dicom.series import read_series
 from convkit.dicom.sidecar import relative_sources, sidecar_document
@@ -125,6 +126,7 @@ def convert_folder(
     force: bool = False,
     list_only: bool = False,
     progress: Progress | None = None,
+    overlays: bool = False,
 ) -> ConversionReport:
     """Convert every (selected) series under in_dir into out_dir.
 
@@ -133,6 +135,7 @@ def convert_folder(
     cannot be converted faithfully are reported as refused; a series whose outputs
     cannot be written (a full disk) as failed, and the others are still tried.
     KeyboardInterrupt becomes BatchInterrupted, with the report of what was done.
+    overlays: also write each series' overlay planes as NAME_overlay (overlays.py).
     """
     options = options or ConvertOptions()
     in_dir = Path(in_dir)
@@ -151,7 +154,7 @@ def convert_folder(
         return report
     assert out_path is not None, "_check_output_dir returns a folder unless list_only"
     suffix = FORMATS[fmt]
-    check_collisions(out_path, groups, suffix, force)
+    check_collisions(out_path, groups, suffix, force, overlays)
     unreadable = _unreadable_by_series(scan)
     before: dict = {}
     try:
@@ -162,7 +165,7 @@ def convert_folder(
                 continue
             before = file_states(_targets(out_path, group.label, suffix))
             report.series.append(_convert_one(group, out_path, suffix, options, force,
-                                              progress, report))
+                                              progress, report, overlays))
             before = {}
     except KeyboardInterrupt:
         _written_when_interrupted(report, groups, before)
@@ -208,14 +211,16 @@ def _outputs(suffix: str) -> tuple[str, ...]:
     return (suffix, DATA_FILES[suffix], ".json") if suffix in DATA_FILES else (suffix, ".json")
 
 
-def check_collisions(out_dir: Path, groups: list[SeriesGroup], suffix: str, force: bool) -> None:
+def check_collisions(out_dir: Path, groups: list[SeriesGroup], suffix: str, force: bool,
+                     overlays: bool = False) -> None:
     """Every file a series writes is new, or replaced with force; and no file that another
     run left under a series' name (a volume in another format, .bval/.bvec) would be paired
     with the new sidecar NAME.json, which describes this series (readers and the audit take
     NAME.json for every NAME.<volume>). Such files are allowed only with force and when the
     sidecar there already describes this series (the same series in another format)."""
-    check_targets([out_dir / f"{g.label}{ext}" for g in groups for ext in _outputs(suffix)],
-                  force)
+    check_targets([out_dir / f"{g.label}{ext}" for g in groups for ext in _outputs(suffix)]
+                  + [out_dir / f"{g.label}{OVERLAY_SUFFIX}{suffix}" for g in groups
+                     if overlays and any(h.overlays for h in g.headers)], force)
     # Sidecars written only for some series: no FIFO, device or link in the way of one.
     check_targets([out_dir / f"{g.label}{ext}" for g in groups for ext in GRADIENT_FILES],
                   force=True)
@@ -299,13 +304,15 @@ def _incomplete(group: SeriesGroup, broken: list[FileRecord]) -> SeriesResult:
 
 def _convert_one(group: SeriesGroup, out_dir: Path, suffix: str, options: ConvertOptions,
                  force: bool, progress: Progress | None, report: ConversionReport,
-                 ) -> SeriesResult:
+                 overlays: bool = False) -> SeriesResult:
     result = _result(group, Outcome.WRITTEN)
     try:
         callback = (lambda d, t: progress(group.label, d, t)) if progress else None
         volume = read_series(group, options, callback)
         relative_sources(volume.metadata, Path(report.input))
-        outputs = write_outputs(volume, out_dir / group.label, suffix, force, group.n_files)
+        extra = _overlay_volume(group, volume, options) if overlays else {}
+        outputs = write_outputs(volume, out_dir / group.label, suffix, force, group.n_files,
+                                extra)
     except RefusedError as exc:
         result.status, result.reason, result.hint = Outcome.REFUSED, exc.message, exc.hint
         return result
@@ -330,9 +337,39 @@ def _convert_one(group: SeriesGroup, out_dir: Path, suffix: str, options: Conver
     return result
 
 
+def _overlay_volume(group: SeriesGroup, volume: Volume, options: ConvertOptions,
+                    ) -> dict[str, Volume]:
+    """{OVERLAY_SUFFIX: the label map of the series' overlays on the volume's grid}, or {}
+    when it has none or they cannot be placed as stored (said in the volume's notes)."""
+    if not any(header.overlays for header in group.headers):
+        return {}
+    try:
+        labels = overlay_labels(plan_series(group, options))
+    except RefusedError as exc:
+        volume.notes.append(exc.message)
+        volume.metadata.setdefault("ConvkitNotes", []).append(exc.message)
+        return {}
+    note = (f"overlays written as {group.label}{OVERLAY_SUFFIX} (value: the sum of 2**n "
+            "over the overlay groups 60xx covering the voxel, n = xx/2)")
+    volume.notes.append(note)
+    volume.metadata.setdefault("ConvkitNotes", []).append(note)
+    volume.metadata["OverlayFile"] = f"{group.label}{OVERLAY_SUFFIX}"
+    return {OVERLAY_SUFFIX: Volume(labels, volume.affine)}
+
+
+def _volume_files(stem: Path, suffix: str) -> list[Path]:
+    """The files of one volume in a format: the volume, and a detached header's data file."""
+    files = [stem.with_name(stem.name + suffix)]
+    if suffix in DATA_FILES:
+        files.append(stem.with_name(stem.name + DATA_FILES[suffix]))
+    return files
+
+
 def write_outputs(volume: Volume, stem: Path, suffix: str, force: bool = False,
-                  source_files: int | None = None) -> list[Path]:
-    """Write stem+suffix and stem.json atomically (both or neither); return their paths."""
+                  source_files: int | None = None,
+                  extra: dict[str, Volume] | None = None) -> list[Path]:
+    """Write stem+suffix and stem.json atomically (both or neither); return their paths.
+    extra: more volumes written with them, as stem+key+suffix (an overlay label map)."""
     sidecar = sidecar_document(volume.metadata)
     if source_files is not None:
         sidecar["SourceFiles"] = source_files
@@ -345,17 +382,19 @@ def write_outputs(volume: Volume, stem: Path, suffix: str, force: bool = False,
                 write_bval(stage / stem.name, bvals)
             else:
                 write_bval_bvec(stage / stem.name, bvals, fsl_bvecs(directions, volume.affine))
+        for name, other in (extra or {}).items():
+            write_volume(other, stage / f"{stem.name}{name}{suffix}")
     stale = stem.parent / f"{stem.name}.bvec"
     if force and volume.diffusion is not None and volume.diffusion[1] is None \
             and stale.is_file():  # an earlier run's gradients must not pair with this image
         stale.unlink()
-    written = [stem.parent / f"{stem.name}{suffix}", stem.parent / f"{stem.name}.json"]
+    written = [*_volume_files(stem, suffix), stem.parent / f"{stem.name}.json"]
     if volume.diffusion is not None:
         written.append(stem.parent / f"{stem.name}.bval")
         if volume.diffusion[1] is not None:
             written.append(stem.parent / f"{stem.name}.bvec")
-    if suffix in DATA_FILES:
-        written.insert(1, stem.parent / f"{stem.name}{DATA_FILES[suffix]}")
+    for name in extra or {}:
+        written += _volume_files(stem.with_name(stem.name + name), suffix)
     return written
 
 

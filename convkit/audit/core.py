@@ -43,6 +43,7 @@ from convkit.audit.pairing import (
 from convkit.audit.report import AuditReport
 from convkit.audit.series import SeriesAudit, audit_series, check_splits, series_row
 from convkit.audit.volumes import VolumeHeader, read_volume_header
+from convkit.dicom.header import NOT_PATIENT_IMAGE
 from convkit.dicom.scan import scan_folder
 from convkit.errors import InputError, UsageError
 from convkit.formats import VOLUME_SUFFIXES
@@ -371,9 +372,17 @@ def check_file(record, kind: str) -> list[Finding]:
                         f"{path.name}: {record.reason}",
                         "copy or export the file again; dicom2nii fails its series" if truncated
                         else "remove it, or export it again", path=path)]
+    if status == "skipped" and record.reason.startswith(NOT_PATIENT_IMAGE):
+        return [finding("file.not-patient-image", f"{path.name}: {record.reason}",
+                        "nothing to convert; check the picture for names or IDs before sharing "
+                        "it", path=path, series=record.series)]
     if status == "skipped":
         return [finding("file.skipped", f"{path.name}: {record.reason}",
                         "nothing to do: not an image", path=path)]
+    if status == "conflict":
+        return [finding("file.conflict", f"{path.name}: {record.reason}",
+                        "find out which version is right and remove the other; dicom2nii "
+                        "refuses the series until then", path=path, series=record.series)]
     if status == "not-dicom" and kind == "unreadable":
         what = "a broken symbolic link" if path.is_symlink() else "cannot be opened"
         return [finding("file.unreadable", f"{path.name}: {what}",

@@ -60,7 +60,15 @@ CODES: dict[str, Code] = {
     "file.empty": Code(Severity.WARNING, "a zero-byte file"),
     "file.not-dicom": Code(Severity.WARNING, "named like DICOM (.dcm, .ima ...) but neither DICOM "
                                              "nor a volume"),
-    "file.skipped": Code(Severity.INFO, "DICOM without an image (report, presentation state ...)"),
+    "file.skipped": Code(Severity.INFO, "DICOM without an image (report, presentation state, a "
+                                        "vendor's private object ...)"),
+    "file.not-patient-image": Code(Severity.INFO, "a screenshot, dose or report page (Secondary "
+                                                  "Capture or DERIVED\\SECONDARY without patient "
+                                                  "geometry): dicom2nii skips it; it may show "
+                                                  "burned-in identifiers"),
+    "file.conflict": Code(Severity.ERROR, "files that share a SOPInstanceUID but differ (series, "
+                                          "pixel format, pixel data ...): dicom2nii refuses the "
+                                          "series they belong to"),
     "file.special": Code(Severity.INFO, "a pipe, socket or device file: never opened"),
     "file.duplicate": Code(Severity.INFO, "files with the same SOPInstanceUID as earlier files "
                                           "(one finding per folder): ignored by dicom2nii"),
@@ -92,6 +100,8 @@ CODES: dict[str, Code] = {
                                         "phase, matrix, localizer ...)"),
     "series.few-slices": Code(Severity.INFO, "one slice, or two in every volume of a time series "
                                              "(a missing file would break the per-volume count)"),
+    "series.overlays": Code(Severity.INFO, "overlay planes (60xx,3000) in the images: dicom2nii "
+                                           "reports them and writes them only with --overlays"),
     "series.rescale-varies": Code(Severity.INFO, "rescale slope/intercept differ between slices: "
                                                  "float32 real-world values are written"),
     "series.tilt-header": Code(Severity.INFO, "GantryDetectorTilt disagrees with the tilt the "

@@ -21,6 +21,7 @@ from convkit.audit.findings import Finding, finding
 from convkit.audit.identifiers import IdentifiersUnchecked
 from convkit.dicom.group import SeriesGroup
 from convkit.dicom.header import FileRecord
+from convkit.dicom.overlays import OVERLAY_SUFFIX, overlay_summary
 from convkit.dicom.plan import Grid, SeriesPlan, plan_series, two_slices_note
 from convkit.errors import ConvkitError
 
@@ -270,9 +271,19 @@ def check_identifiers(audit: SeriesAudit) -> list[Finding]:
                     path=audit.folder, series=audit.label)]
 
 
+def check_overlays(audit: SeriesAudit) -> list[Finding]:
+    summary = overlay_summary(audit.group.headers)
+    if not summary:
+        return []
+    return [finding("series.overlays", f"{summary}: not part of the image dicom2nii writes",
+                    f"dicom2nii --overlays writes them as {audit.label}{OVERLAY_SUFFIX}, a label "
+                    "map on the image grid; they may hold annotations or text",
+                    path=audit.folder, series=audit.label)]
+
+
 SERIES_CHECKS: tuple[Callable[[SeriesAudit], list[Finding]], ...] = (
     check_refusal, check_incomplete, check_tilt, check_tilt_header, check_slices,
-    check_rescale, check_lossy, check_identifiers,
+    check_rescale, check_lossy, check_identifiers, check_overlays,
 )
 
 

@@ -43,6 +43,10 @@ def dicom2nii(
         False, "--provenance",
         help="Record in the sidecar (SourceImages) each output slice's SOPInstanceUID and "
              "file, per volume."),
+    overlays: bool = typer.Option(False, "--overlays",
+                                  help="Also write overlay planes (60xx,3000) as NAME_overlay, a "
+                                       "label map on the image grid (bit n for group 60xx, "
+                                       "n = xx/2)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable report."),
 ) -> None:
@@ -64,7 +68,8 @@ def dicom2nii(
         with progress_bar(enabled=not as_json) as progress:
             report = convert_folder(in_dir, out_dir, options=options, fmt=fmt,
                                     name_template=name, select=series, force=force,
-                                    list_only=list_only, progress=progress)
+                                    list_only=list_only, progress=progress,
+                                    overlays=overlays)
     except BatchInterrupted as stop:  # what was done, then exit 130 (143 after SIGTERM)
         _show(stop.report, as_json, list_only)
         stop.shown = True
@@ -80,7 +85,7 @@ def _show(report, as_json: bool, list_only: bool) -> None:
     else:
         out = render.console()
         out.print(render.series_table(report, listing=list_only, width=out.width))
-        for line in render.series_notes(report):
+        for line in render.series_notes(report) + render.file_notes(report):
             out.print(line, soft_wrap=True)
         out.print(render.file_summary(report))
     _report_problems(report)

@@ -255,6 +255,24 @@ def series_notes(report) -> list[str]:
     return [f"[cyan]{result.label}[/]: {note}" for result in report.series for note in result.notes]
 
 
+#: File statuses worth a line of their own under the series table, and how many are listed.
+NOTABLE_FILES = 10
+
+
+def file_notes(report) -> list[str]:
+    """Files the series table does not show but a user must know of: SOPInstanceUID
+    conflicts and skipped screenshots or report pages (they may show identifiers)."""
+    from convkit.dicom.header import NOT_PATIENT_IMAGE
+
+    notable = [record for record in report.files if record.status == "conflict"
+               or (record.status == "skipped" and record.reason.startswith(NOT_PATIENT_IMAGE))]
+    lines = [f"[yellow]{record.status}[/] {escape(record.path.name)}: {escape(record.reason)}"
+             for record in notable[:NOTABLE_FILES]]
+    if len(notable) > NOTABLE_FILES:
+        lines.append(f"... and {len(notable) - NOTABLE_FILES} more (--json lists every file)")
+    return lines
+
+
 def file_summary(report) -> str:
     """'12 files: 10 used, 1 duplicate, 1 not-dicom'."""
     counts: dict[str, int] = {}

@@ -42,7 +42,8 @@ WANTED: dict[str, tuple[int, str]] = {
     "NumberOfFrames": (0x00280008, "IS"), "Rows": (0x00280010, "US"),
     "Columns": (0x00280011, "US"), "PixelSpacing": (0x00280030, "DS"),
     "BitsAllocated": (0x00280100, "US"), "BitsStored": (0x00280101, "US"),
-    "PixelRepresentation": (0x00280103, "US"), "RescaleIntercept": (0x00281052, "DS"),
+    "PixelRepresentation": (0x00280103, "US"), "BurnedInAnnotation": (0x00280301, "CS"),
+    "RescaleIntercept": (0x00281052, "DS"),
     "RescaleSlope": (0x00281053, "DS"),
     # Standard diffusion attributes of single-frame MR (diffusion.py).
     "DiffusionDirectionality": (0x00189075, "CS"), "DiffusionBValue": (0x00189087, "FD"),
@@ -100,8 +101,11 @@ for (_group, _creator), _offsets in PRIVATE_ELEMENTS.items():
 #: vendors.private_element): every offset any creator of the group uses.
 _ORPHAN_OFFSETS = {group: set().union(*creators.values()) for group, creators in _PRIVATE.items()}
 _BYTES_VRS = {"OB", "OW", "UN", ""}  # kept as bytes, as pydicom does
-#: Tags the walk acts on besides the wanted ones: pixel data, DICOMDIR records, sequences.
-_SPECIAL_TAGS = frozenset({_PIXEL_DATA, _DIRECTORY_RECORDS, *CONTENT_SEQUENCES})
+#: Overlay data (60xx,3000) of the 16 overlay groups: their presence is noted.
+_OVERLAY_DATA = frozenset(((0x6000 + 2 * n) << 16) | 0x3000 for n in range(16))
+#: Tags the walk acts on besides the wanted ones: pixel data, DICOMDIR records, sequences,
+#: overlay data.
+_SPECIAL_TAGS = frozenset({_PIXEL_DATA, _DIRECTORY_RECORDS, *CONTENT_SEQUENCES, *_OVERLAY_DATA})
 
 
 class Fragments(NamedTuple):
@@ -146,7 +150,8 @@ class FastDataset:
     def __init__(self, values: dict[str, Any], transfer_syntax: str, pixel_end: int | None,
                  has_directory: bool, private: dict[tuple[int, int], Element] | None = None,
                  sequences: frozenset[str] = frozenset(), file_size: int | None = None,
-                 fragments: Fragments | None = None, problem: str = "") -> None:
+                 fragments: Fragments | None = None, problem: str = "",
+                 overlays: tuple[int, ...] = ()) -> None:
         self._values = values
         self.file_size = file_size  # bytes on disk (fstat of the open file)
         self.file_meta = {"TransferSyntaxUID": transfer_syntax}
@@ -156,6 +161,7 @@ class FastDataset:
         self.has_directory = has_directory
         self.private = private or {}  # (group, element) -> Element: creators and PRIVATE_ELEMENTS
         self.sequences = sequences  # CONTENT_SEQUENCES keywords present (content not read)
+        self.overlays = overlays  # groups holding overlay data (60xx,3000), ascending
 
     def get(self, key: Any, default: Any = None) -> Any:
         if key.__class__ is str:  # the hot path: tens of calls per file
@@ -208,7 +214,8 @@ def read_fast(path: Path, wanted: dict[str, tuple[int, str]] | None = None,
     problem = walker.problem or (f"sequences nested more than {MAX_SEQUENCE_DEPTH} levels deep"
                                  if walker.max_depth > 2 * MAX_SEQUENCE_DEPTH else "")
     return FastDataset(values, syntax, pixel_end, directory, walker.private,
-                       frozenset(walker.sequences), size, walker.fragments, problem)
+                       frozenset(walker.sequences), size, walker.fragments, problem,
+                       tuple(sorted(walker.overlays)))
 
 
 def _file_meta(data: bytes, start: int = 132) -> tuple[str, int]:
@@ -296,6 +303,7 @@ class _Walker:
         self.private_raw: dict[tuple[int, int], tuple[bytes, str]] = {}
         self.private: dict[tuple[int, int], Element] = {}
         self.sequences: set[str] = set()
+        self.overlays: set[int] = set()
         self.fragments: Fragments | None = None
         self.max_depth = 0  # of the undefined-length sequences and items skipped
         self.end = 0  # where the last element ends, when the walk reaches the end of the file
@@ -385,6 +393,8 @@ class _Walker:
                     return self._decoded(), pixel_end, directory
                 if tag == _DIRECTORY_RECORDS:
                     directory = True
+                elif group >= 0x6000:
+                    self.overlays.add(group)
                 else:
                     self.sequences.add(CONTENT_SEQUENCES[tag])
             if length == undefined:

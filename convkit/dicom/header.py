@@ -27,9 +27,9 @@ from convkit.dicom.dataset import (
 )
 from convkit.dicom.diffusion import DERIVED_DIFFUSION_TYPES, diffusion_header_fields
 from convkit.dicom.fastheader import FastDataset, Fragments, has_eoi, read_fast, series_uid_of
-from convkit.dicom.mosaic import is_mosaic, mosaic_layout
+from convkit.dicom.mosaic import mosaic_layout, mosaic_problem
 from convkit.dicom.multiframe import frame_headers
-from convkit.dicom.vendors import is_philips, philips_scale_slope
+from convkit.dicom.vendors import is_philips, philips_scale_slope, uih_grid_images
 from convkit.errors import ConvkitError, InputError
 from convkit.volume import format_gib, max_volume_bytes
 
@@ -115,6 +115,7 @@ class SliceHeader:
     slice_time: float | None = None  # seconds from the start of the volume (mosaic CSA header)
     file_size: int | None = None  # bytes on disk, as read (reports need not stat the file again)
     notes: tuple[str, ...] = ()  # what reading the file met and fixed (plan -> Volume.notes)
+    overlays: tuple[int, ...] = ()  # groups (0x6000, 0x6002 ...) holding overlay data (60xx,3000)
 
     def real_scaling(self, philips_precise: bool | None = None) -> tuple[float, float]:
         """(slope, intercept) to real-world values; Philips 'precise' values when
@@ -206,6 +207,7 @@ class FileStatus(StrEnum):
     UNREADABLE = "unreadable"
     SKIPPED = "skipped"
     REFUSED = "refused"
+    CONFLICT = "conflict"  # shares its SOPInstanceUID with a file that differs (scan.py)
 
 
 @dataclass
@@ -300,13 +302,20 @@ def _read_header(path: Path, ds: Any, fast: FastDataset | None,
         if "Rows" not in ds or "Columns" not in ds:
             return FileRecord(path, FileStatus.SKIPPED, f"no image ({_sop_class_name(sop_class)})",
                               series_uid=_series_uid(ds, path))
-        header = _header_from_dataset(path, ds, sop_class)
         size = fast.file_size if fast is not None and fast.file_size else path.stat().st_size
+        no_pixels = _without_pixel_data(path, ds, sop_class, fast, size)
+        if no_pixels is not None:
+            return no_pixels
+        header = _header_from_dataset(path, ds, sop_class)
         problem = _check_pixel_data(header, size, fast)
         if problem:  # before expanding: a corrupt NumberOfFrames must not become headers
             return FileRecord(path, FileStatus.UNREADABLE, problem,
                               series_uid=header.series_instance_uid, size=size)
         headers = [checked_header(item) for item in _expand(ds, header)]
+        screenshot = not_patient_space(headers, ds)
+        if screenshot:
+            return FileRecord(path, FileStatus.SKIPPED, screenshot,
+                              series_uid=header.series_instance_uid, size=size)
     except ConvkitError as exc:
         return FileRecord(path, FileStatus.UNREADABLE, exc.message,
                           series_uid=_series_uid(ds, path), size=size)
@@ -318,6 +327,60 @@ def _read_header(path: Path, ds: Any, fast: FastDataset | None,
     for item in headers:
         item.file_size = size
     return headers
+
+
+#: The reason of a skipped screenshot, report page or other image without patient geometry
+#: starts with this (the audit reports them on their own: they may show identifiers).
+NOT_PATIENT_IMAGE = "not a patient-space image"
+#: Secondary Capture Image Storage; its multi-frame variants are this UID + '.n'.
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def _without_pixel_data(path: Path, ds: Any, sop_class: str, fast: FastDataset | None,
+                        size: int) -> FileRecord | None:
+    """The record of a file with Rows and Columns but no PixelData (None when it has some,
+    or when that is not known): skipped as no image when its SOP class is no image
+    storage class (a vendor's private object, such as Philips' private MR series data; MR
+    spectroscopy), unreadable when it is (a copy cut before its pixels). Only the tag
+    walker knows that PixelData is absent (pydicom stops before it); other files are
+    read as images, as before."""
+    if fast is None or fast.pixel_data_end is not None:
+        return None
+    name = _sop_class_name(sop_class)
+    series_uid = _series_uid(ds, path)
+    if "Image Storage" in name:
+        return FileRecord(path, FileStatus.UNREADABLE, f"truncated pixel data: a {name} file "
+                          "without PixelData", series_uid=series_uid, size=size)
+    kind = "SOP class" if sop_class.startswith("1.2.840.10008.") else "a private SOP class"
+    return FileRecord(path, FileStatus.SKIPPED, f"not an image: {kind} {name} with "
+                      "Rows/Columns but no PixelData", series_uid=series_uid, size=size)
+
+
+def not_patient_space(headers: list[SliceHeader], ds: Any) -> str:
+    """Why the images of a file are not in patient space ('' when they may be): no
+    ImagePositionPatient or ImageOrientationPatient in any, and ImageType DERIVED\\SECONDARY
+    or a colour Secondary Capture: a screenshot, a dose or patient-information page. A grey
+    Secondary Capture of a primary image (a whole-body NM) stays an image, refused without
+    geometry as before. The reason says whether the file declares burned-in text
+    (BurnedInAnnotation)."""
+    if any(h.position is not None or h.orientation is not None for h in headers):
+        return ""
+    first = headers[0]
+    capture = first.sop_class_uid == SECONDARY_CAPTURE or \
+        first.sop_class_uid.startswith(SECONDARY_CAPTURE + ".")
+    secondary = first.image_type[:2] == ("DERIVED", "SECONDARY")
+    if not (secondary or (capture and first.samples_per_pixel == 3)):
+        return ""  # an image that lost its geometry: refused with its series (no-geometry)
+    what = "ImageType DERIVED\\SECONDARY" if secondary else "colour Secondary Capture"
+    burned = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
+    if burned == "YES":
+        identifiers = "BurnedInAnnotation YES: it carries burned-in identifying text"
+    elif burned == "NO":
+        identifiers = "BurnedInAnnotation NO"
+    else:
+        identifiers = "it may carry burned-in identifying text (no BurnedInAnnotation)"
+    return (f"{NOT_PATIENT_IMAGE} ({what} without ImagePositionPatient/"
+            f"ImageOrientationPatient: a screenshot or report page); {identifiers}")
 
 
 def _series_uid(ds: Any, path: Path | None = None) -> str:
@@ -355,7 +418,15 @@ def _expand(ds: Any, header: SliceHeader) -> list[SliceHeader]:
     if header.number_of_frames > 1 or "PerFrameFunctionalGroupsSequence" in ds \
             or "SharedFunctionalGroupsSequence" in ds:
         return frame_headers(ds, header)
-    if header.is_mosaic and is_mosaic(ds) and not orientation_problem(header.orientation):
+    grid = uih_grid_images(ds)
+    if grid > 1:
+        return [dataclasses.replace(header, problem=(
+            f"unsupported UIH grid: {grid} images tiled in one (UIH NumberOfImagesInGrid "
+            "(0065,1050)); convkit does not un-tile UIH grids yet"))]
+    if header.is_mosaic and not orientation_problem(header.orientation):
+        missing = mosaic_problem(ds)
+        if missing:  # refused with its series, saying what the anonymiser removed
+            return [dataclasses.replace(header, problem=missing)]
         return mosaic_headers(ds, header)
     return [header]
 
@@ -435,8 +506,20 @@ def _header_from_dataset(path: Path, ds: Any, sop_class: str) -> SliceHeader:
         gantry_tilt=number("GantryDetectorTilt"),
         philips_scale_slope=(philips_scale_slope(ds)
                              if is_philips(str(ds.get("Manufacturer", ""))) else None),
+        overlays=overlay_groups(ds),
         **diffusion_header_fields(ds),
     )
+
+
+#: Overlay planes: groups 6000-601E (even), their data in (60xx,3000).
+OVERLAY_GROUPS = tuple(range(0x6000, 0x6020, 2))
+
+
+def overlay_groups(ds: Any) -> tuple[int, ...]:
+    """The groups of the overlay planes whose data (60xx,3000) a file holds."""
+    if isinstance(ds, FastDataset):
+        return ds.overlays
+    return tuple(group for group in OVERLAY_GROUPS if (group, 0x3000) in ds)
 
 
 def _check_pixel_data(header: SliceHeader, file_size: int, fast: FastDataset | None) -> str:

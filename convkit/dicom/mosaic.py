@@ -104,6 +104,35 @@ def is_mosaic(ds: Any) -> bool:
         return False
 
 
+#: What a mosaic cannot be un-tiled without, and what each tells (CSA image header tags).
+MOSAIC_CSA_TAGS = {"NumberOfImagesInMosaic": "the tile count",
+                   "SliceNormalVector": "the slice normal"}
+ANONYMISER_NOTE = ("an anonymiser probably removed it (de-identification tools often drop or "
+                   "blank private elements); convert a copy exported with the private Siemens "
+                   "elements kept")
+
+
+def mosaic_problem(ds: Any) -> str:
+    """Why a MOSAIC image cannot be un-tiled ('' when its CSA image header has what the
+    layout needs): the header (0029,xx10) is missing or damaged, or lacks the tile count
+    (NumberOfImagesInMosaic) or the slice normal (SliceNormalVector). Without them
+    converters guess the number of slices; convkit refuses, saying what is missing."""
+    try:
+        csa = siemens_csa_header(ds)
+    except InputError as exc:
+        return (f"Siemens MOSAIC image with a damaged CSA image header ({exc.message}): the "
+                f"tile count and slice normal cannot be read; {ANONYMISER_NOTE}")
+    needed = " and ".join(f"{what} ({tag})" for tag, what in MOSAIC_CSA_TAGS.items())
+    if csa is None:
+        return (f"Siemens MOSAIC image without its CSA image header (0029,xx10): {needed} are "
+                f"missing, so the tiles cannot be cut into slices; {ANONYMISER_NOTE}")
+    missing = [f"{what} ({tag})" for tag, what in MOSAIC_CSA_TAGS.items() if not csa.get(tag)]
+    if not missing:
+        return ""
+    return (f"Siemens MOSAIC image whose CSA image header lacks {' and '.join(missing)}, so the "
+            f"tiles cannot be cut into slices; {ANONYMISER_NOTE}")
+
+
 def mosaic_layout(ds: Any) -> MosaicLayout:
     """The layout of the tiles of one mosaic Dataset (pixel data not needed), in LPS.
 

@@ -1,7 +1,14 @@
 """Discovery: every file under a folder read (headers only) and grouped into series.
 
 Every file is accounted for exactly once (FileRecord.status): used, duplicate,
-not-dicom, dicomdir, unreadable (with the reason) or skipped (with the reason).
+conflict, not-dicom, dicomdir, unreadable (with the reason) or skipped (with the reason).
+
+Files that share a SOPInstanceUID are one instance copied (duplicate: the first in
+path order is read) when they are byte-identical, or when their headers agree and
+their pixels decode to the same values (the same instance in another transfer
+syntax). Otherwise they conflict: every version is reported, and each stays in
+its series with a problem, so that dicom2nii refuses the series rather than pick one
+by path order.
 Big trees are read by worker processes; grouping and naming follow (group.py,
 naming.py).
 """
@@ -9,12 +16,15 @@ naming.py).
 from __future__ import annotations
 
 import dataclasses
+import filecmp
 import itertools
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from convkit.dicom.dataset import is_read_error, read_dataset, read_reason, warnings_caught
 from convkit.dicom.group import SeriesGroup, group_series
 from convkit.dicom.header import FileRecord, FileStatus, SliceHeader, read_header
 from convkit.dicom.naming import name_series
@@ -97,8 +107,12 @@ def scan_folder(
             sizes[header.path] = header.file_size
         for path in dict.fromkeys(h.path for h in group.headers):
             labels.setdefault(path, []).append(group.label)
+    conflicts = {record.path: record for record in duplicates
+                 if record.status == FileStatus.CONFLICT}
+    for record in conflicts.values():
+        record.series = ", ".join(labels.get(record.path, []))
     result.files.extend(FileRecord(path, FileStatus.USED, series=", ".join(names), size=sizes[path])
-                        for path, names in labels.items())
+                        for path, names in labels.items() if path not in conflicts)
     result.files.sort(key=lambda record: str(record.path))
     return result
 
@@ -184,20 +198,132 @@ def _received(chunk: list[Path], sent: list[list[tuple] | tuple],
     return outcomes
 
 
+#: One version of an instance: its first file (path as text), its headers, its copies
+#: (path as text, bytes).
+Version = tuple[str, list[SliceHeader], list[tuple[str, int | None]]]
+
+
 def _drop_duplicates(headers: list[SliceHeader], root: Path,
                      ) -> tuple[list[SliceHeader], list[FileRecord]]:
-    """Keep the first file of each SOPInstanceUID (in path order); report the others once."""
+    """Keep one file of each SOPInstanceUID: the first in path order, and report the other
+    copies once (duplicate). Versions that differ (see _difference) are all kept, each
+    with a problem that refuses its series, and reported as conflicts."""
     # Paths as text: Path hashing and comparison cost more than the rest with 10^4 files.
-    kept_path: dict[str, str] = {}
-    unique, duplicates = [], {}
-    prefix = len(os.path.join(root, "")) if root.is_dir() else None  # "/" and "/a/" alike
+    by_uid: dict[str, dict[str, list[SliceHeader]]] = {}
     for text, _, header in sorted((str(h.path), h.frame, h) for h in headers):
-        kept = kept_path.setdefault(header.sop_instance_uid, text)
-        if kept == text:
-            unique.append(header)
-        elif text not in duplicates:
-            where = kept[prefix:] if prefix else Path(kept).name
-            duplicates[text] = FileRecord(header.path, FileStatus.DUPLICATE,
-                                          f"same SOPInstanceUID as {where}",
-                                          size=header.file_size)
-    return unique, list(duplicates.values())
+        by_uid.setdefault(header.sop_instance_uid, {}).setdefault(text, []).append(header)
+    prefix = len(os.path.join(root, "")) if root.is_dir() else None  # "/" and "/a/" alike
+
+    def where(text: str) -> str:
+        return text[prefix:] if prefix else Path(text).name
+
+    unique: list[SliceHeader] = []
+    records: dict[str, FileRecord] = {}
+    for files in by_uid.values():
+        versions = _versions(files)  # [(first path, its headers, [(copy, difference)])]
+        if len(versions) == 1:
+            unique.extend(versions[0][1])
+        else:
+            unique.extend(_conflicting(versions, where, records))
+        for kept, _, copies in versions:
+            for text, size in copies:
+                records.setdefault(text, FileRecord(
+                    Path(text), FileStatus.DUPLICATE, f"same SOPInstanceUID as {where(kept)}",
+                    size=size))
+    return unique, list(records.values())
+
+
+def _versions(files: dict[str, list[SliceHeader]],
+              ) -> list[Version]:
+    """The files of one SOPInstanceUID (path order) as distinct versions: each the first
+    file of its kind, its headers, and the later files that are copies of it."""
+    versions: list[Version] = []
+    for text, members in files.items():
+        for _, kept_headers, copies in versions:
+            if not _differences(kept_headers, members):
+                copies.append((text, members[0].file_size))
+                break
+        else:
+            versions.append((text, members, []))
+    return versions
+
+
+def _conflicting(versions: list[Version], where: Callable[[str], str],
+                 records: dict[str, FileRecord]) -> list[SliceHeader]:
+    """The headers of each version of a SOPInstanceUID, each with a problem naming the
+    first other version and how it differs (so that its series is refused); each
+    version's file is recorded as a conflict."""
+    kept: list[SliceHeader] = []
+    for index, (text, members, _) in enumerate(versions):
+        other_text, other_members, _ = versions[1 if index == 0 else 0]
+        differences = _differences(other_members, members)
+        reason = (f"shares its SOPInstanceUID with {where(other_text)}, which differs in "
+                  f"{_describe(differences)}")
+        if len(versions) > 2:
+            reason += f" ({len(versions)} different files share it)"
+        records[text] = FileRecord(Path(text), FileStatus.CONFLICT, reason,
+                                   size=members[0].file_size)
+        kept.extend(dataclasses.replace(header, problem=header.problem or
+                                        f"SOPInstanceUID conflict: {reason}")
+                    for header in members)
+    return kept
+
+
+#: SliceHeader fields that two copies of one instance may differ in: where the file is,
+#: how it is encoded, what reading it noted, and objects compared by identity.
+_NOT_COMPARED = frozenset({"path", "transfer_syntax", "file_size", "notes", "mosaic",
+                           "problem"})
+_COMPARED = tuple(name for name in _FIELDS if name not in _NOT_COMPARED)
+#: A difference: (what, value in the other file, value in this one).
+Difference = tuple[str, Any, Any]
+_SHOWN = 3
+
+
+def _differences(other: list[SliceHeader], mine: list[SliceHeader]) -> list[Difference]:
+    """How two files of one SOPInstanceUID differ ([] when mine is a copy): the header
+    attributes that differ, else the pixel data when the pixels differ (compared only when
+    the files are not byte-identical)."""
+    if len(other) != len(mine):
+        return [("number of images", len(other), len(mine))]
+    found = [(_keyword(name), getattr(a, name), getattr(b, name))
+             for a, b in zip(other, mine, strict=True) for name in _COMPARED
+             if getattr(a, name) != getattr(b, name)]
+    if found:
+        return list({item[0]: item for item in found}.values())  # each attribute once
+    if filecmp.cmp(other[0].path, mine[0].path, shallow=False):
+        return []
+    pixels = _pixel_difference(other[0], mine[0])
+    return [(pixels, None, None)] if pixels else []
+
+
+def _describe(differences: list[Difference]) -> str:
+    """'SeriesInstanceUID, SeriesNumber (2 there, 1 here)'; UIDs without their values."""
+    parts = [what if there is None or "UID" in what else f"{what} ({there!r} there, {here!r} here)"
+             for what, there, here in differences[:_SHOWN]]
+    more = len(differences) - _SHOWN
+    return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
+
+
+def _keyword(name: str) -> str:
+    """A SliceHeader field's name as the DICOM keyword it mostly comes from."""
+    return "".join(part.capitalize() for part in name.split("_")).replace("Uid", "UID")
+
+
+def _pixel_difference(first: SliceHeader, second: SliceHeader) -> str:
+    """'' when the two files' pixel data are the same (as stored when both use one
+    transfer syntax, else as decoded), else what differs."""
+    try:
+        with warnings_caught():
+            a = read_dataset(first.path, stop_before_pixels=False)
+            b = read_dataset(second.path, stop_before_pixels=False)
+            if first.transfer_syntax == second.transfer_syntax:
+                same = a.get("PixelData") == b.get("PixelData")
+            else:
+                import numpy as np
+
+                same = bool(np.array_equal(a.pixel_array, b.pixel_array))
+    except Exception as exc:
+        if not is_read_error(exc):
+            raise
+        return f"pixel data (they could not be compared: {read_reason(exc)})"
+    return "" if same else "pixel data"

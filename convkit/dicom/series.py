@@ -13,6 +13,7 @@ from pathlib import Path
 from convkit.dicom.dataset import is_read_error, read_reason, warnings_caught
 from convkit.dicom.group import SeriesGroup
 from convkit.dicom.header import SliceHeader
+from convkit.dicom.overlays import overlay_fields, overlay_summary
 from convkit.dicom.pixels import SliceProgress, cast_real, read_pixels
 from convkit.dicom.plan import ConvertOptions, SeriesPlan, plan_series, slice_timing
 from convkit.dicom.scan import scan_folder
@@ -56,6 +57,20 @@ def read_series(
                                       "re-export the series") from exc
     volume.notes.extend(f"pydicom: {text}" for text in caught  # unless decoding said it
                         if not any(note.startswith(f"pydicom: {text}") for note in volume.notes))
+    _add_sidecar_fields(volume, group, plan, options)
+    return volume
+
+
+def _add_sidecar_fields(volume: Volume, group: SeriesGroup, plan: SeriesPlan,
+                        options: ConvertOptions) -> None:
+    """What the sidecar says besides the first header's fields: overlays, conversion,
+    gradients, Philips scaling, provenance, timing."""
+    first, layout = plan.first, plan.layout
+    overlays = overlay_summary(group.headers)
+    if overlays:  # reported, never dropped silently
+        volume.notes.append(f"{overlays}: not part of the image (dicom2nii --overlays writes "
+                            "them as a label map)")
+        volume.metadata.update(overlay_fields(group.headers))
     volume.metadata.update(_conversion_fields(plan, volume))
     if plan.diffusion is not None and plan.diffusion.missing_bvec:
         volume.metadata["BvecNotWritten"] = plan.diffusion.missing_bvec
@@ -70,7 +85,6 @@ def read_series(
         volume.metadata["SliceTiming"] = timing
     if "EchoTime" not in volume.metadata and first.echo_time is not None:
         volume.metadata["EchoTime"] = round(first.echo_time / 1000, 9)
-    return volume
 
 
 def _single_group(folder: Path | str) -> SeriesGroup:

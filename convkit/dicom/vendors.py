@@ -20,6 +20,7 @@ PRIVATE_ELEMENTS: dict[tuple[int, str], dict[int, str]] = {
     (0x0043, "GEMS_PARM_01"): {0x39: "IS"},  # GE b-value (slop_int_6..9)
     (0x2001, "Philips Imaging DD 001"): {0x03: "FL", 0x04: "CS"},  # b-value, direction code
     (0x2005, "Philips MR Imaging DD 001"): {0x0E: "FL", 0xB0: "FL", 0xB1: "FL", 0xB2: "FL"},
+    (0x0065, "Image Private Header"): {0x50: "DS"},  # UIH NumberOfImagesInGrid
 }
 
 
@@ -55,6 +56,25 @@ def siemens_csa_header(ds: Any) -> dict[str, list[Any]] | None:
     except CSAError as exc:
         raise InputError(f"unreadable Siemens CSA image header: {exc}",
                          "the private tag (0029,xx10) is damaged") from exc
+
+
+def is_uih(manufacturer: str) -> bool:
+    """United Imaging Healthcare ('UIH', 'United Imaging')."""
+    text = manufacturer.upper()
+    return text.startswith("UIH") or "UNITED IMAGING" in text
+
+
+def uih_grid_images(ds: Any) -> int:
+    """How many images a UIH 'virtual frame' grid tiles into this one (UIH private
+    NumberOfImagesInGrid (0065,xx50), as dcm2niix reads it); 0 when it is no grid."""
+    if not is_uih(str(ds.get("Manufacturer", "") or "")):
+        return 0
+    element = private_element(ds, 0x0065, 0x50, "Image Private Header")
+    try:
+        count = values.to_float(getattr(element, "value", None), "UIH NumberOfImagesInGrid")
+    except values.BadValueError:
+        return 0
+    return int(count) if count and count > 1 else 0
 
 
 def is_philips(manufacturer: str) -> bool:

@@ -352,3 +352,116 @@ def _frame_item(frame: int, positions, orientations, stack_ids, temporal_indices
         item.MREchoSequence = DicomSequence([Dataset()])
         item.MREchoSequence[0].EffectiveEchoTime = float(echo_times[frame])
     return item
+
+
+# --- Files that are not (plain) images of a series: classify tests --------------------------
+
+#: Philips' private MR series data object: Rows/Columns but no PixelData.
+PHILIPS_PRIVATE_SERIES_DATA = "1.3.46.670589.11.0.0.12.2"
+
+
+def _save(ds: Any, path: Path) -> Path:
+    """Save ds as explicit VR little endian Part 10 (file meta from its SOP UIDs)."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def write_private_object(path: Path | str, beside: Path | str,
+                         sop_class: str = PHILIPS_PRIVATE_SERIES_DATA) -> Path:
+    """A vendor private non-image object in the series of the file `beside`: its study,
+    series, SeriesNumber, geometry and Rows/Columns (of another size and orientation, as
+    Philips' objects have), but a private SOP class and no PixelData."""
+    from pydicom import dcmread
+    from pydicom.dataset import Dataset
+
+    source = dcmread(beside)
+    ds = Dataset()
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SeriesNumber", "Modality",
+                    "SeriesDescription", "PixelSpacing", "FrameOfReferenceUID"):
+        setattr(ds, keyword, source.get(keyword))
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = uid(str(path), "private object")
+    ds.Manufacturer = "Philips Medical Systems"
+    ds.InstanceNumber = 1
+    ds.ImageOrientationPatient = ["0", "1", "0", "0", "0", "-1"]  # another orientation
+    ds.ImagePositionPatient = ["0", "0", "0"]
+    ds.Rows, ds.Columns = 2, 3
+    ds.BitsAllocated, ds.BitsStored, ds.SamplesPerPixel = 16, 16, 1
+    return _save(ds, Path(path))
+
+
+def write_screenshot(path: Path | str, *, seed: int = 0, series_number: int = 999,
+                     burned_in: str | None = "YES", secondary_capture: bool = True,
+                     nested_series_number: int | None = None,
+                     image_type: Sequence[str] = ("DERIVED", "SECONDARY", "SCREEN SAVE"),
+                     ) -> Path:
+    """An RGB screenshot (a dose or patient-information page): Secondary Capture (or CT
+    Image Storage) with ImageType DERIVED\\SECONDARY\\SCREEN SAVE and no patient geometry.
+    nested_series_number: a ReferencedSeriesSequence item (of another series) holding this
+    SeriesNumber, which names must not take."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    ds = Dataset()
+    ds.SOPClassUID = SECONDARY_CAPTURE_STORAGE if secondary_capture else CT_IMAGE_STORAGE
+    ds.SOPInstanceUID = uid(seed, series_number, "screenshot", str(path))
+    ds.StudyInstanceUID = uid(seed, "study")
+    ds.SeriesInstanceUID = uid(seed, series_number, "series")
+    ds.Modality = "OT" if secondary_capture else "CT"
+    ds.Manufacturer = "convkit synthetic"
+    ds.PatientName, ds.PatientID = "Synthetic^Patient", "SYNTH001"
+    ds.SeriesNumber, ds.SeriesDescription, ds.InstanceNumber = series_number, "Dose Report", 1
+    ds.ImageType = list(image_type)
+    if burned_in is not None:
+        ds.BurnedInAnnotation = burned_in
+    if nested_series_number is not None:
+        item = Dataset()
+        item.SeriesInstanceUID = uid(seed, "referenced series")
+        item.SeriesNumber = nested_series_number
+        ds.ReferencedSeriesSequence = DicomSequence([item])
+    pixels = np.zeros((16, 24, 3), np.uint8)
+    pixels[4:8, 4:20] = (255, 255, 0)  # a 'line of text'
+    _set_pixels(ds, pixels, True, None)
+    return _save(ds, Path(path))
+
+
+def add_overlay(path: Path | str, bits: np.ndarray, *, group: int = 0x6000,
+                origin: tuple[int, int] = (1, 1)) -> None:
+    """Add an overlay plane (60xx) to a file: bits (rows, columns) of 0/1, its first pixel at
+    image row/column origin (1-based, OverlayOrigin)."""
+    from pydicom import dcmread
+    from pydicom.pixels import pack_bits
+
+    ds = dcmread(path)
+    bits = np.asarray(bits, np.uint8)
+    ds.add_new((group, 0x0010), "US", bits.shape[0])
+    ds.add_new((group, 0x0011), "US", bits.shape[1])
+    ds.add_new((group, 0x0022), "LO", "synthetic overlay")
+    ds.add_new((group, 0x0040), "CS", "G")
+    ds.add_new((group, 0x0050), "SS", list(origin))
+    ds.add_new((group, 0x0100), "US", 1)
+    ds.add_new((group, 0x0102), "US", 0)
+    ds.add_new((group, 0x3000), "OW", pack_bits(bits.ravel()))
+    ds.save_as(path)
+
+
+def mark_uih_grid(path: Path | str, images: int) -> None:
+    """Make a file look like a UIH 'virtual frame' grid of `images` tiles: Manufacturer UIH,
+    NumberOfImagesInGrid (0065,1050) in the 'Image Private Header' block, and (as such
+    files have) no ImagePositionPatient at the top level."""
+    from pydicom import dcmread
+
+    ds = dcmread(path)
+    ds.Manufacturer = "UIH"
+    block = ds.private_block(0x0065, "Image Private Header", create=True)
+    block.add_new(0x50, "DS", str(images))
+    del ds.ImagePositionPatient
+    ds.save_as(path)
