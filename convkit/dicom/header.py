@@ -29,7 +29,7 @@ from convkit.dicom.diffusion import DERIVED_DIFFUSION_TYPES, diffusion_header_fi
 from convkit.dicom.fastheader import FastDataset, Fragments, has_eoi, read_fast, series_uid_of
 from convkit.dicom.mosaic import is_mosaic, mosaic_layout
 from convkit.dicom.multiframe import frame_headers
-from convkit.dicom.vendors import is_philips, philips_scale_slope
+from convkit.dicom.vendors import ge_sequence_fields, is_ge, is_philips, philips_scale_slope
 from convkit.errors import ConvkitError, InputError
 from convkit.volume import format_gib, max_volume_bytes
 
@@ -44,6 +44,8 @@ NATIVE_SYNTAXES = {
 #: ImageType values that mark the complex component of an MR image, and their file suffixes.
 COMPLEX_COMPONENTS = {"M": "", "MAGNITUDE": "", "P": "_ph", "PHASE": "_ph",
                       "R": "_real", "REAL": "_real", "I": "_imag", "IMAGINARY": "_imag"}
+#: The file suffix of a B0 field map in Hz (as dcm2niix names it); its sidecar says Units: Hz.
+FIELD_MAP_SUFFIX = "_fieldmaphz"
 #: Encapsulated syntaxes whose every frame ends with an end-of-image marker (FF D9): JPEG
 #: (baseline, extended, lossless), JPEG-LS, JPEG 2000 and HTJ2K. A frame without one was cut.
 EOI_SYNTAXES = frozenset({
@@ -113,6 +115,10 @@ class SliceHeader:
     slice_time: float | None = None  # seconds from the start of the volume (mosaic CSA header)
     file_size: int | None = None  # bytes on disk, as read (reports need not stat the file again)
     notes: tuple[str, ...] = ()  # what reading the file met and fixed (plan -> Volume.notes)
+    complex_component: str = ""  # enhanced frames: ComplexImageComponent (MAGNITUDE, PHASE ...)
+    pulse_sequence: str = ""  # GE pulse sequence name, lower case ('b0map', 'epi_pepolar')
+    ge_locations: int | None = None  # GE locations in acquisition (0021,104F)
+    ge_user_data12: float | None = None  # GE user data 12 (0019,10B3): pepolar volume order
 
     def real_scaling(self, philips_precise: bool = False) -> tuple[float, float]:
         """(slope, intercept) to real-world values; Philips 'precise' values when asked.
@@ -137,8 +143,19 @@ class SliceHeader:
         return (self.instance_number or 0, self.frame)
 
     @property
+    def is_field_map(self) -> bool:
+        """A B0 field map (in Hz): FrameType/ImageType FIELD_MAP, or 'B0 MAP' (Philips)."""
+        return any(value == "FIELD_MAP" or ("B0" in value and "MAP" in value)
+                   for value in self.image_type[2:])
+
+    @property
     def complex_suffix(self) -> str:
-        """'' for magnitude (or unknown), '_ph', '_real', '_imag' for the other components."""
+        """'' for magnitude (or unknown), '_ph', '_real', '_imag' for the other components,
+        '_fieldmaphz' for a B0 field map (whatever component it is stored as)."""
+        if self.is_field_map:
+            return FIELD_MAP_SUFFIX
+        if self.complex_component in COMPLEX_COMPONENTS:
+            return COMPLEX_COMPONENTS[self.complex_component]
         for value in self.image_type[2:]:
             for token in value.upper().replace("-", "_").split("_"):
                 if token in COMPLEX_COMPONENTS and token not in ("M", "MAGNITUDE"):
@@ -415,6 +432,7 @@ def _header_from_dataset(path: Path, ds: Any, sop_class: str) -> SliceHeader:
         philips_scale_slope=(philips_scale_slope(ds)
                              if is_philips(str(ds.get("Manufacturer", ""))) else None),
         **diffusion_header_fields(ds),
+        **(ge_sequence_fields(ds) if is_ge(str(ds.get("Manufacturer", "") or "")) else {}),
     )
 
 

@@ -29,8 +29,10 @@ TIME_KEYS = (
     ("AcquisitionTime", "acquisition_time"),
     ("ContentTime", "content_time"),
     ("AcquisitionNumber", "acquisition_number"),
-    ("InstanceNumber", "instance_order"),  # then the frame number within a multi-frame file
 )
+#: What the images at one position may differ in besides time (shown when they are refused).
+SAME_ATTRIBUTES = (("EchoTime", "echo_time"), ("ImageType", "image_type"),
+                   ("RescaleSlope", "rescale_slope"), ("SeriesNumber", "series_number"))
 #: Values a user may ask for with --dtype.
 OUTPUT_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 #: Error codes of refusals (the audit reports them as findings of the same code).
@@ -362,6 +364,17 @@ def _time_key(clusters: list[list[SliceHeader]], where: str = "") -> tuple[str, 
         )
         if values_ok:
             return keyword, attribute
+    if all(len({h.instance_order for h in cluster}) == len(cluster) for cluster in clusters):
+        same = [keyword for keyword, attribute in SAME_ATTRIBUTES
+                if len({getattr(h, attribute) for c in clusters for h in c}) == 1]
+        raise RefusedError(
+            f"{where}{len(clusters[0])} images at each of {len(clusters)} positions are told "
+            f"apart only by InstanceNumber: no {', '.join(k for k, _ in TIME_KEYS)} orders them"
+            f"{' and ' + ', '.join(same) + ' are the same' if same else ''}, so they may be "
+            "different images (echoes, a field map and its magnitude, phase-encoding "
+            "polarities), not time points",
+            "convert the images of each kind separately (split the files by InstanceNumber)",
+            DUPLICATE_POSITION)
     raise RefusedError(
         f"{where}slices at duplicate positions: {len(clusters[0])} files at each of "
         f"{len(clusters)} "
