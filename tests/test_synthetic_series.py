@@ -499,10 +499,9 @@ def test_an_extra_file_at_one_position_is_refused_cli(tmp_path, cli):
         read_series(tmp_path / "in")
 
 
-def test_repeats_told_apart_only_by_instance_number_are_refused(tmp_path, cli):
-    """Every position twice and nothing but InstanceNumber to tell the repeats apart: they may
-    be echoes, a field map and its magnitude or two polarities, so no 4D is built from them
-    (issue 17: the safety net); the refusal names what was looked at."""
+def test_repeats_without_time_are_ordered_by_instance_number(tmp_path, cli):
+    """Every position twice and no time attribute (anonymised fMRI exports look like this):
+    a 4D series ordered by InstanceNumber, as dcm2niix does, and the sidecar says so."""
     iop = ORIENTATIONS["axial"]
     regular = stack_positions(iop, 4, 2.0, (0, 0, 0))
     order = [4, 5, 6, 7, 0, 1, 2, 3]  # second repeat written first: file order is not time
@@ -510,11 +509,15 @@ def test_repeats_told_apart_only_by_instance_number_are_refused(tmp_path, cli):
     stored = random_stored(8, 4, 4, seed=8)[order]
     write_series(tmp_path / "in", stored, positions, orientation=iop,
                  per_slice=[{"InstanceNumber": 1 + index} for index in order])
-    done = cli("dicom2nii", tmp_path / "in", tmp_path / "out")
-    assert done.returncode == 4, done.stdout + done.stderr
-    assert "told apart only by InstanceNumber" in done.stderr
-    assert "AcquisitionTime" in done.stderr and "EchoTime" in done.stderr
-    assert not list((tmp_path / "out").glob("*.nii.gz"))
+    run_ok(cli, tmp_path / "in", tmp_path / "out")
+    (nifti,) = (tmp_path / "out").glob("*.nii.gz")
+    data = np.asarray(nib.load(nifti).dataobj)
+    assert data.shape == (4, 4, 4, 2)
+    by_instance = random_stored(8, 4, 4, seed=8)  # instance n holds slice (n-1) % 4, time (n-1)//4
+    for t in range(2):
+        np.testing.assert_array_equal(data[..., t], by_instance[4 * t:4 * t + 4].transpose(2, 1, 0))
+    sidecar = json.loads(nifti.with_name(nifti.name.replace(".nii.gz", ".json")).read_text())
+    assert sidecar["VolumeOrderedBy"] == "InstanceNumber"
 
 
 # --------------------------------------------------------------------------- 4D

@@ -29,10 +29,17 @@ TIME_KEYS = (
     ("AcquisitionTime", "acquisition_time"),
     ("ContentTime", "content_time"),
     ("AcquisitionNumber", "acquisition_number"),
+    ("InstanceNumber", "instance_order"),  # then the frame number within a multi-frame file
 )
-#: What the images at one position may differ in besides time (shown when they are refused).
+#: What repeated images must share to be ordered by InstanceNumber alone (nothing else
+#: tells their order): images that differ in any of these are different kinds of image.
 SAME_ATTRIBUTES = (("EchoTime", "echo_time"), ("ImageType", "image_type"),
-                   ("RescaleSlope", "rescale_slope"), ("SeriesNumber", "series_number"))
+                   ("RescaleSlope", "rescale_slope"), ("RescaleIntercept", "rescale_intercept"),
+                   ("ComplexImageComponent", "complex_component"),
+                   ("GE pulse sequence name", "pulse_sequence"))
+#: GE sequences whose repeated images are different kinds of image (B0 map: field map and
+#: magnitude; pepolar: two phase-encoding polarities): never a time series by InstanceNumber.
+GE_MIXED_SEQUENCES = ("b0map", "pepolar")
 #: Values a user may ask for with --dtype.
 OUTPUT_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 #: Error codes of refusals (the audit reports them as findings of the same code).
@@ -363,23 +370,42 @@ def _time_key(clusters: list[list[SliceHeader]], where: str = "") -> tuple[str, 
             for cluster in clusters
         )
         if values_ok:
+            if keyword == "InstanceNumber":
+                _check_instance_order(clusters, where)
             return keyword, attribute
-    if all(len({h.instance_order for h in cluster}) == len(cluster) for cluster in clusters):
-        same = [keyword for keyword, attribute in SAME_ATTRIBUTES
-                if len({getattr(h, attribute) for c in clusters for h in c}) == 1]
-        raise RefusedError(
-            f"{where}{len(clusters[0])} images at each of {len(clusters)} positions are told "
-            f"apart only by InstanceNumber: no {', '.join(k for k, _ in TIME_KEYS)} orders them"
-            f"{' and ' + ', '.join(same) + ' are the same' if same else ''}, so they may be "
-            "different images (echoes, a field map and its magnitude, phase-encoding "
-            "polarities), not time points",
-            "convert the images of each kind separately (split the files by InstanceNumber)",
-            DUPLICATE_POSITION)
     raise RefusedError(
         f"{where}slices at duplicate positions: {len(clusters[0])} files at each of "
         f"{len(clusters)} "
         "positions, and no time or instance attribute tells them apart",
         "the files look like copies: remove the duplicates", DUPLICATE_POSITION)
+
+
+def _check_instance_order(clusters: list[list[SliceHeader]], where: str) -> None:
+    """Images at one position told apart only by InstanceNumber are a time series only when
+    nothing says they are different kinds of image: refuse them when they differ in an
+    attribute (which grouping could not split them by) or come from a GE sequence that mixes
+    kinds (B0 map, pepolar) whose own rule did not apply."""
+    headers = [h for cluster in clusters for h in cluster]
+    differ = [f"{keyword} ({', '.join(sorted({_shown(getattr(h, attribute)) for h in headers}))})"
+              for keyword, attribute in SAME_ATTRIBUTES
+              if len({getattr(h, attribute) for h in headers}) > 1]
+    mixed = next((h.pulse_sequence for h in headers  # pepolar reversed throughout is one kind
+                  if any(name in h.pulse_sequence for name in GE_MIXED_SEQUENCES)
+                  and not ("pepolar" in h.pulse_sequence and h.ge_user_data12 == 1)), "")
+    if not differ and not mixed:
+        return
+    why = f"they differ in {'; '.join(differ)}" if differ else \
+        f"the GE sequence {mixed!r} mixes kinds of image and its rule did not apply"
+    raise RefusedError(
+        f"{where}{len(clusters[0])} images at each of {len(clusters)} positions are told apart "
+        f"only by InstanceNumber (no {', '.join(k for k, _ in TIME_KEYS[:-1])} orders them) and "
+        f"{why}: they are not time points of one volume",
+        "convert the images of each kind separately (split the files by that attribute)",
+        DUPLICATE_POSITION)
+
+
+def _shown(value: object) -> str:
+    return "\\".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def _check_grid(stack: geometry.StackGeometry, options: ConvertOptions, group: SeriesGroup,

@@ -64,7 +64,26 @@ def read_series(
         volume.metadata["SliceTiming"] = timing
     if "EchoTime" not in volume.metadata and first.echo_time is not None:
         volume.metadata["EchoTime"] = round(first.echo_time / 1000, 9)
+    volume.metadata.update(split_fields(group, volume.metadata))
     return volume
+
+
+def split_fields(group: SeriesGroup, metadata: dict) -> dict:
+    """What the grouping decided, for the sidecar: why this output was split from its series
+    (ConvkitSplit), Units of a field map, and the phase-encoding direction of volumes that a
+    GE pepolar series acquired with the reversed polarity."""
+    fields: dict = {}
+    if group.split:
+        fields["ConvkitSplit"] = {"reason": group.split_reason, "attributes": group.split}
+    if group.is_field_map:
+        fields["Units"] = "Hz"
+    direction = metadata.get("PhaseEncodingDirection")
+    if group.reversed_phase:
+        fields["PhaseEncodingPolarityReversed"] = True
+        if isinstance(direction, str) and direction:
+            fields["PhaseEncodingDirection"] = direction.rstrip("-") if direction.endswith("-") \
+                else direction + "-"
+    return fields
 
 
 def _single_group(folder: Path | str) -> SeriesGroup:

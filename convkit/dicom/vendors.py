@@ -116,6 +116,10 @@ def phase_encoding_fields(ds: Any, rows: int, columns: int) -> dict[str, Any]:
     axis = "i" if direction == "ROW" else "j"
     fields: dict[str, Any] = {"PhaseEncodingAxis": axis}
     positive = siemens_csa_scalar(ds, "PhaseEncodingDirectionPositive")
+    if positive not in (0, 1) and is_ge(str(ds.get("Manufacturer", "") or "")):
+        # GE (RX27+): RectilinearPhaseEncodeReordering LINEAR is the flipped polarity (dcm2niix)
+        reordering = str(ds.get("RectilinearPhaseEncodeReordering", "") or "").upper()
+        positive = {"LINEAR": 0, "REVERSE_LINEAR": 1}.get(reordering)
     if positive in (0, 1):
         fields["PhaseEncodingDirection"] = axis + ("" if positive == 1 else "-")
     recon_pe = columns if axis == "i" else rows
