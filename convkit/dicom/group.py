@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from convkit.dicom.header import FIELD_MAP_SUFFIX, SliceHeader
+from convkit.dicom.header import COMPLEX_COMPONENTS, FIELD_MAP_SUFFIX, SliceHeader
 from convkit.geometry import same_orientation
 
 #: GE's research reverse-polarity EPI: user data 12 (0019,10B3) says which volumes are
@@ -32,7 +32,7 @@ _TIME_ATTRIBUTES = ("temporal_position", "trigger_time", "acquisition_time", "co
 #: How each part of the volume key is named in a split's explanation.
 _SPLIT_NAMES = {"localizer": "Localizer", "orientation": "ImageOrientationPatient",
                 "stack": "StackID", "shape": "Rows x Columns", "echo": "EchoTime",
-                "component": "ImageType (component)", "frame_type": "FrameType value 4",
+                "component": "ImageType/ComplexImageComponent", "frame_type": "FrameType value 4",
                 "derived": "ImageType (derived)", "polarity": "PhaseEncodingPolarity",
                 "other": "attribute"}
 _COMPONENT_NAMES = {"": "magnitude", "_ph": "phase", "_real": "real", "_imag": "imaginary",
@@ -172,7 +172,8 @@ def _split_suffix(key: _VolumeKey, keys: list[_VolumeKey], echoes: list[int]) ->
     others = sorted({k.other for k in siblings})
     if len(others) > 1 and key.other != others[0]:
         suffix += f"_part{others.index(key.other) + 1}"
-    return suffix + key.component + key.derived + key.polarity
+    polarity = key.polarity if len({k.polarity for k in siblings}) > 1 else ""
+    return suffix + key.component + key.derived + polarity
 
 
 #: What may tell apart images at one position that no time attribute orders, tried in order
@@ -225,10 +226,13 @@ def _echo_numbers(members: list[SliceHeader]) -> dict[int, int | None]:
 
 
 def _frame_type(header: SliceHeader) -> str:
-    """FrameType value 4 of an enhanced frame (what the frame's pixels are), '' otherwise."""
+    """FrameType value 4 of an enhanced frame (what its pixels are) where the component
+    (magnitude, phase, real, imaginary, field map: complex_suffix) does not already say it;
+    '' otherwise."""
     if header.frame < 0 or header.mosaic is not None or len(header.image_type) < 4:
         return ""
-    return header.image_type[3]
+    value = header.image_type[3]
+    return "" if value in COMPLEX_COMPONENTS or value in ("FIELD_MAP", "NONE") else value
 
 
 def _is_reversed(header: SliceHeader) -> bool:
@@ -255,10 +259,9 @@ def _ge_pepolar_parts(members: list[SliceHeader]) -> list[SliceHeader]:
     if volume is None:
         return _refused(members, "GE reverse-polarity EPI (epi_pepolar): no time attribute "
                         "orders the volumes, so the reversed ones cannot be told apart")
-    reversed_ = {"all": lambda v: True, "odd": lambda v: v % 2 == 1,
-                 "even": lambda v: v % 2 == 0}[rule]
+    parity = 0 if rule == "even" else 1  # 'all': every volume is number 1
     return [dataclasses.replace(h, notes=(*h.notes, _REVERSED_NOTE))
-            if reversed_(volume[id(h)]) else h for h in members]
+            if volume[id(h)] % 2 == parity else h for h in members]
 
 
 def _volume_numbers(members: list[SliceHeader]) -> dict[int, int] | None:
@@ -298,13 +301,18 @@ def _explain(groups: list[SeriesGroup], keys: list[_VolumeKey]) -> None:
     if len(groups) < 2:
         return
     for name in _SPLIT_NAMES:
-        shown = [_shown(name, getattr(k, name), g) for k, g in zip(keys, groups, strict=True)]
-        if len(set(shown)) < 2:
+        if len({getattr(k, name) for k in keys}) < 2:
             continue
+        shown = [_shown(name, getattr(k, name), g) for k, g in zip(keys, groups, strict=True)]
+        attribute = _SPLIT_NAMES[name]
+        if name == "component" and "b0map" in groups[0].first.pulse_sequence:
+            attribute = "GE B0 map half (InstanceNumber up to LocationsInAcquisition 0021,104F)"
+            shown = [f"{value}: InstanceNumber {min(h.instance_number or 0 for h in g.headers)}"
+                     f"-{max(h.instance_number or 0 for h in g.headers)}"
+                     for value, g in zip(shown, groups, strict=True)]
         every = list(dict.fromkeys(shown))
         for group, value in zip(groups, shown, strict=True):
-            group.split.append({"attribute": _SPLIT_NAMES[name], "value": value,
-                                "values": every})
+            group.split.append({"attribute": attribute, "value": value, "values": every})
 
 
 def _shown(name: str, value: Any, group: SeriesGroup) -> str:
