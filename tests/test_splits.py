@@ -197,8 +197,10 @@ def test_ge_pepolar_with_row_phase_encoding_is_refused(cli, tmp_path):
         ds.InPlanePhaseEncodingDirection = "ROW"
         ds.save_as(path)
     done = run(cli, tmp_path / "in", tmp_path / "out", code=4)
-    assert "established for column phase encoding" in done.stderr
+    assert "established for column phase encoding" in done.stderr and "not ROW" in done.stderr
     assert not list((tmp_path / "out").glob("*"))
+    report = audit_path(tmp_path / "in")  # the audit says what dicom2nii does
+    assert "established for column phase encoding" in report.to_json()["series"][0]["reason"]
 
 
 def test_ge_pepolar_without_volume_order_or_rule_is_refused(cli, tmp_path):

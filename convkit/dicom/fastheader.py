@@ -47,6 +47,8 @@ WANTED: dict[str, tuple[int, str]] = {
     # Standard diffusion attributes of single-frame MR (diffusion.py).
     "DiffusionDirectionality": (0x00189075, "CS"), "DiffusionBValue": (0x00189087, "FD"),
     "DiffusionGradientOrientation": (0x00189089, "FD"),
+    # Which image axis GE pepolar volumes are mirrored along (group.py, plan.py).
+    "InPlanePhaseEncodingDirection": (0x00181312, "CS"),
 }
 #: Sequences whose content discovery needs (the walker skips sequences): when a file holds
 #: one, the caller reads it with pydicom. Tag -> keyword.

@@ -136,7 +136,7 @@ def _split_series(members: list[SliceHeader]) -> list[SeriesGroup]:
             header.complex_suffix,
             _frame_type(header) if len(frame_types) > 1 else "",
             header.derived_suffix,
-            REVERSED_SUFFIX if _is_reversed(header) else "", "",
+            REVERSED_SUFFIX if header.reversed_phase else "", "",
         )
         parts.setdefault(key, []).append(header)
     parts = {key._replace(other=other): images for key, part in parts.items()
@@ -235,15 +235,8 @@ def _frame_type(header: SliceHeader) -> str:
     return "" if value in COMPLEX_COMPONENTS or value in ("FIELD_MAP", "NONE") else value
 
 
-def _is_reversed(header: SliceHeader) -> bool:
-    return header.notes[-1:] == (_REVERSED_NOTE,)
-
-
-_REVERSED_NOTE = "GE pepolar: acquired with the reversed phase-encoding polarity"
-
-
 def _ge_pepolar_parts(members: list[SliceHeader]) -> list[SliceHeader]:
-    """Mark the reversed-polarity images of a GE pepolar series (a note on each), following
+    """Mark the reversed-polarity images of a GE pepolar series (reversed_phase), following
     the volume order that user data 12 gives; a series whose rule or volume order is not
     known is refused (its images get a problem) rather than written with mirrored volumes."""
     first = members[0]
@@ -260,8 +253,8 @@ def _ge_pepolar_parts(members: list[SliceHeader]) -> list[SliceHeader]:
         return _refused(members, "GE reverse-polarity EPI (epi_pepolar): no time attribute "
                         "orders the volumes, so the reversed ones cannot be told apart")
     parity = 0 if rule == "even" else 1  # 'all': every volume is number 1
-    return [dataclasses.replace(h, notes=(*h.notes, _REVERSED_NOTE))
-            if volume[id(h)] % 2 == parity else h for h in members]
+    return [dataclasses.replace(h, reversed_phase=True) if volume[id(h)] % 2 == parity else h
+            for h in members]
 
 
 def _volume_numbers(members: list[SliceHeader]) -> dict[int, int] | None:

@@ -119,6 +119,8 @@ class SliceHeader:
     pulse_sequence: str = ""  # GE pulse sequence name, lower case ('b0map', 'epi_pepolar')
     ge_locations: int | None = None  # GE locations in acquisition (0021,104F)
     ge_user_data12: float | None = None  # GE user data 12 (0019,10B3): pepolar volume order
+    reversed_phase: bool = False  # acquired with the reversed phase-encoding polarity (group.py)
+    ge_phase_direction: str = ""  # GE InPlanePhaseEncodingDirection (ROW, COL)
 
     def real_scaling(self, philips_precise: bool = False) -> tuple[float, float]:
         """(slope, intercept) to real-world values; Philips 'precise' values when asked.

@@ -158,6 +158,7 @@ def plan_series(group: SeriesGroup, options: ConvertOptions | None = None) -> Se
     notes = header_notes(group.headers)
     try:
         _check_grid(stack, options, group, reps)
+        _check_reversed_phase(stack, group)
     except RefusedError as refusal:
         return SeriesPlan(stack, layout, grid, diffusion, refusal, notes)
     return SeriesPlan(stack, layout, grid, diffusion, None, notes)
@@ -378,6 +379,25 @@ def _time_key(clusters: list[list[SliceHeader]], where: str = "") -> tuple[str, 
         f"{len(clusters)} "
         "positions, and no time or instance attribute tells them apart",
         "the files look like copies: remove the duplicates", DUPLICATE_POSITION)
+
+
+def _check_reversed_phase(stack: geometry.StackGeometry, group: SeriesGroup) -> None:
+    """GE pepolar volumes acquired with the reversed polarity are stored mirrored along the
+    image columns (read_series mirrors them back, as dcm2niix does): established for column
+    phase encoding on a straight, regular grid only; refuse the rest rather than write
+    mirrored volumes."""
+    first = group.first
+    if not first.reversed_phase:
+        return
+    if first.ge_phase_direction != "COL" or stack.sheared or stack.gaps:
+        raise RefusedError(
+            f"series {group.label}: GE reverse-polarity EPI volumes are stored mirrored; "
+            "mirroring them back is established for column phase encoding "
+            "(InPlanePhaseEncodingDirection COL) on a straight, regular grid only, not "
+            f"{first.ge_phase_direction or 'no phase-encoding direction'}"
+            f"{' with gantry tilt' if stack.sheared else ''}"
+            f"{' with uneven slices' if stack.gaps else ''}",
+            "convert the series with a tool that knows this sequence", UNSUPPORTED)
 
 
 def _check_instance_order(clusters: list[list[SliceHeader]], where: str) -> None:

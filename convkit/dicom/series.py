@@ -15,16 +15,10 @@ import numpy as np
 from convkit.dicom.dataset import is_read_error, read_reason, warnings_caught
 from convkit.dicom.group import SeriesGroup
 from convkit.dicom.pixels import SliceProgress, cast_real, read_pixels
-from convkit.dicom.plan import (
-    UNSUPPORTED,
-    ConvertOptions,
-    SeriesPlan,
-    plan_series,
-    slice_timing,
-)
+from convkit.dicom.plan import ConvertOptions, SeriesPlan, plan_series, slice_timing
 from convkit.dicom.scan import scan_folder
 from convkit.dicom.sidecar import sidecar_fields
-from convkit.errors import InputError, RefusedError, UnreadableFileError
+from convkit.errors import InputError, UnreadableFileError
 from convkit.volume import Volume
 
 
@@ -73,22 +67,14 @@ def read_series(
     if "EchoTime" not in volume.metadata and first.echo_time is not None:
         volume.metadata["EchoTime"] = round(first.echo_time / 1000, 9)
     volume.metadata.update(split_fields(group, volume.metadata))
-    if group.reversed_phase:
-        _unmirror_reversed(volume, plan, group.label)
+    if group.reversed_phase:  # plan_series refused what this is not established for
+        _unmirror_reversed(volume)
     return volume
 
 
-def _unmirror_reversed(volume: Volume, plan: SeriesPlan, label: str) -> None:
+def _unmirror_reversed(volume: Volume) -> None:
     """GE pepolar volumes acquired with the reversed polarity are stored mirrored along the
-    image columns: mirror them back, as dcm2niix does. Established for column phase encoding
-    (InPlanePhaseEncodingDirection COL) on a straight, regular grid only: refuse the rest
-    rather than write mirrored volumes."""
-    if volume.metadata.get("PhaseEncodingAxis") != "j" or plan.stack.sheared or plan.stack.gaps:
-        raise RefusedError(
-            f"series {label}: GE reverse-polarity EPI volumes are stored mirrored; un-mirroring "
-            "them is established for column phase encoding (InPlanePhaseEncodingDirection "
-            "COL) on a straight grid only", "convert the series with a tool that knows this "
-            "sequence", UNSUPPORTED)
+    image columns (j): mirror them back, as dcm2niix does."""
     volume.array = np.asfortranarray(volume.array[:, ::-1])
     volume.notes.append("reversed phase-encoding volumes mirrored back along the image columns "
                         "(GE pepolar, as dcm2niix)")

@@ -76,7 +76,9 @@ def ge_sequence_fields(ds: Any) -> dict[str, Any]:
                                       "value", None), "GE locations in acquisition (0021,xx4F)")
     user12 = values.to_float(getattr(private_element(ds, 0x0019, 0xB3, "GEMS_ACQU_01"),
                                      "value", None), "GE user data 12 (0019,xxB3)")
-    return {"pulse_sequence": name, "ge_locations": locations, "ge_user_data12": user12}
+    direction = str(ds.get("InPlanePhaseEncodingDirection", "") or "").strip().upper()
+    return {"pulse_sequence": name, "ge_locations": locations, "ge_user_data12": user12,
+            "ge_phase_direction": direction}
 
 
 def is_philips(manufacturer: str) -> bool:
