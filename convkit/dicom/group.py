@@ -214,22 +214,28 @@ def _place(header: SliceHeader) -> tuple:
 
 
 def _echo_numbers(members: list[SliceHeader]) -> dict[int, int | None]:
-    """Each image's echo (by id): EchoNumbers where the image has it, else the rank of its
-    echo time among the echo times of the whole series (enhanced exports that write each
-    echo to a file of its own number them per file, or not at all). Field maps have no
-    echo of their own: they are told apart by their frame type, not their echo time."""
-    times = sorted({h.echo_time for h in members
-                    if h.echo_number is None and h.echo_time is not None and not h.is_field_map})
-    return {id(h): h.echo_number if h.echo_number is not None or h.is_field_map
-            else (times.index(h.echo_time) + 1 if h.echo_time in times else None)
+    """Each image's echo (by id): EchoNumbers where the image has it; for an enhanced frame
+    without, the rank of its EffectiveEchoTime among those of the whole series (exports
+    that write each echo to a file of its own, Siemens XA, would be 'echo 1' in every file).
+    Field maps have no echo of their own: they are told apart by their frame type."""
+    ranked = [h for h in members if h.echo_number is None and h.echo_time is not None
+              and _frame_type_known(h) and not h.is_field_map]
+    times = sorted({h.echo_time for h in ranked if h.echo_time is not None})
+    rank = {id(h): times.index(h.echo_time) + 1 for h in ranked if h.echo_time is not None}
+    return {id(h): h.echo_number if h.echo_number is not None else rank.get(id(h))
             for h in members}
+
+
+def _frame_type_known(header: SliceHeader) -> bool:
+    """An enhanced frame (functional groups), not a single-frame file or a mosaic tile."""
+    return header.frame >= 0 and header.mosaic is None
 
 
 def _frame_type(header: SliceHeader) -> str:
     """FrameType value 4 of an enhanced frame (what its pixels are) where the component
     (magnitude, phase, real, imaginary, field map: complex_suffix) does not already say it;
     '' otherwise."""
-    if header.frame < 0 or header.mosaic is not None or len(header.image_type) < 4:
+    if not _frame_type_known(header) or len(header.image_type) < 4:
         return ""
     value = header.image_type[3]
     return "" if value in COMPLEX_COMPONENTS or value in ("FIELD_MAP", "NONE") else value
