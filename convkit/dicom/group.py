@@ -34,7 +34,7 @@ _SPLIT_NAMES = {"localizer": "Localizer", "orientation": "ImageOrientationPatien
                 "stack": "StackID", "shape": "Rows x Columns", "echo": "EchoTime",
                 "component": "ImageType/ComplexImageComponent", "frame_type": "FrameType value 4",
                 "derived": "ImageType (derived)", "polarity": "PhaseEncodingPolarity",
-                "other": "attribute"}
+                "other": "differing attribute"}
 _COMPONENT_NAMES = {"": "magnitude", "_ph": "phase", "_real": "real", "_imag": "imaginary",
                     FIELD_MAP_SUFFIX: "field map (Hz)"}
 
@@ -111,7 +111,7 @@ class _VolumeKey(NamedTuple):
     frame_type: str  # enhanced FrameType value 4 where frames differ in it, else ''
     derived: str  # '' or '_ADC', '_TRACEW', ...
     polarity: str  # '' or REVERSED_SUFFIX (GE pepolar)
-    other: str  # 'Attribute=value' that alone tells repeated images apart (no time attribute)
+    other: str  # 'Attribute value' that alone tells repeated images apart (no time attribute)
 
 
 def _split_series(members: list[SliceHeader]) -> list[SeriesGroup]:
