@@ -67,6 +67,9 @@ class SeriesResult:
     reason: str = ""
     hint: str = ""
     unreadable: list[str] = field(default_factory=list)  # files that could not be decoded
+    #: why its SeriesInstanceUID became several outputs ('' when it did not): the attributes
+    #: that differ with this output's value and the series' values (also in the sidecar)
+    split: str = ""
 
 
 @dataclass
@@ -280,7 +283,8 @@ def _select(scan: ScanResult, select: list[str] | None) -> list[SeriesGroup]:
 def _result(group: SeriesGroup, status: Outcome) -> SeriesResult:
     first = group.first
     return SeriesResult(group.label, group.series_uid, first.series_number,
-                        first.series_description, first.modality, group.n_files, status)
+                        first.series_description, first.modality, group.n_files, status,
+                        split=group.split_reason)
 
 
 def _unreadable_by_series(scan: ScanResult) -> dict[str, list[FileRecord]]:

@@ -29,7 +29,7 @@ SERIES_COLUMNS = (
     "oblique_degrees", "tilt_degrees", "gantry_tilt", "transfer_syntax", "compressed", "lossy",
     "bits_allocated", "bits_stored", "signed", "samples_per_pixel", "rescale_slope",
     "rescale_intercept", "rescale_varies", "status", "dicom2nii", "output_shape", "reason",
-    "identifiers", "findings",
+    "identifiers", "findings", "split",
 )
 VOLUME_COLUMNS = (
     "path", "format", "status", "shape", "dtype", "spacing", "orientation", "oblique_degrees",

@@ -252,7 +252,9 @@ def series_table(report, listing: bool = False, width: int = PIPE_WIDTH) -> Tabl
 
 def series_notes(report) -> list[str]:
     """What convkit did to written series (tilt corrected, resampled, 4D order)."""
-    return [f"[cyan]{result.label}[/]: {note}" for result in report.series for note in result.notes]
+    return [f"[cyan]{result.label}[/]: {note}" for result in report.series
+            for note in ([f"split: {escape(result.split)}"] if getattr(result, "split", "")
+                         else []) + result.notes]
 
 
 #: File statuses worth a line of their own under the series table, and how many are listed.

@@ -48,7 +48,8 @@ WANTED: dict[str, tuple[int, str]] = {
     # Standard diffusion attributes of single-frame MR (diffusion.py).
     "DiffusionDirectionality": (0x00189075, "CS"), "DiffusionBValue": (0x00189087, "FD"),
     "DiffusionGradientOrientation": (0x00189089, "FD"),
-    # What maps GE's logical-frame gradients to the patient (diffusion.ge_direction_lps).
+    # What maps GE's logical-frame gradients to the patient (diffusion.ge_direction_lps), and
+    # which image axis GE pepolar volumes are mirrored along (group.py, plan.py).
     "PatientPosition": (0x00185100, "CS"), "InPlanePhaseEncodingDirection": (0x00181312, "CS"),
 }
 #: Sequences whose content discovery needs (the walker skips sequences): when a file holds

@@ -29,7 +29,13 @@ from convkit.dicom.diffusion import DERIVED_DIFFUSION_TYPES, diffusion_header_fi
 from convkit.dicom.fastheader import FastDataset, Fragments, has_eoi, read_fast, series_uid_of
 from convkit.dicom.mosaic import mosaic_layout, mosaic_problem
 from convkit.dicom.multiframe import frame_headers
-from convkit.dicom.vendors import is_philips, philips_scale_slope, uih_grid_images
+from convkit.dicom.vendors import (
+    ge_sequence_fields,
+    is_ge,
+    is_philips,
+    philips_scale_slope,
+    uih_grid_images,
+)
 from convkit.errors import ConvkitError, InputError
 from convkit.volume import format_gib, max_volume_bytes
 
@@ -46,6 +52,8 @@ COMPLEX_COMPONENTS = {"M": "", "MAGNITUDE": "", "P": "_ph", "PHASE": "_ph",
                       "R": "_real", "REAL": "_real", "I": "_imag", "IMAGINARY": "_imag"}
 #: ImageType values (third on) of B0 field maps (Philips B0, enhanced FIELD_MAP).
 FIELD_MAP_TYPES = frozenset({"B0", "B0_MAP", "B0MAP", "FIELD_MAP", "FIELDMAP"})
+#: The file suffix of a B0 field map in Hz (as dcm2niix names it); its sidecar says Units: Hz.
+FIELD_MAP_SUFFIX = "_fieldmaphz"
 #: Encapsulated syntaxes whose every frame ends with an end-of-image marker (FF D9): JPEG
 #: (baseline, extended, lossless), JPEG-LS, JPEG 2000 and HTJ2K. A frame without one was cut.
 EOI_SYNTAXES = frozenset({
@@ -116,6 +124,12 @@ class SliceHeader:
     file_size: int | None = None  # bytes on disk, as read (reports need not stat the file again)
     notes: tuple[str, ...] = ()  # what reading the file met and fixed (plan -> Volume.notes)
     overlays: tuple[int, ...] = ()  # groups (0x6000, 0x6002 ...) holding overlay data (60xx,3000)
+    complex_component: str = ""  # enhanced frames: ComplexImageComponent (MAGNITUDE, PHASE ...)
+    pulse_sequence: str = ""  # GE pulse sequence name, lower case ('b0map', 'epi_pepolar')
+    ge_locations: int | None = None  # GE locations in acquisition (0021,104F)
+    ge_user_data12: float | None = None  # GE user data 12 (0019,10B3): pepolar volume order
+    reversed_phase: bool = False  # acquired with the reversed phase-encoding polarity (group.py)
+    ge_phase_direction: str = ""  # GE InPlanePhaseEncodingDirection (ROW, COL)
 
     def real_scaling(self, philips_precise: bool | None = None) -> tuple[float, float]:
         """(slope, intercept) to real-world values; Philips 'precise' values when
@@ -136,7 +150,7 @@ class SliceHeader:
         Hz), '' for the others (magnitude, real, imaginary, maps of no unit)."""
         if self.complex_suffix == "_ph":
             return "phase"
-        if any(value.replace(" ", "_") in FIELD_MAP_TYPES for value in self.image_type[2:]):
+        if self.is_field_map:
             return "field map"
         return ""
 
@@ -159,8 +173,19 @@ class SliceHeader:
         return (self.instance_number or 0, self.frame)
 
     @property
+    def is_field_map(self) -> bool:
+        """A B0 field map (in Hz): FrameType/ImageType FIELD_MAP, or 'B0 MAP' / B0 (Philips)."""
+        return any(value.replace(" ", "_") in FIELD_MAP_TYPES or ("B0" in value and "MAP" in value)
+                   for value in self.image_type[2:])
+
+    @property
     def complex_suffix(self) -> str:
-        """'' for magnitude (or unknown), '_ph', '_real', '_imag' for the other components."""
+        """'' for magnitude (or unknown), '_ph', '_real', '_imag' for the other components,
+        '_fieldmaphz' for a B0 field map (whatever component it is stored as)."""
+        if self.is_field_map:
+            return FIELD_MAP_SUFFIX
+        if self.complex_component in COMPLEX_COMPONENTS:
+            return COMPLEX_COMPONENTS[self.complex_component]
         for value in self.image_type[2:]:
             for token in value.upper().replace("-", "_").split("_"):
                 if token in COMPLEX_COMPONENTS and token not in ("M", "MAGNITUDE"):
@@ -508,6 +533,7 @@ def _header_from_dataset(path: Path, ds: Any, sop_class: str) -> SliceHeader:
                              if is_philips(str(ds.get("Manufacturer", ""))) else None),
         overlays=overlay_groups(ds),
         **diffusion_header_fields(ds),
+        **(ge_sequence_fields(ds) if is_ge(str(ds.get("Manufacturer", "") or "")) else {}),
     )
 
 

@@ -35,17 +35,14 @@ def frame_headers(ds: Any, base: Any) -> list[Any]:
     n_frames = base.number_of_frames
     if len(per_frame) not in (0, n_frames):
         raise ValueError(f"{len(per_frame)} per-frame functional groups for {n_frames} frames")
-    echo_times = sorted({t for t in (_frame_echo_time(per_frame[i] if per_frame else None, shared)
-                                     for i in range(n_frames)) if t is not None})
     headers = []
     for index in range(n_frames):
         item = per_frame[index] if per_frame else None
-        headers.append(_frame_header(ds, base, index, item, shared, echo_times))
+        headers.append(_frame_header(ds, base, index, item, shared))
     return headers
 
 
-def _frame_header(ds: Any, base: Any, index: int, item: Any, shared: Any,
-                  echo_times: list[float]) -> Any:
+def _frame_header(ds: Any, base: Any, index: int, item: Any, shared: Any) -> Any:
     def group(name: str) -> Any:
         return _group(item, shared, name)
 
@@ -84,15 +81,16 @@ def _frame_header(ds: Any, base: Any, index: int, item: Any, shared: Any,
             content.get("FrameAcquisitionDateTime")) or base.acquisition_time
     if frame_type is not None and frame_type.get("FrameType"):
         changes["image_type"] = tuple(str(v).upper() for v in values.multi(frame_type.FrameType))
+    if frame_type is not None and frame_type.get("ComplexImageComponent"):
+        changes["complex_component"] = str(frame_type.ComplexImageComponent).strip().upper()
     weighting = item if item is not None and "MRDiffusionSequence" in item else shared
     if weighting is not None and "MRDiffusionSequence" in weighting:
         changes.update(diffusion_header_fields(ds, weighting))
     legacy = _philips_legacy_item(item)
     if legacy is not None and is_philips(base.manufacturer):
         changes["philips_scale_slope"] = philips_scale_slope(legacy) or base.philips_scale_slope
-    if echo_time is not None:
+    if echo_time is not None:  # echoes are numbered across the series (group.py), not per file
         changes["echo_time"] = echo_time
-        changes["echo_number"] = echo_times.index(echo_time) + 1
     return dataclasses.replace(base, **changes)
 
 

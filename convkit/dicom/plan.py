@@ -32,6 +32,15 @@ TIME_KEYS = (
     ("AcquisitionNumber", "acquisition_number"),
     ("InstanceNumber", "instance_order"),  # then the frame number within a multi-frame file
 )
+#: What repeated images must share to be ordered by InstanceNumber alone (nothing else
+#: tells their order): images that differ in any of these are different kinds of image.
+SAME_ATTRIBUTES = (("EchoTime", "echo_time"), ("ImageType", "image_type"),
+                   ("RescaleSlope", "rescale_slope"), ("RescaleIntercept", "rescale_intercept"),
+                   ("ComplexImageComponent", "complex_component"),
+                   ("GE pulse sequence name", "pulse_sequence"))
+#: GE sequences whose repeated images are different kinds of image (B0 map: field map and
+#: magnitude; pepolar: two phase-encoding polarities): never a time series by InstanceNumber.
+GE_MIXED_SEQUENCES = ("b0map", "pepolar")
 #: Values a user may ask for with --dtype.
 OUTPUT_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 #: Error codes of refusals (the audit reports them as findings of the same code).
@@ -155,6 +164,7 @@ def plan_series(group: SeriesGroup, options: ConvertOptions | None = None) -> Se
              + list(diffusion.notes if diffusion else ()))
     try:
         _check_grid(stack, options, group, reps)
+        _check_reversed_phase(stack, group)
     except RefusedError as refusal:
         return SeriesPlan(stack, layout, grid, diffusion, refusal, notes)
     return SeriesPlan(stack, layout, grid, diffusion, None, notes)
@@ -426,12 +436,61 @@ def _time_key(clusters: list[list[SliceHeader]], where: str = "") -> tuple[str, 
             for cluster in clusters
         )
         if values_ok:
+            if keyword == "InstanceNumber":
+                _check_instance_order(clusters, where)
             return keyword, attribute
     raise RefusedError(
         f"{where}slices at duplicate positions: {len(clusters[0])} files at each of "
         f"{len(clusters)} "
         "positions, and no time or instance attribute tells them apart",
         "the files look like copies: remove the duplicates", DUPLICATE_POSITION)
+
+
+def _check_reversed_phase(stack: geometry.StackGeometry, group: SeriesGroup) -> None:
+    """GE pepolar volumes acquired with the reversed polarity are stored mirrored along the
+    image columns (read_series mirrors them back, as dcm2niix does): established for column
+    phase encoding on a straight, regular grid only; refuse the rest rather than write
+    mirrored volumes."""
+    first = group.first
+    if not first.reversed_phase:
+        return
+    if first.ge_phase_direction != "COL" or stack.sheared or stack.gaps:
+        raise RefusedError(
+            f"series {group.label}: GE reverse-polarity EPI volumes are stored mirrored; "
+            "mirroring them back is established for column phase encoding "
+            "(InPlanePhaseEncodingDirection COL) on a straight, regular grid only, not "
+            f"{first.ge_phase_direction or 'no phase-encoding direction'}"
+            f"{' with gantry tilt' if stack.sheared else ''}"
+            f"{' with uneven slices' if stack.gaps else ''}",
+            "convert the series with a tool that knows this sequence", UNSUPPORTED)
+
+
+def _check_instance_order(clusters: list[list[SliceHeader]], where: str) -> None:
+    """Images at one position told apart only by InstanceNumber are a time series only when
+    nothing says they are different kinds of image: refuse them when they differ in an
+    attribute (which grouping could not split them by) or come from a GE sequence that mixes
+    kinds (B0 map, pepolar) whose own rule did not apply."""
+    headers = [h for cluster in clusters for h in cluster]
+    differ = [f"{keyword} ({', '.join(sorted({_shown(getattr(h, attribute)) for h in headers}))})"
+              for keyword, attribute in SAME_ATTRIBUTES
+              if len({getattr(h, attribute) for h in headers}) > 1]
+    mixed = next((h.pulse_sequence for h in headers  # pepolar reversed throughout is one kind
+                  if any(name in h.pulse_sequence for name in GE_MIXED_SEQUENCES)
+                  and not ("pepolar" in h.pulse_sequence and h.ge_user_data12 == 1)), "")
+    if not differ and not mixed:
+        return
+    why = f"they differ in {'; '.join(differ)}" if differ else \
+        f"the GE sequence {mixed!r} mixes kinds of image and its rule did not apply"
+    raise RefusedError(
+        f"{where}{len(clusters[0])} images at each of {len(clusters)} positions are told apart "
+        f"only by InstanceNumber (no {', '.join(k for k, _ in TIME_KEYS[:-1])} orders them) and "
+        f"{why}: they are not time points of one volume",
+        "convert the images of each kind separately (split the files by that attribute)",
+        DUPLICATE_POSITION)
+
+
+def _shown(value: object) -> str:
+    return "\\".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def _check_grid(stack: geometry.StackGeometry, options: ConvertOptions, group: SeriesGroup,

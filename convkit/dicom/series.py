@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from convkit.dicom.dataset import is_read_error, read_reason, warnings_caught
 from convkit.dicom.group import SeriesGroup
 from convkit.dicom.header import SliceHeader
@@ -58,6 +60,8 @@ def read_series(
     volume.notes.extend(f"pydicom: {text}" for text in caught  # unless decoding said it
                         if not any(note.startswith(f"pydicom: {text}") for note in volume.notes))
     _add_sidecar_fields(volume, group, plan, options)
+    if group.reversed_phase:  # plan_series refused what this is not established for
+        _unmirror_reversed(volume)
     return volume
 
 
@@ -85,6 +89,33 @@ def _add_sidecar_fields(volume: Volume, group: SeriesGroup, plan: SeriesPlan,
         volume.metadata["SliceTiming"] = timing
     if "EchoTime" not in volume.metadata and first.echo_time is not None:
         volume.metadata["EchoTime"] = round(first.echo_time / 1000, 9)
+    volume.metadata.update(split_fields(group, volume.metadata))
+
+
+def _unmirror_reversed(volume: Volume) -> None:
+    """GE pepolar volumes acquired with the reversed polarity are stored mirrored along the
+    image columns (j): mirror them back, as dcm2niix does."""
+    volume.array = np.asfortranarray(volume.array[:, ::-1])
+    volume.notes.append("reversed phase-encoding volumes mirrored back along the image columns "
+                        "(GE pepolar, as dcm2niix)")
+
+
+def split_fields(group: SeriesGroup, metadata: dict) -> dict:
+    """What the grouping decided, for the sidecar: why this output was split from its series
+    (ConvkitSplit), Units of a field map, and the phase-encoding direction of volumes that a
+    GE pepolar series acquired with the reversed polarity."""
+    fields: dict = {}
+    if group.split:
+        fields["ConvkitSplit"] = {"reason": group.split_reason, "attributes": group.split}
+    if group.is_field_map:
+        fields["Units"] = "Hz"
+    direction = metadata.get("PhaseEncodingDirection")
+    if group.reversed_phase:
+        fields["PhaseEncodingPolarityReversed"] = True
+        if isinstance(direction, str) and direction:
+            fields["PhaseEncodingDirection"] = direction.rstrip("-") if direction.endswith("-") \
+                else direction + "-"
+    return fields
 
 
 def _single_group(folder: Path | str) -> SeriesGroup:

@@ -15,7 +15,10 @@ from convkit.errors import InputError
 
 #: (group, private creator) -> {element offset in the creator's block: VR}.
 PRIVATE_ELEMENTS: dict[tuple[int, str], dict[int, str]] = {
-    (0x0019, "GEMS_ACQU_01"): {0xBB: "DS", 0xBC: "DS", 0xBD: "DS"},  # GE gradient (logical)
+    (0x0019, "GEMS_ACQU_01"): {0xBB: "DS", 0xBC: "DS", 0xBD: "DS",  # GE gradient (logical)
+                               0x9C: "LO", 0x9E: "LO",  # pulse sequence name, internal name
+                               0xB3: "DS"},  # user data 12 (pepolar: which volumes reversed)
+    (0x0021, "GEMS_RELA_01"): {0x4F: "SS"},  # GE locations in acquisition
     (0x0029, "SIEMENS CSA HEADER"): {0x10: "OB"},  # CSA image header
     (0x0043, "GEMS_PARM_01"): {0x39: "IS"},  # GE b-value (slop_int_6..9)
     (0x2001, "Philips Imaging DD 001"): {0x03: "FL", 0x04: "CS"},  # b-value, direction code
@@ -77,6 +80,27 @@ def uih_grid_images(ds: Any) -> int:
     return int(count) if count and count > 1 else 0
 
 
+def is_ge(manufacturer: str) -> bool:
+    return manufacturer.strip().upper().startswith("GE")
+
+
+def ge_sequence_fields(ds: Any) -> dict[str, Any]:
+    """GE's pulse sequence name (0019,109C, else the internal name 0019,109E, lower case),
+    locations in acquisition (0021,104F) and user data 12 (0019,10B3): what tells a B0 field
+    map from its magnitude and a reversed phase-encoding volume from a forward one."""
+    names = [getattr(private_element(ds, 0x0019, offset, "GEMS_ACQU_01"), "value", None)
+             for offset in (0x9C, 0x9E)]
+    texts = [n.decode("latin-1") if isinstance(n, bytes) else str(n or "") for n in names]
+    name = next((t.strip("\x00 ").lower() for t in texts if t.strip("\x00 ")), "")
+    locations = values.to_int(getattr(private_element(ds, 0x0021, 0x4F, "GEMS_RELA_01"),
+                                      "value", None), "GE locations in acquisition (0021,xx4F)")
+    user12 = values.to_float(getattr(private_element(ds, 0x0019, 0xB3, "GEMS_ACQU_01"),
+                                     "value", None), "GE user data 12 (0019,xxB3)")
+    direction = str(ds.get("InPlanePhaseEncodingDirection", "") or "").strip().upper()
+    return {"pulse_sequence": name, "ge_locations": locations, "ge_user_data12": user12,
+            "ge_phase_direction": direction}
+
+
 def is_philips(manufacturer: str) -> bool:
     return "PHILIPS" in manufacturer.upper()
 
@@ -114,6 +138,10 @@ def phase_encoding_fields(ds: Any, rows: int, columns: int) -> dict[str, Any]:
     axis = "i" if direction == "ROW" else "j"
     fields: dict[str, Any] = {"PhaseEncodingAxis": axis}
     positive = siemens_csa_scalar(ds, "PhaseEncodingDirectionPositive")
+    if positive not in (0, 1) and is_ge(str(ds.get("Manufacturer", "") or "")):
+        # GE (RX27+): RectilinearPhaseEncodeReordering LINEAR is the flipped polarity (dcm2niix)
+        reordering = str(ds.get("RectilinearPhaseEncodeReordering", "") or "").upper()
+        positive = {"LINEAR": 0, "REVERSE_LINEAR": 1}.get(reordering)
     if positive in (0, 1):
         fields["PhaseEncodingDirection"] = axis + ("" if positive == 1 else "-")
     recon_pe = columns if axis == "i" else rows

@@ -285,13 +285,20 @@ def write_enhanced(
     rescale_intercept: float = 0.0,
     seed: int = 0,
     series_number: int = 1,
+    instance: int = 1,
+    frame_types: Sequence[Sequence[str]] | None = None,
+    complex_components: Sequence[str] | None = None,
+    manufacturer: str = "convkit synthetic",
 ) -> Path:
     """Write one Enhanced MR Image Storage file with a frame per stored[f].
 
     stored: (frames, rows, cols) integers; positions (frames, 3) and orientations
     (frames, 6) per frame (LPS), in the Per-frame Functional Groups; pixel
     measures and rescale in the Shared Functional Groups. stack_ids,
-    temporal_indices and echo_times go to FrameContent / MREcho per frame.
+    temporal_indices and echo_times go to FrameContent / MREcho per frame;
+    frame_types (FrameType values) and complex_components (ComplexImageComponent)
+    to an MRImageFrameType item per frame. Files of one series (same seed and
+    series_number) written with different instance numbers are separate instances.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence as DicomSequence
@@ -301,12 +308,12 @@ def write_enhanced(
     n_frames = stored.shape[0]
     ds = Dataset()
     ds.SOPClassUID = ENHANCED_MR_STORAGE
-    ds.SOPInstanceUID = uid(seed, series_number, "enhanced")
+    ds.SOPInstanceUID = uid(seed, series_number, "enhanced", *([instance] if instance != 1 else []))
     ds.StudyInstanceUID, ds.SeriesInstanceUID = uid(seed, "study"), uid(seed, series_number, "s")
     ds.FrameOfReferenceUID = uid(seed, "frame")
-    ds.Modality, ds.Manufacturer = "MR", "convkit synthetic"
+    ds.Modality, ds.Manufacturer = "MR", manufacturer
     ds.PatientName, ds.PatientID = "Synthetic^Patient", "SYNTH001"
-    ds.SeriesNumber, ds.SeriesDescription, ds.InstanceNumber = series_number, "enhanced", 1
+    ds.SeriesNumber, ds.SeriesDescription, ds.InstanceNumber = series_number, "enhanced", instance
     ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
     ds.NumberOfFrames = n_frames
     _set_pixels(ds, stored[0], False, None)
@@ -323,6 +330,15 @@ def write_enhanced(
     ds.PerFrameFunctionalGroupsSequence = DicomSequence(
         [_frame_item(f, positions, orientations, stack_ids, temporal_indices, echo_times)
          for f in range(n_frames)])
+    for f, item in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        if frame_types is None and complex_components is None:
+            break
+        frame_type = Dataset()
+        if frame_types is not None:
+            frame_type.FrameType = list(frame_types[f])
+        if complex_components is not None:
+            frame_type.ComplexImageComponent = complex_components[f]
+        item.MRImageFrameTypeSequence = DicomSequence([frame_type])
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
