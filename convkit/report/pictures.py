@@ -9,6 +9,7 @@ placeholder picture saying why, so that every card shows something that loaded.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from convkit.errors import ConvkitError, RefusedError, exception_reason
 from convkit.preview import PreviewOptions, PreviewSource, draw_preview, load_for_preview
 from convkit.preview import canvas as preview_canvas
 from convkit.preview.display import PLANES, plane_layout
-from convkit.preview.render import plan_preview
+from convkit.preview.render import PreviewPlan, plan_preview
 from convkit.volume import Volume
 
 #: Longest side of each plane in a thumbnail (pixels); the full-size picture uses the
@@ -87,9 +88,11 @@ def card_pictures(source: Any) -> Pictures:
     """The thumbnail and full-size picture of a series group or volume file."""
     try:
         volume, note = _load(source)
-        options = _view(volume)
-        thumb = _drawn(volume, PreviewOptions(**options, size=THUMB_TILE_PX))
-        full = _drawn(volume, PreviewOptions(**options))
+        plan = plan_preview(volume, PreviewOptions(**_view(volume)))
+        full = _drawn(plan)
+        # the same slices and window, smaller (planning again would recompute the window)
+        thumb = _drawn(dataclasses.replace(
+            plan, options=dataclasses.replace(plan.options, size=THUMB_TILE_PX)))
     except (ConvkitError, OSError, MemoryError) as exc:
         return placeholder(f"no picture: {getattr(exc, 'message', None) or exception_reason(exc)}")
     except Exception as exc:  # a bug drawing one card must not cost the page of the archive
@@ -130,8 +133,8 @@ def _view(volume: Volume) -> dict[str, Any]:
     return {"view": "mosaic", "plane": plane}
 
 
-def _drawn(volume: Volume, options: PreviewOptions) -> np.ndarray:
-    return preview_canvas.rasterise(draw_preview(plan_preview(volume, options)).picture)
+def _drawn(plan: PreviewPlan) -> np.ndarray:
+    return preview_canvas.rasterise(draw_preview(plan).picture)
 
 
 def encode_webp(rgb: np.ndarray, quality: int) -> bytes:
