@@ -109,10 +109,11 @@
     thumb.append(img);
     tr.append(thumb, el("td", {}, ""));
     tr.lastChild.append(el("span", { class: "status " + card.status }, card.status));
-    tr.append(el("td", { class: "name" }, card.name));
-    tr.append(el("td", {}, card.kind));
+    const name = el("td", { class: "name" }, card.name);
+    name.append(el("div", { class: "note-text" }, card.kind));
+    tr.append(name);
     tr.append(el("td", {}, card.modality));
-    const description = el("td", {}, card.description);
+    const description = el("td", { class: "description" }, card.description);
     if (card.patient) description.append(el("div", { class: "note-text" }, card.patient));
     if (card.folder) description.append(el("div", { class: "note-text" }, card.folder));
     tr.append(description);
