@@ -20,9 +20,10 @@ from convkit import __version__
 CONTENT_SECURITY_POLICY = ("default-src 'none'; img-src data: file: 'self'; "
                            "style-src 'unsafe-inline'; script-src 'unsafe-inline'")
 #: Sortable columns: (data-column, heading); the picture and rating columns come first/last.
-COLUMNS = (("status", "Status"), ("name", "Series / file"), ("modality", "Modality"), ("description", "Description"), ("shape", "Shape"),
-           ("voxel_mm", "Voxel mm"), ("orientation", "Orient"), ("slices", "Slices"),
-           ("dicom2nii", "dicom2nii"), ("findings", "Findings"))
+COLUMNS = (("status", "Status"), ("name", "Series / file"), ("modality", "Modality"),
+           ("description", "Description"), ("shape", "Shape"), ("voxel_mm", "Voxel mm"),
+           ("orientation", "Orient"), ("slices", "Slices"), ("dicom2nii", "dicom2nii"),
+           ("findings", "Findings"))
 STATUSES = ("error", "warning", "info", "ok")
 
 
