@@ -225,3 +225,18 @@ def test_outputs_refused_before_any_work(archive, tmp_path):
     assert not (tmp_path / "new.html").exists()
     build_report(archive, output, force=True, jobs=1)
     assert output.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_corpus_volume_beside_its_series_gets_its_modality_and_findings(corpus, tmp_path):
+    """dicom2nifti's ground truth beside a tilted series with a gap: the audit pairs them and
+    finds the geometry differs; the volume's card carries that error and the CT modality."""
+    case = corpus / "dicom" / "d2n" / "failing_sliceincrement_002"
+    output = tmp_path / "case.html"
+    run_cli("report", case, "-o", output, "-j", "1", check_code=0)
+    cards = by_name(page_data(output))
+    volume = cards["dicom2nifti_ground_truth.nii.gz"]
+    assert volume["modality"] == "CT"
+    assert volume["status"] == "error"
+    assert "pair.geometry-mismatch" in {f["code"] for f in volume["findings"]}
+    series = next(c for c in cards.values() if c["kind"] == "series")
+    assert {"series.gap", "series.tilt"} <= {f["code"] for f in series["findings"]}

@@ -68,6 +68,10 @@ def cards_from_audit(report: AuditReport, show_identifiers: bool = False
     cards += [_volume_card(row, root) for row in report.volumes]
     by_series = {card.name: card for card in cards if card.kind == "series"}
     by_path = {str(card.source): card for card in cards if card.kind == "volume"}
+    for row in report.volumes:  # a volume made from a series has that series' modality
+        paired = by_series.get(row["paired_series"] or "")
+        if paired is not None:
+            by_path[row["path"]].modality = paired.modality
     loose = []
     for item in report.findings:
         owners = [by_series[label] for label in item.series.split(", ") if label in by_series]

@@ -73,7 +73,7 @@
     }
     const note = el("input", { type: "text", placeholder: "note", "aria-label": "note" });
     note.value = current.note || "";
-    note.addEventListener("change", () => {
+    note.addEventListener("input", () => { // every keystroke: a reload loses nothing
       const entry = ratings[card.key] || {};
       entry.note = note.value;
       entry.time = new Date().toISOString();
