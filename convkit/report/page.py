@@ -68,7 +68,8 @@ def render_page(document: dict[str, Any]) -> str:
 </div>
 <div id="storage-warning" class="note-text" hidden></div>
 <table>
-<thead><tr><th>Picture</th>{headings}<th data-column="rating" aria-sort="none">Rating</th></tr></thead>
+<thead><tr><th>Picture</th>{headings}
+<th data-column="rating" aria-sort="none">Rating</th></tr></thead>
 <tbody id="cards"></tbody>
 </table>
 {_loose_section(document["loose"])}
