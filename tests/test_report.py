@@ -240,3 +240,12 @@ def test_corpus_volume_beside_its_series_gets_its_modality_and_findings(corpus, 
     assert "pair.geometry-mismatch" in {f["code"] for f in volume["findings"]}
     series = next(c for c in cards.values() if c["kind"] == "series")
     assert {"series.gap", "series.tilt"} <= {f["code"] for f in series["findings"]}
+
+
+def test_progress_counts_every_picture(archive, tmp_path):
+    calls: list[tuple[str, int, int]] = []
+    result = build_report(archive, tmp_path / "qc.html", jobs=2,
+                          progress=lambda stage, done, total: calls.append((stage, done, total)))
+    pictures = [(done, total) for stage, done, total in calls if stage == "pictures"]
+    assert pictures[0] == (0, len(result.cards)) and pictures[-1] == (len(result.cards),) * 2
+    assert [done for done, _ in pictures] == sorted(done for done, _ in pictures)
