@@ -20,15 +20,21 @@ demo: $(STAMP) sample_data/dicom
 	$(BIN)/convkit dicom2nii --list sample_data/dicom
 	$(BIN)/convkit dicom2nii sample_data/dicom demo_output
 
-# dicom3tools (dciodvfy, dcentvfy) validate the DICOM that nii2dicom writes. Installed with
-# apt when missing and possible (root, Debian/Ubuntu); otherwise those tests are skipped
-# locally (never in CI, where CI=true makes a missing validator an error).
+# dicom3tools (dciodvfy, dcentvfy) validate the DICOM that nii2dicom writes; Debian's chromium
+# runs the report page's browser tests (driven by Playwright, which never downloads a browser).
+# Installed with apt when missing and possible (root, Debian/Ubuntu); otherwise those tests are
+# skipped locally (never in CI, where CI=true makes a missing tool an error).
 tools:
 	@command -v dciodvfy >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get install -y -qq dicom3tools >/dev/null 2>&1 || \
 	     (apt-get update -qq >/dev/null && apt-get install -y -qq dicom3tools >/dev/null)); \
 	  else echo "note: dicom3tools (dciodvfy) not installed: DICOM validation tests will skip"; fi; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null)); \
+	  else echo "note: chromium not installed: the report's browser tests will skip"; fi; }
 
 # The full suite (the README's command): everything, with the 15 slowest tests listed.
 test: $(STAMP) tools

@@ -189,6 +189,7 @@ def test_orientation_letters_are_drawn_at_the_edges(tmp_path):
     for text, (lx, ly) in {"R": (x - 8, y + (h - 11) // 2), "L": (x + w + 2, y + (h - 11) // 2),
                            "A": (x + (w - 6) // 2, y - 11), "P": (x + (w - 6) // 2, y + h + 2)
                            }.items():
+        assert text_mask(text).sum() >= 8, "a letter paints pixels in exactly its colour"
         np.testing.assert_array_equal(letter[ly:ly + 11, lx:lx + 6], text_mask(text), text)
 
 
@@ -298,6 +299,7 @@ def test_mosaic_grid_step_and_titles(tmp_path, cli):
                                 f"{abs(position):.1f}"
         tx, ty = tile["title_xy"]
         mask = text_mask(tile["title"])
+        assert mask.sum() > 5 * len(tile["title"].replace(" ", ""))
         np.testing.assert_array_equal(text[ty:ty + mask.shape[0], tx:tx + mask.shape[1]], mask)
         image = crop(png, tile["box"])[..., 0]
         assert np.all(image == tile["slice"])  # grey = value with this window

@@ -135,6 +135,7 @@ def audit_path(
     report.files = [_file_row(record, kinds[p], by_path.get(p), sidecars)
                     for p, record in records.items()]
     report.series = [_clean(series_row(audit, show_identifiers)) for audit in series]
+    report.groups = {audit.label: audit.group for audit in series}
     report.volumes = [_clean(_volume_row(volume, show_identifiers)) for volume in volumes]
     report.findings = sorted(findings, key=sort_key)
     if root.is_file():

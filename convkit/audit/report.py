@@ -57,6 +57,9 @@ class AuditReport:
     volumes: list[dict[str, Any]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     header: dict[str, Any] | None = None  # single-file mode: the file's header summary
+    #: series label -> its convkit.dicom.group.SeriesGroup (for pictures: convkit report);
+    #: not part of the JSON or CSV
+    groups: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def counts(self) -> dict[str, int]:
         """Files per status, in FILE_STATUSES order (statuses with no file left out)."""

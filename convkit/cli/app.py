@@ -26,6 +26,7 @@ from convkit.cli.convert import convert
 from convkit.cli.dicom2nii import dicom2nii
 from convkit.cli.nii2dicom import nii2dicom
 from convkit.cli.preview import preview
+from convkit.cli.report import report
 from convkit.cli.signals import SignalGuard, signals_interrupt, stop_workers
 from convkit.errors import ConvkitError
 
@@ -49,6 +50,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "compare": compare,
     "preview": preview,
     "audit": audit,
+    "report": report,
 }
 
 class _Stopped(Exception):

@@ -16,7 +16,7 @@ disk (radiological by default: patient left on the image right), with square
 millimetre pixels and orientation letters; windows are documented in
 convkit.preview.window.WINDOW_PRESETS. Modules: display (canonical frame, planes,
 resampling), window, overlay (label volumes in world space, GGO highlight),
-canvas (layout, text, terminal cells), font (built-in bitmap font), png, render
+canvas (layout, text, terminal cells), font (Pillow's scalable font in cells), png, render
 (options -> plan -> drawing), files (inputs, atomic PNG output, batches).
 """
 

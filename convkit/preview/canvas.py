@@ -1,7 +1,7 @@
 """Composing a picture: tiles with titles and orientation letters, a header and a legend.
 
 Layout is computed in pixels for a Typeset: the PNG typeset draws text with the
-built-in bitmap font (CELL_WIDTH x CELL_HEIGHT pixels per character, times a
+built-in scalable font in cells of CELL_WIDTH x CELL_HEIGHT pixels per character (times a
 scale); the terminal typeset has one character per 1 x 2 pixels (a half-block
 cell), and text is printed as characters. Text never covers image pixels: the
 letters sit in margins around each image.
@@ -162,7 +162,7 @@ def _fit(text: str, width_px: int, ts: Typeset) -> str:
 
 
 def rasterise(picture: Picture) -> np.ndarray:
-    """The picture's pixels with its texts drawn in the bitmap font (PNG typeset)."""
+    """The picture's pixels with its texts drawn (Pillow's scalable font; PNG typeset)."""
     rgb = picture.rgb.copy()
     scale = max(picture.typeset.scale, 1)
     for label in picture.labels:

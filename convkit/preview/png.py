@@ -1,4 +1,8 @@
-"""PNG encoding of uint8 RGB arrays with zlib and struct (no imaging library)."""
+"""PNG encoding of uint8 RGB arrays with zlib and struct (no imaging library).
+
+Kept rather than Pillow's PNG encoder: on a 1384 x 1497 CT mosaic, Pillow took 290 ms at
+compress_level 1 (658 kB) and 385 ms at 6 (545 kB), this encoder 50 ms (591 kB).
+"""
 
 from __future__ import annotations
 

@@ -379,5 +379,5 @@ def _tile_rgb(plan: PreviewPlan, tile: Tile) -> np.ndarray:
 
 
 def png_bytes(drawing: Drawing) -> bytes:
-    """The PNG file content of a drawing (texts drawn in the built-in font)."""
+    """The PNG file content of a drawing (texts drawn in Pillow's built-in scalable font)."""
     return encode_png(canvas.rasterise(drawing.picture), {"Software": "convkit preview"})
