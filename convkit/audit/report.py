@@ -57,6 +57,7 @@ class AuditReport:
     volumes: list[dict[str, Any]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     header: dict[str, Any] | None = None  # single-file mode: the file's header summary
+    index: dict[str, Any] | None = None  # with an index: its path and files read / reused
 
     def counts(self) -> dict[str, int]:
         """Files per status, in FILE_STATUSES order (statuses with no file left out)."""
@@ -100,6 +101,8 @@ class AuditReport:
         }
         if self.header is not None:
             document["header"] = self.header
+        if self.index is not None:
+            document["index"] = self.index
         return document
 
     def write_csv(self, folder: Path | str, force: bool = False) -> list[Path]:

@@ -24,6 +24,7 @@ from convkit.cli.audit import audit
 from convkit.cli.compare import compare
 from convkit.cli.convert import convert
 from convkit.cli.dicom2nii import dicom2nii
+from convkit.cli.index import index
 from convkit.cli.nii2dicom import nii2dicom
 from convkit.cli.preview import preview
 from convkit.cli.signals import SignalGuard, signals_interrupt, stop_workers
@@ -49,6 +50,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "compare": compare,
     "preview": preview,
     "audit": audit,
+    "index": index,
 }
 
 class _Stopped(Exception):

@@ -14,12 +14,25 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from convkit.dicom.group import SeriesGroup, group_series
 from convkit.dicom.header import FileRecord, FileStatus, SliceHeader, read_header
 from convkit.dicom.naming import name_series
 
 ProgressCallback = Callable[[int, int], None]
+#: What reading one file gives: its images, or its fate when it gives none.
+Outcome = list[SliceHeader] | FileRecord
+
+
+class HeaderCache(Protocol):
+    """Outcomes of files read before (convkit.index): scan_folder reads only the others."""
+
+    def split(self, paths: Iterable[Path]) -> tuple[Iterable[Path], list[Outcome]]:
+        """(paths to read, outcomes known for the other paths)."""
+
+    def learned(self, outcomes: list[Outcome]) -> None:
+        """The outcomes of the paths split() gave to read, in their order."""
 
 
 @dataclass
@@ -70,6 +83,7 @@ def scan_folder(
     progress: ProgressCallback | None = None,
     jobs: int = 1,
     while_waiting: Callable[[list[Path]], object] | None = None,
+    cache: HeaderCache | None = None,
 ) -> ScanResult:
     """Read the headers of every file under root and group the DICOM images into series.
 
@@ -77,11 +91,19 @@ def scan_folder(
     while_waiting: called with every path found, in this process, once the worker
         processes have all the work (this process would otherwise only wait); the audit
         imports its volume readers there. Not called without workers.
+    cache: outcomes known from before (the index); only the other files are read.
     """
     root = Path(root)
     result = ScanResult(root)
     headers: list[SliceHeader] = []
-    for outcome in _read_headers(iter_files(root), jobs, progress, while_waiting):
+    known: list[Outcome] = []
+    if cache is None:
+        outcomes = _read_headers(iter_files(root), jobs, progress, while_waiting)
+    else:
+        to_read, known = cache.split(iter_files(root))
+        outcomes = _read_headers(to_read, jobs, progress, while_waiting)
+        cache.learned(outcomes)
+    for outcome in itertools.chain(known, outcomes):
         if isinstance(outcome, FileRecord):
             result.files.append(outcome)
         else:
@@ -159,29 +181,29 @@ _FIELDS = tuple(field.name for field in dataclasses.fields(SliceHeader))
 _RECORD_FIELDS = tuple(field.name for field in dataclasses.fields(FileRecord))
 
 
+def outcome_fields(outcome: Outcome) -> list[tuple] | tuple:
+    """An outcome as plain tuples of its fields, without the path (outcome_from_fields
+    gives it back): what workers send, and what the index stores."""
+    if isinstance(outcome, FileRecord):
+        return tuple(getattr(outcome, name) for name in _RECORD_FIELDS[1:])
+    return [tuple(getattr(header, name) for name in _FIELDS[1:]) for header in outcome]
+
+
+def outcome_from_fields(path: Path, item: list[tuple] | tuple) -> Outcome:
+    if isinstance(item, tuple):
+        return FileRecord(path, *item)
+    return [SliceHeader(path, *fields) for fields in item]
+
+
 def _read_chunk(texts: list[str]) -> list[list[tuple] | tuple]:
     """read_header in a worker process, for a chunk of paths given as text."""
-    sent: list[list[tuple] | tuple] = []
-    for text in texts:
-        outcome = read_header(Path(text))
-        if isinstance(outcome, FileRecord):
-            sent.append(tuple(getattr(outcome, name) for name in _RECORD_FIELDS[1:]))
-        else:
-            sent.append([tuple(getattr(header, name) for name in _FIELDS[1:])
-                         for header in outcome])
-    return sent
+    return [outcome_fields(read_header(Path(text))) for text in texts]
 
 
 def _received(chunk: list[Path], sent: list[list[tuple] | tuple],
               ) -> list[list[SliceHeader] | FileRecord]:
     """_read_chunk's results back as FileRecords and SliceHeaders, with the parent's paths."""
-    outcomes: list[list[SliceHeader] | FileRecord] = []
-    for path, item in zip(chunk, sent, strict=True):
-        if isinstance(item, tuple):
-            outcomes.append(FileRecord(path, *item))
-        else:
-            outcomes.append([SliceHeader(path, *fields) for fields in item])
-    return outcomes
+    return [outcome_from_fields(path, item) for path, item in zip(chunk, sent, strict=True)]
 
 
 def _drop_duplicates(headers: list[SliceHeader], root: Path,
