@@ -57,7 +57,17 @@ HEADER_COLUMNS = (
     "slice_time", "file_size",
 )
 _PATH_COLUMNS = ("path", "folder", "sidecar")
-_STORED = "path, size, mtime_ns, inode, ctime_ns, kind, status, reason, series, run, facts"
+_STORED = ("path, size, mtime_ns, inode, ctime_ns, kind, status, reason, series, "
+           "facts IS NOT NULL")
+_UNDER = "path >= ? AND path <= ?"
+
+
+def _under(root: str, whole_tree: bool) -> tuple[str, str]:
+    """(low, high) of the paths under root (a folder), or of root itself."""
+    if not whole_tree:
+        return root, root
+    low = os.path.join(root, "")
+    return low, low[:-1] + chr(ord(low[-1]) + 1)
 
 
 def _columns(names: tuple[str, ...]) -> str:
@@ -73,10 +83,10 @@ CREATE TABLE runs (
     series INTEGER, volumes INTEGER, findings INTEGER);
 CREATE TABLE files (
     path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, inode INTEGER, ctime_ns INTEGER,
-    kind TEXT, status TEXT, reason TEXT, series TEXT, run INTEGER, facts BLOB);
+    kind TEXT, status TEXT, reason TEXT, series TEXT, run INTEGER, facts BLOB) WITHOUT ROWID;
 CREATE TABLE headers (
     path TEXT NOT NULL, frame INTEGER NOT NULL, {_columns(HEADER_COLUMNS)},
-    b_value REAL, PRIMARY KEY (path, frame));
+    b_value REAL, PRIMARY KEY (path, frame)) WITHOUT ROWID;
 CREATE TABLE series (root TEXT NOT NULL, {_columns(SERIES_COLUMNS)});
 CREATE TABLE volumes (root TEXT NOT NULL, {_columns(VOLUME_COLUMNS)});
 CREATE TABLE findings (root TEXT NOT NULL, {_columns(FINDING_COLUMNS)});
@@ -100,6 +110,7 @@ class FileRow:
     facts: bytes | None = None  # what reading it gave (None: nothing kept, no key)
     headers: list[tuple] | None = None  # rows of `headers`
     row_changed: bool = True  # the table row differs from the stored one
+    was_stored: bool = True  # the index held the file before (its old headers go)
 
 
 @dataclass
@@ -136,18 +147,17 @@ class Index:
     # -- reading -------------------------------------------------------------------------
 
     def stored_files(self, root: str, whole_tree: bool = True) -> dict[str, Stored]:
-        """{absolute path: Stored} of the files under root (or root itself) with facts
-        written by this convkit (facts of another are not trusted: read again)."""
-        if self.meta("facts") != facts_version():
-            return {}
-        if whole_tree:
-            low = os.path.join(root, "")
-            rows = self._query(f"SELECT {_STORED} FROM files WHERE path >= ? AND path < ?",
-                               (low, low[:-1] + chr(ord(low[-1]) + 1)))
-        else:
-            rows = self._query(f"SELECT {_STORED} FROM files WHERE path = ?", (root,))
-        return {row[0]: Stored(row[1:5] if row[10] is not None else None, row[5:9], row[10])
+        """{absolute path: Stored} of the files under root (or root itself); the facts of
+        a file written by another convkit are not trusted (its key is None: read again)."""
+        current = self.meta("facts") == facts_version()
+        rows = self._query(f"SELECT {_STORED} FROM files WHERE {_UNDER}", _under(root, whole_tree))
+        return {row[0]: Stored(row[1:5] if row[9] and current else None, row[5:9])
                 for row in rows}
+
+    def stored_facts(self, root: str, whole_tree: bool = True) -> dict[str, bytes]:
+        """{absolute path: facts} of the files under root (or root itself)."""
+        return dict(self._query(f"SELECT path, facts FROM files WHERE {_UNDER} AND "
+                                "facts IS NOT NULL", _under(root, whole_tree)))
 
     def stored_report(self, root: str, options: dict[str, Any]) -> dict[str, Any] | None:
         """The last report of root, if it was made with these options by this convkit."""
@@ -204,6 +214,15 @@ class Index:
         return run_id
 
     @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """One read transaction: every query inside sees the same committed index."""
+        self._execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.connection.rollback()
+
+    @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any error); waits for another writer."""
         try:
@@ -255,15 +274,18 @@ def _write_files(db: sqlite3.Connection, run: RunRecord, run_id: int) -> None:
         key = item.key or (None, None, None, None)
         changed.append((item.path, *key, *cells, item.facts))
         headers.extend(item.headers or ())
-    gone = [(path,) for path in run.removed] + [(path,) for path, *_ in changed]
-    db.executemany("DELETE FROM files WHERE path = ?", [(path,) for path in run.removed])
-    db.executemany("DELETE FROM headers WHERE path = ?", gone)
-    db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   changed)
-    db.executemany("UPDATE files SET kind = ?, status = ?, reason = ?, series = ?, run = ? "
-                   "WHERE path = ?", unchanged)
-    marks = ", ".join("?" * (len(HEADER_COLUMNS) + 3))
-    db.executemany(f"INSERT OR REPLACE INTO headers VALUES ({marks})", headers)
+    gone = [(path,) for path in run.removed]
+    steps = [("DELETE FROM files WHERE path = ?", gone),
+             ("DELETE FROM headers WHERE path = ?",
+              gone + [(item.path,) for item in run.files if item.changed and item.was_stored]),
+             ("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", changed),
+             ("UPDATE files SET kind = ?, status = ?, reason = ?, series = ?, run = ? "
+              "WHERE path = ?", unchanged),
+             (f"INSERT INTO headers VALUES ({', '.join('?' * (len(HEADER_COLUMNS) + 3))})",
+              headers)]
+    for sql, rows in steps:
+        if rows:
+            db.executemany(sql, rows)
 
 
 def _write_tables(db: sqlite3.Connection, root: str,

@@ -102,9 +102,8 @@ def stat_key(path: str) -> StatKey | None:
 class Stored:
     """A file as the index holds it."""
 
-    key: StatKey | None
+    key: StatKey | None  # None: its facts are not to be trusted (read it again)
     row: tuple  # (kind, status, reason, series) in the last audit's files table
-    blob: bytes | None
 
 
 @dataclass
@@ -124,8 +123,10 @@ class FileFacts:
     the audit's other reads. Counts: read (files whose header was read), from_index.
     """
 
-    def __init__(self, stored: dict[str, Stored], whole_folders: bool = True) -> None:
+    def __init__(self, stored: dict[str, Stored], blobs: Callable[[], dict[str, bytes]],
+                 whole_folders: bool = True) -> None:
         self.stored = stored  # absolute path -> Stored
+        self.blobs = blobs  # the stored facts, fetched only when the scan needs them
         self.whole_folders = whole_folders  # the walk lists every file of its folders
         self.entries: dict[str, Entry] = {}  # path as the scan gives it -> Entry
         self.read = 0
@@ -197,7 +198,8 @@ class FileFacts:
         assert self._survey is not None
         to_read, unchanged = self._survey
         self._reading = to_read
-        blobs = [self.stored[self.entries[str(path)].path].blob for path in unchanged]
+        stored = self.blobs() if unchanged else {}
+        blobs = [stored.get(self.entries[str(path)].path) for path in unchanged]
         known = []
         for path, facts in zip(unchanged, _loaded(blobs), strict=True):
             self.entries[str(path)].facts = facts
