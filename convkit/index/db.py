@@ -134,6 +134,7 @@ class Index:
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self.connection = connection
         self.path = path
+        self.seen_run = -1  # the last run when the files were read (stored_files)
 
     def __enter__(self) -> Index:
         return self
@@ -150,6 +151,7 @@ class Index:
         """{absolute path: Stored} of the files under root (or root itself); the facts of
         a file written by another convkit are not trusted (its key is None: read again)."""
         current = self.meta("facts") == facts_version()
+        self.seen_run = self._last_run()
         rows = self._query(f"SELECT {_STORED} FROM files WHERE {_UNDER}", _under(root, whole_tree))
         return {row[0]: Stored(row[1:5] if row[9] and current else None, row[5:9])
                 for row in rows}
@@ -166,6 +168,9 @@ class Index:
                 self.meta("facts") != facts_version():
             return None
         return json.loads(zlib.decompress(rows[0][1]))
+
+    def _last_run(self) -> int:
+        return int(self._query("SELECT coalesce(max(id), 0) FROM runs")[0][0])
 
     def meta(self, key: str) -> str | None:
         rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
@@ -202,9 +207,10 @@ class Index:
                 db.execute("DELETE FROM headers")
                 db.execute("DELETE FROM reports")
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('facts', ?)", (facts_version(),))
+            another = self._last_run() != self.seen_run  # wrote since we read: no shortcut
             run_id = _insert_run(db, run)
             if run.tables is not None:
-                _write_files(db, run, run_id)
+                _write_files(db, run, run_id, another)
                 _write_tables(db, run.root, run.tables)
                 db.execute("DELETE FROM reports WHERE root = ?", (run.root,))
                 if run.report:
@@ -260,8 +266,11 @@ def _insert_run(db: sqlite3.Connection, run: RunRecord) -> int:
     return int(cursor.lastrowid or 0)
 
 
-def _write_files(db: sqlite3.Connection, run: RunRecord, run_id: int) -> None:
-    """Changed files replaced (facts and headers), unchanged ones given this run's row."""
+def _write_files(db: sqlite3.Connection, run: RunRecord, run_id: int, another: bool) -> None:
+    """Changed files replaced (facts and headers), unchanged ones given this run's row.
+
+    another: a run was written since this one read the index (two audits at once): any
+    changed file may have headers now, not only those this run saw stored."""
     changed: list[tuple] = []
     unchanged: list[tuple] = []
     headers: list[tuple] = []
@@ -277,7 +286,8 @@ def _write_files(db: sqlite3.Connection, run: RunRecord, run_id: int) -> None:
     gone = [(path,) for path in run.removed]
     steps = [("DELETE FROM files WHERE path = ?", gone),
              ("DELETE FROM headers WHERE path = ?",
-              gone + [(item.path,) for item in run.files if item.changed and item.was_stored]),
+              gone + [(item.path,) for item in run.files
+                      if item.changed and (item.was_stored or another)]),
              ("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", changed),
              ("UPDATE files SET kind = ?, status = ?, reason = ?, series = ?, run = ? "
               "WHERE path = ?", unchanged),
@@ -355,9 +365,10 @@ def _prepare(index: Index) -> None:
     """Check that the file is a convkit index of this schema, or make it one."""
     db = index.connection
     try:
-        application = db.execute("PRAGMA application_id").fetchone()[0]
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        with index.snapshot():  # one read: another process may be creating the tables
+            application = db.execute("PRAGMA application_id").fetchone()[0]
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
     except sqlite3.DatabaseError as exc:
         raise _damaged(index.path, exc) from exc
     if application not in (0, APPLICATION_ID) or (application == 0 and tables):
