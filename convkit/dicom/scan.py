@@ -52,8 +52,14 @@ def iter_files(root: Path) -> Iterable[Path]:
     name, then its sub-folders by name, depth first (what os.walk gives, top-down with
     sorted names). Iterative, so that a tree thousands of levels deep is no RecursionError
     (os.walk recurses once per level); links to folders are not followed."""
+    for text in iter_file_texts(root):
+        yield Path(text)
+
+
+def iter_file_texts(root: Path) -> Iterable[str]:
+    """iter_files as text (str of each Path it gives), for walks that need no Path."""
     if root.is_file():
-        yield root
+        yield str(root)
         return
     stack = [str(root)]
     while stack:
@@ -63,8 +69,9 @@ def iter_files(root: Path) -> Iterable[Path]:
                 listed = [(entry.name, _is_folder(entry)) for entry in entries]
         except OSError:  # unreadable or vanished folder: os.walk skips it too
             continue
+        prefix = "" if folder == "." else os.path.join(folder, "")  # as Path writes it
         for name, _ in sorted(item for item in listed if not item[1]):
-            yield Path(folder) / name
+            yield prefix + name
         subfolders = sorted(name for name, is_folder in listed if is_folder)
         stack.extend(os.path.join(folder, name) for name in reversed(subfolders)
                      if not os.path.islink(os.path.join(folder, name)))

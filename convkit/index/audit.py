@@ -27,7 +27,7 @@ from convkit.audit.core import Progress, audit_path
 from convkit.audit.findings import Finding, Severity
 from convkit.audit.report import AuditReport
 from convkit.dicom.header import SliceHeader
-from convkit.dicom.scan import iter_files
+from convkit.dicom.scan import iter_file_texts
 from convkit.index.db import HEADER_COLUMNS, FileRow, Index, RunRecord, now
 from convkit.index.facts import FileFacts, dump_facts
 from convkit.volume import max_volume_bytes
@@ -76,7 +76,7 @@ def _audit_indexed(root: Path, index: Index, jobs: int, progress: Progress | Non
                           functools.partial(index.stored_facts, absolute, whole_tree),
                           whole_folders=whole_tree)
         stored = None
-        if facts.stored and facts.survey(iter_files(root)) and whole_tree:  # nothing changed
+        if facts.stored and facts.survey(iter_file_texts(root)) and whole_tree:  # unchanged
             stored = index.stored_report(absolute, options)
         if stored is None:
             report = audit_path(root, jobs=jobs, progress=progress,

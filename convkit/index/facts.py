@@ -131,28 +131,28 @@ class FileFacts:
         self.entries: dict[str, Entry] = {}  # path as the scan gives it -> Entry
         self.read = 0
         self.from_index = 0
-        self._survey: tuple[list[Path], list[Path]] | None = None  # (to read, unchanged)
+        self._survey: tuple[list[str], list[str]] | None = None  # (to read, unchanged)
         self._folders: dict[str, str] | None = None
         self._reading: list[Path] = []  # the paths split() gave to read, in order
 
     # -- the walk ------------------------------------------------------------------------
 
-    def survey(self, paths: Iterable[Path]) -> bool:
-        """Stat every path; True when every file is in the index, unchanged, and no file
-        of the index has gone (the tree is as the index last saw it)."""
+    def survey(self, texts: Iterable[str]) -> bool:
+        """Stat every file (paths as text: scan.iter_file_texts); True when every file is in
+        the index, unchanged, and no file of the index has gone (the tree is as the index
+        last saw it)."""
         to_read, unchanged = [], []
-        for path in paths:
-            entry = self._new_entry(path)
+        for text in texts:
+            entry = self._new_entry(text)
             stored = self.stored.get(entry.path)
             if entry.key is not None and stored is not None and stored.key == entry.key:
-                unchanged.append(path)
+                unchanged.append(text)
             else:
-                to_read.append(path)
+                to_read.append(text)
         self._survey = (to_read, unchanged)
         return not to_read and len(unchanged) == len(self.stored)
 
-    def _new_entry(self, path: Path) -> Entry:
-        text = str(path)
+    def _new_entry(self, text: str) -> Entry:
         absolute = os.path.abspath(text)
         entry = self.entries[text] = Entry(absolute, stat_key(absolute))
         return entry
@@ -160,7 +160,7 @@ class FileFacts:
     def _unsurveyed(self, paths: Iterable[Path]) -> Iterator[Path]:
         """Every path, stat'ed as the walk goes (the walk then overlaps the reading)."""
         for path in paths:
-            self._new_entry(path)
+            self._new_entry(str(path))
             self._reading.append(path)
             yield path
 
@@ -192,20 +192,20 @@ class FileFacts:
         walk), every path is read (an index that holds nothing under the root)."""
         if self._survey is None:
             if self.stored:
-                self.survey(paths)
+                self.survey(str(path) for path in paths)
             else:
                 return self._unsurveyed(paths), []
         assert self._survey is not None
         to_read, unchanged = self._survey
-        self._reading = to_read
+        self._reading = [Path(text) for text in to_read]
         stored = self.blobs() if unchanged else {}
-        blobs = [stored.get(self.entries[str(path)].path) for path in unchanged]
+        blobs = [stored.get(self.entries[text].path) for text in unchanged]
         known = []
-        for path, facts in zip(unchanged, _loaded(blobs), strict=True):
-            self.entries[str(path)].facts = facts
-            known.append(outcome_from_fields(path, facts["scan"]))
+        for text, facts in zip(unchanged, _loaded(blobs), strict=True):
+            self.entries[text].facts = facts
+            known.append(outcome_from_fields(Path(text), facts["scan"]))
         self.from_index = len(known)
-        return to_read, known
+        return self._reading, known
 
     def learned(self, outcomes: list[Outcome]) -> None:
         """The outcomes of the paths split() gave to read, in their order."""
