@@ -60,8 +60,10 @@ def _collector_paused() -> Iterator[None]:
     try:
         yield
     finally:
-        if enabled:
+        if enabled:  # without a collection of every object made meanwhile (a quarter second)
+            gc.freeze()
             gc.enable()
+            gc.unfreeze()
 
 
 def _audit_indexed(root: Path, index: Index, jobs: int, progress: Progress | None,
