@@ -81,11 +81,13 @@ def audit(
 
 def indexed(path: Path, index_file: Path, rebuild: bool, wait: float, **options):
     """audit_indexed with the index file opened (and closed) here."""
-    from convkit.errors import UsageError
+    from convkit.errors import InputError, UsageError
     from convkit.index import audit_indexed, open_index
 
     if wait < 0:
         raise UsageError(f"--wait must be 0 or more seconds, not {wait}")
+    if not path.exists():  # before the index file is made
+        raise InputError(f"{path} does not exist", "check the path")
     with open_index(index_file, rebuild=rebuild, timeout=wait) as index:
         return audit_indexed(path, index, **options)
 
