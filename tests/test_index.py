@@ -199,6 +199,19 @@ def test_single_file_and_relative_root(cli, tmp_path, monkeypatch):
     assert same_with_index(cli, tree, db)["files_read"] == 0  # absolute: the same files
 
 
+def test_one_index_for_a_tree_and_a_folder_inside_it(cli, tmp_path):
+    """A change seen by the audit of an inner folder (a file gone) is not hidden from the
+    next audit of the whole tree by the whole tree's stored report."""
+    tree = synthetic_tree(tmp_path / "tree")
+    db = tmp_path / "index.sqlite"
+    same_with_index(cli, tree, db)
+    middle_slice(tree / "ct1").unlink()
+    assert same_with_index(cli, tree / "ct1", db)["files_removed"] == 1
+    counts = same_with_index(cli, tree, db)  # every file unchanged since the inner audit
+    assert counts["files_read"] == 0
+    assert same_with_index(cli, tree, db)["files_read"] == 0
+
+
 def test_index_command_builds_what_audit_reuses(cli, tmp_path):
     tree = synthetic_tree(tmp_path / "tree")
     db = tmp_path / "index.sqlite"

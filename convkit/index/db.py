@@ -163,10 +163,12 @@ class Index:
 
     def stored_report(self, root: str, options: dict[str, Any]) -> dict[str, Any] | None:
         """The last report of root, if it was made with these options by this convkit."""
-        rows = self._query("SELECT options, report FROM reports WHERE root = ?", (root,))
+        rows = self._query("SELECT options, report, run FROM reports WHERE root = ?", (root,))
         if not rows or json.loads(rows[0][0]) != options or \
                 self.meta("facts") != facts_version():
             return None
+        if rows[0][2] < int(self.meta("files_run") or 0):  # files changed since, by the audit
+            return None  # of another root of the index (a folder inside this one)
         return json.loads(zlib.decompress(rows[0][1]))
 
     def _last_run(self) -> int:
@@ -207,13 +209,16 @@ class Index:
                 db.execute("DELETE FROM headers")
                 db.execute("DELETE FROM reports")
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('facts', ?)", (facts_version(),))
-            another = self._last_run() != self.seen_run  # wrote since we read: no shortcut
+            another = self._last_run() != self.seen_run  # a run written since we read
             run_id = _insert_run(db, run)
             if run.tables is not None:
-                _write_files(db, run, run_id, another)
+                if _write_files(db, run, run_id, another):
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('files_run', ?)",
+                               (str(run_id),))
                 _write_tables(db, run.root, run.tables)
                 db.execute("DELETE FROM reports WHERE root = ?", (run.root,))
-                if run.report:
+                if run.report and not another:  # over files another run may have rewritten:
+                    # not kept (the next audit of this root is a whole one)
                     db.execute("INSERT INTO reports VALUES (?, ?, ?, ?)",
                                (run.root, json.dumps(run.options, sort_keys=True), run_id,
                                 run.report))
@@ -266,11 +271,12 @@ def _insert_run(db: sqlite3.Connection, run: RunRecord) -> int:
     return int(cursor.lastrowid or 0)
 
 
-def _write_files(db: sqlite3.Connection, run: RunRecord, run_id: int, another: bool) -> None:
+def _write_files(db: sqlite3.Connection, run: RunRecord, run_id: int, another: bool) -> bool:
     """Changed files replaced (facts and headers), unchanged ones given this run's row.
 
     another: a run was written since this one read the index (two audits at once): any
-    changed file may have headers now, not only those this run saw stored."""
+    changed file may have headers now, not only those this run saw stored. Returns whether
+    a file's key or facts changed, or a file went."""
     changed: list[tuple] = []
     unchanged: list[tuple] = []
     headers: list[tuple] = []
@@ -296,6 +302,7 @@ def _write_files(db: sqlite3.Connection, run: RunRecord, run_id: int, another: b
     for sql, rows in steps:
         if rows:
             db.executemany(sql, rows)
+    return bool(changed or gone)
 
 
 def _write_tables(db: sqlite3.Connection, root: str,
