@@ -111,6 +111,11 @@ def test_corpus_cold_warm_and_no_index_agree(cli, corpus, tmp_path):
     cold = audit_json(cli, root, "--index", db)
     warm = audit_json(cli, root, "--index", db)
     assert without_counts(cold) == plain and without_counts(warm) == plain
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((Path(__file__).resolve().parents[1] / "convkit" / "schemas" /
+                         "audit.schema.json").read_text())
+    for document in (cold, warm):
+        jsonschema.validate(document, schema, cls=jsonschema.Draft202012Validator)
     files = plain["summary"]["files"]
     assert cold["index"]["files_read"] == files and cold["index"]["files_from_index"] == 0
     assert warm["index"]["files_read"] == 0 and warm["index"]["files_from_index"] == files

@@ -172,7 +172,7 @@ class FileFacts:
 
     def folder_key(self, path: Path) -> str | None:
         """A digest of the names and keys of every file in path's folder (None when the
-        walk did not list the whole folder, or a file there has no key)."""
+        walk did not list the whole folder): what a volume's detached data can change."""
         if not self.whole_folders:
             return None
         if self._folders is None:
