@@ -68,6 +68,7 @@ def audit(
         else:
             report = indexed(path, index_file, rebuild, wait, jobs=jobs, progress=progress,
                              show_identifiers=show_identifiers)
+    freeze_for_exit()
     if csv_dir is not None:
         written = report.write_csv(csv_dir, force=force)
         render.error_console().print(f"written {len(written)} CSV files to {csv_dir}",
@@ -77,6 +78,15 @@ def audit(
     else:
         _print_report(report, Path(path), show_all)
     raise typer.Exit(report.exit_code(fail_on))
+
+
+def freeze_for_exit() -> None:
+    """The report is all that is left to print before the process ends: its objects (and
+    the headers behind them) are kept out of the collector's passes, the last one at exit
+    included (a quarter second of CPU after an audit of 20,000 files)."""
+    import gc
+
+    gc.freeze()
 
 
 def indexed(path: Path, index_file: Path, rebuild: bool, wait: float, **options):

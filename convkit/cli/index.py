@@ -25,11 +25,12 @@ def index(
     Only new and changed files are read; files that have gone are removed from it. Query it
     with the sqlite3 shell, pandas or DuckDB (tables: README.md, "Archive index").
     """
-    from convkit.cli.audit import indexed
+    from convkit.cli.audit import freeze_for_exit, indexed
 
     labels = {"scan": "Scanning files", "volumes": "Reading volume headers"}
     with progress_bar(enabled=not as_json, labels=labels) as progress:
         report = indexed(path, db, rebuild, wait, jobs=jobs, progress=progress)
+    freeze_for_exit()
     counts = report.index or {}
     summary = {**counts, "files": len(report.files), "series": len(report.series),
                "volumes": len(report.volumes), "findings": report.severity_counts()}
