@@ -1,4 +1,5 @@
-"""Benchmark `convkit audit --json` against `dcm2niix -n -1 -d 9` and a plain pydicom loop.
+"""Benchmark `convkit audit --json` (without and with --index) against `dcm2niix -n -1 -d 9`
+and a plain pydicom loop.
 
 A tree of --files files (default 20,000) is built from hard links under --work (never in the
 repository): distinct synthetic CT and MR series plus the real corpus (../shared/data/dicom:
@@ -9,7 +10,13 @@ tags); only enhanced multi-frame files and files whose diffusion attributes sit 
 fall back to pydicom. Every tool runs as a whole process under GNU time (`/usr/bin/time`: CPU
 time and peak memory), --repeats times round-robin, after the page cache has been warmed.
 
-    python benchmarks/audit.py [--files 20000] [--repeats 3] [--work DIR] [--json PATH]
+The index rows (`--index FILE`, the index under --work): a first audit into an empty index
+(beside the audit without one: what keeping the index costs), a re-audit of the unchanged
+tree, and a re-audit after --changed files were replaced by new copies (new inodes: a hard
+link touched would change every link of it), different files before each run.
+
+    python benchmarks/audit.py [--files 20000] [--changed 100] [--repeats 3] [--work DIR]
+                               [--json PATH]
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import importlib.util
 import json
 import os
 import platform
+import random
 import shutil
 import sys
 import tempfile
@@ -40,6 +48,9 @@ from timing import (
 
 CORPUS = REPO.parent / "shared" / "data" / "dicom"
 BASELINE = "dcm2niix -n -1 -d 9"
+FIRST_INDEXED = "convkit audit --json --index (empty)"
+UNCHANGED = "  re-audit, unchanged tree"
+CHANGED = "  re-audit, changed files"
 #: Slices per synthetic series and their matrix (rows, columns).
 SLICES = 250
 SYNTHETIC_MATRIX = (64, 64)
@@ -70,6 +81,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"distinct synthetic MR series of {SLICES} slices (default: 2)")
     parser.add_argument("--no-corpus", action="store_true",
                         help="leave the real corpus out of the tree")
+    parser.add_argument("--changed", type=int, default=100,
+                        help="files replaced before each re-audit after changes (default: 100)")
     return parse_checked(parser, argv)
 
 
@@ -88,19 +101,30 @@ def main(argv: list[str] | None = None) -> int:
     warm_page_cache(tree)
     scratch = Path(tempfile.mkdtemp(prefix="run-", dir=args.work))
     convkit = [sys.executable, "-m", "convkit", "audit", str(tree), "--json"]
+    index = scratch / "index.sqlite"
+    indexed = convkit + ["--index", str(index)]
     tools = {
         "convkit audit --json": convkit,
         "convkit audit --json --jobs 1": convkit + ["--jobs", "1"],
+        FIRST_INDEXED: indexed,
+        UNCHANGED: indexed,
+        CHANGED: indexed,
         BASELINE: [dcm2niix, "-n", "-1", "-d", "9", "-o", str(scratch), str(tree)],
         "pydicom loop (stop_before_pixels)": [sys.executable, "-c", PYDICOM_LOOP, str(tree)],
     }
+    prepare = {FIRST_INDEXED: lambda: remove_index(index),
+               UNCHANGED: lambda: ensure_index(indexed, scratch),
+               CHANGED: lambda: change_files(tree, args.changed, rng, indexed, scratch)}
+    rng = random.Random(1)
     runs: dict[str, list[Run]] = {name: [] for name in tools}
     for repeat in range(args.repeats):
-        for name, command in tools.items():
-            out = scratch / f"{len(runs[name])}.out"
+        for number, (name, command) in enumerate(tools.items()):
+            if name in prepare:
+                prepare[name]()
+            out = scratch / f"{number}-{len(runs[name])}.out"
             runs[name].append(run_timed(command, out, check=False, with_stderr=False))
-            if name == "convkit audit --json" and repeat == 0:
-                check_audit(out, files)
+            if repeat == 0 and name in ("convkit audit --json", CHANGED):
+                check_audit(out, files, plain=scratch / "0-0.out" if name == CHANGED else None)
     shutil.rmtree(scratch, ignore_errors=True)
     report(args, tree, files, runs, describe_sources(synthetic, corpus))
     return 0
@@ -159,16 +183,54 @@ def build_tree(tree: Path, sources: Path, count: int) -> Path:
     return tree
 
 
+def remove_index(index: Path) -> None:
+    for name in (index, Path(f"{index}-wal"), Path(f"{index}-shm")):
+        name.unlink(missing_ok=True)
+
+
+def ensure_index(command: list[str], scratch: Path) -> None:
+    """An index that has seen the tree as it is now (untimed)."""
+    run_timed(command, scratch / "prepare.out", gnu_time=False, with_stderr=False)
+
+
+def change_files(tree: Path, count: int, rng: random.Random, command: list[str],
+                 scratch: Path) -> None:
+    """count files of the tree changed (new mtime and ctime, same content: the same tree for
+    every other tool), and nothing else since the index last saw it.
+
+    The tree is made of hard links, and a link's times are its inode's: the files are first
+    replaced by copies of their own (untimed; that changes the ctime of the other links of
+    the old inode, so the index is brought up to date before the files are touched).
+    """
+    files = sorted(p for p in tree.rglob("*") if p.is_file())
+    chosen = rng.sample(files, min(count, len(files)))
+    for path in chosen:
+        if path.stat().st_nlink > 1:
+            copy = path.with_name(path.name + ".copy")
+            shutil.copyfile(path, copy)
+            os.replace(copy, path)
+    ensure_index(command, scratch)
+    for path in chosen:
+        os.utime(path)
+
+
 # ------------------------------------------------------------------------------------------
 # Checking and reporting
 
 
-def check_audit(out: Path, files: int) -> None:
-    """The audit must account for every file: a fast wrong answer is worthless."""
+def check_audit(out: Path, files: int, plain: Path | None = None) -> None:
+    """The audit must account for every file: a fast wrong answer is worthless. An indexed
+    audit must give the audit without the index, and say how many files it read."""
     document = json.loads(out.read_text())
     listed = document["summary"]["files"]
     if listed != files:
         sys.exit(f"convkit audit listed {listed} files, the tree has {files}")
+    if plain is not None:
+        counts = document.pop("index")
+        if document != json.loads(plain.read_text()):
+            sys.exit("convkit audit --index differs from convkit audit without the index")
+        print(f"re-audit after changes: {counts['files_read']} files read, "
+              f"{counts['files_from_index']} from the index", file=sys.stderr)
 
 
 def report(args: argparse.Namespace, tree: Path, files: int, runs: dict[str, list[Run]],
@@ -193,6 +255,10 @@ def report(args: argparse.Namespace, tree: Path, files: int, runs: dict[str, lis
         results[name] = {"wall_s": [r.wall_s for r in items], "cpu_s": [r.cpu_s for r in items],
                          "peak_rss_mib": peak, "exit_codes": codes,
                          "files_per_s": files / wall}
+    first, plain = (summarize(runs[name]).wall_s for name in (FIRST_INDEXED,
+                                                               "convkit audit --json"))
+    print(f"\nfirst audit with --index / without: {first / plain:.2f}; re-audit ratios "
+          f"(unchanged, {args.changed} changed) are against {BASELINE} in the same run")
     print("\npeak MiB: GNU time's maximum resident set of the process tree's largest process "
           "(convkit's header workers are separate processes)")
     if args.json:

@@ -14,6 +14,7 @@ Order of work, each step cheap on top of the header scan:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from convkit import geometry
 from convkit.audit import sniff
@@ -44,7 +45,7 @@ from convkit.audit.report import AuditReport
 from convkit.audit.series import SeriesAudit, audit_series, check_splits, series_row
 from convkit.audit.volumes import VolumeHeader, read_volume_header
 from convkit.dicom.header import NOT_PATIENT_IMAGE
-from convkit.dicom.scan import scan_folder
+from convkit.dicom.scan import HeaderCache, scan_folder
 from convkit.errors import InputError, UsageError
 from convkit.formats import VOLUME_SUFFIXES
 from convkit.geometry import axis_codes
@@ -53,6 +54,24 @@ from convkit.geometry import axis_codes
 Progress = Callable[[str, int, int], None]
 #: Sidecar suffixes found beside a volume NAME.ext as NAME.suffix.
 SIDECAR_SUFFIXES = (".json", ".bval", ".bvec")
+T = TypeVar("T")
+
+
+class Facts(HeaderCache, Protocol):
+    """What files gave before (convkit.index.FileFacts): the audit reads only the others."""
+
+    def fact(self, path: Path, name: str, compute: Callable[[], T],
+             valid: Callable[[T], bool] | None = None) -> T:
+        """The fact `name` of the file at path: known and valid, or compute()d now."""
+
+    def folder_key(self, path: Path) -> str | None:
+        """A digest of the files in path's folder (None: unknown): what a volume's
+        detached data files can change."""
+
+
+def _fact(facts: Facts | None, path: Path, name: str, compute: Callable[[], T],
+          valid: Callable[[T], bool] | None = None) -> T:
+    return compute() if facts is None else facts.fact(path, name, compute, valid)
 
 
 @dataclass
@@ -95,11 +114,13 @@ def audit_path(
     jobs: int = 0,
     progress: Progress | None = None,
     show_identifiers: bool = False,
+    facts: Facts | None = None,
 ) -> AuditReport:
     """Audit a folder (recursively) or a single file; headers only.
 
     jobs: worker processes for the header scan (0: one per core). show_identifiers:
-    put patient names, IDs and UIDs into the series rows (otherwise null). Raises
+    put patient names, IDs and UIDs into the series rows (otherwise null). facts: what
+    the files gave before (an index): files are read only where it does not know. Raises
     InputError when path does not exist or holds no file.
     """
     root = Path(path)
@@ -109,17 +130,18 @@ def audit_path(
         raise UsageError(f"--jobs must be 0 (all cores) or more, not {jobs}")
 
     scan = scan_folder(root, (lambda d, t: progress("scan", d, t)) if progress else None,
-                       jobs=jobs, while_waiting=_import_volume_readers)
+                       jobs=jobs, while_waiting=_import_volume_readers, cache=facts)
     if not scan.files:
         raise InputError(f"nothing to audit: {root} holds no files",
                          "point convkit at a folder with DICOM or volume files")
     records = {record.path: record for record in scan.files}  # in scan order: by path
-    kinds = {p: ("dicom" if r.status != "not-dicom" else sniff.sniff(p))
+    kinds = {p: ("dicom" if r.status != "not-dicom"
+                 else _fact(facts, p, "kind", functools.partial(sniff.sniff, p)))
              for p, r in records.items()}
     volumes = _read_volumes([p for p, k in kinds.items() if k in sniff.VOLUME_KINDS],
-                            kinds, jobs, progress)
-    sidecars = _assign_sidecars(volumes, set(records))
-    series = _audit_series(scan)
+                            kinds, jobs, progress, facts)
+    sidecars = _assign_sidecars(volumes, set(records), facts)
+    series = _audit_series(scan, facts)
     _check_volumes(volumes, series, root)
     splits = check_splits(series)
     findings = [item for audit in series for item in audit.findings]
@@ -171,12 +193,12 @@ def _check_volumes(volumes: list[VolumeAudit], series: list[SeriesAudit], root: 
 
 
 def _read_volumes(paths: list[Path], kinds: dict[Path, str], jobs: int,
-                  progress: Progress | None) -> list[VolumeAudit]:
+                  progress: Progress | None, facts: Facts | None = None) -> list[VolumeAudit]:
     """Volume headers, read in threads (gzip and file I/O release the GIL)."""
     workers = max(1, min(len(paths), jobs or os.cpu_count() or 1, 8))
     results: list[VolumeAudit] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for done, header in enumerate(pool.map(lambda p: read_volume_header(p, kinds[p]),
+        for done, header in enumerate(pool.map(lambda p: _volume_header(p, kinds[p], facts),
                                                paths), 1):
             results.append(VolumeAudit(header))
             if progress:
@@ -184,7 +206,20 @@ def _read_volumes(paths: list[Path], kinds: dict[Path, str], jobs: int,
     return results
 
 
-def _assign_sidecars(volumes: list[VolumeAudit], existing: set[Path]) -> dict[Path, str]:
+def _volume_header(path: Path, kind: str, facts: Facts | None) -> VolumeHeader:
+    """read_volume_header, or what it gave before: for the same path as given (the header
+    holds it) while no file in its folder (its detached data) has changed."""
+    if facts is None:
+        return read_volume_header(path, kind)
+    folder = facts.folder_key(path)
+    known = facts.fact(path, "volume", lambda: (str(path), kind, folder,
+                                                read_volume_header(path, kind)),
+                       lambda value: folder is not None and value[:3] == (str(path), kind, folder))
+    return known[3]
+
+
+def _assign_sidecars(volumes: list[VolumeAudit], existing: set[Path],
+                     facts: Facts | None = None) -> dict[Path, str]:
     """{sidecar path: reason} for JSON/bval/bvec beside a volume and detached data files."""
     sidecars: dict[Path, str] = {}
     for volume in volumes:
@@ -198,7 +233,8 @@ def _assign_sidecars(volumes: list[VolumeAudit], existing: set[Path]) -> dict[Pa
                 sidecars.setdefault(candidate, f"sidecar of {header.path.name}")
                 if suffix == ".json":
                     volume.sidecar = candidate
-                    volume.sidecar_data = _read_json(candidate)
+                    volume.sidecar_data = _fact(facts, candidate, "json",
+                                                functools.partial(_read_json, candidate))
     return sidecars
 
 
@@ -210,7 +246,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _audit_series(scan) -> list[SeriesAudit]:
+def _audit_series(scan, facts: Facts | None = None) -> list[SeriesAudit]:
     unreadable: dict[str, list] = {}
     for record in scan.files:
         if record.status == "unreadable" and record.series_uid:
@@ -220,12 +256,17 @@ def _audit_series(scan) -> list[SeriesAudit]:
     for group in scan.series:
         uid = group.series_uid
         if uid not in identifiers:  # one file per SeriesInstanceUID (see report: SliceHeader)
-            try:
-                identifiers[uid] = dicom_identifiers(group.first.path)
-            except IdentifiersUnchecked as unchecked:
-                identifiers[uid] = unchecked
+            identifiers[uid] = _fact(facts, group.first.path, "identifiers",
+                                     functools.partial(_identifiers, group.first.path))
         audits.append(audit_series(group, unreadable.get(uid, []), identifiers[uid]))
     return audits
+
+
+def _identifiers(path: Path) -> dict[str, str] | IdentifiersUnchecked:
+    try:
+        return dicom_identifiers(path)
+    except IdentifiersUnchecked as unchecked:
+        return unchecked
 
 
 def _pair(volume: VolumeAudit, root: Path, by_uid: dict[str, list[SeriesAudit]],

@@ -60,6 +60,7 @@ class AuditReport:
     #: series label -> its convkit.dicom.group.SeriesGroup (for pictures: convkit report);
     #: not part of the JSON or CSV
     groups: dict[str, Any] = field(default_factory=dict, repr=False)
+    index: dict[str, Any] | None = None  # with an index: its path and files read / reused
 
     def counts(self) -> dict[str, int]:
         """Files per status, in FILE_STATUSES order (statuses with no file left out)."""
@@ -103,6 +104,8 @@ class AuditReport:
         }
         if self.header is not None:
             document["header"] = self.header
+        if self.index is not None:
+            document["index"] = self.index
         return document
 
     def write_csv(self, folder: Path | str, force: bool = False) -> list[Path]:

@@ -24,6 +24,7 @@ from convkit.cli.audit import audit
 from convkit.cli.compare import compare
 from convkit.cli.convert import convert
 from convkit.cli.dicom2nii import dicom2nii
+from convkit.cli.index import index
 from convkit.cli.nii2dicom import nii2dicom
 from convkit.cli.preview import preview
 from convkit.cli.report import report
@@ -51,6 +52,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "preview": preview,
     "audit": audit,
     "report": report,
+    "index": index,
 }
 
 class _Stopped(Exception):

@@ -34,6 +34,14 @@ def audit(
     show_all: bool = typer.Option(False, "--all",
                                   help=f"List every finding (default: {MAX_PER_CODE} per code)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing CSV files."),
+    index_file: Path = typer.Option(None, "--index", metavar="FILE",
+                                    help="SQLite index of the tree (created if missing): only "
+                                         "new and changed files are read."),
+    rebuild: bool = typer.Option(False, "--rebuild",
+                                 help="With --index: replace the index file with a new one."),
+    wait: float = typer.Option(60.0, "--wait", metavar="SECONDS",
+                               help="With --index: how long to wait while another convkit "
+                                    "writes it."),
 ) -> None:
     """Account for every file under PATH and check every series and volume, headers only.
 
@@ -50,10 +58,17 @@ def audit(
         from convkit.formats.output import check_targets
 
         check_targets([csv_dir / f"{table}.csv" for table in TABLES], force)
+    if rebuild and index_file is None:
+        raise UsageError("--rebuild needs --index FILE")
     labels = {"scan": "Scanning files", "volumes": "Reading volume headers"}
     with progress_bar(enabled=not as_json, labels=labels) as progress:
-        report = audit_path(path, jobs=jobs, progress=progress,
-                            show_identifiers=show_identifiers)
+        if index_file is None:
+            report = audit_path(path, jobs=jobs, progress=progress,
+                                show_identifiers=show_identifiers)
+        else:
+            report = indexed(path, index_file, rebuild, wait, jobs=jobs, progress=progress,
+                             show_identifiers=show_identifiers)
+    freeze_for_exit()
     if csv_dir is not None:
         written = report.write_csv(csv_dir, force=force)
         render.error_console().print(f"written {len(written)} CSV files to {csv_dir}",
@@ -63,6 +78,28 @@ def audit(
     else:
         _print_report(report, Path(path), show_all)
     raise typer.Exit(report.exit_code(fail_on))
+
+
+def freeze_for_exit() -> None:
+    """The report is all that is left to print before the process ends: its objects (and
+    the headers behind them) are kept out of the collector's passes, the last one at exit
+    included (a quarter second of CPU after an audit of 20,000 files)."""
+    import gc
+
+    gc.freeze()
+
+
+def indexed(path: Path, index_file: Path, rebuild: bool, wait: float, **options):
+    """audit_indexed with the index file opened (and closed) here."""
+    from convkit.errors import InputError, UsageError
+    from convkit.index import audit_indexed, open_index
+
+    if wait < 0:
+        raise UsageError(f"--wait must be 0 or more seconds, not {wait}")
+    if not path.exists():  # before the index file is made
+        raise InputError(f"{path} does not exist", "check the path")
+    with open_index(index_file, rebuild=rebuild, timeout=wait) as index:
+        return audit_indexed(path, index, **options)
 
 
 # ------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from convkit.dicom.dataset import is_read_error, read_dataset, read_reason, warnings_caught
 from convkit.dicom.group import SeriesGroup, group_series
@@ -30,6 +30,18 @@ from convkit.dicom.header import FileRecord, FileStatus, SliceHeader, read_heade
 from convkit.dicom.naming import name_series
 
 ProgressCallback = Callable[[int, int], None]
+#: What reading one file gives: its images, or its fate when it gives none.
+Outcome = list[SliceHeader] | FileRecord
+
+
+class HeaderCache(Protocol):
+    """Outcomes of files read before (convkit.index): scan_folder reads only the others."""
+
+    def split(self, paths: Iterable[Path]) -> tuple[Iterable[Path], list[Outcome]]:
+        """(paths to read, outcomes known for the other paths)."""
+
+    def learned(self, outcomes: list[Outcome]) -> None:
+        """The outcomes of the paths split() gave to read, in their order."""
 
 
 @dataclass
@@ -49,8 +61,14 @@ def iter_files(root: Path) -> Iterable[Path]:
     name, then its sub-folders by name, depth first (what os.walk gives, top-down with
     sorted names). Iterative, so that a tree thousands of levels deep is no RecursionError
     (os.walk recurses once per level); links to folders are not followed."""
+    for text in iter_file_texts(root):
+        yield Path(text)
+
+
+def iter_file_texts(root: Path) -> Iterable[str]:
+    """iter_files as text (str of each Path it gives), for walks that need no Path."""
     if root.is_file():
-        yield root
+        yield str(root)
         return
     stack = [str(root)]
     while stack:
@@ -60,8 +78,9 @@ def iter_files(root: Path) -> Iterable[Path]:
                 listed = [(entry.name, _is_folder(entry)) for entry in entries]
         except OSError:  # unreadable or vanished folder: os.walk skips it too
             continue
+        prefix = "" if folder == "." else os.path.join(folder, "")  # as Path writes it
         for name, _ in sorted(item for item in listed if not item[1]):
-            yield Path(folder) / name
+            yield prefix + name
         subfolders = sorted(name for name, is_folder in listed if is_folder)
         stack.extend(os.path.join(folder, name) for name in reversed(subfolders)
                      if not os.path.islink(os.path.join(folder, name)))
@@ -80,6 +99,7 @@ def scan_folder(
     progress: ProgressCallback | None = None,
     jobs: int = 1,
     while_waiting: Callable[[list[Path]], object] | None = None,
+    cache: HeaderCache | None = None,
 ) -> ScanResult:
     """Read the headers of every file under root and group the DICOM images into series.
 
@@ -87,11 +107,19 @@ def scan_folder(
     while_waiting: called with every path found, in this process, once the worker
         processes have all the work (this process would otherwise only wait); the audit
         imports its volume readers there. Not called without workers.
+    cache: outcomes known from before (the index); only the other files are read.
     """
     root = Path(root)
     result = ScanResult(root)
     headers: list[SliceHeader] = []
-    for outcome in _read_headers(iter_files(root), jobs, progress, while_waiting):
+    known: list[Outcome] = []
+    if cache is None:
+        outcomes = _read_headers(iter_files(root), jobs, progress, while_waiting)
+    else:
+        to_read, known = cache.split(iter_files(root))
+        outcomes = _read_headers(to_read, jobs, progress, while_waiting)
+        cache.learned(outcomes)
+    for outcome in itertools.chain(known, outcomes):
         if isinstance(outcome, FileRecord):
             result.files.append(outcome)
         else:
@@ -173,29 +201,29 @@ _FIELDS = tuple(field.name for field in dataclasses.fields(SliceHeader))
 _RECORD_FIELDS = tuple(field.name for field in dataclasses.fields(FileRecord))
 
 
+def outcome_fields(outcome: Outcome) -> list[tuple] | tuple:
+    """An outcome as plain tuples of its fields, without the path (outcome_from_fields
+    gives it back): what workers send, and what the index stores."""
+    if isinstance(outcome, FileRecord):
+        return tuple(getattr(outcome, name) for name in _RECORD_FIELDS[1:])
+    return [tuple(getattr(header, name) for name in _FIELDS[1:]) for header in outcome]
+
+
+def outcome_from_fields(path: Path, item: list[tuple] | tuple) -> Outcome:
+    if isinstance(item, tuple):
+        return FileRecord(path, *item)
+    return [SliceHeader(path, *fields) for fields in item]
+
+
 def _read_chunk(texts: list[str]) -> list[list[tuple] | tuple]:
     """read_header in a worker process, for a chunk of paths given as text."""
-    sent: list[list[tuple] | tuple] = []
-    for text in texts:
-        outcome = read_header(Path(text))
-        if isinstance(outcome, FileRecord):
-            sent.append(tuple(getattr(outcome, name) for name in _RECORD_FIELDS[1:]))
-        else:
-            sent.append([tuple(getattr(header, name) for name in _FIELDS[1:])
-                         for header in outcome])
-    return sent
+    return [outcome_fields(read_header(Path(text))) for text in texts]
 
 
 def _received(chunk: list[Path], sent: list[list[tuple] | tuple],
               ) -> list[list[SliceHeader] | FileRecord]:
     """_read_chunk's results back as FileRecords and SliceHeaders, with the parent's paths."""
-    outcomes: list[list[SliceHeader] | FileRecord] = []
-    for path, item in zip(chunk, sent, strict=True):
-        if isinstance(item, tuple):
-            outcomes.append(FileRecord(path, *item))
-        else:
-            outcomes.append([SliceHeader(path, *fields) for fields in item])
-    return outcomes
+    return [outcome_from_fields(path, item) for path, item in zip(chunk, sent, strict=True)]
 
 
 #: One version of an instance: its first file (path as text), its headers, its copies

@@ -1,0 +1,246 @@
+"""What the audit learns about each file, kept while the file's stat key is unchanged.
+
+A file's facts are what reading it gave: the scan outcome (its SliceHeaders, or its
+FileRecord), the content kind of a non-DICOM file, a volume header, a JSON sidecar's
+data, the identifying attributes of a series' first file. An indexed audit asks
+FileFacts for them; FileFacts answers from the index when the file's stat key
+(size, mtime_ns, inode, ctime_ns) is the one stored with them, and otherwise
+computes them (reads the file) and remembers them for the index.
+
+Facts are stored as pickles, loaded by an unpickler that builds only the classes
+listed in SAFE_GLOBALS: a crafted index file cannot run code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+import pickle
+import stat
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from convkit import __version__
+from convkit.audit.volumes import SizeCheck, VolumeHeader
+from convkit.dicom.diffusion import Diffusion
+from convkit.dicom.header import FileRecord, SliceHeader
+from convkit.dicom.mosaic import MosaicLayout
+from convkit.dicom.scan import Outcome, outcome_fields, outcome_from_fields
+from convkit.errors import exception_reason
+from convkit.index.errors import IndexFileError
+
+T = TypeVar("T")
+#: (st_size, st_mtime_ns, st_ino, st_ctime_ns): a file whose key is unchanged is not read
+#: again. ctime also changes with permissions and with a rewrite that restores the mtime.
+StatKey = tuple[int, int, int, int]
+#: Protocol 3: its memo entries carry explicit numbers, so that many pickles can be read
+#: by one unpickler in a row (protocol 4's implicit numbering would run on across them).
+PICKLE_PROTOCOL = 3
+
+#: Globals the index's pickles may name: numpy arrays and scalars, paths, convkit's own
+#: value classes. Anything else is refused (a foreign or crafted index).
+SAFE_GLOBALS = {
+    ("numpy", "dtype"), ("numpy", "ndarray"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"), ("pathlib", "PurePosixPath"),
+    ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "complex"),
+    ("builtins", "bytearray"), ("collections", "OrderedDict"),
+    *((cls.__module__, cls.__qualname__) for cls in (MosaicLayout, Diffusion, VolumeHeader,
+                                                      SizeCheck)),
+    ("convkit.dicom.header", "FileStatus"), ("convkit.audit.findings", "Severity"),
+    ("convkit.audit.identifiers", "IdentifiersUnchecked"),
+}
+
+
+def facts_version() -> str:
+    """convkit's version and the fields of every stored class: facts written by another
+    convkit (or another shape of these classes) are read again, never misread."""
+    shapes = [f"{cls.__name__}:{','.join(f.name for f in dataclasses.fields(cls))}"
+              for cls in (SliceHeader, FileRecord, VolumeHeader, SizeCheck, MosaicLayout,
+                          Diffusion)]
+    digest = hashlib.sha256(";".join(shapes).encode()).hexdigest()[:16]
+    return f"{__version__}:{digest}"
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in SAFE_GLOBALS:
+            raise pickle.UnpicklingError(f"{module}.{name} is not a class the index stores")
+        return super().find_class(module, name)
+
+
+def dump_facts(facts: dict[str, Any]) -> bytes:
+    return pickle.dumps(facts, PICKLE_PROTOCOL)
+
+
+def load_facts(blobs: list[bytes]) -> list[dict[str, Any]]:
+    """Unpickle many facts at once (one unpickler over the joined pickles: fast)."""
+    if not blobs:
+        return []
+    unpickler = _SafeUnpickler(io.BytesIO(b"".join(blobs)))
+    return [unpickler.load() for _ in blobs]
+
+
+def stat_key(path: str) -> StatKey | None:
+    """The key of a regular file (through links), or None (never cached: always read)."""
+    try:
+        status = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    if not stat.S_ISREG(status.st_mode):
+        return None
+    return (status.st_size, status.st_mtime_ns, status.st_ino, status.st_ctime_ns)
+
+
+@dataclass
+class Stored:
+    """A file as the index holds it."""
+
+    key: StatKey | None  # None: its facts are not to be trusted (read it again)
+    row: tuple  # (kind, status, reason, series) in the last audit's files table
+
+
+@dataclass
+class Entry:
+    """One file in this run: its key now and the facts known for that key."""
+
+    path: str  # absolute
+    key: StatKey | None
+    facts: dict[str, Any] = field(default_factory=dict)
+    learned: bool = False  # facts computed in this run (to be written to the index)
+
+
+class FileFacts:
+    """Facts of the files under one root: from the index when a file's key is unchanged.
+
+    Implements scan.HeaderCache (split / learned) for the header scan, and fact() for
+    the audit's other reads. Counts: read (files whose header was read), from_index.
+    """
+
+    def __init__(self, stored: dict[str, Stored], blobs: Callable[[], dict[str, bytes]],
+                 whole_folders: bool = True) -> None:
+        self.stored = stored  # absolute path -> Stored
+        self.blobs = blobs  # the stored facts, fetched only when the scan needs them
+        self.whole_folders = whole_folders  # the walk lists every file of its folders
+        self.entries: dict[str, Entry] = {}  # path as the scan gives it -> Entry
+        self.read = 0
+        self.from_index = 0
+        self._survey: tuple[list[str], list[str]] | None = None  # (to read, unchanged)
+        self._folders: dict[str, str] | None = None
+        self._reading: list[Path] = []  # the paths split() gave to read, in order
+
+    # -- the walk ------------------------------------------------------------------------
+
+    def survey(self, texts: Iterable[str]) -> bool:
+        """Stat every file (paths as text: scan.iter_file_texts); True when every file is in
+        the index, unchanged, and no file of the index has gone (the tree is as the index
+        last saw it)."""
+        to_read, unchanged = [], []
+        for text in texts:
+            entry = self._new_entry(text)
+            stored = self.stored.get(entry.path)
+            if entry.key is not None and stored is not None and stored.key == entry.key:
+                unchanged.append(text)
+            else:
+                to_read.append(text)
+        self._survey = (to_read, unchanged)
+        return not to_read and len(unchanged) == len(self.stored)
+
+    def _new_entry(self, text: str) -> Entry:
+        absolute = os.path.abspath(text)
+        entry = self.entries[text] = Entry(absolute, stat_key(absolute))
+        return entry
+
+    def _unsurveyed(self, paths: Iterable[Path]) -> Iterator[Path]:
+        """Every path, stat'ed as the walk goes (the walk then overlaps the reading)."""
+        for path in paths:
+            self._new_entry(str(path))
+            self._reading.append(path)
+            yield path
+
+    @property
+    def removed(self) -> list[str]:
+        """Absolute paths the index holds under the root that the walk did not find."""
+        seen = {entry.path for entry in self.entries.values()}
+        return [path for path in self.stored if path not in seen]
+
+    def folder_key(self, path: Path) -> str | None:
+        """A digest of the names and keys of every file in path's folder (None when the
+        walk did not list the whole folder): what a volume's detached data can change."""
+        if not self.whole_folders:
+            return None
+        if self._folders is None:
+            listed: dict[str, list[str]] = {}
+            for entry in self.entries.values():
+                listed.setdefault(os.path.dirname(entry.path), []).append(
+                    f"{entry.path}\0{entry.key}")
+            self._folders = {folder: hashlib.sha256("\n".join(sorted(items)).encode()).hexdigest()
+                             for folder, items in listed.items()}
+        folder = os.path.dirname(self.entry(path).path)
+        return self._folders.get(folder)
+
+    # -- scan.HeaderCache ----------------------------------------------------------------
+
+    def split(self, paths: Iterable[Path]) -> tuple[Iterable[Path], list[Outcome]]:
+        """(paths to read, outcomes of the others). Without survey() before (with the same
+        walk), every path is read (an index that holds nothing under the root)."""
+        if self._survey is None:
+            if self.stored:
+                self.survey(str(path) for path in paths)
+            else:
+                return self._unsurveyed(paths), []
+        assert self._survey is not None
+        to_read, unchanged = self._survey
+        self._reading = [Path(text) for text in to_read]
+        stored = self.blobs() if unchanged else {}
+        blobs = [stored.get(self.entries[text].path) for text in unchanged]
+        known = []
+        for text, facts in zip(unchanged, _loaded(blobs), strict=True):
+            self.entries[text].facts = facts
+            known.append(outcome_from_fields(Path(text), facts["scan"]))
+        self.from_index = len(known)
+        return self._reading, known
+
+    def learned(self, outcomes: list[Outcome]) -> None:
+        """The outcomes of the paths split() gave to read, in their order."""
+        self.read = len(outcomes)
+        for path, outcome in zip(self._reading, outcomes, strict=True):
+            entry = self.entries[str(path)]
+            entry.facts = {"scan": outcome_fields(outcome)}
+            entry.learned = True
+
+    # -- other facts -----------------------------------------------------------------------
+
+    def entry(self, path: Path) -> Entry:
+        text = str(path)
+        entry = self.entries.get(text)
+        if entry is None:  # a file outside the walk (a single file's neighbour)
+            absolute = os.path.abspath(text)
+            entry = self.entries[text] = Entry(absolute, stat_key(absolute))
+        return entry
+
+    def fact(self, path: Path, name: str, compute: Callable[[], T],
+             valid: Callable[[T], bool] | None = None) -> T:
+        """The fact `name` of a file: known (and still valid), or computed now."""
+        entry = self.entry(path)
+        if name in entry.facts and (valid is None or valid(entry.facts[name])):
+            return entry.facts[name]
+        value = compute()
+        if entry.key is not None:
+            entry.facts[name] = value
+            entry.learned = True
+        return value
+
+
+def _loaded(blobs: list[bytes | None]) -> list[dict[str, Any]]:
+    try:
+        return load_facts([blob or b"" for blob in blobs])
+    except Exception as exc:  # any damage in a pickle: the index is not trustworthy
+        raise IndexFileError(f"the index holds damaged file facts ({exception_reason(exc)})",
+                             ) from exc

@@ -1,0 +1,453 @@
+"""The archive index (convkit audit --index, convkit index): same answers, fewer reads, safe.
+
+The oracle is the audit without an index: an audit through a cold index, a warm index and
+no index must give the same JSON and CSV (apart from the index counts), on the real corpus
+and on synthetic trees after files are touched, rewritten, deleted and added. The counts
+must name exactly the files that changed. Safety: kill -9 at random points of an indexing
+run in a real process, two writers at once, corrupt / foreign / crafted / old index files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from convkit.index.db import APPLICATION_ID, SCHEMA_VERSION
+from convkit.testing.synthetic import regular_positions, write_series
+from tests.conftest import CLI_ENV
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+NO_IDENTIFIERS = {"PatientName": "", "PatientID": "", "PatientBirthDate": ""}
+
+
+def stored_values(n: int, rows: int = 8, cols: int = 8) -> np.ndarray:
+    return (np.arange(n * rows * cols, dtype=np.int16).reshape(n, rows, cols) % 500)
+
+
+def audit_json(cli, path: Path, *extra: object) -> dict:
+    done = cli("audit", path, "--json", *extra, check_code=0)
+    return json.loads(done.stdout)
+
+
+def without_counts(document: dict) -> dict:
+    return {key: value for key, value in document.items() if key != "index"}
+
+
+def csv_tables(cli, path: Path, folder: Path, *extra: object) -> dict[str, str]:
+    cli("audit", path, "--json", "--csv", folder, *extra, check_code=0)
+    return {name.name: name.read_text() for name in sorted(folder.iterdir())}
+
+
+def listing(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under root with its size and mtime: what 'nothing written there' means."""
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")
+            if p.is_file()}
+
+
+def synthetic_tree(root: Path) -> Path:
+    """Two CT series, an MR series with a patient name, a NIfTI volume with its sidecar, a
+    detached NRRD header with its data file, and a junk file."""
+    write_series(root / "ct1", stored_values(6), regular_positions(6, spacing=2.0),
+                 series_number=1, series_description="ct one", seed=1, extra=NO_IDENTIFIERS)
+    write_series(root / "ct2", stored_values(5), regular_positions(5, spacing=3.0),
+                 series_number=2, series_description="ct two", seed=2, extra=NO_IDENTIFIERS)
+    write_series(root / "mr", stored_values(4), regular_positions(4, spacing=4.0),
+                 modality="MR", series_number=3, series_description="mr", seed=3,
+                 extra={"PatientName": "Doe^Jane", "PatientID": "123"})
+    image = nib.Nifti1Image(np.zeros((4, 5, 6), np.int16), np.diag([2.0, 2.0, 3.0, 1.0]))
+    image.header.set_xyzt_units("mm")
+    (root / "vol").mkdir()
+    nib.save(image, str(root / "vol" / "scan.nii.gz"))
+    (root / "vol" / "scan.json").write_text(json.dumps({"SeriesDescription": "x"}))
+    (root / "vol" / "detached.nhdr").write_text(
+        "NRRD0004\ntype: short\ndimension: 3\nspace: left-posterior-superior\nsizes: 4 5 6\n"
+        "space directions: (1,0,0) (0,1,0) (0,0,1)\nencoding: raw\nendian: little\n"
+        "data file: detached.raw\n")
+    (root / "vol" / "detached.raw").write_bytes(bytes(4 * 5 * 6 * 2))
+    (root / "notes.txt").write_text("not an image\n")
+    return root
+
+
+def middle_slice(folder: Path) -> Path:
+    """The file of the middle slice (names are shuffled): removing it leaves a gap."""
+    import pydicom
+
+    slices = sorted(folder.iterdir(), key=lambda p: float(
+        pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]))
+    return slices[len(slices) // 2]
+
+
+def same_with_index(cli, tree: Path, db: Path) -> dict:
+    """The audit through the index equals the audit without one; returns the counts."""
+    indexed = audit_json(cli, tree, "--index", db)
+    plain = audit_json(cli, tree)
+    assert without_counts(indexed) == plain
+    return indexed["index"]
+
+
+# ------------------------------------------------------------------------------------------
+# Same answers
+
+
+def test_corpus_cold_warm_and_no_index_agree(cli, corpus, tmp_path):
+    root = corpus / "dicom"
+    before = listing(root)
+    db = tmp_path / "corpus.sqlite"
+    plain = audit_json(cli, root)
+    cold = audit_json(cli, root, "--index", db)
+    warm = audit_json(cli, root, "--index", db)
+    assert without_counts(cold) == plain and without_counts(warm) == plain
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((Path(__file__).resolve().parents[1] / "convkit" / "schemas" /
+                         "audit.schema.json").read_text())
+    for document in (cold, warm):
+        jsonschema.validate(document, schema, cls=jsonschema.Draft202012Validator)
+    files = plain["summary"]["files"]
+    assert cold["index"]["files_read"] == files and cold["index"]["files_from_index"] == 0
+    assert warm["index"]["files_read"] == 0 and warm["index"]["files_from_index"] == files
+    # CSV too, and the warm CSV comes from the stored report
+    tables = [csv_tables(cli, root, tmp_path / name, *extra) for name, extra in
+              (("plain", ()), ("warm", ("--index", db)))]
+    assert tables[0] == tables[1]
+    assert listing(root) == before  # nothing written into the audited tree
+    with sqlite3.connect(db) as con:
+        indexed = con.execute("SELECT count(*) FROM files WHERE path LIKE ?",
+                              (f"{root}/%",)).fetchone()[0]
+        images = con.execute("SELECT count(*) FROM headers").fetchone()[0]
+    assert indexed == files
+    assert images >= plain["summary"]["file_status"]["used"]
+
+
+def test_changes_are_found_and_only_they_are_read(cli, tmp_path):
+    tree = synthetic_tree(tmp_path / "tree")
+    db = tmp_path / "index.sqlite"
+    total = len(listing(tree))
+    counts = same_with_index(cli, tree, db)
+    assert counts == {"path": str(db), "files_read": total, "files_from_index": 0,
+                      "files_removed": 0}
+    assert same_with_index(cli, tree, db)["files_read"] == 0
+
+    ct1 = sorted((tree / "ct1").iterdir())
+    os.utime(ct1[0])  # touched: read again, same answer
+    counts = same_with_index(cli, tree, db)
+    assert (counts["files_read"], counts["files_from_index"]) == (1, total - 1)
+
+    middle_slice(tree / "ct1").unlink()  # a slice gone: a gap in ct1
+    counts = same_with_index(cli, tree, db)
+    assert (counts["files_read"], counts["files_removed"]) == (0, 1)
+    assert "series.gap" in {f["code"] for f in audit_json(cli, tree)["findings"]}
+
+    write_series(tree / "new", stored_values(3), regular_positions(3), series_number=9,
+                 series_description="added", seed=9, extra=NO_IDENTIFIERS)
+    (tree / "vol" / "detached.raw").write_bytes(bytes(10))  # the NRRD's data cut short
+    counts = same_with_index(cli, tree, db)
+    assert counts["files_read"] == 4  # three new slices and the data file
+    report = audit_json(cli, tree)
+    assert "volume.truncated" in {f["code"] for f in report["findings"]}
+    assert any(row["description"] == "added" for row in report["series"])
+
+
+def test_same_size_rewrite_with_restored_mtime_is_found(cli, tmp_path):
+    """A rewrite that keeps size and mtime (a copy tool restoring times) changes ctime."""
+    tree = tmp_path / "tree"
+    write_series(tree, stored_values(4), regular_positions(4), seed=5, extra=NO_IDENTIFIERS)
+    db = tmp_path / "index.sqlite"
+    same_with_index(cli, tree, db)
+    target = sorted(tree.iterdir())[0]
+    status = target.stat()
+    data = bytearray(target.read_bytes())
+    description = data.find(b"synthetic")
+    data[description:description + 9] = b"SYNTHETIC"
+    time.sleep(0.01)
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert target.stat().st_size == status.st_size
+    counts = same_with_index(cli, tree, db)
+    assert counts["files_read"] == 1
+
+
+def test_json_sidecar_and_nifti_changes(cli, tmp_path):
+    tree = synthetic_tree(tmp_path / "tree")
+    db = tmp_path / "index.sqlite"
+    same_with_index(cli, tree, db)
+    (tree / "vol" / "scan.json").write_text(json.dumps({"PatientName": "Doe^John"}))
+    same_with_index(cli, tree, db)
+    codes = {f["code"] for f in audit_json(cli, tree)["findings"]}
+    assert "identifiers.in-volume" in codes
+    (tree / "vol" / "scan.json").unlink()
+    same_with_index(cli, tree, db)
+
+
+def test_single_file_and_relative_root(cli, tmp_path, monkeypatch):
+    tree = synthetic_tree(tmp_path / "tree")
+    db = tmp_path / "index.sqlite"
+    one = sorted((tree / "ct1").iterdir())[0]
+    same_with_index(cli, one, db)
+    same_with_index(cli, one, db)
+    monkeypatch.chdir(tmp_path)
+    same_with_index(cli, Path("tree"), db)
+    assert same_with_index(cli, Path("tree"), db)["files_read"] == 0
+    assert same_with_index(cli, tree, db)["files_read"] == 0  # absolute: the same files
+
+
+def test_one_index_for_a_tree_and_a_folder_inside_it(cli, tmp_path):
+    """A change seen by the audit of an inner folder (a file gone) is not hidden from the
+    next audit of the whole tree by the whole tree's stored report."""
+    tree = synthetic_tree(tmp_path / "tree")
+    db = tmp_path / "index.sqlite"
+    same_with_index(cli, tree, db)
+    middle_slice(tree / "ct1").unlink()
+    assert same_with_index(cli, tree / "ct1", db)["files_removed"] == 1
+    counts = same_with_index(cli, tree, db)  # every file unchanged since the inner audit
+    assert counts["files_read"] == 0
+    assert same_with_index(cli, tree, db)["files_read"] == 0
+
+
+def test_index_command_builds_what_audit_reuses(cli, tmp_path):
+    tree = synthetic_tree(tmp_path / "tree")
+    db = tmp_path / "index.sqlite"
+    done = cli("index", tree, "--db", db, "--json", check_code=0)
+    counts = json.loads(done.stdout)
+    total = len(listing(tree))
+    assert counts["files_read"] == total and counts["files"] == total
+    assert same_with_index(cli, tree, db)["files_read"] == 0
+    text = cli("index", tree, "--db", db, check_code=0).stdout
+    assert f"0 read, {total} from the index" in text
+
+
+# ------------------------------------------------------------------------------------------
+# Safe
+
+
+def test_corrupt_and_foreign_files_are_refused_with_a_hint(cli, tmp_path):
+    tree = synthetic_tree(tmp_path / "tree")
+    corrupt = tmp_path / "corrupt.sqlite"
+    corrupt.write_bytes(b"this is not a database" * 100)
+    done = cli("audit", tree, "--index", corrupt, check_code=5)
+    assert "cannot be read" in done.stderr and "--rebuild" in done.stderr
+    foreign = tmp_path / "foreign.sqlite"
+    with sqlite3.connect(foreign) as con:
+        con.execute("CREATE TABLE patients (name TEXT)")
+    before = foreign.read_bytes()
+    done = cli("audit", tree, "--index", foreign, check_code=5)
+    assert "not a convkit index" in done.stderr and "--rebuild" in done.stderr
+    assert foreign.read_bytes() == before  # refused files are left alone
+    rebuilt = audit_json(cli, tree, "--index", corrupt, "--rebuild")
+    assert without_counts(rebuilt) == audit_json(cli, tree)
+    assert same_with_index(cli, tree, corrupt)["files_read"] == 0
+
+
+def test_damaged_index_pages_are_an_error_not_a_wrong_answer(cli, tmp_path):
+    tree = synthetic_tree(tmp_path / "tree")
+    db = tmp_path / "index.sqlite"
+    same_with_index(cli, tree, db)
+    with sqlite3.connect(db) as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(db.read_bytes())
+    page = 4096
+    for start in range(page, len(data), page):  # every page after the header
+        data[start:start + 64] = os.urandom(64)
+    db.write_bytes(bytes(data))
+    done = cli("audit", tree, "--index", db, "--json")
+    assert done.returncode == 5, done.stderr
+    assert "--rebuild" in done.stderr
+
+
+def test_crafted_pickle_is_refused_and_never_run(cli, tmp_path):
+    tree = synthetic_tree(tmp_path / "tree")
+    db = tmp_path / "index.sqlite"
+    same_with_index(cli, tree, db)
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE files SET facts = ?", (pickle.dumps(Payload(), 3),))
+        con.execute("DELETE FROM reports")
+    done = cli("audit", tree, "--index", db, check_code=5)
+    assert "damaged file facts" in done.stderr and "--rebuild" in done.stderr
+    assert not marker.exists()
+
+
+def test_older_schema_is_rebuilt_newer_refused(cli, tmp_path):
+    tree = synthetic_tree(tmp_path / "tree")
+    db = tmp_path / "index.sqlite"
+    same_with_index(cli, tree, db)
+    with sqlite3.connect(db) as con:  # an older layout of the same application
+        con.execute("DROP TABLE headers")
+        con.execute("CREATE TABLE headers (path TEXT, something_else TEXT)")
+        con.execute("PRAGMA user_version = 0")
+    counts = same_with_index(cli, tree, db)
+    assert counts["files_read"] == len(listing(tree))  # rebuilt, every file read again
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert con.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        columns = {row[1] for row in con.execute("PRAGMA table_info(headers)")}
+        assert "sop_instance_uid" in columns and "something_else" not in columns
+        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    done = cli("audit", tree, "--index", db, check_code=5)
+    assert "newer convkit" in done.stderr
+
+
+def test_facts_of_another_convkit_are_read_again(cli, tmp_path):
+    tree = synthetic_tree(tmp_path / "tree")
+    db = tmp_path / "index.sqlite"
+    same_with_index(cli, tree, db)
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE meta SET value = '0.0.1:old' WHERE key = 'facts'")
+    assert same_with_index(cli, tree, db)["files_read"] == len(listing(tree))
+    assert same_with_index(cli, tree, db)["files_read"] == 0
+
+
+def test_a_second_writer_waits_then_fails_with_exit_5(cli, tmp_path):
+    tree = synthetic_tree(tmp_path / "tree")
+    db = tmp_path / "index.sqlite"
+    same_with_index(cli, tree, db)
+    os.utime(sorted((tree / "ct2").iterdir())[0])  # something to write
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer, mid-transaction
+    try:
+        done = cli("audit", tree, "--index", db, "--wait", "0.2", check_code=5)
+        assert "busy" in done.stderr
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert same_with_index(cli, tree, db)["files_read"] == 1
+
+
+@pytest.mark.slow
+def test_two_audits_at_once_never_corrupt(tmp_path, cli_subprocess):
+    tree = synthetic_tree(tmp_path / "tree")
+    for number in range(4):
+        write_series(tree / f"more{number}", stored_values(40), regular_positions(40),
+                     series_number=20 + number, seed=20 + number, extra=NO_IDENTIFIERS)
+    db = tmp_path / "index.sqlite"
+    env = {**os.environ, **CLI_ENV}
+    command = [sys.executable, "-m", "convkit", "audit", str(tree), "--json", "--index", str(db)]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=env) for _ in range(2)]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    plain = json.loads(cli_subprocess("audit", tree, "--json", check_code=0).stdout)
+    for run, (out, err) in zip(runs, outputs, strict=True):
+        assert run.returncode in (0, 5), err
+        if run.returncode == 0:
+            assert without_counts(json.loads(out)) == plain
+        else:
+            assert "busy" in err
+    assert 0 in [run.returncode for run in runs]
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    indexed = json.loads(cli_subprocess("audit", tree, "--json", "--index", db,
+                                        check_code=0).stdout)
+    assert without_counts(indexed) == plain and indexed["index"]["files_read"] == 0
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_leaves_a_consistent_index(tmp_path, cli_subprocess):
+    """An indexing run killed anywhere leaves the previous index: the next audit through it
+    gives the same answer as a clean audit, and the database passes integrity_check."""
+    tree = synthetic_tree(tmp_path / "tree")
+    for number in range(6):
+        write_series(tree / f"bulk{number}", stored_values(60), regular_positions(60),
+                     series_number=30 + number, seed=30 + number, extra=NO_IDENTIFIERS)
+    db = tmp_path / "index.sqlite"
+    env = {**os.environ, **CLI_ENV}
+    command = [sys.executable, "-m", "convkit", "index", str(tree), "--db", str(db), "--json"]
+    started = time.perf_counter()
+    subprocess.run(command, env=env, check=True, capture_output=True, timeout=300)
+    full = time.perf_counter() - started
+    rng = random.Random(13)
+    files = sorted(p for p in tree.rglob("*") if p.is_file() and p.parent.name.startswith("bulk"))
+    killed = 0
+    for _ in range(8):
+        for path in rng.sample(files, 25):  # changes for the killed run to find
+            os.utime(path)
+        (tree / "bulk0" / f"extra{rng.randrange(10**6)}.txt").write_text("x")
+        with sqlite3.connect(db) as con:  # facts of "another convkit": every file is read
+            con.execute("UPDATE meta SET value = 'old' WHERE key = 'facts'")  # and rewritten
+        run = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.2, 1.1) * full)
+        if run.poll() is None:
+            run.send_signal(signal.SIGKILL)
+            killed += 1
+        run.wait(timeout=300)
+        with sqlite3.connect(db) as con:
+            assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert killed >= 3  # most runs were really interrupted
+    plain = json.loads(cli_subprocess("audit", tree, "--json", check_code=0).stdout)
+    indexed = json.loads(cli_subprocess("audit", tree, "--json", "--index", db,
+                                        check_code=0).stdout)
+    assert without_counts(indexed) == plain
+
+
+def test_never_writes_inside_the_tree(cli, tmp_path):
+    tree = synthetic_tree(tmp_path / "tree")
+    before = listing(tree)
+    folders_before = sorted(str(p) for p in tree.rglob("*"))
+    db = tmp_path / "elsewhere" / "index.sqlite"
+    db.parent.mkdir()
+    same_with_index(cli, tree, db)
+    same_with_index(cli, tree, db)
+    assert listing(tree) == before
+    assert sorted(str(p) for p in tree.rglob("*")) == folders_before
+
+
+# ------------------------------------------------------------------------------------------
+# Queryable: the README's queries, run as a data manager would
+
+
+def readme_queries() -> dict[str, str]:
+    """The SQL blocks of README.md's "Archive index" section, by the heading above each."""
+    text = README.read_text()
+    section = text[text.index("## Archive index"):]
+    section = section[:section.index("\n## ", 5)]
+    found = re.findall(r"\*\*(.+?)\*\*.*?```sql\n(.*?)```", section, re.DOTALL)
+    return {title: sql for title, sql in found}
+
+
+def test_readme_queries_answer_the_questions(cli, tmp_path):
+    tree = synthetic_tree(tmp_path / "tree")
+    middle_slice(tree / "ct1").unlink()  # a gap: an error in "ct one"
+    db = tmp_path / "index.sqlite"
+    report = audit_json(cli, tree, "--index", db)
+    queries = readme_queries()
+    assert len(queries) == 3, queries
+    results = {}
+    with sqlite3.connect(db) as con:
+        for title, sql in queries.items():
+            results[title] = con.execute(sql).fetchall()
+    by_modality, with_errors, identifying = results.values()
+    expected: dict[tuple, int] = {}
+    for row in report["series"]:
+        key = (row["modality"], row["manufacturer"])
+        expected[key] = expected.get(key, 0) + 1
+    assert {(row[0], row[1]): row[2] for row in by_modality} == expected
+    error_series = {f["series"] for f in report["findings"] if f["severity"] == "error"
+                    and f["series"]}
+    assert {row[1] for row in with_errors} == error_series
+    assert any("ct one" in row[2] for row in with_errors)
+    mr_files = {str(p) for p in (tree / "mr").iterdir()}
+    assert {row[0] for row in identifying} == mr_files
+    shell = shutil.which("sqlite3")
+    if shell:  # the same queries in the sqlite3 shell
+        for sql in queries.values():
+            done = subprocess.run([shell, str(db)], input=sql, capture_output=True, text=True,
+                                  check=True)
+            assert done.stderr == ""
