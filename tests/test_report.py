@@ -249,3 +249,32 @@ def test_progress_counts_every_picture(archive, tmp_path):
     pictures = [(done, total) for stage, done, total in calls if stage == "pictures"]
     assert pictures[0] == (0, len(result.cards)) and pictures[-1] == (len(result.cards),) * 2
     assert [done for done, _ in pictures] == sorted(done for done, _ in pictures)
+
+
+def test_report_through_the_index_reads_only_what_changed(archive, tmp_path):
+    """--index: the first page fills the index, the second reads no file, and both carry
+    the same cards (data and pictures) as the page made without an index; after a series
+    is added, only its files are read and it gets its card."""
+    import shutil
+
+    from convkit.index import audit_indexed, open_index
+
+    tree, index = tmp_path / "tree", tmp_path / "archive.sqlite"
+    shutil.copytree(archive, tree)
+    build_report(tree, tmp_path / "plain.html")
+    for name in ("a.html", "b.html"):
+        build_report(tree, tmp_path / name, index=index)
+        assert page_data(tmp_path / name)["cards"] == page_data(tmp_path / "plain.html")["cards"]
+    with open_index(index) as db:
+        counts = audit_indexed(tree, db, with_groups=True).index
+    assert counts["files_read"] == 0 and counts["files_from_index"] > 0
+    write_series(tree / "added", marked_ct(3), regular_positions(3, spacing=2.0),
+                 series_number=9, series_description="added later", seed=9,
+                 extra=NO_IDENTIFIERS)
+    with open_index(index) as db:
+        assert audit_indexed(tree, db, with_groups=True).index["files_read"] == 3
+    result = build_report(tree, tmp_path / "c.html", index=index)
+    cards = page_data(tmp_path / "c.html")["cards"]
+    assert len(cards) == len(page_data(tmp_path / "plain.html")["cards"]) + 1
+    assert any("added later" in json.dumps(card) for card in cards)
+    assert len(result.cards) == len(cards)

@@ -22,6 +22,10 @@ def report(
     jobs: int = typer.Option(0, "--jobs", "-j",
                              help="Processes reading headers and drawing pictures (0: all "
                                   "cores)."),
+    index_file: Path = typer.Option(None, "--index", metavar="FILE",
+                                    help="SQLite archive index of the tree (created if "
+                                         "missing, as `convkit audit --index`): only new "
+                                         "and changed files are read."),
     as_json: bool = typer.Option(False, "--json", help="Print what the page shows as JSON."),
     force: bool = typer.Option(False, "--force", help="Overwrite the page and DIR."),
 ) -> None:
@@ -38,7 +42,7 @@ def report(
               "pictures": "Drawing pictures"}
     with progress_bar(enabled=not as_json, labels=labels) as progress:
         result = build_report(path, output, assets=assets, show_identifiers=show_identifiers,
-                              jobs=jobs, force=force, progress=progress)
+                              jobs=jobs, force=force, progress=progress, index=index_file)
     if as_json:
         render.print_json(result.to_json())
         return

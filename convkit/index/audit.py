@@ -43,11 +43,16 @@ _TUPLE_COLUMNS = tuple(HEADER_COLUMNS.index(name) for name in
 
 def audit_indexed(path: Path | str, index: Index, *, jobs: int = 0,
                   progress: Progress | None = None, show_identifiers: bool = False,
-                  ) -> AuditReport:
+                  with_groups: bool = False) -> AuditReport:
     """audit_path(path, ...) with the index: the same report, plus report.index (counts:
-    files_read, files_from_index, files_removed); the index is updated in one transaction."""
+    files_read, files_from_index, files_removed); the index is updated in one transaction.
+
+    with_groups: the caller needs report.groups (the SeriesGroups, e.g. for pictures), which
+    a stored report of an unchanged tree does not hold: the series are then grouped again
+    from the stored headers (no file is read)."""
     with _collector_paused():
-        return _audit_indexed(Path(path), index, jobs, progress, show_identifiers)
+        return _audit_indexed(Path(path), index, jobs, progress, show_identifiers,
+                              with_groups)
 
 
 @contextmanager
@@ -67,7 +72,7 @@ def _collector_paused() -> Iterator[None]:
 
 
 def _audit_indexed(root: Path, index: Index, jobs: int, progress: Progress | None,
-                   show_identifiers: bool) -> AuditReport:
+                   show_identifiers: bool, with_groups: bool) -> AuditReport:
     started = now()
     absolute = os.path.abspath(root)
     whole_tree = root.is_dir()
@@ -78,7 +83,8 @@ def _audit_indexed(root: Path, index: Index, jobs: int, progress: Progress | Non
                           functools.partial(index.stored_facts, absolute, whole_tree),
                           whole_folders=whole_tree)
         stored = None
-        if facts.stored and facts.survey(iter_file_texts(root)) and whole_tree:  # unchanged
+        if (facts.stored and facts.survey(iter_file_texts(root)) and whole_tree
+                and not with_groups):  # unchanged
             stored = index.stored_report(absolute, options)
         if stored is None:
             report = audit_path(root, jobs=jobs, progress=progress,

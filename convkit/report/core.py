@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from convkit.audit import Finding, audit_path
+from convkit.audit import AuditReport, Finding, audit_path
 from convkit.errors import UsageError
 from convkit.formats.output import check_folder_target, check_targets, staged_files, staged_folder
+from convkit.index import audit_indexed, open_index
 from convkit.report.model import STATUS_ORDER, Card, cards_from_audit
 from convkit.report.page import render_page
 from convkit.report.pictures import Pictures, draw_all, placeholder
@@ -50,17 +51,20 @@ class ReportResult:
 
 def build_report(path: Path | str, output: Path | str, *, assets: Path | str | None = None,
                  show_identifiers: bool = False, jobs: int = 0, force: bool = False,
-                 progress: Progress | None = None) -> ReportResult:
+                 progress: Progress | None = None,
+                 index: Path | str | None = None) -> ReportResult:
     """Write the QC page of every series and volume under path to output (HTML).
 
     assets: write the pictures into this folder (beside the page, referred to by relative
     address) instead of inside the page. Refuses existing outputs without force before
     any work. The page and its folder are written atomically.
+    index: an archive index file (convkit.index): only new and changed files are read, and
+    the index is brought up to date.
     """
     output = Path(output)
     assets_dir = Path(assets) if assets is not None else None
     _check_outputs(Path(path), output, assets_dir, force)
-    audit = audit_path(path, jobs=jobs, progress=progress, show_identifiers=show_identifiers)
+    audit = _audit(Path(path), index, jobs, progress, show_identifiers)
     cards, loose = cards_from_audit(audit, show_identifiers)
     drawn = draw_all([(c.key, c.source) for c in cards if c.source is not None], jobs, progress)
     for card in cards:
@@ -71,6 +75,16 @@ def build_report(path: Path | str, output: Path | str, *, assets: Path | str | N
                           cards, loose, drawn)
     _write(result, output, assets_dir, force)
     return result
+
+
+def _audit(path: Path, index: Path | str | None, jobs: int, progress: Progress | None,
+           show_identifiers: bool) -> AuditReport:
+    """The audit the cards come from: through the archive index when one is given."""
+    if index is None:
+        return audit_path(path, jobs=jobs, progress=progress, show_identifiers=show_identifiers)
+    with open_index(index) as db:
+        return audit_indexed(path, db, jobs=jobs, progress=progress,
+                             show_identifiers=show_identifiers, with_groups=True)
 
 
 def _check_outputs(source: Path, output: Path, assets: Path | None, force: bool) -> None:
