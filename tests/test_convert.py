@@ -516,3 +516,26 @@ def test_unknown_output_format_is_a_usage_error(nrrd_dir, cli, tmp_path):
     done = cli("convert", nrrd_dir / BALL, tmp_path / "ball.png", check_code=2)
     assert "unknown output format" in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_rgba_nifti_reads_as_rgb_with_a_note(tmp_path):
+    """NIfTI RGBA (datatype 2304) is read as RGB: every voxel's R, G, B kept, and a note
+    says the alpha channel (with its values) is not kept (was exit 70, a TypeError)."""
+    import nibabel as nib
+
+    from convkit.formats import read_volume
+
+    rgba = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1"), ("A", "u1")])
+    data = np.zeros((4, 3, 2), dtype=rgba)
+    rng = np.random.default_rng(7)
+    for name in ("R", "G", "B"):
+        data[name] = rng.integers(0, 256, data.shape)
+    data["A"] = 200
+    image = nib.Nifti1Image(data, np.diag([2.0, 2.0, 3.0, 1.0]))
+    assert image.header.get_data_dtype() == rgba and int(image.header["datatype"]) == 2304
+    nib.save(image, tmp_path / "rgba.nii.gz")
+    volume = read_volume(tmp_path / "rgba.nii.gz")
+    assert volume.is_rgb
+    for name in ("R", "G", "B"):
+        np.testing.assert_array_equal(volume.array[name], data[name])
+    assert any("alpha channel (always 200) is not kept" in note for note in volume.notes)

@@ -69,13 +69,31 @@ def read_nifti(path: Path, max_bytes: int | None = None) -> Volume:
     if array.ndim == 2:
         array = array[:, :, np.newaxis]  # one slice: a 3D volume of depth 1
     if array.dtype.names and array.dtype != RGB_DTYPE:
-        array = array.astype(RGB_DTYPE)
+        array, colour_notes = _as_rgb(array, path)
+        notes = notes + colour_notes
     volume = Volume(np.asfortranarray(array), affine, slope, intercept, nifti_fields(header),
                     notes + affine_notes)
     step = float(header["pixdim"][4])
     if len(shape) > 3 and math.isfinite(step) and step > 0:
         volume.repetition_time_s = step * _time_unit_seconds(header)
     return volume
+
+
+def _as_rgb(array: np.ndarray, path: Path) -> tuple[np.ndarray, list[str]]:
+    """RGB colour as convkit holds it (RGB_DTYPE); RGBA (NIfTI datatype 2304) loses its
+    alpha channel, which a note reports with its values."""
+    names = array.dtype.names or ()
+    if names[:3] != ("R", "G", "B"):
+        raise InputError(f"{path}: colour voxels of fields {', '.join(names)} are not supported",
+                         "convert the image to RGB or to one value per voxel")
+    rgb = np.empty(array.shape, dtype=RGB_DTYPE)
+    for name in ("R", "G", "B"):
+        rgb[name] = array[name]
+    if "A" not in names:
+        return rgb, []
+    alpha = np.unique(array["A"])
+    shown = f"always {alpha[0]}" if alpha.size == 1 else f"{alpha.min()} to {alpha.max()}"
+    return rgb, [f"RGBA voxels: the alpha channel ({shown}) is not kept"]
 
 
 def read_nifti_header(path: Path, compressed: bool):
