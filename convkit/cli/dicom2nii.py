@@ -35,6 +35,10 @@ def dicom2nii(
         False, "--philips-precise",
         help="Philips: precise floating-point values (private scale slope) instead of display "
              "values."),
+    seg_overlap: str = typer.Option(
+        "files", "--seg-overlap",
+        help="DICOM SEG whose segments overlap: files (one label map per segment) | stack "
+             "(one 4D file)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable report."),
 ) -> None:
@@ -48,7 +52,8 @@ def dicom2nii(
         with progress_bar(enabled=not as_json) as progress:
             report = convert_folder(in_dir, out_dir, options=options, fmt=fmt,
                                     name_template=name, select=series, force=force,
-                                    list_only=list_only, progress=progress)
+                                    list_only=list_only, progress=progress,
+                                    seg_overlap=seg_overlap)
     except BatchInterrupted as stop:  # what was done, then exit 130 (143 after SIGTERM)
         _show(stop.report, as_json, list_only)
         stop.shown = True
