@@ -35,6 +35,7 @@ from convkit.audit.identifiers import (
 from convkit.audit.info import describe_file
 from convkit.audit.pairing import Pairing, nearby_series, pair_finding, pair_volume
 from convkit.audit.report import AuditReport
+from convkit.audit.segmentations import check_segmentations
 from convkit.audit.series import SeriesAudit, audit_series, check_splits, series_row
 from convkit.audit.volumes import VolumeHeader, read_volume_header
 from convkit.dicom.scan import scan_folder
@@ -118,6 +119,7 @@ def audit_path(
     findings = [item for audit in series for item in audit.findings]
     findings += [item for volume in volumes for item in volume.findings]
     findings += splits + check_folders(scan) + check_duplicates(scan)
+    findings += check_segmentations(scan.files, scan.series)
     findings += [item for p, record in records.items() for item in check_file(record, kinds[p])]
     for item in splits:  # a split finding belongs to every series it names
         for audit in series:
@@ -358,6 +360,8 @@ def check_file(record, kind: str) -> list[Finding]:
                         f"{path.name}: {record.reason}",
                         "copy or export the file again; dicom2nii fails its series" if truncated
                         else "remove it, or export it again", path=path)]
+    if status == "skipped" and record.segmentation:  # checked by check_segmentations
+        return []
     if status == "skipped":
         return [finding("file.skipped", f"{path.name}: {record.reason}",
                         "nothing to do: not an image", path=path)]
