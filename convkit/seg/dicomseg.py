@@ -261,21 +261,9 @@ def read_seg(path: Path | str, grid_affine: np.ndarray,
 
     Refused (exit 4) when its frames do not lie on that grid or fall outside it.
     """
-    seg = _segread(Path(path))
-    numbers = [int(n) for n in seg.segment_numbers if int(n) > 0]
-    volume = seg.get_volume(segment_numbers=numbers) if numbers else None
-    if volume is None or not numbers:
-        raise RefusedError(f"{path}: the SEG holds no segment", "check the file",
-                           "seg.empty")
-    # highdicom indexes (slice, row, column); convkit (column, row, slice)
-    affine = lps_to_ras(np.asarray(volume.affine, dtype=float))[:, [2, 1, 0, 3]]
-    stacked = np.asarray(volume.array)  # (slices, rows, columns, segments)
-    channels = []
-    for index in range(stacked.shape[3]):
-        values = np.transpose(stacked[..., index], (2, 1, 0)).astype(np.uint8)
-        channels.append(_on_grid(values, affine, grid_affine, grid_shape, path))
-    segments = [_segment_json(seg, n, int(np.count_nonzero(c)))
-                for n, c in zip(numbers, channels, strict=True)]
+    seg, numbers, sources, affine = hd_label_channels(Path(path))
+    channels = [_on_grid(values, affine, grid_affine, grid_shape, path) for values in sources]
+    segments = segments_json(seg, numbers, channels)
     arrays, overlap = combine_masks(numbers, channels, grid_shape)
     metadata = {"Modality": "SEG", "SegmentationType": str(seg.SegmentationType),
                 "SOPInstanceUID": str(seg.SOPInstanceUID),
@@ -284,6 +272,27 @@ def read_seg(path: Path | str, grid_affine: np.ndarray,
                 "ReferencedSeriesInstanceUID": referenced_series(seg),
                 "Segments": segments}
     return SegLabelMaps(arrays, segments, overlap, metadata)
+
+
+def hd_label_channels(path: Path) -> tuple[Any, list[int], list[np.ndarray], np.ndarray]:
+    """(segmentation, segment numbers, one 0/1 array (i, j, k) per segment, RAS affine) of
+    the SEG at path, on the SEG's own grid (highdicom places the frames)."""
+    seg = _segread(path)
+    numbers = [int(n) for n in seg.segment_numbers if int(n) > 0]
+    if not numbers:
+        raise RefusedError(f"{path}: the SEG holds no segment", "check the file", "seg.empty")
+    volume = seg.get_volume(segment_numbers=numbers)
+    # highdicom indexes (slice, row, column); convkit (column, row, slice)
+    affine = lps_to_ras(np.asarray(volume.affine, dtype=float))[:, [2, 1, 0, 3]]
+    stacked = np.asarray(volume.array)  # (slices, rows, columns, segments)
+    channels = [np.transpose(stacked[..., index], (2, 1, 0)).astype(np.uint8)
+                for index in range(stacked.shape[3])]
+    return seg, numbers, channels, affine
+
+
+def segments_json(seg: Any, numbers: list[int], masks: list[np.ndarray]) -> list[dict[str, Any]]:
+    return [_segment_json(seg, n, int(np.count_nonzero(m)))
+            for n, m in zip(numbers, masks, strict=True)]
 
 
 def combine_masks(numbers: list[int], masks: list[np.ndarray], grid_shape: tuple[int, int, int]

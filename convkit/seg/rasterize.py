@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Points and crossings are rounded to this many decimals of a voxel before a pixel centre is
+#: tested: a vertex exactly on a centre must not flip with the float32 round-off of an
+#: affine stored in NIfTI (~1e-5 voxel), so the same contour fills the same pixels on a grid
+#: read back from a file.
+ROUNDING_DECIMALS = 4
+
 
 def fill_polygon(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Boolean (ni, nj) mask of the pixel centres inside the closed polygon points (n, 2)."""
     mask = np.zeros(shape, dtype=bool)
     if len(points) < 3:
         return mask
+    points = np.round(points, ROUNDING_DECIMALS)
     x0, y0 = points[:, 0], points[:, 1]
     x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
     low = max(0, int(np.ceil(y0.min())))
@@ -26,7 +33,8 @@ def fill_polygon(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         if not crossing.any():
             continue
         t = (j - y0[crossing]) / (y1[crossing] - y0[crossing])
-        xs = np.sort(x0[crossing] + t * (x1[crossing] - x0[crossing]))
+        xs = np.sort(np.round(x0[crossing] + t * (x1[crossing] - x0[crossing]),
+                              ROUNDING_DECIMALS))
         for start, stop in zip(xs[0::2], xs[1::2], strict=False):
             first = max(0, int(np.ceil(start)))
             last = min(shape[0], int(np.ceil(stop)))  # centres with start <= i < stop
