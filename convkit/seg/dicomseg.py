@@ -25,7 +25,7 @@ from convkit.formats.output import check_targets, staged_files
 from convkit.geometry import affine_lps, lps_to_ras, plane_axes
 from convkit.inputs import load_volume
 from convkit.seg.labels import MAX_LABEL, LabelInfo, describe_labels, read_labels_file
-from convkit.seg.sampling import place_labels
+from convkit.seg.sampling import label_counts, place_labels
 from convkit.volume import Volume
 
 SEG_TYPES = ("labelmap", "binary")
@@ -125,7 +125,8 @@ def place_on_frames(labels: np.ndarray, affine: np.ndarray, frames: list[SourceF
             raise InputError(f"the reference series mixes image sizes ({n_rows}x{n_cols}, "
                              f"{frame.header.rows}x{frame.header.columns})",
                              "pass a series whose images share one size")
-        placement = place_labels(labels, affine, frame.affine, frame.shape, nearest=resample)
+        placement = place_labels(labels, affine, frame.affine, frame.shape, nearest=resample,
+                                 count_lost=False)
         worst = max(worst, placement.residual)
         if not placement.on_grid and not resample:
             raise RefusedError(
@@ -159,7 +160,7 @@ def write_seg(mask: Path | str, reference: Path | str, out: Path | str, *,
     overrides = read_labels_file(labels_file) if labels_file else {}
     volume = load_volume(mask)
     labels = label_values(volume, str(mask))
-    numbers = [int(n) for n in np.unique(labels) if n]
+    numbers = [int(n) for n in np.flatnonzero(label_counts(labels)) if n]
     if not numbers:
         raise RefusedError(f"{mask} holds no label (every voxel is 0)",
                            "check that this is the mask you meant")
@@ -169,7 +170,9 @@ def write_seg(mask: Path | str, reference: Path | str, out: Path | str, *,
     if not stack.any():
         raise RefusedError(f"no labelled voxel of {mask} lies inside the reference series",
                            "check that the mask belongs to this series", "seg.outside")
-    counts = np.bincount(stack.ravel(), minlength=max(numbers) + 1)
+    counts = np.zeros(max(numbers) + 1, dtype=np.int64)
+    placed = label_counts(stack)
+    counts[: min(placed.size, counts.size)] = placed[: counts.size]
     for index, info in enumerate(segments):
         info.voxels = int(counts[info.number])
         # BINARY segments count 1, 2, ... (LABELMAP pixels are the labels themselves)
