@@ -77,6 +77,7 @@ def test_preview_draws_seg_on_its_voxels(cli, tmp_path, seg_case):
     np.testing.assert_array_equal(tinted[clear], expected[clear])
     assert [e["value"] for e in report["overlays"][0]["labels"]] == [
         n for n in (1, 2, 3) if (labels == n).any()]
+    assert report["overlays"][0]["legend"][0].startswith("seg 1 label 1: ")  # segment name
 
 
 def test_preview_draws_rtstruct_contours_where_they_are(cli, tmp_path):
