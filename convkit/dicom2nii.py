@@ -140,8 +140,9 @@ def convert_folder(
     if fmt not in FORMATS:
         raise UsageError(f"unknown --format {fmt!r}", f"choose one of {', '.join(FORMATS)}")
     check_template(name_template)
-    if seg_overlap not in ("files", "stack"):
-        raise UsageError(f"unknown --seg-overlap {seg_overlap!r}", "choose files or stack")
+    if seg_overlap not in ("files", "stack", "split"):
+        raise UsageError(f"unknown --seg-overlap {seg_overlap!r}",
+                         "choose files, stack or split")
     if not in_dir.exists():
         raise InputError(f"{in_dir} does not exist", "check the input path")
     out_path = _check_output_dir(in_dir, out_dir, list_only)

@@ -125,3 +125,17 @@ def test_points_outside_the_field_of_view_are_reported(cli, tmp_path):
     index = (np.linalg.inv(lps) @ np.c_[edge, np.ones(len(edge))].T)[:2]
     outside = int(((index < -0.5) | (index > np.array([[39.5], [35.5]]))).any(axis=0).sum())
     assert f"{outside} contour points" in " ".join(seg["notes"])
+
+
+def test_split_writes_one_file_per_roi(cli, tmp_path):
+    ct = write_ct(tmp_path / "in" / "ct", shape=(64, 60, 6))
+    left = circle_contour(ct, (22, 29, 3), 5.0)
+    right = circle_contour(ct, (42, 29, 3), 5.0)
+    convert(cli, tmp_path, ct, [(2, "left", [left]), (5, "right", [right])],
+            "--seg-overlap", "split")
+    files = sorted((tmp_path / "out").glob("*_seg_*.nii.gz"))
+    assert [p.name.rsplit("_", 1)[1] for p in files] == ["2.nii.gz", "5.nii.gz"]
+    centres = np.array([ct.affine[:3, :3] @ np.array(p, float) + ct.affine[:3, 3]
+                        for p in [(22, 29, 3), (42, 29, 3)]])
+    assert list(labels_at_world(*nifti(files[0]), centres)) == [1, 0]
+    assert list(labels_at_world(*nifti(files[1]), centres)) == [0, 1]

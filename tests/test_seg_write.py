@@ -213,3 +213,26 @@ def test_binary_seg_passes_dciodvfy(cli, tmp_path, ct, dicom3tools):
     errors = [line for line in (done.stdout + done.stderr).splitlines()
               if line.startswith("Error")]
     assert errors == []
+
+
+def test_seg_on_a_multiframe_reference_read_by_dcmqi(cli, tmp_path, corpus, dcmqi):
+    """The corpus' enhanced (multi-frame) CT as the reference: frames are in file order."""
+    import nibabel as nib
+
+    source = corpus / "seg" / "23x38x3" / "multiframe"
+    cli("dicom2nii", source, tmp_path / "ct", check_code=0)
+    ct = nib.load(next((tmp_path / "ct").glob("*.nii.gz")))
+    labels = np.zeros(ct.shape, np.uint8, order="F")
+    labels[4:15, 9:21, 0] = 1
+    labels[2:6, 30:35, 2] = 2
+    write_volume(Volume(labels, ct.affine), tmp_path / "mask.nii.gz")
+    cli("nii2dicom", tmp_path / "mask.nii.gz", tmp_path / "seg.dcm", "--seg", "--reference",
+        source, check_code=0)
+    (tmp_path / "dcmqi").mkdir()
+    subprocess.run([dcmqi["segimage2itkimage"], "--inputDICOM", str(tmp_path / "seg.dcm"),
+                    "--outputDirectory", str(tmp_path / "dcmqi"), "-t", "nifti"], check=True,
+                   capture_output=True)
+    image = nib.load(tmp_path / "dcmqi" / "1.nii.gz")
+    found = labels_at_world(np.asarray(image.dataobj), image.affine,
+                            voxel_centres(ct.affine, ct.shape), outside=0)
+    np.testing.assert_array_equal(found, labels.ravel(order="C"))

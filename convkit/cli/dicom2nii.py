@@ -37,8 +37,8 @@ def dicom2nii(
              "values."),
     seg_overlap: str = typer.Option(
         "files", "--seg-overlap",
-        help="DICOM SEG whose segments overlap: files (one label map per segment) | stack "
-             "(one 4D file)."),
+        help="SEG/RTSTRUCT whose segments overlap: files (one mask per segment) | stack "
+             "(one 4D file) | split (one file per segment or ROI, overlapping or not)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable report."),
 ) -> None:

@@ -27,6 +27,8 @@ from convkit.seg.rtstruct import read_rtstruct
 from convkit.volume import Volume
 
 OVERLAP_MODES = ("files", "stack")
+#: overlap='split': one file per segment / ROI even when none overlap.
+SPLIT = "split"
 #: write(volume, stem) -> written paths: dicom2nii's atomic volume + sidecar writer.
 Writer = Callable[[Volume, Path], list[Path]]
 
@@ -139,7 +141,11 @@ def _convert_one(outcome: SegOutcome, out_dir: Path, write: Writer, options: Con
     outcome.notes = list(maps.notes)
     metadata = {**maps.metadata, "Source": str(outcome.path),
                 "SourceSeries": outcome.source.label}
-    if not maps.overlap:
+    if overlap == SPLIT and not maps.overlap:
+        volumes = [(f"{outcome.label}_{s['SegmentNumber']}",
+                    (maps.arrays[0] == s["SegmentNumber"]).astype(np.uint8))
+                   for s in maps.segments]
+    elif not maps.overlap:
         volumes = [(outcome.label, maps.arrays[0])]
     elif overlap == "stack":
         volumes = [(outcome.label, np.stack(maps.arrays, axis=3))]
@@ -147,7 +153,8 @@ def _convert_one(outcome: SegOutcome, out_dir: Path, write: Writer, options: Con
     else:
         volumes = [(f"{outcome.label}_{s['SegmentNumber']}", a)
                    for s, a in zip(maps.segments, maps.arrays, strict=True)]
-        outcome.notes.append("segments overlap: one file per segment")
+        if overlap != SPLIT:
+            outcome.notes.append("segments overlap: one file per segment")
     for stem, array in volumes:
         volume = Volume(np.asfortranarray(array), grid.affine, metadata=dict(metadata))
         outcome.outputs += [str(p) for p in write(volume, out_dir / stem)]
