@@ -236,3 +236,20 @@ def test_seg_on_a_multiframe_reference_read_by_dcmqi(cli, tmp_path, corpus, dcmq
     found = labels_at_world(np.asarray(image.dataobj), image.affine,
                             voxel_centres(ct.affine, ct.shape), outside=0)
     np.testing.assert_array_equal(found, labels.ravel(order="C"))
+
+
+@pytest.mark.parametrize("seg_type", ["labelmap", "binary"])
+def test_a_label_resampled_away_is_still_described(cli, tmp_path, ct, seg_type):
+    import highdicom as hd
+
+    big = np.zeros((ct.shape[0] + 4, *ct.shape[1:]), np.uint8, order="F")
+    big[6:10, 5:9, 3] = 1
+    big[0, 5, 5] = 2  # outside the series: --resample keeps what falls inside
+    affine = ct.affine.copy()
+    affine[:3, 3] -= 2 * ct.affine[:3, 0]
+    mask = write_mask(tmp_path / "mask.nii.gz", big, affine)
+    done = cli("nii2dicom", mask, tmp_path / "seg.dcm", "--seg", "--reference", ct.folder,
+               "--resample", "--seg-type", seg_type, check_code=0)
+    assert "label 2 (0 voxels); no voxel on the reference grid" in done.stdout
+    seg = hd.seg.segread(tmp_path / "seg.dcm")
+    assert seg.segment_numbers == [1, 2] and int(seg.NumberOfFrames) == 1
