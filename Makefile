@@ -19,6 +19,13 @@ demo: $(STAMP) sample_data/dicom
 	rm -rf demo_output
 	$(BIN)/convkit dicom2nii --list sample_data/dicom
 	$(BIN)/convkit dicom2nii sample_data/dicom demo_output
+	@echo "--- segmentation round trip: the CT's ground-glass SEG -> label map -> SEG -> Dice"
+	$(BIN)/convkit nii2dicom demo_output/2_Chest_CT_synthetic_seg.nii.gz \
+	  demo_output/ggo_roundtrip.seg.dcm --seg --reference sample_data/dicom/chest_ct
+	$(BIN)/convkit compare demo_output/2_Chest_CT_synthetic_seg.nii.gz \
+	  demo_output/ggo_roundtrip.seg.dcm
+	$(BIN)/convkit preview sample_data/dicom/chest_ct -o demo_output/ggo_overlay.png \
+	  --overlay sample_data/dicom/chest_ct_ggo.seg.dcm --mosaic 3x3 --window lung
 
 # dicom3tools (dciodvfy, dcentvfy) validate the DICOM that nii2dicom writes; Debian's chromium
 # runs the report page's browser tests (driven by Playwright, which never downloads a browser).

@@ -48,6 +48,7 @@ from convkit.errors import InputError, UsageError
 from convkit.formats.itk import sitk_image
 from convkit.geometry import axis_codes, grid_corners, lps_to_ras
 from convkit.inputs import load_volume
+from convkit.seg.objects import load_pair
 from convkit.volume import Volume
 
 #: Positions (origin, bounding box, voxel centres) and voxel spacing agree within this (mm).
@@ -246,12 +247,17 @@ def compare_files(
 ) -> Comparison:
     """Load two inputs (volume files or DICOM folders) and compare_volumes them.
 
+    A DICOM SEG or RTSTRUCT file on one side is read onto the other side's grid (Dice per
+    label for a mask against its SEG).
+
     series picks a series in a DICOM folder (both sides unless series_b is given for B).
     A JSON sidecar next to a volume file (same name, .json) adds acquisition fields.
     """
-    volumes = [load_volume(path, chosen)  # with the sidecar's fields (inputs.attach_sidecar)
-               for path, chosen in ((Path(path_a), series), (Path(path_b), series_b or series))]
-    return compare_volumes(volumes[0], volumes[1], names=(str(path_a), str(path_b)), **options)
+    chosen = (series, series_b or series)
+    # with the sidecar's fields (inputs.attach_sidecar); a SEG/RTSTRUCT file on the other's grid
+    a, b = load_pair((Path(path_a), Path(path_b)), lambda path, side: load_volume(path,
+                                                                                 chosen[side]))
+    return compare_volumes(a, b, names=(str(path_a), str(path_b)), **options)
 
 
 def compare_volumes(

@@ -39,6 +39,7 @@ from convkit.formats.output import (
     staged_files,
 )
 from convkit.outcomes import Outcome, batch_exit_code
+from convkit.seg.folder import convert_segmentations, segmentation_records
 from convkit.volume import Volume
 
 DEFAULT_NAME = "{SeriesNumber}_{SeriesDescription}"
@@ -130,6 +131,7 @@ def convert_folder(
     list_only: bool = False,
     progress: Progress | None = None,
     overlays: bool = False,
+    seg_overlap: str = "files",
 ) -> ConversionReport:
     """Convert every (selected) series under in_dir into out_dir.
 
@@ -145,6 +147,9 @@ def convert_folder(
     if fmt not in FORMATS:
         raise UsageError(f"unknown --format {fmt!r}", f"choose one of {', '.join(FORMATS)}")
     check_template(name_template)
+    if seg_overlap not in ("files", "stack", "split"):
+        raise UsageError(f"unknown --seg-overlap {seg_overlap!r}",
+                         "choose files, stack or split")
     if not in_dir.exists():
         raise InputError(f"{in_dir} does not exist", "check the input path")
     out_path = _check_output_dir(in_dir, out_dir, list_only)
@@ -180,7 +185,27 @@ def convert_folder(
                 record.status, record.reason = FileStatus.SKIPPED, "not converted: interrupted"
         raise BatchInterrupted(report) from None
     _mark_refused_files(report, groups)
+    _convert_segmentations(report, scan, groups, out_path, suffix, options, force, seg_overlap)
     return report
+
+
+def _convert_segmentations(report: ConversionReport, scan: ScanResult,
+                           groups: list[SeriesGroup], out_dir: Path, suffix: str,
+                           options: ConvertOptions, force: bool, overlap: str) -> None:
+    """SEG and RTSTRUCT files of the (selected) series, as label maps (convkit.seg)."""
+    records = segmentation_records(scan.files)
+    if not records:
+        return
+    outcomes = convert_segmentations(
+        records, groups, out_dir,
+        lambda volume, stem: write_outputs(volume, stem, suffix, force, 1), options, overlap)
+    for outcome in outcomes:
+        result = SeriesResult(outcome.label, "", None, outcome.path.name, outcome.kind, 1,
+                              outcome.status, outcome.outputs, outcome.shape,
+                              notes=outcome.notes, reason=outcome.reason, hint=outcome.hint)
+        if outcome.source is not None:
+            result.series_uid = outcome.source.series_uid
+        report.series.append(result)
 
 
 def _targets(out_dir: Path, label: str, suffix: str) -> list[Path]:

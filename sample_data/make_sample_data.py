@@ -10,13 +10,19 @@ series contains.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from convkit.testing.phantoms import chest_ct_hu, head_mr
-from convkit.testing.synthetic import regular_positions, write_series
+from convkit.formats import write_volume
+from convkit.geometry import affine_lps, lps_to_ras
+from convkit.seg.dicomseg import write_seg
+from convkit.testing.phantoms import chest_ct_hu, chest_ct_masks, head_mr
+from convkit.testing.synthetic import regular_positions, uid, write_series
+from convkit.volume import Volume
 
 CT_SHAPE = (70, 128, 128)  # slices, rows, columns
 CT_PIXEL_SPACING = (2.734375, 2.734375)  # 350 mm field of view
@@ -78,6 +84,46 @@ def write_chest_ct(out_dir: Path) -> None:
     )
 
 
+#: The ground-glass patches' segment: name, colour and codes (the labels file format).
+GGO_LABELS = {"1": {"name": "ground-glass opacity", "color": [255, 200, 0],
+                    "category": {"scheme": "SCT", "value": "49755003",
+                                 "meaning": "Morphologically Altered Structure"}}}
+#: Written for the SEG instead of what changes from run to run (UIDs, creation time).
+SEG_FIXED = {"ContentDate": "20260101", "ContentTime": "120000", "SeriesDate": "20260101",
+             "SeriesTime": "120000", "InstanceCreationDate": "20260101",
+             "InstanceCreationTime": "120000"}
+
+
+def write_ggo_seg(ct_dir: Path, out: Path, work: Path) -> None:
+    """The chest CT's ground-glass patches as a LABELMAP SEG referencing the CT series."""
+    mask = chest_ct_masks(CT_SHAPE, CT_PIXEL_SPACING, CT_SLICE_SPACING, seed=0)["ggo"]
+    origin = centred_origin(CT_SHAPE, CT_PIXEL_SPACING, CT_SLICE_SPACING, AXIAL)
+    affine = lps_to_ras(affine_lps(AXIAL, CT_PIXEL_SPACING, origin, (0, 0, CT_SLICE_SPACING)))
+    labels = np.asfortranarray(mask.transpose(2, 1, 0).astype(np.uint8))  # (i, j, k)
+    write_volume(Volume(labels, affine), work / "ggo.nii.gz")
+    (work / "labels.json").write_text(json.dumps(GGO_LABELS))
+    write_seg(work / "ggo.nii.gz", ct_dir, out, labels_file=work / "labels.json")
+    _make_deterministic(out)
+
+
+def _make_deterministic(path: Path) -> None:
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    ds.SeriesInstanceUID = uid(3, "ggo-seg-series")
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid(3, "ggo-seg")
+    for keyword, value in SEG_FIXED.items():
+        if keyword in ds:
+            setattr(ds, keyword, value)
+    for item in ds.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = "20260101120000"
+    dimensions = uid(3, "ggo-seg-dimensions")
+    for item in [*ds.DimensionOrganizationSequence, *ds.DimensionIndexSequence]:
+        item.DimensionOrganizationUID = dimensions
+    ds.save_as(path, enforce_file_format=True)
+
+
 def write_head_mr(out_dir: Path) -> None:
     """Sagittal T1-weighted head MR, uint16 stored values, no rescale."""
     origin = centred_origin(MR_SHAPE, MR_PIXEL_SPACING, MR_SLICE_SPACING, SAGITTAL)
@@ -121,6 +167,8 @@ def main() -> None:
     if dicom_dir.exists():
         shutil.rmtree(dicom_dir)
     write_chest_ct(dicom_dir / "chest_ct")
+    with tempfile.TemporaryDirectory() as work:
+        write_ggo_seg(dicom_dir / "chest_ct", dicom_dir / "chest_ct_ggo.seg.dcm", Path(work))
     write_head_mr(dicom_dir / "head_mr_sagittal")
     (dicom_dir / "README.txt").write_text(
         "Synthetic sample DICOM (no patient data); see ../README.md.\n")

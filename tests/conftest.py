@@ -56,6 +56,19 @@ def dicom3tools() -> dict[str, str]:
     return found
 
 
+@pytest.fixture(scope="session")
+def dcmqi() -> dict[str, str]:
+    """Paths of dcmqi's segimage2itkimage and itkimage2segimage (PyPI dcmqi, a test extra):
+    skipped locally when missing, an error in CI."""
+    found = {name: shutil.which(name) or str(Path(sys.executable).with_name(name))
+             for name in ("segimage2itkimage", "itkimage2segimage")}
+    if not all(Path(path).exists() for path in found.values()):
+        if os.environ.get("CI") == "true":
+            pytest.fail("dcmqi is missing in CI: install the test extras (.[test])")
+        pytest.skip("dcmqi (segimage2itkimage) is not installed")
+    return found
+
+
 #: What the CLI tests pin: the terminal width (rich tables), and no colour codes.
 CLI_ENV = {"COLUMNS": "200", "NO_COLOR": "1"}
 
@@ -170,6 +183,7 @@ def cli_subprocess():
 
 #: fixture -> marker for every test that uses it (directly or through another fixture).
 FIXTURE_MARKERS = {"corpus": "corpus", "dcm2niix": "oracle", "dicom3tools": "oracle",
+                   "dcmqi": "oracle",
                    "cli_subprocess": "subprocess"}
 
 

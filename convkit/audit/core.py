@@ -42,6 +42,7 @@ from convkit.audit.pairing import (
     sidecar_finding,
 )
 from convkit.audit.report import AuditReport
+from convkit.audit.segmentations import check_segmentations
 from convkit.audit.series import SeriesAudit, audit_series, check_splits, series_row
 from convkit.audit.volumes import VolumeHeader, read_volume_header
 from convkit.dicom.header import NOT_PATIENT_IMAGE
@@ -147,6 +148,7 @@ def audit_path(
     findings = [item for audit in series for item in audit.findings]
     findings += [item for volume in volumes for item in volume.findings]
     findings += splits + check_folders(scan) + check_duplicates(scan)
+    findings += check_segmentations(scan.files, scan.series)
     findings += [item for p, record in records.items() for item in check_file(record, kinds[p])]
     for item in splits:  # a split finding belongs to every series it names
         for audit in series:
@@ -414,6 +416,8 @@ def check_file(record, kind: str) -> list[Finding]:
                         f"{path.name}: {record.reason}",
                         "copy or export the file again; dicom2nii fails its series" if truncated
                         else "remove it, or export it again", path=path)]
+    if status == "skipped" and record.segmentation:  # checked by check_segmentations
+        return []
     if status == "skipped" and record.reason.startswith(NOT_PATIENT_IMAGE):
         return [finding("file.not-patient-image", f"{path.name}: {record.reason}",
                         "nothing to convert; check the picture for names or IDs before sharing "

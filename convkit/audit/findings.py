@@ -135,6 +135,20 @@ CODES: dict[str, Code] = {
     "identifiers.unchecked": Code(Severity.WARNING, "identifying data could not be checked (part "
                                                     "of the file could not be read): treat it as "
                                                     "identifying"),
+    # Segmentation objects (DICOM SEG, RTSTRUCT) checked against the series they reference.
+    "seg.paired": Code(Severity.INFO, "a SEG or RTSTRUCT paired with the series it references "
+                                      "(dicom2nii writes it as a label map)"),
+    "seg.dangling": Code(Severity.WARNING, "a SEG or RTSTRUCT whose referenced series is not in "
+                                           "the tree"),
+    "seg.off-grid": Code(Severity.ERROR, "segmentation frames or contours that do not lie on "
+                                         "the referenced series' grid"),
+    "seg.outside": Code(Severity.ERROR, "labelled segmentation pixels outside the referenced "
+                                        "series"),
+    "seg.empty": Code(Severity.WARNING, "a SEG or RTSTRUCT without any segment or contour"),
+    "seg.empty-segment": Code(Severity.WARNING, "a described segment without a single voxel"),
+    "seg.contour-outside": Code(Severity.WARNING, "RTSTRUCT contour points outside the "
+                                                  "referenced series' field of view"),
+    "seg.unreadable": Code(Severity.ERROR, "a SEG or RTSTRUCT that cannot be read"),
     # A volume file checked against the DICOM series it belongs to.
     "pair.geometry-mismatch": Code(Severity.ERROR, "a volume's grid or world geometry differs from "
                                                    "the DICOM series it belongs to"),

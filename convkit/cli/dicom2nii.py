@@ -47,6 +47,10 @@ def dicom2nii(
                                   help="Also write overlay planes (60xx,3000) as NAME_overlay, a "
                                        "label map on the image grid (bit n for group 60xx, "
                                        "n = xx/2)."),
+    seg_overlap: str = typer.Option(
+        "files", "--seg-overlap",
+        help="SEG/RTSTRUCT whose segments overlap: files (one mask per segment) | stack "
+             "(one 4D file) | split (one file per segment or ROI, overlapping or not)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable report."),
 ) -> None:
@@ -69,7 +73,7 @@ def dicom2nii(
             report = convert_folder(in_dir, out_dir, options=options, fmt=fmt,
                                     name_template=name, select=series, force=force,
                                     list_only=list_only, progress=progress,
-                                    overlays=overlays)
+                                    overlays=overlays, seg_overlap=seg_overlap)
     except BatchInterrupted as stop:  # what was done, then exit 130 (143 after SIGTERM)
         _show(stop.report, as_json, list_only)
         stop.shown = True

@@ -33,9 +33,31 @@ def nii2dicom(
         False, "--allow-external-data",
         help="Read NRRD/MetaImage data files outside the header's folder (only for headers "
              "you trust)."),
+    seg: bool = typer.Option(False, "--seg",
+                             help="SOURCE is a label map: write OUT_DIR as one DICOM SEG file "
+                                  "(e.g. mask.seg.dcm) referencing --reference."),
+    reference: Path = typer.Option(None, "--reference",
+                                   help="With --seg: the DICOM folder of the series the mask "
+                                        "was drawn on."),
+    labels: Path = typer.Option(None, "--labels",
+                                help="With --seg: JSON with each label's name, color, category "
+                                     "and type (see README)."),
+    seg_type: str = typer.Option("labelmap", "--seg-type",
+                                 help="With --seg: labelmap (Label Map Segmentation) | binary."),
+    resample: bool = typer.Option(False, "--resample",
+                                  help="With --seg: place a mask that is off the reference grid "
+                                       "by nearest neighbour (refused otherwise)."),
+    reference_series: str = typer.Option(None, "--reference-series",
+                                         help="With --seg: the series of --reference to use "
+                                              "(number, label or UID) when it holds several."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable report."),
 ) -> None:
-    """Write a volume as a DICOM series (one file per slice) into OUT_DIR."""
+    """Write a volume as a DICOM series (one file per slice) into OUT_DIR; with --seg, a
+    label map as a DICOM Segmentation object."""
+    if seg or reference is not None:
+        _write_seg(source, out_dir, reference, labels, seg_type, resample, reference_series,
+                   force, allow_external_data, as_json)
+        return
     from convkit.dicom.write import SeriesIdentity, template_attributes
     from convkit.errors import UsageError
     from convkit.formats.detached import allowing_external_data
@@ -63,3 +85,29 @@ def nii2dicom(
                   f"(SeriesInstanceUID {series.series_uid})")
         for note in series.notes:
             out.print(f"  {note}")
+
+
+def _write_seg(source: Path, out: Path, reference: Path | None, labels: Path | None,
+               seg_type: str, resample: bool, series: str | None, force: bool,
+               allow_external_data: bool, as_json: bool) -> None:
+    from convkit.errors import UsageError
+    from convkit.formats.detached import allowing_external_data
+    from convkit.seg.dicomseg import write_seg
+
+    if reference is None:
+        raise UsageError("--seg needs --reference", "pass the DICOM folder of the source series")
+    with allowing_external_data(allow_external_data):
+        written = write_seg(source, reference, out, labels_file=labels, seg_type=seg_type,
+                            resample=resample, series=series, force=force)
+    if as_json:
+        render.print_json({"input": str(source), "seg": written.to_json()})
+        return
+    out_console = render.console()
+    out_console.print(f"[green]written[/] {written.segmentation_type} SEG {written.path}: "
+                      f"{len(written.segments)} segments, {written.frames} frames "
+                      f"(references {written.referenced_series})")
+    for info in written.segments:
+        out_console.print(f"  segment {info.segment}: {info.name} ({info.voxels} voxels)"
+                          + "".join(f"; {note}" for note in info.notes))
+    for note in written.notes:
+        out_console.print(f"  {note}")

@@ -40,7 +40,8 @@ def preview(
                                help="lung | mediastinum | bone | brain | soft-tissue"),
     wl: str = typer.Option(None, "--wl", metavar="CENTER,WIDTH", help="Window centre and width."),
     overlay: Path = typer.Option(None, "--overlay",
-                                 help="Label volume (any grid) drawn over the image."),
+                                 help="Label volume (any grid), DICOM SEG or RTSTRUCT file, "
+                                      "drawn over the image."),
     alpha: float = typer.Option(0.4, "--alpha", help="Overlay opacity, 0..1."),
     contour: bool = typer.Option(False, "--contour", help="Overlay outlines instead of fills."),
     highlight: str = typer.Option(None, "--highlight",
@@ -123,9 +124,13 @@ def _preview_one(source, options, read_options, output: Path | None, overlay: Pa
     overlays = highlight_overlays(volume, highlight, options.volume_index)
     if overlay is not None:
         from convkit.inputs import load_volume
+        from convkit.seg.objects import segmentation_on_grid
+        from convkit.seg.sopclass import segmentation_file_kind
 
         name = overlay.name.split(".")[0]
-        overlays.append(label_overlay(load_volume(overlay), name, alpha, contour))
+        labels = segmentation_on_grid(overlay, volume.affine, volume.shape[:3]) \
+            if segmentation_file_kind(overlay) else load_volume(overlay)  # SEG, RTSTRUCT
+        overlays.append(label_overlay(labels, name, alpha, contour))
     plan = plan_preview(volume, options, source.name, overlays)
     written = []
     drawing = None

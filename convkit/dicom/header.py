@@ -37,6 +37,7 @@ from convkit.dicom.vendors import (
     uih_grid_images,
 )
 from convkit.errors import ConvkitError, InputError
+from convkit.seg.sopclass import segmentation_kind
 from convkit.volume import format_gib, max_volume_bytes
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -245,6 +246,7 @@ class FileRecord:
     series: str = ""  # label of the series it belongs to
     series_uid: str = ""  # known for unreadable files whose header could be read
     size: int | None = None  # bytes on disk when the scan read the file
+    segmentation: str = ""  # 'SEG' or 'RTSTRUCT' (convkit.seg.sopclass): not an image
 
 #: Why a pipe, socket or device file in the tree is never opened (reading could block).
 SPECIAL_FILE = "not a regular file (a pipe, socket or device): not opened"
@@ -324,6 +326,10 @@ def _read_header(path: Path, ds: Any, fast: FastDataset | None,
                         or (meta or {}).get("MediaStorageSOPClassUID", ""))
         if sop_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
             return FileRecord(path, FileStatus.DICOMDIR)
+        kind = segmentation_kind(sop_class)
+        if kind:  # a segmentation of another series: dicom2nii converts it as a label map
+            return FileRecord(path, FileStatus.SKIPPED, f"{kind}: segmentation of another "
+                              "series", series_uid=_series_uid(ds, path), segmentation=kind)
         if "Rows" not in ds or "Columns" not in ds:
             return FileRecord(path, FileStatus.SKIPPED, f"no image ({_sop_class_name(sop_class)})",
                               series_uid=_series_uid(ds, path))

@@ -87,12 +87,16 @@ def label_overlay(mask: Volume, name: str, alpha: float = 0.4, contour: bool = F
     labels = values.astype(np.int32)
     voxel_ml = abs(np.linalg.det(mask.affine[:3, :3])) / 1000
     colors, legend, counts = {}, [], {}
+    # segment names of a SEG/RTSTRUCT overlay (convkit.seg.objects puts them in the metadata)
+    names = {int(s["SegmentNumber"]): f" {s['SegmentLabel']}"
+             for s in mask.metadata.get("Segments", []) if s.get("SegmentLabel")}
     for index, value in enumerate(present.astype(int)):
         color = LABEL_COLORS[index % len(LABEL_COLORS)]
         colors[int(value)] = color
         count = int(np.count_nonzero(labels == value))
         counts[int(value)] = count
-        legend.append(LegendEntry(f"{name} {value}: {count * voxel_ml:.1f} mL", color))
+        legend.append(LegendEntry(f"{name} {value}{names.get(int(value), '')}: "
+                                  f"{count * voxel_ml:.1f} mL", color))
     info = {"labels": [{"value": v, "color": list(colors[v]), "voxels": counts[v],
                         "volume_ml": round(counts[v] * voxel_ml, 3)} for v in colors]}
     _check_alpha(alpha)
