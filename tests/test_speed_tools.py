@@ -1,0 +1,151 @@
+"""Speed work on the tools (issue 12) keeps every result: the shortcuts give what the long
+way gives.
+
+- The scan's duplicate check takes hard links to one file as byte-identical without reading
+  them, and compares the pixels of a pair of files once per scan: a tree of hard links must
+  be accounted for exactly as the same tree of real copies (which takes the long way).
+- Big DICOM folders given to compare and preview are scanned in worker processes, as the
+  audit scans them: the volume must be the one the serial scan gives.
+- `convkit --help` / `--version` import no numpy, pydicom or nibabel, nor importlib.metadata
+  (the version is looked up when asked for).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convkit.dicom import scan as scan_module
+from convkit.dicom.scan import scan_folder
+from convkit.inputs import load_volume
+from convkit.testing.synthetic import regular_positions, write_series
+
+RLE = "1.2.840.10008.1.2.5"
+
+
+def _ct(folder: Path, n: int = 4, offset: int = 100, **kwargs) -> list[Path]:
+    stored = (np.arange(n * 6 * 8).reshape(n, 6, 8) + offset).astype(np.int16)
+    return write_series(folder, stored, regular_positions(n, spacing=2.0), seed=0,
+                        series_number=1, shuffle_names=False, **kwargs)
+
+
+def _same_uid(path: Path, original: Path) -> None:
+    from pydicom import dcmread
+
+    ds, uid = dcmread(path), dcmread(original).SOPInstanceUID
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
+    ds.save_as(path)
+
+
+def _sources(folder: Path) -> list[Path]:
+    """A CT series; the same instances re-encoded in RLE (duplicates: same decoded pixels);
+    one instance again with other pixel values (a conflict)."""
+    first = _ct(folder / "plain")
+    for copy, original in zip(_ct(folder / "rle", transfer_syntax=RLE), first, strict=True):
+        _same_uid(copy, original)
+    other = _ct(folder / "other", n=1, offset=101)[0]
+    _same_uid(other, first[0])
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def _replicate(sources: list[Path], root: Path, tree: Path, copies: int, link: bool) -> None:
+    for replica in range(copies):
+        for source in sources:
+            target = tree / f"replica{replica}" / source.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (os.link if link else shutil.copy2)(source, target)
+
+
+def _accounting(tree: Path) -> tuple[list[tuple], list[tuple]]:
+    """Every file's fate and every series' headers and problems, paths relative to tree."""
+    result = scan_folder(tree)
+    files = [(record.path.relative_to(tree).as_posix(), str(record.status), record.reason,
+              record.series) for record in result.files]
+    series = [(group.label, [(h.path.relative_to(tree).as_posix(), h.problem)
+                             for h in group.headers]) for group in result.series]
+    return files, series
+
+
+def test_hard_linked_replicas_are_accounted_for_as_real_copies(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """Hard links (read as one file, pixels compared once) give the same fates, reasons and
+    series as real copies of the same files (each pair read and decoded)."""
+    sources = _sources(tmp_path / "src")
+    _replicate(sources, tmp_path / "src", tmp_path / "links", 3, link=True)
+    _replicate(sources, tmp_path / "src", tmp_path / "copies", 3, link=False)
+    decoded: list[tuple[str, str]] = []
+    compare = scan_module._pixel_difference
+
+    def counted(first, second):
+        decoded.append((first.path.name, second.path.name))
+        return compare(first, second)
+
+    monkeypatch.setattr(scan_module, "_pixel_difference", counted)
+    linked = _accounting(tmp_path / "links")
+    decoded_linked, decoded[:] = len(decoded), []
+    copied = _accounting(tmp_path / "copies")
+    assert linked == copied
+    statuses = [status for _, status, _, _ in linked[0]]
+    # 3 replicas x (4 plain + 4 RLE + 1 other): 2 conflicts (replica0's plain slice 0 and
+    # its other version), everything else but the 3 used slices a duplicate
+    assert statuses.count("conflict") == 2 and statuses.count("used") == 3
+    assert statuses.count("duplicate") == 27 - 5
+    # the real copies decode a pair of files per replica; the hard links each pair once
+    assert decoded_linked < len(decoded)
+
+
+def test_a_big_dicom_folder_loads_the_same_volume_in_workers(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    """compare and preview read a DICOM folder's headers in worker processes above the
+    audit's threshold: the same volume (voxels, affine, metadata) as the serial scan."""
+    stored = (np.arange(12 * 16 * 20).reshape(12, 16, 20) % 997).astype(np.int16)
+    write_series(tmp_path / "ct", stored, regular_positions(12, spacing=1.5), seed=3)
+    serial = load_volume(tmp_path / "ct")
+    monkeypatch.setattr(scan_module, "PARALLEL_MIN_FILES", 4)  # 12 files: in workers
+    monkeypatch.setattr(scan_module, "_CHUNK", 3)
+    monkeypatch.setattr(scan_module, "_read_chunk", _marking_chunk)
+    monkeypatch.setitem(_MARKS, "folder", tmp_path / "marks")
+    (tmp_path / "marks").mkdir()
+    parallel = load_volume(tmp_path / "ct")
+    workers = {int(p.name) for p in (tmp_path / "marks").iterdir()}
+    assert workers and os.getpid() not in workers  # headers were read in other processes
+    np.testing.assert_array_equal(parallel.array, serial.array)
+    np.testing.assert_array_equal(parallel.affine, serial.affine)
+    assert parallel.metadata == serial.metadata
+    np.testing.assert_array_equal(parallel.array[:, :, 0].T, stored[0])
+
+
+_MARKS: dict[str, Path] = {}
+_READ_CHUNK = scan_module._read_chunk
+
+
+def _marking_chunk(texts: list[str]):
+    """scan._read_chunk, leaving the reading process's id in _MARKS['folder']."""
+    (_MARKS["folder"] / str(os.getpid())).touch()
+    return _READ_CHUNK(texts)
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["audit", "--help"]])
+def test_help_and_version_import_no_heavy_library(argv: list[str]) -> None:
+    """Start-up: the CLI imports numpy, pydicom, nibabel only inside a command, and the
+    version only when --version asks for it."""
+    probe = ("import runpy, sys\n"
+             f"sys.argv = ['convkit', *{argv!r}]\n"
+             "try:\n    runpy.run_module('convkit', run_name='__main__')\n"
+             "except SystemExit:\n    pass\n"
+             "heavy = ['numpy', 'pydicom', 'nibabel', 'nrrd', 'SimpleITK']\n"
+             "if sys.argv[1:] != ['--version']:\n    heavy.append('importlib.metadata')\n"
+             "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr
+    if argv == ["--version"]:
+        import convkit
+
+        assert done.stdout.strip() == f"convkit {convkit.__version__}"
