@@ -2,8 +2,8 @@
 way gives.
 
 - The scan's duplicate check takes hard links to one file as byte-identical without reading
-  them, and compares the pixels of a pair of files once per scan: a tree of hard links must
-  be accounted for exactly as the same tree of real copies (which takes the long way).
+  them, and decodes each encoding of an instance once: a tree of hard links must be
+  accounted for exactly as the same tree of real copies, and as one replica of it.
 - Big DICOM folders given to compare and preview are scanned in worker processes, as the
   audit scans them: the volume must be the one the serial scan gives.
 - `convkit --help` / `--version` import no numpy, pydicom or nibabel, nor importlib.metadata
@@ -74,8 +74,9 @@ def _accounting(tree: Path) -> tuple[list[tuple], list[tuple]]:
 
 def test_hard_linked_replicas_are_accounted_for_as_real_copies(tmp_path: Path,
                                                                monkeypatch) -> None:
-    """Hard links (read as one file, pixels compared once) give the same fates, reasons and
-    series as real copies of the same files (each pair read and decoded)."""
+    """Hard links (read as one file) give the same fates, reasons and series as real copies
+    of the same files (read and compared byte by byte), and neither decodes more pixel data
+    than one replica alone: each encoding of an instance is decoded once per scan."""
     sources = _sources(tmp_path / "src")
     _replicate(sources, tmp_path / "src", tmp_path / "links", 3, link=True)
     _replicate(sources, tmp_path / "src", tmp_path / "copies", 3, link=False)
@@ -87,17 +88,20 @@ def test_hard_linked_replicas_are_accounted_for_as_real_copies(tmp_path: Path,
         return compare(first, second)
 
     monkeypatch.setattr(scan_module, "_pixel_difference", counted)
-    linked = _accounting(tmp_path / "links")
-    decoded_linked, decoded[:] = len(decoded), []
-    copied = _accounting(tmp_path / "copies")
-    assert linked == copied
-    statuses = [status for _, status, _, _ in linked[0]]
+    counts = {}
+    results = {}
+    for tree in ("src", "links", "copies"):
+        decoded.clear()
+        results[tree] = _accounting(tmp_path / tree)
+        counts[tree] = len(decoded)
+    assert results["links"] == results["copies"]
+    statuses = [status for _, status, _, _ in results["links"][0]]
     # 3 replicas x (4 plain + 4 RLE + 1 other): 2 conflicts (replica0's plain slice 0 and
-    # its other version), everything else but the 3 used slices a duplicate
+    # its other version), 3 used slices, everything else a duplicate
     assert statuses.count("conflict") == 2 and statuses.count("used") == 3
     assert statuses.count("duplicate") == 27 - 5
-    # the real copies decode a pair of files per replica; the hard links each pair once
-    assert decoded_linked < len(decoded)
+    assert counts["src"] >= 4  # the RLE slices are compared by their pixels
+    assert counts["links"] == counts["copies"] == counts["src"]
 
 
 def test_a_big_dicom_folder_loads_the_same_volume_in_workers(tmp_path: Path,

@@ -238,13 +238,15 @@ def _versions(files: dict[str, list[SliceHeader]], compared: PixelMemo) -> list[
     """The files of one SOPInstanceUID (path order) as distinct versions: each the first
     file of its kind, its headers, and the later files that are copies of it."""
     versions: list[Version] = []
+    alike: list[list[Path]] = []  # per version: its copies that are other bytes, same pixels
     for text, members in files.items():
-        for _, kept_headers, copies in versions:
-            if not _differences(kept_headers, members, compared):
+        for (_, kept_headers, copies), others in zip(versions, alike, strict=True):
+            if not _differences(kept_headers, members, compared, others):
                 copies.append((text, members[0].file_size))
                 break
         else:
             versions.append((text, members, []))
+            alike.append([])
     return versions
 
 
@@ -284,11 +286,15 @@ FileIdentity = tuple[int, int, int, int]
 PixelMemo = dict[tuple[FileIdentity, FileIdentity], str]
 
 
-def _differences(other: list[SliceHeader], mine: list[SliceHeader],
-                 compared: PixelMemo) -> list[Difference]:
+def _differences(other: list[SliceHeader], mine: list[SliceHeader], compared: PixelMemo,
+                 alike: list[Path] | None = None) -> list[Difference]:
     """How two files of one SOPInstanceUID differ ([] when mine is a copy): the header
     attributes that differ, else the pixel data when the pixels differ (compared only when
-    the files are not byte-identical: hard links to one file are, without reading them)."""
+    the files are not byte-identical: hard links to one file are, without reading them).
+
+    alike: files already found to be copies of other with other bytes (another encoding);
+    mine is a copy when it is byte-identical to one of them, and is added to them when its
+    pixels are compared and found the same (each encoding is decoded once per version)."""
     if len(other) != len(mine):
         return [("number of images", len(other), len(mine))]
     found = [(_keyword(name), getattr(a, name), getattr(b, name))
@@ -301,12 +307,24 @@ def _differences(other: list[SliceHeader], mine: list[SliceHeader],
         return []  # one file (device and inode) under two names
     if filecmp.cmp(other[0].path, mine[0].path, shallow=False):
         return []
+    if alike and any(_same_bytes(path, mine[0].path) for path in alike):
+        return []  # a copy of a copy
     pixels = compared.get(pair) if pair is not None else None
     if pixels is None:
         pixels = _pixel_difference(other[0], mine[0])
         if pair is not None:
             compared[pair] = pixels
+    if not pixels and alike is not None:
+        alike.append(mine[0].path)
     return [(pixels, None, None)] if pixels else []
+
+
+def _same_bytes(first: Path, second: Path) -> bool:
+    """Byte-identical files: one file under two names (hard links), or equal contents."""
+    pair = _identities(first, second)
+    if pair is not None and pair[0][:2] == pair[1][:2]:
+        return True
+    return filecmp.cmp(first, second, shallow=False)
 
 
 def _identities(first: Path, second: Path) -> tuple[FileIdentity, FileIdentity] | None:
