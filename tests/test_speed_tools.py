@@ -125,6 +125,31 @@ def test_a_big_dicom_folder_loads_the_same_volume_in_workers(tmp_path: Path,
     np.testing.assert_array_equal(parallel.array[:, :, 0].T, stored[0])
 
 
+def test_dicom2nii_of_a_big_folder_writes_the_same_files_from_workers(tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    """dicom2nii reads a big folder's headers in worker processes too: the same image,
+    byte for byte, and the same sidecar as the serial scan."""
+    from convkit.dicom2nii import convert_folder
+
+    stored = (np.arange(12 * 16 * 20).reshape(12, 16, 20) % 997).astype(np.int16)
+    write_series(tmp_path / "ct", stored, regular_positions(12, spacing=1.5), seed=4)
+    convert_folder(tmp_path / "ct", tmp_path / "serial")
+    monkeypatch.setattr(scan_module, "PARALLEL_MIN_FILES", 4)
+    monkeypatch.setattr(scan_module, "_CHUNK", 3)
+    monkeypatch.setattr(scan_module, "_read_chunk", _marking_chunk)
+    monkeypatch.setitem(_MARKS, "folder", tmp_path / "marks")
+    (tmp_path / "marks").mkdir()
+    convert_folder(tmp_path / "ct", tmp_path / "parallel")
+    workers = {int(p.name) for p in (tmp_path / "marks").iterdir()}
+    assert workers and os.getpid() not in workers
+    serial = sorted(p.name for p in (tmp_path / "serial").iterdir())
+    assert serial == sorted(p.name for p in (tmp_path / "parallel").iterdir())
+    assert any(name.endswith(".nii.gz") for name in serial)
+    for name in serial:
+        assert (tmp_path / "serial" / name).read_bytes() == \
+            (tmp_path / "parallel" / name).read_bytes(), name
+
+
 _MARKS: dict[str, Path] = {}
 _READ_CHUNK = scan_module._read_chunk
 
