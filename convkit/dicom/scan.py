@@ -303,17 +303,18 @@ def _differences(other: list[SliceHeader], mine: list[SliceHeader], compared: Pi
     if found:
         return list({item[0]: item for item in found}.values())  # each attribute once
     pair = _identities(other[0].path, mine[0].path)
-    if pair is not None and pair[0][:2] == pair[1][:2]:
+    if _one_file(pair):
         return []  # one file (device and inode) under two names
     if filecmp.cmp(other[0].path, mine[0].path, shallow=False):
         return []
     if alike and any(_same_bytes(path, mine[0].path) for path in alike):
         return []  # a copy of a copy
-    pixels = compared.get(pair) if pair is not None else None
+    key = pair if pair is not None and pair[0][1] and pair[1][1] else None  # inodes known
+    pixels = compared.get(key) if key is not None else None
     if pixels is None:
         pixels = _pixel_difference(other[0], mine[0])
-        if pair is not None:
-            compared[pair] = pixels
+        if key is not None:
+            compared[key] = pixels
     if not pixels and alike is not None:
         alike.append(mine[0].path)
     return [(pixels, None, None)] if pixels else []
@@ -321,10 +322,15 @@ def _differences(other: list[SliceHeader], mine: list[SliceHeader], compared: Pi
 
 def _same_bytes(first: Path, second: Path) -> bool:
     """Byte-identical files: one file under two names (hard links), or equal contents."""
-    pair = _identities(first, second)
-    if pair is not None and pair[0][:2] == pair[1][:2]:
+    if _one_file(_identities(first, second)):
         return True
     return filecmp.cmp(first, second, shallow=False)
+
+
+def _one_file(pair: tuple[FileIdentity, FileIdentity] | None) -> bool:
+    """Both names are one file: the same device and inode (a file system without inode
+    numbers, which reports 0, proves nothing)."""
+    return pair is not None and pair[0][1] != 0 and pair[0][:2] == pair[1][:2]
 
 
 def _identities(first: Path, second: Path) -> tuple[FileIdentity, FileIdentity] | None:
