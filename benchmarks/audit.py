@@ -83,6 +83,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="leave the real corpus out of the tree")
     parser.add_argument("--changed", type=int, default=100,
                         help="files replaced before each re-audit after changes (default: 100)")
+    parser.add_argument("--copies", action="store_true",
+                        help="fill the tree with real copies instead of hard links (convkit "
+                             "knows hard links to one file are identical without reading them; "
+                             "copies must be read)")
     return parse_checked(parser, argv)
 
 
@@ -96,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     corpus = not args.no_corpus and CORPUS.is_dir()
     name = f"ct{args.ct_series}-mr{args.mr_series}{'-corpus' if corpus else ''}"
     sources = build_sources(args.work / f"sources-v{SOURCES_VERSION}-{name}", synthetic, corpus)
-    tree = build_tree(args.work / f"tree-{name}-{args.files}", sources, args.files)
+    tree = build_tree(args.work / f"tree-{name}-{args.files}{'-copies' if args.copies else ''}",
+                      sources, args.files, args.copies)
     files = sum(len(names) for _, _, names in os.walk(tree))
     warm_page_cache(tree)
     scratch = Path(tempfile.mkdtemp(prefix="run-", dir=args.work))
@@ -163,8 +168,9 @@ def build_sources(folder: Path, synthetic: tuple[tuple[str, int], ...], corpus: 
     return folder
 
 
-def build_tree(tree: Path, sources: Path, count: int) -> Path:
-    """count hard links to the source files, in replica folders (built once, then reused).
+def build_tree(tree: Path, sources: Path, count: int, copies: bool = False) -> Path:
+    """count hard links to the source files (copies of them with copies), in replica folders
+    (built once, then reused).
 
     The completion marker sits beside the tree, not in it (the tools would count it).
     """
@@ -173,12 +179,12 @@ def build_tree(tree: Path, sources: Path, count: int) -> Path:
         return tree
     shutil.rmtree(tree, ignore_errors=True)
     files = sorted(p for p in sources.rglob("*") if p.is_file() and p.name != ".complete")
-    print(f"linking {count} files into {tree} ...", file=sys.stderr)
+    print(f"{'copying' if copies else 'linking'} {count} files into {tree} ...", file=sys.stderr)
     for index in range(count):
         source = files[index % len(files)]
         target = tree / f"replica{index // len(files):03d}" / source.relative_to(sources)
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.link(source, target)
+        (shutil.copy2 if copies else os.link)(source, target)
     marker.write_text(f"{count}\n")
     return tree
 
@@ -237,7 +243,8 @@ def report(args: argparse.Namespace, tree: Path, files: int, runs: dict[str, lis
            sources: str) -> None:
     baseline = summarize(runs[BASELINE]).wall_s
     fast = importlib.util.find_spec("convkit.dicom.fastheader") is not None
-    print(f"\n{files} files in {tree} (hard links of {sources})")
+    print(f"\n{files} files in {tree} ({'copies' if args.copies else 'hard links'} of "
+          f"{sources})")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}; fast header path in scan.py: {'yes' if fast else 'no'}")
     print(f"median of {args.repeats} runs, whole processes, warm page cache; ratio = "
@@ -262,7 +269,8 @@ def report(args: argparse.Namespace, tree: Path, files: int, runs: dict[str, lis
     print("\npeak MiB: GNU time's maximum resident set of the process tree's largest process "
           "(convkit's header workers are separate processes)")
     if args.json:
-        save_json(args.json, {"files": files, "sources": sources, "fast_header_path": fast,
+        save_json(args.json, {"files": files, "sources": sources, "copies": args.copies,
+                              "fast_header_path": fast,
                               "machine": platform.platform(), "cores": os.cpu_count(),
                               "results": results})
 

@@ -118,7 +118,7 @@ def build_input(work: Path) -> Path:
               "source_sha256": hashlib.sha256(
                   Path(phantoms.__file__).read_bytes()).hexdigest()}
     nifti = work / "ct.nii.gz"
-    stamp = work / "ct.json"
+    stamp = work / "ct.recipe.json"  # not ct.json: convkit would read that as ct's sidecar
     if nifti.exists() and stamp.exists() and json.loads(stamp.read_text()) == recipe:
         return nifti
     print(f"Building the {'x'.join(map(str, SHAPE[::-1]))} CT in {nifti} ...", flush=True)

@@ -13,13 +13,17 @@ The public API is imported lazily (start-up time counts on small jobs)::
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 
 def _version() -> str:
     """The installed distribution's version; in a source tree that is not installed, the one
-    pyproject.toml declares; never a made-up number (it is written into every output)."""
+    pyproject.toml declares; never a made-up number (it is written into every output).
+
+    Computed on first use of convkit.__version__: importlib.metadata costs ~20 ms of start-up,
+    which commands that write no version (--help, compare, preview) need not pay."""
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("convkit")
     except PackageNotFoundError:
@@ -32,8 +36,6 @@ def _version() -> str:
         except (OSError, KeyError, ValueError):
             return "unknown"
 
-
-__version__ = _version()
 
 _API = {
     "scan_folder": "convkit.dicom.scan",
@@ -63,6 +65,9 @@ __all__ = sorted(_API) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        found = globals()["__version__"] = _version()  # once: later lookups find it
+        return found
     if name in _API:
         return getattr(import_module(_API[name]), name)
     raise AttributeError(f"module 'convkit' has no attribute {name!r}")

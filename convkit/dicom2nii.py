@@ -153,7 +153,8 @@ def convert_folder(
     if not in_dir.exists():
         raise InputError(f"{in_dir} does not exist", "check the input path")
     out_path = _check_output_dir(in_dir, out_dir, list_only)
-    scan = scan_folder(in_dir, (lambda d, t: progress("scan", d, t)) if progress else None)
+    scan = scan_folder(in_dir, (lambda d, t: progress("scan", d, t)) if progress else None,
+                       jobs=0)  # big trees: headers in worker processes, as the audit
     name_series(scan.series, name_template)
     groups = _select(scan, select)
     report = ConversionReport(str(in_dir), str(out_path or ""), [], scan.files)

@@ -66,7 +66,7 @@ def attach_sidecar(volume: Volume, path: Path) -> None:
 
 
 def _load_dicom(path: Path, series: str | None, options) -> Volume:
-    scan = scan_folder(path)
+    scan = scan_folder(path, jobs=0)  # big trees: headers in worker processes, as the audit
     if not scan.series:
         raise InputError(f"{path}: no DICOM images and not a NIfTI/NRRD/MetaImage file",
                          "pass a .nii, .nii.gz, .nrrd, .nhdr, .mha or .mhd file, or a DICOM folder")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import filecmp
 import itertools
+import operator
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -247,12 +248,13 @@ def _drop_duplicates(headers: list[SliceHeader], root: Path,
 
     unique: list[SliceHeader] = []
     records: dict[str, FileRecord] = {}
+    compared: PixelMemo = {}
     for files in by_uid.values():
-        versions = _versions(files)  # [(first path, its headers, [(copy, difference)])]
+        versions = _versions(files, compared)  # [(first path, its headers, [(copy, size)])]
         if len(versions) == 1:
             unique.extend(versions[0][1])
         else:
-            unique.extend(_conflicting(versions, where, records))
+            unique.extend(_conflicting(versions, where, records, compared))
         for kept, _, copies in versions:
             for text, size in copies:
                 records.setdefault(text, FileRecord(
@@ -261,30 +263,31 @@ def _drop_duplicates(headers: list[SliceHeader], root: Path,
     return unique, list(records.values())
 
 
-def _versions(files: dict[str, list[SliceHeader]],
-              ) -> list[Version]:
+def _versions(files: dict[str, list[SliceHeader]], compared: PixelMemo) -> list[Version]:
     """The files of one SOPInstanceUID (path order) as distinct versions: each the first
     file of its kind, its headers, and the later files that are copies of it."""
     versions: list[Version] = []
+    alike: list[list[Path]] = []  # per version: its copies that are other bytes, same pixels
     for text, members in files.items():
-        for _, kept_headers, copies in versions:
-            if not _differences(kept_headers, members):
+        for (_, kept_headers, copies), others in zip(versions, alike, strict=True):
+            if not _differences(kept_headers, members, compared, others):
                 copies.append((text, members[0].file_size))
                 break
         else:
             versions.append((text, members, []))
+            alike.append([])
     return versions
 
 
 def _conflicting(versions: list[Version], where: Callable[[str], str],
-                 records: dict[str, FileRecord]) -> list[SliceHeader]:
+                 records: dict[str, FileRecord], compared: PixelMemo) -> list[SliceHeader]:
     """The headers of each version of a SOPInstanceUID, each with a problem naming the
     first other version and how it differs (so that its series is refused); each
     version's file is recorded as a conflict."""
     kept: list[SliceHeader] = []
     for index, (text, members, _) in enumerate(versions):
         other_text, other_members, _ = versions[1 if index == 0 else 0]
-        differences = _differences(other_members, members)
+        differences = _differences(other_members, members, compared)
         reason = (f"shares its SOPInstanceUID with {where(other_text)}, which differs in "
                   f"{_describe(differences)}")
         if len(versions) > 2:
@@ -302,26 +305,75 @@ def _conflicting(versions: list[Version], where: Callable[[str], str],
 _NOT_COMPARED = frozenset({"path", "transfer_syntax", "file_size", "notes", "mosaic",
                            "problem"})
 _COMPARED = tuple(name for name in _FIELDS if name not in _NOT_COMPARED)
+#: The compared fields of a header as one tuple (one C call: most copies are equal).
+_compared_values = operator.attrgetter(*_COMPARED)
 #: A difference: (what, value in the other file, value in this one).
 Difference = tuple[str, Any, Any]
 _SHOWN = 3
+#: A file as stored: (device, inode, size, mtime in ns); hard links to one file share it.
+FileIdentity = tuple[int, int, int, int]
+#: The pixel comparisons of one scan (_pixel_difference's answers), by the files' identities:
+#: a tree of hard links (replicas, deduplicated archives) decodes each pair of files once.
+PixelMemo = dict[tuple[FileIdentity, FileIdentity], str]
 
 
-def _differences(other: list[SliceHeader], mine: list[SliceHeader]) -> list[Difference]:
+def _differences(other: list[SliceHeader], mine: list[SliceHeader], compared: PixelMemo,
+                 alike: list[Path] | None = None) -> list[Difference]:
     """How two files of one SOPInstanceUID differ ([] when mine is a copy): the header
     attributes that differ, else the pixel data when the pixels differ (compared only when
-    the files are not byte-identical)."""
+    the files are not byte-identical: hard links to one file are, without reading them).
+
+    alike: files already found to be copies of other with other bytes (another encoding);
+    mine is a copy when it is byte-identical to one of them, and is added to them when its
+    pixels are compared and found the same (each encoding is decoded once per version)."""
     if len(other) != len(mine):
         return [("number of images", len(other), len(mine))]
-    found = [(_keyword(name), getattr(a, name), getattr(b, name))
-             for a, b in zip(other, mine, strict=True) for name in _COMPARED
-             if getattr(a, name) != getattr(b, name)]
-    if found:
-        return list({item[0]: item for item in found}.values())  # each attribute once
+    if any(_compared_values(a) != _compared_values(b) for a, b in zip(other, mine, strict=True)):
+        found = [(_keyword(name), getattr(a, name), getattr(b, name))
+                 for a, b in zip(other, mine, strict=True) for name in _COMPARED
+                 if getattr(a, name) != getattr(b, name)]
+        if found:
+            return list({item[0]: item for item in found}.values())  # each attribute once
+    pair = _identities(other[0].path, mine[0].path)
+    if _one_file(pair):
+        return []  # one file (device and inode) under two names
     if filecmp.cmp(other[0].path, mine[0].path, shallow=False):
         return []
-    pixels = _pixel_difference(other[0], mine[0])
+    if alike and any(_same_bytes(path, mine[0].path) for path in alike):
+        return []  # a copy of a copy
+    key = pair if pair is not None and pair[0][1] and pair[1][1] else None  # inodes known
+    pixels = compared.get(key) if key is not None else None
+    if pixels is None:
+        pixels = _pixel_difference(other[0], mine[0])
+        if key is not None:
+            compared[key] = pixels
+    if not pixels and alike is not None:
+        alike.append(mine[0].path)
     return [(pixels, None, None)] if pixels else []
+
+
+def _same_bytes(first: Path, second: Path) -> bool:
+    """Byte-identical files: one file under two names (hard links), or equal contents."""
+    if _one_file(_identities(first, second)):
+        return True
+    return filecmp.cmp(first, second, shallow=False)
+
+
+def _one_file(pair: tuple[FileIdentity, FileIdentity] | None) -> bool:
+    """Both names are one file: the same device and inode (a file system without inode
+    numbers, which reports 0, proves nothing)."""
+    return pair is not None and pair[0][1] != 0 and pair[0][:2] == pair[1][:2]
+
+
+def _identities(first: Path, second: Path) -> tuple[FileIdentity, FileIdentity] | None:
+    """The two files' identities, or None when one cannot be looked at (then they are read
+    and compared as before, which reports the problem)."""
+    try:
+        a, b = os.stat(first), os.stat(second)
+    except OSError:
+        return None
+    return ((a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns),
+            (b.st_dev, b.st_ino, b.st_size, b.st_mtime_ns))
 
 
 def _describe(differences: list[Difference]) -> str:

@@ -181,7 +181,8 @@ def _chunks(handle: IO[bytes], compression: str, size: int = _CHUNK) -> Iterator
     pending = handle.read(_CHUNK)
     while True:
         decompressor = _decompressor(compression)
-        yield from _member(handle, decompressor, pending, compression, size)
+        start = _position(handle, len(pending))
+        yield from _member(handle, decompressor, pending, compression, size, start)
         if magic is None:
             return
         pending = decompressor.unused_data or handle.read(_CHUNK)
@@ -191,8 +192,8 @@ def _chunks(handle: IO[bytes], compression: str, size: int = _CHUNK) -> Iterator
             return
 
 
-def _member(handle: IO[bytes], decompressor, pending: bytes, compression: str, size: int
-            ) -> Iterator[bytes]:
+def _member(handle: IO[bytes], decompressor, pending: bytes, compression: str, size: int,
+            start: int | None = None) -> Iterator[bytes]:
     errors = _errors()
     full = False  # the last call filled its size: the decompressor may hold more output
     while not decompressor.eof:
@@ -203,11 +204,50 @@ def _member(handle: IO[bytes], decompressor, pending: bytes, compression: str, s
         try:
             chunk = decompressor.decompress(pending, size)
         except errors as exc:
-            raise StreamError(_corrupt(compression, exc)) from exc
+            message = _corrupt(compression, exc)
+            if _checksum_or_length(exc):
+                message = _zlib_verdict(handle, start, compression, message)
+            raise StreamError(message) from exc
         pending = getattr(decompressor, "unconsumed_tail", b"")
         full = len(chunk) == size
         if chunk:
             yield chunk
+
+
+def _position(handle: IO[bytes], pending: int) -> int | None:
+    """Where in the file the bytes not yet decompressed (pending of them read) start; None
+    for a stream that cannot tell."""
+    try:
+        return handle.tell() - pending
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+def _checksum_or_length(exc: BaseException) -> bool:
+    """isal's one error for a wrong CRC-32 and a wrong length (ISIZE, Adler-32) alike."""
+    return not isinstance(exc, zlib.error) and "checksum" in str(exc).lower()
+
+
+def _zlib_verdict(handle: IO[bytes], start: int | None, compression: str, fallback: str) -> str:
+    """The message the standard library's zlib gives for a damaged member from start: it
+    tells a CRC mismatch from a length mismatch, which isal does not. Only a damaged
+    stream pays for this second reading; fallback when the member cannot be read again."""
+    if start is None or compression == "bzip2":
+        return fallback
+    decompressor = zlib.decompressobj(31 if compression == "gzip" else 47)
+    try:
+        handle.seek(start)
+        while not decompressor.eof and (data := handle.read(_CHUNK)):
+            while data and not decompressor.eof:  # bounded output, thrown away
+                decompressor.decompress(data, _CHUNK)
+                data = decompressor.unconsumed_tail
+        while not decompressor.eof and decompressor.decompress(b"", _CHUNK):
+            pass  # output held back by the bound, up to the trailer
+    except zlib.error as exc:
+        return _corrupt(compression, exc)
+    except (OSError, ValueError):
+        return fallback
+    return fallback
 
 
 def _needs_input(decompressor) -> bool:

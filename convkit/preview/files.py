@@ -61,7 +61,8 @@ def find_sources(path: Path | str, series: list[str] | None = None,
             if volume_format(file) and not file.name.startswith("."):
                 relative = file.relative_to(path).as_posix()
                 sources.append(PreviewSource(volume_stem(relative).replace("/", "_"), file))
-    scan = scan_folder(path, (lambda d, t: progress("scan", d, t)) if progress else None)
+    scan = scan_folder(path, (lambda d, t: progress("scan", d, t)) if progress else None,
+                       jobs=0)  # big trees: headers in worker processes, as the audit reads them
     sources += [PreviewSource(group.label, path, group) for group in scan.series]
     if series:
         wanted = set(series)
