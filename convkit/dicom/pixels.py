@@ -6,6 +6,8 @@ grid the result must fill. Pixel data are checked for truncation before decoding
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +34,10 @@ from convkit.errors import RefusedError, UnreadableFileError
 from convkit.volume import RGB_DTYPE, Volume
 
 SliceProgress = Callable[[int, int], None]
+
+#: Native little-endian syntaxes whose pixel bytes are read straight into the array (the
+#: fast walker found where they start and that they have the expected length).
+_DIRECT_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
 
 
 def _pixel_dtype(header: SliceHeader) -> np.dtype:
@@ -64,6 +70,11 @@ def _read_layout(layout: Layout, philips_precise: bool | None, progress: SlicePr
     array = np.empty(shape, dtype=dtype, order="F")
     done = 0
     for items in by_path.values():
+        if not per_image_scaling and _read_in_place(items, array):
+            done += len(items)
+            if progress:
+                progress(done, len(headers))
+            continue
         decoded = decode_images(items[0][0], [header.frame for header, _ in items], notes)
         for (header, index), pixels in zip(items, decoded, strict=True):
             if per_image_scaling:
@@ -79,6 +90,51 @@ def _read_layout(layout: Layout, philips_precise: bool | None, progress: SlicePr
         low, high = float(array.min()), float(array.max())
         _check_real_range(first, [low * slope + intercept, high * slope + intercept])
     return array, float(slope), float(intercept)
+
+
+def _read_in_place(items: list[tuple[SliceHeader, tuple]], array: np.ndarray) -> bool:
+    """Read the one image of a single-frame native file straight into its place in array
+    (the (i, j) plane of a Fortran-ordered array is the file's row-major image); False
+    when the file is of another kind or does not hold it (pydicom then says why)."""
+    header, index = items[0]
+    if len(items) != 1 or header.number_of_frames != 1 or header.mosaic is not None \
+            or not reads_directly(header):
+        return False
+    return read_native(header, array[index].T)
+
+
+def reads_directly(header: SliceHeader) -> bool:
+    """Whether read_native can give exactly what pydicom's pixel_array gives."""
+    return (header.pixel_offset is not None and header.transfer_syntax in _DIRECT_SYNTAXES
+            and header.samples_per_pixel == 1 and header.bits_allocated in (8, 16, 32)
+            and 0 < header.bits_stored <= header.bits_allocated and sys.byteorder == "little")
+
+
+def read_native(header: SliceHeader, out: np.ndarray) -> bool:
+    """Fill out (C-contiguous, the pixel dtype, all the file's pixels) from the file's native
+    pixel data, keeping BitsStored bits as pydicom does (masked, or sign-extended when
+    signed). False when the file no longer holds them all (changed since it was scanned)."""
+    assert header.pixel_offset is not None and out.flags.c_contiguous, "see reads_directly"
+    try:
+        descriptor = os.open(header.path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        buffer = out.reshape(-1).view(np.uint8).data
+        got = os.preadv(descriptor, [buffer], header.pixel_offset)
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)
+    if got != out.nbytes:
+        return False
+    unused = header.bits_allocated - header.bits_stored
+    if unused and header.pixel_representation:
+        out <<= unused
+        out >>= unused  # arithmetic shift: the sign bit of BitsStored spreads up
+    elif unused:
+        out &= (1 << header.bits_stored) - 1
+    return True
 
 
 def _real_values(header: SliceHeader, pixels: np.ndarray, slope: float,
@@ -134,6 +190,15 @@ def _decode_file(header: SliceHeader, notes: list[str]) -> np.ndarray:
     encapsulated data by its fragments (a frame each, ending with an end-of-image marker
     in the JPEG family). The decoder's warnings go to notes; one that says the data are
     incomplete makes the file unreadable."""
+    if reads_directly(header):
+        frames = (header.number_of_frames,) if header.number_of_frames > 1 else ()
+        rows, columns = header.rows, header.columns
+        if header.mosaic is not None:
+            rows = header.mosaic.tile_rows * header.mosaic.tiles_per_row
+            columns = header.mosaic.tile_cols * header.mosaic.tiles_per_row
+        native = np.empty((*frames, rows, columns), dtype=_pixel_dtype(header))
+        if read_native(header, native):
+            return native
     from pydicom.pixels import pixel_array
 
     hint = "the file may be truncated or use an unsupported compression; re-export the series"

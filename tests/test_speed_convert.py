@@ -1,0 +1,204 @@
+"""The fast conversion paths give exactly what the straightforward ones give.
+
+Native pixel data are read straight from the file into the volume (pixels.read_native)
+instead of through pydicom's pixel_array, and .nii.gz files are deflated on every core
+(formats.deflate). The references here are the straightforward paths: pydicom decoding
+every file (reads_directly patched to say no) and CPython's gzip reading what was written.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import ImplicitVRLittleEndian, RLELossless
+
+from convkit.dicom import pixels
+from convkit.dicom.plan import ConvertOptions, plan_series
+from convkit.dicom.scan import scan_folder
+from convkit.errors import UnreadableFileError
+from convkit.formats import deflate
+from convkit.testing.synthetic import regular_positions, write_enhanced, write_series
+
+
+def decoded_both_ways(folder: Path, monkeypatch: pytest.MonkeyPatch,
+                      ) -> tuple[np.ndarray, np.ndarray, list, list]:
+    """read_pixels of the one series in folder: fast, then with pydicom decoding every file."""
+    plan = plan_series(scan_folder(folder).series[0], ConvertOptions())
+    fast = pixels.read_pixels(plan)
+    with monkeypatch.context() as patch:
+        patch.setattr(pixels, "reads_directly", lambda header: False)
+        reference = pixels.read_pixels(plan)
+    return fast[0], reference[0], list(fast[1:]), list(reference[1:])
+
+
+def overwrite_high_bits(paths: list[Path], bits: int) -> None:
+    """Set the bits above BitsStored in some pixels, as some scanners leave them: pydicom
+    masks them (unsigned) or sign-extends (signed); the fast path must do the same."""
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        raw = np.frombuffer(ds.PixelData, "<u2").copy()
+        raw[::3] |= np.uint16(((1 << (16 - bits)) - 1) << bits)
+        raw[1::5] = (raw[1::5] & np.uint16((1 << bits) - 1)) | np.uint16(0x5000)
+        ds.PixelData = raw.tobytes()
+        ds.save_as(path)
+
+
+@pytest.mark.parametrize(("dtype", "bits_stored", "syntax", "shape"), [
+    ("int16", None, None, (6, 9, 13)),
+    ("uint16", 12, None, (5, 16, 16)),
+    ("int16", 12, None, (5, 7, 10)),
+    ("uint8", None, None, (4, 6, 8)),
+    ("int32", None, ImplicitVRLittleEndian, (3, 5, 4)),
+    ("uint8", None, None, (3, 5, 7)),  # odd pixel count: padded, so pydicom reads it
+    ("int16", None, RLELossless, (3, 8, 6)),  # encapsulated: pydicom decodes it
+])
+def test_native_pixels_equal_pydicom(tmp_path, monkeypatch, dtype, bits_stored, syntax, shape):
+    rng = np.random.default_rng(len(shape) + shape[1])
+    info = np.iinfo(dtype)
+    high = min(info.max, (1 << (bits_stored - (info.min < 0))) - 1) if bits_stored else info.max
+    low = max(info.min, -high - 1)
+    stored = rng.integers(low, high, size=shape, endpoint=True).astype(dtype)
+    paths = write_series(tmp_path / "in", stored, regular_positions(shape[0]),
+                         bits_stored=bits_stored, transfer_syntax=syntax,
+                         rescale_slope=1, rescale_intercept=0)
+    if bits_stored:
+        overwrite_high_bits(paths, bits_stored)
+    group = scan_folder(tmp_path / "in").series[0]
+    direct = all(pixels.reads_directly(h) for h in group.headers)
+    odd_length = np.prod(shape[1:]) * np.dtype(dtype).itemsize % 2 == 1
+    assert direct == (syntax != RLELossless and not odd_length)
+    fast, reference, fast_rest, reference_rest = decoded_both_ways(tmp_path / "in",
+                                                                   monkeypatch)
+    assert fast.dtype == reference.dtype and fast.shape == reference.shape
+    assert np.array_equal(fast, reference)
+    assert fast_rest == reference_rest  # slope, intercept, notes
+    if not bits_stored:
+        # (i, j, k) = (column, row, slice)
+        assert np.array_equal(fast, np.transpose(stored, (2, 1, 0)))
+    else:
+        assert fast.max() <= high and fast.min() >= low  # the high bits were dropped
+
+
+def test_enhanced_and_4d_native_pixels_equal_pydicom(tmp_path, monkeypatch):
+    """An enhanced file's frames (read whole, then placed) and a 4D series of single files."""
+    rng = np.random.default_rng(3)
+    n = 6
+    data = rng.integers(0, 4000, size=(n, 7, 9)).astype(np.uint16)
+    iop = np.array([1.0, 0, 0, 0, 1, 0])
+    positions = np.outer(np.arange(n), [0, 0, 2.0])
+    order = rng.permutation(n)  # frames stored out of position order
+    write_enhanced(tmp_path / "mf" / "mf.dcm", data[order], positions[order],
+                   np.tile(iop, (n, 1)), rescale_slope=2, rescale_intercept=-10)
+    header = scan_folder(tmp_path / "mf").series[0].headers[0]
+    assert pixels.reads_directly(header)
+    fast, reference, *_ = decoded_both_ways(tmp_path / "mf", monkeypatch)
+    assert np.array_equal(fast, reference)
+    assert np.array_equal(fast, np.transpose(data, (2, 1, 0)))
+
+    volumes = rng.integers(-500, 500, size=(3 * 4, 5, 6)).astype(np.int16)  # 3 times x 4 slices
+    positions4 = np.tile(regular_positions(4), (3, 1))
+    write_series(tmp_path / "fmri", volumes, positions4, modality="MR",
+                 times=[float(t) for t in np.repeat([0.0, 2.0, 4.0], 4)])
+    fast, reference, *_ = decoded_both_ways(tmp_path / "fmri", monkeypatch)
+    assert fast.shape == (6, 5, 4, 3) and np.array_equal(fast, reference)
+    assert np.array_equal(fast[..., 1], np.transpose(volumes[4:8], (2, 1, 0)))
+
+
+def test_per_image_scaling_equals_pydicom(tmp_path, monkeypatch):
+    """Slices with different rescales become float32 real-world values either way."""
+    stored = np.arange(4 * 6 * 8, dtype=np.int16).reshape(4, 6, 8)
+    write_series(tmp_path / "in", stored, regular_positions(4),
+                 rescale_slope=[1, 2, 0.5, 3], rescale_intercept=[0, -5, 7, 1])
+    fast, reference, fast_rest, reference_rest = decoded_both_ways(tmp_path / "in",
+                                                                   monkeypatch)
+    assert fast.dtype == np.float32 and np.array_equal(fast, reference)
+    assert fast_rest == reference_rest
+
+
+def test_a_file_cut_after_the_scan_is_unreadable_not_garbage(tmp_path):
+    paths = write_series(tmp_path / "in", np.ones((3, 8, 8), np.int16), regular_positions(3))
+    plan = plan_series(scan_folder(tmp_path / "in").series[0], ConvertOptions())
+    victim = paths[1]
+    victim.write_bytes(victim.read_bytes()[:-40])
+    with pytest.raises(UnreadableFileError, match="truncated"):
+        pixels.read_pixels(plan)
+
+
+# --- the parallel gzip writer ------------------------------------------------------------
+
+
+def compressed(chunks: list[bytes], threads: int, level: int = deflate.GZIP_LEVEL) -> bytes:
+    sink = io.BytesIO()
+    with deflate.ParallelGzipWriter(sink, level, threads) as writer:
+        for chunk in chunks:
+            writer.write(chunk)
+    return sink.getvalue()
+
+
+def noisy_bytes(n: int, seed: int = 0) -> bytes:
+    """Compressible but not trivial: a slow ramp with noise, as int16 images are."""
+    rng = np.random.default_rng(seed)
+    ramp = (np.arange(n // 2 + 1) // 97 % 400 + rng.integers(0, 30, n // 2 + 1)).astype("<i2")
+    return ramp.tobytes()[:n]
+
+
+@pytest.mark.parametrize("size_pieces", [0, 0.001, 0.5, 1, 1.25, 3, 4.5])
+def test_gzip_writer_round_trips_any_size(monkeypatch, size_pieces):
+    monkeypatch.setattr(deflate, "PIECE_BYTES", 256 << 10)
+    monkeypatch.setattr(deflate, "FLUSH_BYTES", 48 << 10)
+    data = noisy_bytes(int(size_pieces * deflate.PIECE_BYTES))
+    out = compressed([data[:352], data[352:]], threads=2)
+    assert gzip.decompress(out) == data  # CRC-32 and length checked by gzip
+    assert zlib.decompressobj(31).decompress(out) == data  # a single gzip member
+    if len(data) > 100_000:
+        assert len(out) < len(data) * 0.8
+
+
+def test_gzip_writer_output_depends_on_the_data_only(monkeypatch):
+    """Neither the way the data are handed over nor the thread count changes a byte."""
+    monkeypatch.setattr(deflate, "PIECE_BYTES", 128 << 10)
+    data = noisy_bytes(1_000_003, seed=5)
+    whole = compressed([data], threads=1)
+    cuts = [0, 7, 352, 131_072, 131_075, 500_000, len(data)]
+    pieces = [data[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+    assert compressed(pieces, threads=3) == whole
+    assert compressed([memoryview(data)], threads=2) == whole
+    assert gzip.decompress(whole) == data
+
+
+def test_gzip_writer_levels_trade_size(monkeypatch):
+    data = noisy_bytes(3 << 20, seed=9)
+    sizes = {level: len(compressed([data], threads=2, level=level)) for level in (0, 2)}
+    assert gzip.decompress(compressed([data], threads=2, level=0)) == data
+    assert sizes[2] < sizes[0]
+
+
+def test_gzip_writer_abandoned_on_error_writes_no_trailer():
+    sink = io.BytesIO()
+    with pytest.raises(RuntimeError), deflate.ParallelGzipWriter(sink, threads=2) as writer:
+        writer.write(noisy_bytes(3 << 20))
+        raise RuntimeError("disk full")
+    with pytest.raises((EOFError, OSError)):
+        gzip.decompress(sink.getvalue())
+
+
+def test_nii_gz_decompresses_to_the_nii(tmp_path, cli):
+    """The .nii.gz written in parallel holds exactly the bytes of the .nii of the series."""
+    rng = np.random.default_rng(1)
+    stored = rng.integers(-1000, 3000, size=(40, 64, 48)).astype(np.int16)
+    write_series(tmp_path / "in", stored, regular_positions(40), rescale_slope=1,
+                 rescale_intercept=-1024)
+    cli("dicom2nii", tmp_path / "in", tmp_path / "gz", check_code=0)
+    cli("dicom2nii", tmp_path / "in", tmp_path / "raw", "--format", "nii", check_code=0)
+    (gz,) = (tmp_path / "gz").glob("*.nii.gz")
+    (raw,) = (tmp_path / "raw").glob("*.nii")
+    assert gzip.decompress(gz.read_bytes()) == raw.read_bytes()
+    # Fortran order (i = column, j = row, k = slice) is the slices' row-major order.
+    assert np.array_equal(np.frombuffer(raw.read_bytes()[352:], "<i2").reshape(stored.shape),
+                          stored)
