@@ -21,7 +21,7 @@ from pydicom.uid import ImplicitVRLittleEndian, RLELossless
 from convkit.dicom import pixels
 from convkit.dicom.plan import ConvertOptions, plan_series
 from convkit.dicom.scan import scan_folder
-from convkit.errors import UnreadableFileError
+from convkit.errors import RefusedError, UnreadableFileError
 from convkit.formats import deflate
 from convkit.testing.synthetic import regular_positions, write_enhanced, write_series
 
@@ -202,3 +202,95 @@ def test_nii_gz_decompresses_to_the_nii(tmp_path, cli):
     # Fortran order (i = column, j = row, k = slice) is the slices' row-major order.
     assert np.array_equal(np.frombuffer(raw.read_bytes()[352:], "<i2").reshape(stored.shape),
                           stored)
+
+
+# --- compressed files: decoded in worker processes, JPEG-LS by CharLS --------------------
+
+
+def test_parallel_decoding_equals_serial(tmp_path, monkeypatch):
+    """Worker processes decode a compressed series to exactly the serial result, notes and
+    progress included; a file no worker can decode fails as it does serially."""
+    rng = np.random.default_rng(7)
+    stored = rng.integers(-1200, 3000, size=(9, 12, 10)).astype(np.int16)
+    paths = write_series(tmp_path / "in", stored, regular_positions(9),
+                         transfer_syntax=RLELossless, rescale_slope=1, rescale_intercept=-1024)
+    plan = plan_series(scan_folder(tmp_path / "in").series[0], ConvertOptions())
+    monkeypatch.setattr(pixels, "worker_count", lambda: 2)
+    serial_progress: list = []
+    monkeypatch.setattr(pixels, "PARALLEL_DECODE_MIN_FILES", 1000)
+    serial = pixels.read_pixels(plan, progress=lambda d, t: serial_progress.append((d, t)))
+    monkeypatch.setattr(pixels, "PARALLEL_DECODE_MIN_FILES", 2)
+    parallel_progress: list = []
+    parallel = pixels.read_pixels(plan, progress=lambda d, t: parallel_progress.append((d, t)))
+    assert np.array_equal(parallel[0], serial[0])
+    assert np.array_equal(parallel[0], np.transpose(stored, (2, 1, 0)))
+    assert parallel[1:] == serial[1:] and parallel_progress == serial_progress
+
+    ds = pydicom.dcmread(paths[4])
+    ds.PixelData = ds.PixelData[:-30] + b"\x00" * 30  # RLE segments that decode to garbage
+    ds.save_as(paths[4])
+    errors = []
+    for minimum in (1000, 2):
+        monkeypatch.setattr(pixels, "PARALLEL_DECODE_MIN_FILES", minimum)
+        with pytest.raises(UnreadableFileError) as caught:
+            pixels.read_pixels(plan)
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1] and paths[4].name in errors[0]
+
+
+def test_jpeg_ls_decoded_by_charls_equals_libjpeg(tmp_path):
+    """The preferred JPEG-LS plugin (pyjpegls) gives pydicom's default plugin's values."""
+    from pydicom.pixels import pixel_array
+    from pydicom.uid import JPEGLSLossless
+
+    rng = np.random.default_rng(11)
+    for dtype, low, high in (("int16", -2000, 2000), ("uint16", 0, 65535), ("uint8", 0, 255)):
+        stored = rng.integers(low, high, size=(2, 16, 20), endpoint=True).astype(dtype)
+        paths = write_series(tmp_path / dtype, stored, regular_positions(2),
+                             transfer_syntax=JPEGLSLossless)
+        header = scan_folder(tmp_path / dtype).series[0].headers[0]
+        assert pixels._plugin(header) == "pyjpegls"
+        for path in paths:
+            ds = pydicom.dcmread(path)
+            charls = pixel_array(ds, decoding_plugin="pyjpegls")
+            libjpeg = pixel_array(ds, decoding_plugin="pylibjpeg")
+            assert charls.dtype == libjpeg.dtype and np.array_equal(charls, libjpeg)
+        decoded = pixels.decode_images(header, [-1])[0]
+        index = next(i for i, p in enumerate(paths) if p == header.path)
+        assert np.array_equal(decoded, stored[index])
+
+
+def test_the_rescaled_range_is_still_checked(tmp_path):
+    """A rescale that sends stored values beyond float32 makes the series unreadable; a
+    dtype whose every value fits after rescaling needs no look at the values."""
+    assert pixels._type_fits_float32(np.dtype(np.int16), 1.0, -1024.0)
+    assert not pixels._type_fits_float32(np.dtype(np.int32), 1e35, 0.0)
+    write_series(tmp_path / "in", np.full((2, 4, 4), 2_000_000, np.int32), regular_positions(2),
+                 rescale_slope=1e34, rescale_intercept=0)
+    plan = plan_series(scan_folder(tmp_path / "in").series[0], ConvertOptions())
+    with pytest.raises(UnreadableFileError, match="beyond float32"):
+        pixels.read_pixels(plan)
+
+
+def test_corpus_pixels_equal_the_reference_path(corpus, monkeypatch):
+    """Every series of the real corpus that converts: the fast paths (native reads, CharLS,
+    worker processes) give pydicom's default decoding of every file, value for value."""
+    checked = 0
+    for group in scan_folder(corpus / "dicom").series:
+        try:
+            plan = plan_series(group, ConvertOptions())
+            fast = pixels.read_pixels(plan) if plan.refusal is None else None
+        except (RefusedError, UnreadableFileError):
+            continue  # refused or unreadable either way (other tests say so)
+        if fast is None:
+            continue
+        with monkeypatch.context() as patch:
+            patch.setattr(pixels, "reads_directly", lambda header: False)
+            patch.setattr(pixels, "_plugin", lambda header: "")
+            patch.setattr(pixels, "PARALLEL_DECODE_MIN_FILES", 10**9)
+            reference = pixels.read_pixels(plan)
+        assert fast[0].dtype == reference[0].dtype, group.label
+        assert np.array_equal(fast[0], reference[0]), group.label
+        assert fast[1:] == reference[1:], group.label
+        checked += 1
+    assert checked >= 20

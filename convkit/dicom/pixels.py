@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +31,17 @@ from convkit.dicom.header import (
 from convkit.dicom.mosaic import untile
 from convkit.dicom.plan import Layout, SeriesPlan, counted
 from convkit.errors import RefusedError, UnreadableFileError
+from convkit.formats.deflate import worker_count
 from convkit.volume import RGB_DTYPE, Volume
 
 SliceProgress = Callable[[int, int], None]
+
+#: From this many files to decode through pydicom (compressed, big endian ...) on, they are
+#: decoded in worker processes: starting them costs about 0.1 s, a JPEG image 10-40 ms.
+PARALLEL_DECODE_MIN_FILES = 24
+#: The pydicom decoding plugin used where several can decode a syntax and one is faster
+#: (CharLS decodes JPEG-LS 2-3x faster than libjpeg; tests check they agree).
+_PREFERRED_PLUGINS = {"1.2.840.10008.1.2.4.80": "pyjpegls", "1.2.840.10008.1.2.4.81": "pyjpegls"}
 
 #: Native little-endian syntaxes whose pixel bytes are read straight into the array (the
 #: fast walker found where they start and that they have the expected length).
@@ -69,13 +77,15 @@ def _read_layout(layout: Layout, philips_precise: bool | None, progress: SlicePr
     shape = (first.columns, first.rows, n_k) + ((n_t,) if n_t > 1 else ())
     array = np.empty(shape, dtype=dtype, order="F")
     done = 0
+    to_decode = []
     for items in by_path.values():
         if not per_image_scaling and _read_in_place(items, array):
             done += len(items)
             if progress:
                 progress(done, len(headers))
-            continue
-        decoded = decode_images(items[0][0], [header.frame for header, _ in items], notes)
+        else:
+            to_decode.append(items)
+    for items, decoded in zip(to_decode, _decoded_files(to_decode, notes), strict=True):
         for (header, index), pixels in zip(items, decoded, strict=True):
             if per_image_scaling:
                 pixels = _real_values(header, pixels, *header.real_scaling(philips_precise))
@@ -86,10 +96,55 @@ def _read_layout(layout: Layout, philips_precise: bool | None, progress: SlicePr
     if per_image_scaling:
         return array, 1.0, 0.0
     slope, intercept = scales.pop() if scales else (1.0, 0.0)
-    if first.samples_per_pixel == 1 and array.size and (slope, intercept) != (1.0, 0.0):
+    if first.samples_per_pixel == 1 and array.size and (slope, intercept) != (1.0, 0.0) \
+            and not _type_fits_float32(array.dtype, slope, intercept):
         low, high = float(array.min()), float(array.max())
         _check_real_range(first, [low * slope + intercept, high * slope + intercept])
     return array, float(slope), float(intercept)
+
+
+def _type_fits_float32(dtype: np.dtype, slope: float, intercept: float) -> bool:
+    """Whether every value of an integer dtype, rescaled, is within float32's range (then
+    the values themselves need not be looked at)."""
+    info = np.iinfo(dtype)
+    return all(abs(v * slope + intercept) <= FLOAT32_MAX for v in (float(info.min),
+                                                                    float(info.max)))
+
+
+def _decoded_files(to_decode: list[list[tuple[SliceHeader, tuple]]],
+                   notes: list[str] | None) -> Iterator[list[np.ndarray]]:
+    """decode_images of each file's items, in order: in worker processes (one per core)
+    when there are many files to decode (the JPEG decoders hold the GIL). A file a worker
+    could not decode is decoded here again, so that its error is raised as usual."""
+    workers = worker_count()
+    if workers < 2 or len(to_decode) < PARALLEL_DECODE_MIN_FILES:
+        for items in to_decode:
+            yield decode_images(items[0][0], [header.frame for header, _ in items], notes)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(_decode_in_worker, [items[0][0] for items in to_decode],
+                           [[header.frame for header, _ in items] for items in to_decode],
+                           chunksize=4)
+        for items, result in zip(to_decode, results, strict=True):
+            if result is None:
+                yield decode_images(items[0][0], [header.frame for header, _ in items], notes)
+                continue
+            decoded, said = result
+            if notes is not None:
+                notes.extend(said)
+            yield decoded
+
+
+def _decode_in_worker(header: SliceHeader, frames: list[int],
+                      ) -> tuple[list[np.ndarray], list[str]] | None:
+    """decode_images in a worker process: (images, notes), or None when it raised."""
+    said: list[str] = []
+    try:
+        return decode_images(header, frames, said), said
+    except Exception:  # the parent decodes the file again and raises the error itself
+        return None
 
 
 def _read_in_place(items: list[tuple[SliceHeader, tuple]], array: np.ndarray) -> bool:
@@ -206,7 +261,7 @@ def _decode_file(header: SliceHeader, notes: list[str]) -> np.ndarray:
         try:
             ds = read_dataset(header.path, stop_before_pixels=False)
             problem = _pixel_data_problem(header, ds)
-            pixels = None if problem else pixel_array(ds)
+            pixels = None if problem else pixel_array(ds, decoding_plugin=_plugin(header))
         except Exception as exc:  # decoders raise many types; all mean "unreadable pixels"
             if not is_read_error(exc) and type(exc).__module__.split(".")[0] == "convkit":
                 raise
@@ -219,6 +274,18 @@ def _decode_file(header: SliceHeader, notes: list[str]) -> np.ndarray:
     notes.extend(f"pydicom: {text}" for text in caught)
     assert pixels is not None, "set unless there is a problem"
     return pixels
+
+
+def _plugin(header: SliceHeader) -> str:
+    """The preferred decoding plugin for the file's syntax if installed, else '' (pydicom's
+    choice)."""
+    preferred = _PREFERRED_PLUGINS.get(header.transfer_syntax, "")
+    if not preferred:
+        return ""
+    from pydicom.pixels import get_decoder
+
+    return preferred if preferred in get_decoder(header.transfer_syntax).available_plugins \
+        else ""
 
 
 def _pixel_data_problem(header: SliceHeader, ds: object) -> str:
