@@ -133,11 +133,13 @@ def test_a_file_cut_after_the_scan_is_unreadable_not_garbage(tmp_path):
 # --- the parallel gzip writer ------------------------------------------------------------
 
 
-def compressed(chunks: list[bytes], threads: int, level: int = deflate.GZIP_LEVEL) -> bytes:
+def compressed(chunks: list[bytes], threads: int, level: int = deflate.GZIP_LEVEL,
+               prefix: bytes = b"") -> bytes:
     sink = io.BytesIO()
-    with deflate.ParallelGzipWriter(sink, level, threads) as writer:
-        for chunk in chunks:
-            writer.write(chunk)
+    stream = deflate.DeflatingStream(level, threads)
+    for chunk in chunks:
+        stream.feed(chunk)
+    deflate.write_gzip(sink, prefix, stream)
     return sink.getvalue()
 
 
@@ -153,9 +155,11 @@ def test_gzip_writer_round_trips_any_size(monkeypatch, size_pieces):
     monkeypatch.setattr(deflate, "PIECE_BYTES", 256 << 10)
     monkeypatch.setattr(deflate, "FLUSH_BYTES", 48 << 10)
     data = noisy_bytes(int(size_pieces * deflate.PIECE_BYTES))
-    out = compressed([data[:352], data[352:]], threads=2)
-    assert gzip.decompress(out) == data  # CRC-32 and length checked by gzip
-    assert zlib.decompressobj(31).decompress(out) == data  # a single gzip member
+    header = bytes(range(256)) + bytes(96)
+    out = compressed([data[:352], data[352:]], threads=2, prefix=header)
+    assert gzip.decompress(out) == header + data  # CRC-32 and length checked by gzip
+    assert zlib.decompressobj(31).decompress(out) == header + data  # a single gzip member
+    assert gzip.decompress(compressed([data], threads=1)) == data  # no prefix
     if len(data) > 100_000:
         assert len(out) < len(data) * 0.8
 
@@ -164,12 +168,12 @@ def test_gzip_writer_output_depends_on_the_data_only(monkeypatch):
     """Neither the way the data are handed over nor the thread count changes a byte."""
     monkeypatch.setattr(deflate, "PIECE_BYTES", 128 << 10)
     data = noisy_bytes(1_000_003, seed=5)
-    whole = compressed([data], threads=1)
+    whole = compressed([data], threads=1, prefix=b"nifti")
     cuts = [0, 7, 352, 131_072, 131_075, 500_000, len(data)]
     pieces = [data[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
-    assert compressed(pieces, threads=3) == whole
-    assert compressed([memoryview(data)], threads=2) == whole
-    assert gzip.decompress(whole) == data
+    assert compressed(pieces, threads=3, prefix=b"nifti") == whole
+    assert compressed([memoryview(data)], threads=2, prefix=b"nifti") == whole
+    assert gzip.decompress(whole) == b"nifti" + data
 
 
 def test_gzip_writer_levels_trade_size(monkeypatch):
@@ -179,13 +183,25 @@ def test_gzip_writer_levels_trade_size(monkeypatch):
     assert sizes[2] < sizes[0]
 
 
-def test_gzip_writer_abandoned_on_error_writes_no_trailer():
+def test_gzip_stream_spills_in_order_and_cannot_be_reused(tmp_path, monkeypatch):
+    """Compressed pieces beyond the few in flight go to a temporary file in spill_dir (none
+    is left there), and come back in order; a written or cancelled stream refuses more."""
+    monkeypatch.setattr(deflate, "PIECE_BYTES", 64 << 10)
+    data = noisy_bytes(3 << 20, seed=2)
+    stream = deflate.DeflatingStream(threads=2, spill_dir=tmp_path)
+    for start in range(0, len(data), 100_000):
+        stream.feed(data[start:start + 100_000])
     sink = io.BytesIO()
-    with pytest.raises(RuntimeError), deflate.ParallelGzipWriter(sink, threads=2) as writer:
-        writer.write(noisy_bytes(3 << 20))
-        raise RuntimeError("disk full")
-    with pytest.raises((EOFError, OSError)):
-        gzip.decompress(sink.getvalue())
+    deflate.write_gzip(sink, b"head", stream)
+    assert gzip.decompress(sink.getvalue()) == b"head" + data
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="already"):
+        stream.write_to(io.BytesIO())
+    cancelled = deflate.DeflatingStream(threads=2)
+    cancelled.feed(data)
+    cancelled.cancel()
+    with pytest.raises(ValueError, match="already"):
+        deflate.write_gzip(io.BytesIO(), b"", cancelled)
 
 
 def test_nii_gz_decompresses_to_the_nii(tmp_path, cli):
@@ -294,3 +310,72 @@ def test_corpus_pixels_equal_the_reference_path(corpus, monkeypatch):
         assert fast[1:] == reference[1:], group.label
         checked += 1
     assert checked >= 20
+
+
+# --- .nii.gz compressed while the pixels are decoded (dicom2nii) -------------------------
+
+
+def plain_nii_gz(folder: Path, out: Path, options: ConvertOptions) -> tuple[bytes, bytes]:
+    """The .nii.gz of the one series in folder, read whole and then written (no streaming),
+    and the bytes of its voxels in Fortran order."""
+    from convkit.dicom.series import read_series
+    from convkit.formats import write_volume
+
+    volume = read_series(scan_folder(folder).series[0], options)
+    write_volume(volume, out)
+    return out.read_bytes(), volume.array.tobytes(order="F")
+
+
+def streamed_nii_gz(folder: Path, out: Path, options: ConvertOptions) -> bytes:
+    from convkit.dicom2nii import convert_folder
+
+    report = convert_folder(folder, out, options=options)
+    assert report.exit_code == 0, report.series[0].reason
+    (written,) = out.glob("*.nii.gz")
+    return written.read_bytes()
+
+
+def sloped_positions(n: int) -> np.ndarray:
+    """Positions drifting along y as z grows: a gantry tilt of about 11 degrees."""
+    positions = regular_positions(n)
+    positions[:, 1] += 0.2 * np.arange(n)
+    return positions
+
+
+@pytest.mark.parametrize("kind", ["ct", "fmri", "enhanced", "rle", "scaled", "tilt", "dtype"])
+def test_streamed_nii_gz_is_byte_identical(tmp_path, monkeypatch, kind):
+    """dicom2nii's .nii.gz (voxels compressed while decoded, in any order the files come)
+    is byte for byte the file of the volume read whole and then written; where the voxels
+    change after decoding (tilt, --dtype) the stream is dropped and the result the same."""
+    monkeypatch.setattr(deflate, "PIECE_BYTES", 8 << 10)  # many pieces on small images
+    monkeypatch.setattr(deflate, "FLUSH_BYTES", 4 << 10)
+    monkeypatch.setattr(pixels, "PARALLEL_DECODE_MIN_FILES", 4)
+    rng = np.random.default_rng(len(kind))
+    options = ConvertOptions(dtype="float32" if kind == "dtype" else None)
+    series = tmp_path / "in"
+    stored = rng.integers(-1000, 2000, size=(12, 20, 18)).astype(np.int16)
+    if kind == "fmri":  # 3 volumes of 4 slices: files come slice-major, memory is time-major
+        write_series(series, stored, np.tile(regular_positions(4), (3, 1)), modality="MR",
+                     times=[float(t) for t in np.repeat([0.0, 2.0, 4.0], 4)])
+    elif kind == "enhanced":
+        order = rng.permutation(12)
+        write_enhanced(series / "mf.dcm", stored[order], regular_positions(12)[order],
+                       np.tile([1.0, 0, 0, 0, 1, 0], (12, 1)), rescale_intercept=-1024)
+    else:
+        write_series(series, stored,
+                     sloped_positions(12) if kind == "tilt" else regular_positions(12),
+                     transfer_syntax=RLELossless if kind == "rle" else None,
+                     rescale_slope=list(rng.uniform(0.5, 2, 12)) if kind == "scaled" else 1,
+                     rescale_intercept=-1024)
+    from convkit.formats import nifti
+
+    compressed_at_write: list[int] = []  # the voxels compressed by the writer, not streamed
+    original = nifti.gzip_bytes
+    monkeypatch.setattr(nifti, "gzip_bytes", lambda handle, prefix, data: (
+        compressed_at_write.append(len(data)), original(handle, prefix, data)))
+    streamed = streamed_nii_gz(series, tmp_path / "out", options)
+    assert bool(compressed_at_write) == (kind in ("tilt", "dtype"))
+    plain, voxels = plain_nii_gz(series, tmp_path / "plain.nii.gz", options)
+    assert streamed == plain
+    assert gzip.decompress(streamed)[352:] == voxels
+    assert len(voxels) >= stored.size * 2

@@ -6,10 +6,12 @@ grid the result must fill. Pixel data are checked for truncation before decoding
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +33,7 @@ from convkit.dicom.header import (
 from convkit.dicom.mosaic import untile
 from convkit.dicom.plan import Layout, SeriesPlan, counted
 from convkit.errors import RefusedError, UnreadableFileError
-from convkit.formats.deflate import worker_count
+from convkit.formats.deflate import DeflatingStream, worker_count
 from convkit.volume import RGB_DTYPE, Volume
 
 SliceProgress = Callable[[int, int], None]
@@ -56,12 +58,14 @@ def _pixel_dtype(header: SliceHeader) -> np.dtype:
 
 
 def _read_layout(layout: Layout, philips_precise: bool | None, progress: SliceProgress | None,
-                 notes: list[str] | None = None) -> tuple[np.ndarray, float, float]:
+                 notes: list[str] | None = None, deflating: DeflatingStream | None = None,
+                 ) -> tuple[np.ndarray, float, float]:
     """Decode every image into one preallocated (i, j, k[, t]) array, each file once.
 
     Returns (array, slope, intercept). Stored values are kept when every image has
     the same rescale; otherwise each image is scaled to float32 real-world values.
     Real-world values beyond float32 (a corrupt rescale) make the file unreadable.
+    deflating: fed the array's bytes in memory order as soon as they are final.
     """
     first = layout.positions[0][0]
     n_k, n_t = len(layout.positions), layout.n_times
@@ -76,23 +80,18 @@ def _read_layout(layout: Layout, philips_precise: bool | None, progress: SlicePr
     dtype = np.dtype(np.float32) if per_image_scaling else _pixel_dtype(first)
     shape = (first.columns, first.rows, n_k) + ((n_t,) if n_t > 1 else ())
     array = np.empty(shape, dtype=dtype, order="F")
-    done = 0
-    to_decode = []
-    for items in by_path.values():
-        if not per_image_scaling and _read_in_place(items, array):
-            done += len(items)
-            if progress:
-                progress(done, len(headers))
-        else:
-            to_decode.append(items)
-    for items, decoded in zip(to_decode, _decoded_files(to_decode, notes), strict=True):
-        for (header, index), pixels in zip(items, decoded, strict=True):
-            if per_image_scaling:
-                pixels = _real_values(header, pixels, *header.real_scaling(philips_precise))
-            array[index] = pixels.T
-        done += len(items)
-        if progress:
-            progress(done, len(headers))
+    feed = _PlaneFeed(array, deflating)
+    in_place = [items for items in by_path.values()
+                if not per_image_scaling and _reads_in_place(items)]
+    to_decode = [items for items in by_path.values()
+                 if per_image_scaling or not _reads_in_place(items)]
+    decoding, pool = _decoded_files(to_decode, notes)  # workers start before any thread
+    try:
+        _fill(array, in_place, to_decode, decoding, feed, (philips_precise, per_image_scaling),
+              notes, progress)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     if per_image_scaling:
         return array, 1.0, 0.0
     slope, intercept = scales.pop() if scales else (1.0, 0.0)
@@ -103,6 +102,34 @@ def _read_layout(layout: Layout, philips_precise: bool | None, progress: SlicePr
     return array, float(slope), float(intercept)
 
 
+def _fill(array: np.ndarray, in_place: list, to_decode: list, decoding: Iterator,
+          feed: _PlaneFeed, scaling: tuple[bool | None, bool], notes: list[str] | None,
+          progress: SliceProgress | None) -> None:
+    """Read the in-place files, then place the decoded ones (see _read_layout)."""
+    philips_precise, per_image_scaling = scaling
+    total = sum(len(items) for items in in_place + to_decode)
+    done = 0
+    for items in in_place:
+        header, index = items[0]
+        if read_native(header, array[index].T):
+            feed.filled(index)
+            done += 1
+            if progress:
+                progress(done, total)
+        else:  # changed since it was scanned: decoded (pydicom says how) after the others
+            to_decode.append(items)
+            decoding = itertools.chain(decoding, _decoded_files([items], notes)[0])
+    for items, decoded in zip(to_decode, decoding, strict=True):
+        for (header, index), pixels in zip(items, decoded, strict=True):
+            if per_image_scaling:
+                pixels = _real_values(header, pixels, *header.real_scaling(philips_precise))
+            array[index] = pixels.T
+            feed.filled(index)
+        done += len(items)
+        if progress:
+            progress(done, total)
+
+
 def _type_fits_float32(dtype: np.dtype, slope: float, intercept: float) -> bool:
     """Whether every value of an integer dtype, rescaled, is within float32's range (then
     the values themselves need not be looked at)."""
@@ -111,30 +138,37 @@ def _type_fits_float32(dtype: np.dtype, slope: float, intercept: float) -> bool:
                                                                     float(info.max)))
 
 
-def _decoded_files(to_decode: list[list[tuple[SliceHeader, tuple]]],
-                   notes: list[str] | None) -> Iterator[list[np.ndarray]]:
+def _decoded_files(to_decode: list[list[tuple[SliceHeader, tuple]]], notes: list[str] | None,
+                   ) -> tuple[Iterator[list[np.ndarray]], Any]:
     """decode_images of each file's items, in order: in worker processes (one per core)
-    when there are many files to decode (the JPEG decoders hold the GIL). A file a worker
-    could not decode is decoded here again, so that its error is raised as usual."""
+    when there are many files to decode (the JPEG decoders hold the GIL), started at once.
+    A file a worker could not decode is decoded here again, so that its error is raised
+    as usual. Returns (the images of each file, the worker pool to shut down or None)."""
+    files = [(items[0][0], [header.frame for header, _ in items]) for items in to_decode]
     workers = worker_count()
-    if workers < 2 or len(to_decode) < PARALLEL_DECODE_MIN_FILES:
-        for items in to_decode:
-            yield decode_images(items[0][0], [header.frame for header, _ in items], notes)
-        return
+    if workers < 2 or len(files) < PARALLEL_DECODE_MIN_FILES:
+        return (decode_images(header, frames, notes) for header, frames in files), None
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(_decode_in_worker, [items[0][0] for items in to_decode],
-                           [[header.frame for header, _ in items] for items in to_decode],
-                           chunksize=4)
-        for items, result in zip(to_decode, results, strict=True):
-            if result is None:
-                yield decode_images(items[0][0], [header.frame for header, _ in items], notes)
-                continue
-            decoded, said = result
-            if notes is not None:
-                notes.extend(said)
-            yield decoded
+    pool = ProcessPoolExecutor(max_workers=workers)
+    try:
+        results = pool.map(_decode_in_worker, *zip(*files, strict=True), chunksize=4)
+    except BaseException:
+        pool.shutdown(cancel_futures=True)
+        raise
+    return _collected(files, results, notes), pool
+
+
+def _collected(files: list[tuple[SliceHeader, list[int]]], results: Iterator,
+               notes: list[str] | None) -> Iterator[list[np.ndarray]]:
+    for (header, frames), result in zip(files, results, strict=True):
+        if result is None:
+            yield decode_images(header, frames, notes)
+            continue
+        decoded, said = result
+        if notes is not None:
+            notes.extend(said)
+        yield decoded
 
 
 def _decode_in_worker(header: SliceHeader, frames: list[int],
@@ -147,15 +181,37 @@ def _decode_in_worker(header: SliceHeader, frames: list[int],
         return None
 
 
-def _read_in_place(items: list[tuple[SliceHeader, tuple]], array: np.ndarray) -> bool:
-    """Read the one image of a single-frame native file straight into its place in array
-    (the (i, j) plane of a Fortran-ordered array is the file's row-major image); False
-    when the file is of another kind or does not hold it (pydicom then says why)."""
-    header, index = items[0]
-    if len(items) != 1 or header.number_of_frames != 1 or header.mosaic is not None \
-            or not reads_directly(header):
-        return False
-    return read_native(header, array[index].T)
+def _reads_in_place(items: list[tuple[SliceHeader, tuple]]) -> bool:
+    """Whether the items are the one image of a single-frame native file, which read_native
+    reads straight into its place (the (i, j) plane of a Fortran-ordered array is the
+    file's row-major image)."""
+    header = items[0][0]
+    return len(items) == 1 and header.number_of_frames == 1 and header.mosaic is None \
+        and reads_directly(header)
+
+
+class _PlaneFeed:
+    """Hands the (i, j) planes of a Fortran-ordered array to a DeflatingStream in memory
+    order, as soon as every plane before them is final."""
+
+    def __init__(self, array: np.ndarray, stream: DeflatingStream | None) -> None:
+        self.stream = stream
+        self.n_k = array.shape[2]
+        self.ready = np.zeros(int(np.prod(array.shape[2:])), dtype=bool)
+        self.cursor = 0
+        self.plane_bytes = array.shape[0] * array.shape[1] * array.itemsize
+        self.bytes = array.reshape(-1, order="F").view(np.uint8) if stream else None
+
+    def filled(self, index: tuple) -> None:
+        if self.stream is None or self.bytes is None:
+            return
+        self.ready[index[2] + self.n_k * (index[3] if len(index) > 3 else 0)] = True
+        start = self.cursor
+        while self.cursor < len(self.ready) and self.ready[self.cursor]:
+            self.cursor += 1
+        if self.cursor > start:
+            self.stream.feed(self.bytes[start * self.plane_bytes:
+                                        self.cursor * self.plane_bytes].data)
 
 
 def reads_directly(header: SliceHeader) -> bool:
@@ -302,15 +358,21 @@ def _pixel_data_problem(header: SliceHeader, ds: object) -> str:
 
 
 def read_pixels(plan: SeriesPlan, philips_precise: bool | None = None,
-                progress: SliceProgress | None = None,
+                progress: SliceProgress | None = None, deflating: DeflatingStream | None = None,
                 ) -> tuple[np.ndarray, float, float, list[str]]:
     """The voxels of plan.grid: (array (i, j, k[, t]), slope, intercept, notes on what was done).
 
     Decodes every image, then straightens a tilted stack and regrids uneven spacing
-    (only planned with --resample) exactly as plan.grid says.
+    (only planned with --resample) exactly as plan.grid says. deflating: fed the bytes of
+    the array returned while they are decoded, when they are final as decoded (no tilt,
+    no gaps); then its source is that array (see formats.deflate.DeflatingStream).
     """
     decoding: list[str] = []
-    array, slope, intercept = _read_layout(plan.layout, philips_precise, progress, decoding)
+    streamed = deflating if not (plan.stack.sheared or plan.stack.gaps) else None
+    array, slope, intercept = _read_layout(plan.layout, philips_precise, progress, decoding,
+                                           streamed)
+    if streamed is not None:
+        streamed.source = array
     notes = plan.notes + counted([note for note in decoding  # reading the headers said it
                                   if not any(known == note or known.startswith(f"{note} (")
                                              for known in plan.notes)], "files")

@@ -8,16 +8,22 @@ CRC-32s combined. Within a piece, a sync flush every FLUSH_BYTES starts a new de
 with its own Huffman tables: at ISA-L level 2 that makes noisy CT data about 1.5 % smaller
 than one block per piece, at the same speed.
 
-The bytes written depend on the data, the level and these two sizes only: never on how
-the data were handed to write(), on the number of threads or on their timing.
+A file header (the NIfTI header) is a deflate block of its own and the data after it are
+not primed with it, so the data can be compressed while they are still being decoded,
+before the header is known (DeflatingStream, write_gzip). The bytes written depend on the
+header, the data, the level and the two sizes only: never on how the data were fed, on the
+number of threads or on their timing.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import struct
+import tempfile
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import BinaryIO
 
 #: ISA-L level (0-3). On a 512x512x300 CT with noise, level 2 with a block every 64 KiB is
@@ -61,44 +67,40 @@ def deflate_piece(piece: memoryview, primer: memoryview | None, level: int,
     return b"".join(parts), isal_zlib.crc32(piece)
 
 
-class ParallelGzipWriter:
-    """A write-only gzip stream compressed on worker threads; use it as a context manager.
+class DeflatingStream:
+    """The raw deflate stream of some data, compressed on worker threads while the data are
+    still being produced (decoded): feed() the data in order, then write_gzip() it.
 
-    write() keeps views of large buffers instead of copying them: what is written must
-    stay unchanged until close() returns (a volume being written is). Leaving the context
-    by an exception discards the work without writing the gzip trailer (the caller removes
-    the partial file: outputs are staged).
+    feed() keeps views of large buffers instead of copying them: what is fed must stay
+    unchanged until the stream is written or cancelled (a volume being read is). Compressed
+    pieces are spilled in order to an anonymous temporary file in `spill_dir` (the output's
+    folder: the same disk the output goes to), so that they do not add to the memory the
+    volume takes. `source` names the array the data are the bytes of (set by the producer):
+    a writer uses the stream only for that very array.
     """
 
-    def __init__(self, handle: BinaryIO, level: int = GZIP_LEVEL,
-                 threads: int | None = None) -> None:
-        self._handle = handle
-        self._level = level
+    def __init__(self, level: int = GZIP_LEVEL, threads: int | None = None,
+                 spill_dir: Path | None = None) -> None:
+        self.level = level
+        self.source: object = None
         self._threads = threads or worker_count()
         self._pool = ThreadPoolExecutor(max_workers=self._threads,
                                         thread_name_prefix="convkit-gzip")
         self._pending: deque[tuple[Future[tuple[bytes, int]], int]] = deque()
-        self._small = bytearray()  # the start of the next piece, from small writes
+        self._spill_dir = spill_dir
+        self._spill: BinaryIO | None = None
+        self._small = bytearray()  # the start of the next piece, from small feeds
         self._held: memoryview | None = None  # a full piece, submitted once it is not last
         self._primer: memoryview | None = None  # the end of the piece before the held one
-        self._crc = 0
-        self._size = 0
+        self.crc = 0
+        self.size = 0  # uncompressed bytes fed
+        self._done = 0  # uncompressed bytes of the pieces spilled or written
         self._closed = False
-        handle.write(_GZIP_HEADER)
 
-    def __enter__(self) -> ParallelGzipWriter:
-        return self
-
-    def __exit__(self, kind: object, error: object, trace: object) -> None:
-        if kind is None:
-            self.close()
-        else:
-            self.abandon()
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Add data to the stream (kept by reference; see the class)."""
         view = memoryview(data).cast("B")
-        written = len(view)
+        self.size += len(view)
         if self._small:
             take = min(len(view), PIECE_BYTES - len(self._small))
             self._small += view[:take]
@@ -111,12 +113,12 @@ class ParallelGzipWriter:
             view = view[PIECE_BYTES:]
         if len(view):
             self._small += view
-        return written
 
-    def close(self) -> None:
-        """Compress what is left, write every piece in order and the gzip trailer."""
+    def write_to(self, handle: BinaryIO) -> None:
+        """Finish the stream and write all of it (raw deflate, ending with the final block)
+        to handle; the stream is then closed."""
         if self._closed:
-            return
+            raise ValueError("the deflate stream was already written or cancelled")
         tail = memoryview(bytes(self._small)) if self._small else None
         self._small = bytearray()
         if self._held is not None:
@@ -124,18 +126,24 @@ class ParallelGzipWriter:
         if tail is not None or self._held is None:
             self._submit(tail if tail is not None else memoryview(b""), last=True)
         self._held = None
-        while self._pending:
-            self._write_oldest()
-        self._pool.shutdown()
-        self._closed = True
-        self._handle.write(struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
+        try:
+            if self._spill is not None:
+                self._spill.seek(0)
+                shutil.copyfileobj(self._spill, handle, 1 << 20)
+            while self._pending:
+                handle.write(self._oldest())
+        finally:
+            self.cancel()
 
-    def abandon(self) -> None:
-        """Stop without finishing the stream (after an error)."""
+    def cancel(self) -> None:
+        """Stop and free everything (the stream cannot be written afterwards)."""
         for future, _ in self._pending:
             future.cancel()
         self._pending.clear()
         self._pool.shutdown(wait=True)
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
         self._closed = True
 
     def _hold(self, piece: memoryview) -> None:
@@ -144,17 +152,50 @@ class ParallelGzipWriter:
         self._held = piece
 
     def _submit(self, piece: memoryview, last: bool) -> None:
-        future = self._pool.submit(deflate_piece, piece, self._primer, self._level, last)
+        future = self._pool.submit(deflate_piece, piece, self._primer, self.level, last)
         self._pending.append((future, len(piece)))
         self._primer = piece[-_WINDOW:] if len(piece) >= _WINDOW else None
         while len(self._pending) > 2 * self._threads:  # bounded: a few pieces in flight
-            self._write_oldest()
+            self._spill_oldest()
 
-    def _write_oldest(self) -> None:
+    def _spill_oldest(self) -> None:
+        if self._spill is None:
+            self._spill = tempfile.TemporaryFile(dir=self._spill_dir)
+        self._spill.write(self._oldest())
+
+    def _oldest(self) -> bytes:
         from isal import isal_zlib
 
         future, length = self._pending.popleft()
         compressed, crc = future.result()
-        self._handle.write(compressed)
-        self._crc = isal_zlib.crc32_combine(self._crc, crc, length)
-        self._size += length
+        self.crc = isal_zlib.crc32_combine(self.crc, crc, length)
+        self._done += length
+        return compressed
+
+
+def write_gzip(handle: BinaryIO, prefix: bytes, stream: DeflatingStream) -> None:
+    """One gzip member: prefix (a file header) deflated on its own, then the stream's data.
+
+    The prefix is a deflate block of its own and the data are not primed with it, so the
+    data can be compressed before the prefix is known (DeflatingStream)."""
+    from isal import isal_zlib
+
+    handle.write(_GZIP_HEADER)
+    head, head_crc = deflate_piece(memoryview(prefix), None, stream.level, last=False)
+    handle.write(head)
+    size = stream.size
+    stream.write_to(handle)
+    crc = isal_zlib.crc32_combine(head_crc, stream.crc, size)
+    handle.write(struct.pack("<II", crc, (len(prefix) + size) & 0xFFFFFFFF))
+
+
+def gzip_bytes(handle: BinaryIO, prefix: bytes, data: bytes | bytearray | memoryview,
+               level: int = GZIP_LEVEL, threads: int | None = None) -> None:
+    """write_gzip of data at hand (the data are not copied)."""
+    stream = DeflatingStream(level, threads)
+    try:
+        stream.feed(data)
+    except BaseException:
+        stream.cancel()
+        raise
+    write_gzip(handle, prefix, stream)

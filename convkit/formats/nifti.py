@@ -13,7 +13,7 @@ import numpy as np
 
 from convkit import __version__
 from convkit.errors import RefusedError
-from convkit.formats.deflate import ParallelGzipWriter
+from convkit.formats.deflate import DeflatingStream, gzip_bytes, write_gzip
 from convkit.geometry import affine_problem
 from convkit.volume import Volume
 
@@ -92,13 +92,27 @@ def describe(volume: Volume) -> str:
     return "; ".join(parts)
 
 
-def write_nifti(volume: Volume, path: Path) -> None:
-    """Write volume to path (.nii or .nii.gz by suffix)."""
+def write_nifti(volume: Volume, path: Path, deflated: DeflatingStream | None = None) -> None:
+    """Write volume to path (.nii or .nii.gz by suffix).
+
+    deflated: the voxel bytes already being compressed while they were decoded
+    (dicom.pixels); used only when its source is this very volume array and it holds all
+    of it, else cancelled and the voxels compressed here. The file is the same either way.
+    """
     header = nifti_header(volume).binaryblock + b"\x00" * 4
     data = _flat_bytes(volume.array)
-    if path.name.endswith(".gz"):
-        with open(path, "wb") as raw, ParallelGzipWriter(raw) as handle:
-            _write_all(handle, header, data)
+    compressed = path.name.endswith(".gz")
+    usable = compressed and deflated is not None and deflated.source is volume.array \
+        and deflated.size == len(data) and volume.array.dtype.isnative
+    if deflated is not None and not usable:
+        deflated.cancel()
+    if compressed:
+        with open(path, "wb") as handle:
+            if usable:
+                assert deflated is not None
+                write_gzip(handle, header, deflated)
+            else:
+                gzip_bytes(handle, header, data)
     else:
         with open(path, "wb") as handle:
             _write_all(handle, header, data)
