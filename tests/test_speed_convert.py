@@ -197,6 +197,11 @@ def test_gzip_stream_spills_in_order_and_cannot_be_reused(tmp_path, monkeypatch)
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="already"):
         stream.write_to(io.BytesIO())
+    elsewhere = deflate.DeflatingStream(threads=2, spill_dir=tmp_path / "missing")
+    elsewhere.feed(data)  # no such folder: the temporary folder takes the pieces
+    sink = io.BytesIO()
+    deflate.write_gzip(sink, b"", elsewhere)
+    assert gzip.decompress(sink.getvalue()) == data
     cancelled = deflate.DeflatingStream(threads=2)
     cancelled.feed(data)
     cancelled.cancel()

@@ -89,6 +89,7 @@ class DeflatingStream:
         self._pending: deque[tuple[Future[tuple[bytes, int]], int]] = deque()
         self._spill_dir = spill_dir
         self._spill: BinaryIO | None = None
+        self._spill_failed = False
         self._small = bytearray()  # the start of the next piece, from small feeds
         self._held: memoryview | None = None  # a full piece, submitted once it is not last
         self._primer: memoryview | None = None  # the end of the piece before the held one
@@ -155,13 +156,20 @@ class DeflatingStream:
         future = self._pool.submit(deflate_piece, piece, self._primer, self.level, last)
         self._pending.append((future, len(piece)))
         self._primer = piece[-_WINDOW:] if len(piece) >= _WINDOW else None
-        while len(self._pending) > 2 * self._threads:  # bounded: a few pieces in flight
-            self._spill_oldest()
+        while len(self._pending) > 2 * self._threads and self._can_spill():
+            self._spill.write(self._oldest())  # type: ignore[union-attr]  # _can_spill
 
-    def _spill_oldest(self) -> None:
-        if self._spill is None:
-            self._spill = tempfile.TemporaryFile(dir=self._spill_dir)
-        self._spill.write(self._oldest())
+    def _can_spill(self) -> bool:
+        """Whether there is a spill file (made on first use: in spill_dir, else in the
+        temporary folder; without either the pieces stay in memory)."""
+        for folder in (self._spill_dir, None):
+            if self._spill is not None or self._spill_failed:
+                break
+            try:
+                self._spill = tempfile.TemporaryFile(dir=folder)
+            except OSError:
+                self._spill_failed = folder is None
+        return self._spill is not None
 
     def _oldest(self) -> bytes:
         from isal import isal_zlib
