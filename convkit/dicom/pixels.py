@@ -218,7 +218,8 @@ def reads_directly(header: SliceHeader) -> bool:
     """Whether read_native can give exactly what pydicom's pixel_array gives."""
     return (header.pixel_offset is not None and header.transfer_syntax in _DIRECT_SYNTAXES
             and header.samples_per_pixel == 1 and header.bits_allocated in (8, 16, 32)
-            and 0 < header.bits_stored <= header.bits_allocated and sys.byteorder == "little")
+            and 0 < header.bits_stored <= header.bits_allocated and sys.byteorder == "little"
+            and hasattr(os, "preadv"))
 
 
 def read_native(header: SliceHeader, out: np.ndarray) -> bool:
