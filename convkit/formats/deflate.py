@@ -95,11 +95,12 @@ class DeflatingStream:
         self._primer: memoryview | None = None  # the end of the piece before the held one
         self.crc = 0
         self.size = 0  # uncompressed bytes fed
-        self._done = 0  # uncompressed bytes of the pieces spilled or written
         self._closed = False
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Add data to the stream (kept by reference; see the class)."""
+        if self._closed:
+            raise ValueError("the deflate stream was already written or cancelled")
         view = memoryview(data).cast("B")
         self.size += len(view)
         if self._small:
@@ -177,7 +178,6 @@ class DeflatingStream:
         future, length = self._pending.popleft()
         compressed, crc = future.result()
         self.crc = isal_zlib.crc32_combine(self.crc, crc, length)
-        self._done += length
         return compressed
 
 
