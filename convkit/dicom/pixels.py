@@ -150,6 +150,8 @@ def _decoded_files(to_decode: list[list[tuple[SliceHeader, tuple]]], notes: list
         return (decode_images(header, frames, notes) for header, frames in files), None
     from concurrent.futures import ProcessPoolExecutor
 
+    from pydicom.pixels import pixel_array  # noqa: F401  # imported once, before the fork
+
     pool = ProcessPoolExecutor(max_workers=workers)
     try:
         results = pool.map(_decode_in_worker, *zip(*files, strict=True), chunksize=4)
