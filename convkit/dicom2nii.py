@@ -31,6 +31,7 @@ from convkit.errors import (
     UsageError,
 )
 from convkit.formats import FORMATS, write_volume
+from convkit.formats.deflate import DeflatingStream
 from convkit.formats.output import (
     check_batch_folder,
     check_targets,
@@ -336,13 +337,15 @@ def _convert_one(group: SeriesGroup, out_dir: Path, suffix: str, options: Conver
                  force: bool, progress: Progress | None, report: ConversionReport,
                  overlays: bool = False) -> SeriesResult:
     result = _result(group, Outcome.WRITTEN)
+    # .nii.gz: the voxels are compressed on the other cores while they are decoded
+    deflating = DeflatingStream(spill_dir=_existing(out_dir)) if suffix == ".nii.gz" else None
     try:
         callback = (lambda d, t: progress(group.label, d, t)) if progress else None
-        volume = read_series(group, options, callback)
+        volume = read_series(group, options, callback, deflating)
         relative_sources(volume.metadata, Path(report.input))
         extra = _overlay_volume(group, volume, options) if overlays else {}
         outputs = write_outputs(volume, out_dir / group.label, suffix, force, group.n_files,
-                                extra)
+                                extra, deflating)
     except RefusedError as exc:
         result.status, result.reason, result.hint = Outcome.REFUSED, exc.message, exc.hint
         return result
@@ -358,6 +361,9 @@ def _convert_one(group: SeriesGroup, out_dir: Path, suffix: str, options: Conver
         result.reason = getattr(exc, "message", None) or str(exc)
         result.hint = getattr(exc, "hint", "")
         return result
+    finally:
+        if deflating is not None:
+            deflating.cancel()  # written, or not needed: free its threads and spill file
     result.outputs = [str(p) for p in outputs]
     result.shape = list(volume.shape)
     result.spacing = [round(s, 6) for s in volume.spacing]
@@ -387,6 +393,14 @@ def _overlay_volume(group: SeriesGroup, volume: Volume, options: ConvertOptions,
     return {OVERLAY_SUFFIX: Volume(labels, volume.affine)}
 
 
+def _existing(folder: Path) -> Path | None:
+    """folder or its nearest existing parent (where a temporary file can go), or None."""
+    for candidate in (folder, *folder.parents):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
 def _volume_files(stem: Path, suffix: str) -> list[Path]:
     """The files of one volume in a format: the volume, and a detached header's data file."""
     files = [stem.with_name(stem.name + suffix)]
@@ -397,14 +411,16 @@ def _volume_files(stem: Path, suffix: str) -> list[Path]:
 
 def write_outputs(volume: Volume, stem: Path, suffix: str, force: bool = False,
                   source_files: int | None = None,
-                  extra: dict[str, Volume] | None = None) -> list[Path]:
+                  extra: dict[str, Volume] | None = None,
+                  deflated: DeflatingStream | None = None) -> list[Path]:
     """Write stem+suffix and stem.json atomically (both or neither); return their paths.
-    extra: more volumes written with them, as stem+key+suffix (an overlay label map)."""
+    extra: more volumes written with them, as stem+key+suffix (an overlay label map).
+    deflated: the volume's voxels compressed as they were read (formats.write_volume)."""
     sidecar = sidecar_document(volume.metadata)
     if source_files is not None:
         sidecar["SourceFiles"] = source_files
     with staged_files(stem.parent, force) as stage:
-        write_volume(volume, stage / f"{stem.name}{suffix}")
+        write_volume(volume, stage / f"{stem.name}{suffix}", deflated)
         (stage / f"{stem.name}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
         if volume.diffusion is not None:
             bvals, directions = volume.diffusion

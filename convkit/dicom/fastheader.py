@@ -152,11 +152,12 @@ class FastDataset:
                  has_directory: bool, private: dict[tuple[int, int], Element] | None = None,
                  sequences: frozenset[str] = frozenset(), file_size: int | None = None,
                  fragments: Fragments | None = None, problem: str = "",
-                 overlays: tuple[int, ...] = ()) -> None:
+                 overlays: tuple[int, ...] = (), pixel_start: int | None = None) -> None:
         self._values = values
         self.file_size = file_size  # bytes on disk (fstat of the open file)
         self.file_meta = {"TransferSyntaxUID": transfer_syntax}
         self.pixel_data_end = pixel_end  # file offset where the pixel data must end, if known
+        self.pixel_data_start = pixel_start  # file offset of native pixel data (None: not known)
         self.fragments = fragments  # the items of encapsulated pixel data (None: native)
         self.problem = problem  # why the file cannot be read as a whole, though walked ('')
         self.has_directory = has_directory
@@ -216,7 +217,7 @@ def read_fast(path: Path, wanted: dict[str, tuple[int, str]] | None = None,
                                  if walker.max_depth > 2 * MAX_SEQUENCE_DEPTH else "")
     return FastDataset(values, syntax, pixel_end, directory, walker.private,
                        frozenset(walker.sequences), size, walker.fragments, problem,
-                       tuple(sorted(walker.overlays)))
+                       tuple(sorted(walker.overlays)), walker.pixel_start)
 
 
 def _file_meta(data: bytes, start: int = 132) -> tuple[str, int]:
@@ -306,6 +307,7 @@ class _Walker:
         self.sequences: set[str] = set()
         self.overlays: set[int] = set()
         self.fragments: Fragments | None = None
+        self.pixel_start: int | None = None  # where native (defined-length) pixel data start
         self.max_depth = 0  # of the undefined-length sequences and items skipped
         self.end = 0  # where the last element ends, when the walk reaches the end of the file
         self.problem = ""  # why the file cannot be read whole (truncated)
@@ -390,7 +392,7 @@ class _Walker:
                     if length == undefined:  # encapsulated: the end is where the items end
                         pixel_end, self.fragments = self._encapsulated(position)
                     else:
-                        pixel_end = position + length
+                        pixel_end, self.pixel_start = position + length, position
                     return self._decoded(), pixel_end, directory
                 if tag == _DIRECTORY_RECORDS:
                     directory = True

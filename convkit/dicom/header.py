@@ -129,6 +129,9 @@ class SliceHeader:
     pulse_sequence: str = ""  # GE pulse sequence name, lower case ('b0map', 'epi_pepolar')
     ge_locations: int | None = None  # GE locations in acquisition (0021,104F)
     ge_user_data12: float | None = None  # GE user data 12 (0019,10B3): pepolar volume order
+    #: file offset of native pixel data holding exactly expected_pixel_bytes (None: unknown,
+    #: encapsulated, or of another length): pixels.py reads them without pydicom
+    pixel_offset: int | None = None
     reversed_phase: bool = False  # acquired with the reversed phase-encoding polarity (group.py)
     ge_phase_direction: str = ""  # GE InPlanePhaseEncodingDirection (ROW, COL)
 
@@ -355,9 +358,20 @@ def _read_header(path: Path, ds: Any, fast: FastDataset | None,
             raise
         return FileRecord(path, FileStatus.UNREADABLE, f"header: {read_reason(exc)}",
                           series_uid=_series_uid(ds, path), size=size)
+    offset = _native_pixel_offset(headers[0], fast) if headers else None
     for item in headers:
         item.file_size = size
+        item.pixel_offset = offset
     return headers
+
+
+def _native_pixel_offset(header: SliceHeader, fast: FastDataset | None) -> int | None:
+    """Where the fast walker found native pixel data of exactly the size the header implies."""
+    if fast is None or fast.pixel_data_start is None or fast.pixel_data_end is None \
+            or header.transfer_syntax not in NATIVE_SYNTAXES:
+        return None
+    length = fast.pixel_data_end - fast.pixel_data_start
+    return fast.pixel_data_start if length == header.expected_pixel_bytes else None
 
 
 #: The reason of a skipped screenshot, report page or other image without patient geometry

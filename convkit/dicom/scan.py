@@ -303,7 +303,7 @@ def _conflicting(versions: list[Version], where: Callable[[str], str],
 #: SliceHeader fields that two copies of one instance may differ in: where the file is,
 #: how it is encoded, what reading it noted, and objects compared by identity.
 _NOT_COMPARED = frozenset({"path", "transfer_syntax", "file_size", "notes", "mosaic",
-                           "problem"})
+                           "problem", "pixel_offset"})
 _COMPARED = tuple(name for name in _FIELDS if name not in _NOT_COMPARED)
 #: The compared fields of a header as one tuple (one C call: most copies are equal).
 _compared_values = operator.attrgetter(*_COMPARED)

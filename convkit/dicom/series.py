@@ -21,6 +21,7 @@ from convkit.dicom.plan import ConvertOptions, SeriesPlan, plan_series, slice_ti
 from convkit.dicom.scan import scan_folder
 from convkit.dicom.sidecar import sidecar_fields, source_images
 from convkit.errors import InputError, UnreadableFileError
+from convkit.formats.deflate import DeflatingStream
 from convkit.volume import Volume
 
 
@@ -28,19 +29,22 @@ def read_series(
     source: SeriesGroup | Path | str,
     options: ConvertOptions | None = None,
     progress: SliceProgress | None = None,
+    deflating: DeflatingStream | None = None,
 ) -> Volume:
     """Read one series into a Volume (RAS affine, stored values + scaling).
 
     source is a SeriesGroup from scan_folder, or a folder holding exactly one series.
     Raises RefusedError when the data cannot be converted faithfully with these
-    options, InputError when it cannot be read.
+    options, InputError when it cannot be read. deflating: compresses the voxels while
+    they are decoded (read_pixels), for write_volume(..., deflated=) of this volume.
     """
     options = options or ConvertOptions()
     group = _single_group(source) if not isinstance(source, SeriesGroup) else source
     plan = plan_series(group, options)  # the same decisions audit reports, from headers
     if plan.refusal is not None:
         raise plan.refusal
-    array, slope, intercept, notes = read_pixels(plan, options.philips_precise, progress)
+    array, slope, intercept, notes = read_pixels(plan, options.philips_precise, progress,
+                                                 deflating)
     table = plan.diffusion
     volume = Volume(array, plan.grid.affine, slope, intercept, notes=notes,
                     diffusion=(table.bvals, table.directions) if table is not None else None)

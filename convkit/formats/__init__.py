@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 from convkit.errors import InputError, UsageError
+from convkit.formats.deflate import DeflatingStream
 from convkit.formats.detached import external_data_allowed
 from convkit.formats.mha import read_mha, write_mha
 from convkit.formats.nifti import write_nifti
@@ -74,16 +75,22 @@ def read_volume(path: Path | str, *, allow_external_data: bool | None = None,
     return volume
 
 
-def write_volume(volume: Volume, path: Path | str) -> None:
+def write_volume(volume: Volume, path: Path | str,
+                 deflated: DeflatingStream | None = None) -> None:
     """Write a Volume to path; the format follows the suffix (.nii[.gz], .nrrd, .nhdr, .mha, .mhd).
 
     This writes in place; use formats.output.staged_files for atomic outputs.
+    deflated: the voxels compressed while they were read (see nifti.write_nifti); used by
+    .nii.gz only, cancelled otherwise.
     """
     path = Path(path)
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
-        write_nifti(volume, path)
-    elif name.endswith((".nrrd", ".nhdr")):
+        write_nifti(volume, path, deflated)
+        return
+    if deflated is not None:
+        deflated.cancel()
+    if name.endswith((".nrrd", ".nhdr")):
         write_nrrd(volume, path)
     elif name.endswith((".mha", ".mhd")):
         write_mha(volume, path)

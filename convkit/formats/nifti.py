@@ -1,8 +1,8 @@
 """Volume -> NIfTI-1 (.nii / .nii.gz): header by nibabel, data streamed by us.
 
 The voxel bytes are written straight from the Fortran-ordered array (no copy)
-through a fast deflate (ISA-L igzip) instead of CPython's zlib: compression is
-most of a conversion's time.
+through a fast deflate (ISA-L igzip) on every core (formats.deflate) instead of
+CPython's zlib: compression is most of a conversion's time.
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ import numpy as np
 
 from convkit import __version__
 from convkit.errors import RefusedError
+from convkit.formats.deflate import DeflatingStream, gzip_bytes, write_gzip
 from convkit.geometry import affine_problem
 from convkit.volume import Volume
 
-#: igzip level (0-3): 1 is several times faster than zlib level 6 at similar size.
-GZIP_LEVEL = 1
 _CHUNK_BYTES = 16 * 1024 * 1024
 _VOX_OFFSET = 352  # 348-byte header + 4-byte extension flag
 
@@ -93,15 +92,27 @@ def describe(volume: Volume) -> str:
     return "; ".join(parts)
 
 
-def write_nifti(volume: Volume, path: Path) -> None:
-    """Write volume to path (.nii or .nii.gz by suffix)."""
+def write_nifti(volume: Volume, path: Path, deflated: DeflatingStream | None = None) -> None:
+    """Write volume to path (.nii or .nii.gz by suffix).
+
+    deflated: the voxel bytes already being compressed while they were decoded
+    (dicom.pixels); used only when its source is this very volume array and it holds all
+    of it, else cancelled and the voxels compressed here. The file is the same either way.
+    """
     header = nifti_header(volume).binaryblock + b"\x00" * 4
     data = _flat_bytes(volume.array)
-    if path.name.endswith(".gz"):
-        from isal import igzip
-
-        with igzip.open(path, "wb", compresslevel=GZIP_LEVEL) as handle:
-            _write_all(handle, header, data)
+    compressed = path.name.endswith(".gz")
+    usable = compressed and deflated is not None and deflated.source is volume.array \
+        and deflated.size == len(data) and volume.array.dtype.isnative
+    if deflated is not None and not usable:
+        deflated.cancel()
+    if compressed:
+        with open(path, "wb") as handle:
+            if usable:
+                assert deflated is not None
+                write_gzip(handle, header, deflated)
+            else:
+                gzip_bytes(handle, header, data)
     else:
         with open(path, "wb") as handle:
             _write_all(handle, header, data)
