@@ -8,11 +8,29 @@ single series are results, not exceptions, so a batch goes on.
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from convkit import __version__
+from convkit.batch.executors import DaskCluster, Executor, LocalPool
+from convkit.batch.manifest import PENDING, Manifest, Output, Row, open_manifest
+from convkit.batch.work import (
+    Item,
+    SeriesTask,
+    TaskOutcome,
+    Why,
+    available_memory,
+    digests,
+    jobs_that_fit,
+    options_key,
+    peak_bytes,
+    plan_items,
+    source_bytes,
+)
 from convkit.dicom.diffusion import fsl_bvecs, write_bval, write_bval_bvec
 from convkit.dicom.group import SeriesGroup
 from convkit.dicom.header import FileRecord, FileStatus
@@ -38,13 +56,16 @@ from convkit.formats.output import (
     path_kind,
     staged_files,
 )
-from convkit.outcomes import Outcome, batch_exit_code
-from convkit.volume import Volume
+from convkit.outcomes import DONE, Outcome, batch_exit_code
+from convkit.volume import Volume, max_volume_bytes, memory_limit
 
 DEFAULT_NAME = "{SeriesNumber}_{SeriesDescription}"
 
-#: progress(stage, done, total): stage is 'scan' or a series label.
+#: progress(stage, done, total): stage is 'scan', a series label, or (series converted in
+#: worker processes) BATCH_SERIES and BATCH_BYTES.
 Progress = Callable[[str, int, int], None]
+BATCH_SERIES = "batch:series"
+BATCH_BYTES = "batch:bytes"
 
 
 @dataclass
@@ -70,6 +91,7 @@ class SeriesResult:
     #: why its SeriesInstanceUID became several outputs ('' when it did not): the attributes
     #: that differ with this output's value and the series' values (also in the sidecar)
     split: str = ""
+    seconds: float = 0.0  # spent on it in this run (converting, or verifying its outputs)
 
 
 @dataclass
@@ -84,6 +106,8 @@ class ConversionReport:
     output_failed: list[str] = field(default_factory=list)
     #: labels of the series not tried: the batch was interrupted (BatchInterrupted)
     not_tried: list[str] = field(default_factory=list)
+    #: notes on the run as a whole (e.g. fewer worker processes than asked, for memory)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -100,9 +124,14 @@ class ConversionReport:
         counts: dict[str, int] = {}
         for record in self.files:
             counts[record.status] = counts.get(record.status, 0) + 1
+        series_counts: dict[str, int] = {}
+        for result in self.series:
+            series_counts[result.status] = series_counts.get(result.status, 0) + 1
         document = {"input": self.input, "output": self.output, "exit_code": self.exit_code,
-                    "series": [asdict(s) for s in self.series], "file_counts": counts,
-                    "files": files}
+                    "series": [asdict(s) for s in self.series], "series_counts": series_counts,
+                    "file_counts": counts, "files": files}
+        if self.notes:
+            document["notes"] = list(self.notes)
         if self.not_tried:
             document["not_tried"] = list(self.not_tried)
         return document
@@ -130,6 +159,9 @@ def convert_folder(
     list_only: bool = False,
     progress: Progress | None = None,
     overlays: bool = False,
+    jobs: int = 1,
+    scheduler: str | None = None,
+    retry_failed: bool = False,
 ) -> ConversionReport:
     """Convert every (selected) series under in_dir into out_dir.
 
@@ -139,16 +171,29 @@ def convert_folder(
     cannot be written (a full disk) as failed, and the others are still tried.
     KeyboardInterrupt becomes BatchInterrupted, with the report of what was done.
     overlays: also write each series' overlay planes as NAME_overlay (overlays.py).
+
+    Resumable: out_dir/.convkit/manifest.sqlite records every series (convkit.batch); a
+    series converted before from the same files with the same options is 'up to date' (its
+    outputs verified), one that failed is tried again only with retry_failed, and force
+    converts everything again. jobs: series converted at once in worker processes (0: one
+    per core; lowered when they would not fit in memory); scheduler: the address of a Dask
+    scheduler (or 'local' for a LocalCluster) to convert them on instead.
     """
     options = options or ConvertOptions()
+    if scheduler:  # workers elsewhere: every path absolute
+        in_dir = os.path.abspath(in_dir)
+        out_dir = os.path.abspath(out_dir) if out_dir is not None else None
     in_dir = Path(in_dir)
     if fmt not in FORMATS:
         raise UsageError(f"unknown --format {fmt!r}", f"choose one of {', '.join(FORMATS)}")
+    if jobs < 0:
+        raise UsageError(f"--jobs {jobs}: give a number of processes, or 0 for one per core")
     check_template(name_template)
     if not in_dir.exists():
         raise InputError(f"{in_dir} does not exist", "check the input path")
     out_path = _check_output_dir(in_dir, out_dir, list_only)
-    scan = scan_folder(in_dir, (lambda d, t: progress("scan", d, t)) if progress else None)
+    scan = scan_folder(in_dir, (lambda d, t: progress("scan", d, t)) if progress else None,
+                       jobs=jobs)
     name_series(scan.series, name_template)
     groups = _select(scan, select)
     report = ConversionReport(str(in_dir), str(out_path or ""), [], scan.files)
@@ -157,30 +202,228 @@ def convert_folder(
         return report
     assert out_path is not None, "_check_output_dir returns a folder unless list_only"
     suffix = FORMATS[fmt]
-    check_collisions(out_path, groups, suffix, force, overlays)
-    unreadable = _unreadable_by_series(scan)
-    before: dict = {}
-    try:
-        for group in groups:
-            broken = unreadable.get(group.series_uid)
-            if broken:
-                report.series.append(_incomplete(group, broken))
-                continue
-            before = file_states(_targets(out_path, group.label, suffix))
-            report.series.append(_convert_one(group, out_path, suffix, options, force,
-                                              progress, report, overlays))
-            before = {}
-    except KeyboardInterrupt:
-        _written_when_interrupted(report, groups, before)
-        done = {s.label for s in report.series}
-        report.not_tried = [g.label for g in groups if g.label not in done]
-        _mark_refused_files(report, groups)
-        for record in report.files:
-            if record.status == FileStatus.USED and record.series in report.not_tried:
-                record.status, record.reason = FileStatus.SKIPPED, "not converted: interrupted"
-        raise BatchInterrupted(report) from None
+    existed = out_path.exists()
+    with open_manifest(out_path) as manifest:
+        items = plan_items(groups, manifest.rows(), in_dir, options_key(options, fmt, overlays),
+                           out_path, lambda group: _all_targets(out_path, group, suffix),
+                           force=force, retry_failed=retry_failed)
+        check_collisions(out_path, [i.group for i in items if i.converts and not i.owned],
+                         suffix, force, overlays)
+        check_collisions(out_path, [i.group for i in items if i.converts and i.owned],
+                         suffix, True, overlays)
+        batch = _Batch(report, manifest, _unreadable_by_series(scan), progress,
+                       SeriesTask(groups[0], str(in_dir), str(out_path), suffix, options, force,
+                                  overlays, max_volume_bytes()))
+        executor = _executor(items, jobs, scheduler, options, report)
+        try:
+            if executor is None:
+                batch.serial(items)
+            else:
+                with executor:
+                    batch.parallel(items, executor)
+        except KeyboardInterrupt:
+            _interrupted(report, groups, batch.before)
+        finally:
+            _leave_as_found(manifest, out_path, existed)
     _mark_refused_files(report, groups)
     return report
+
+
+def _leave_as_found(manifest: Manifest, out_path: Path, existed: bool) -> None:
+    """No manifest (nor output folder) where no series was ever written."""
+    manifest.drop_if_nothing_written()
+    if not existed:
+        try:
+            out_path.rmdir()  # only when empty
+        except OSError:
+            pass
+
+
+def _interrupted(report: ConversionReport, groups: list[SeriesGroup], before: dict) -> None:
+    _in_order(report, groups)
+    _written_when_interrupted(report, groups, before)
+    done = {s.label for s in report.series}
+    report.not_tried = [g.label for g in groups if g.label not in done]
+    _mark_refused_files(report, groups)
+    for record in report.files:
+        if record.status == FileStatus.USED and record.series in report.not_tried:
+            record.status, record.reason = FileStatus.SKIPPED, "not converted: interrupted"
+    raise BatchInterrupted(report) from None
+
+
+def _in_order(report: ConversionReport, groups: list[SeriesGroup]) -> None:
+    """The series results in the order of the groups (workers finish in any order)."""
+    rank = {group.label: n for n, group in enumerate(groups)}
+    report.series.sort(key=lambda result: rank.get(result.label, len(rank)))
+
+
+def _executor(items: list[Item], jobs: int, scheduler: str | None, options: ConvertOptions,
+              report: ConversionReport) -> Executor | None:
+    """Where the series are converted: None (here, one after the other), a Dask cluster, or
+    worker processes (at most one per series, and as many as fit in memory)."""
+    todo = [item for item in items if item.converts]
+    wanted = jobs or os.cpu_count() or 1
+    if scheduler:
+        return DaskCluster(scheduler, wanted)
+    workers = min(wanted, len(todo))
+    if workers <= 1:
+        return None
+    largest = max(peak_bytes(item.group, options) for item in todo)
+    available = available_memory()
+    fit = jobs_that_fit(workers, largest, available)
+    if fit < workers:
+        report.notes.append(f"{fit} worker process{'es' if fit > 1 else ''} instead of "
+                            f"{workers}: the largest series needs {largest / 2**30:.1f} GiB "
+                            f"and {(available or 0) / 2**30:.1f} GiB of memory is available")
+    return LocalPool(fit) if fit > 1 else None
+
+
+class _Batch:
+    """The series of one run: converted here or by an executor's workers, each recorded in
+    the manifest (pending before, its result after its outputs are published)."""
+
+    def __init__(self, report: ConversionReport, manifest: Manifest,
+                 unreadable: dict[str, list[FileRecord]], progress: Progress | None,
+                 template: SeriesTask) -> None:
+        self.report = report
+        self.manifest = manifest
+        self.unreadable = unreadable
+        self.progress = progress
+        self.template = template
+        self.options_key = options_key(template.options, _format_of(template.suffix),
+                                       template.overlays)
+        #: file_states of the series being converted here (see _written_when_interrupted)
+        self.before: dict = {}
+
+    def task(self, item: Item, cwd: str = "") -> SeriesTask:
+        template = self.template
+        return SeriesTask(item.group, template.input, template.out_dir, template.suffix,
+                          template.options, template.force or item.owned, template.overlays,
+                          template.max_bytes, source_bytes(item.group), cwd)
+
+    def row(self, item: Item, result: SeriesResult | None = None,
+            outcome: TaskOutcome | None = None) -> Row:
+        """The manifest row of a series: pending (its names) before, its result after."""
+        group = item.group
+        if result is None:
+            out_dir = Path(self.template.out_dir)
+            names = [str(path.relative_to(out_dir)) for path in
+                     _all_targets(out_dir, group, self.template.suffix)]
+            outputs = [Output(name) for name in names]
+            return Row(group.label, group.series_uid, item.fingerprint, self.options_key,
+                       __version__, PENDING, "", {}, None, outputs)
+        return Row(group.label, group.series_uid, item.fingerprint, self.options_key,
+                   __version__, result.status, result.reason, asdict(result), result.seconds,
+                   outcome.outputs if outcome else [])
+
+    def settled(self, item: Item) -> SeriesResult | None:
+        """The result of a series that is not converted in this run: one with unreadable
+        files (not recorded: the manifest's fingerprint does not see them), or one that the
+        manifest says is up to date, failed before or was refused."""
+        broken = self.unreadable.get(item.group.series_uid)
+        if broken:
+            return _incomplete(item.group, broken)
+        if item.converts:
+            return None
+        return _recorded(item, Path(self.template.out_dir))
+
+    def finish(self, item: Item, outcome: TaskOutcome) -> None:
+        result = outcome.result
+        self.manifest.record(self.row(item, result, outcome))
+        self.report.series.append(result)
+        if outcome.output_failed:
+            self.report.output_failed.append(result.label)
+
+    def serial(self, items: list[Item]) -> None:
+        for item in items:
+            settled = self.settled(item)
+            if settled is not None:
+                self.report.series.append(settled)
+                continue
+            self.before = file_states(_targets(Path(self.template.out_dir), item.group.label,
+                                               self.template.suffix))
+            self.manifest.begin(self.row(item))
+            self.finish(item, convert_task(self.task(item), self.progress))
+            self.before = {}
+
+    def parallel(self, items: list[Item], executor: Executor) -> None:
+        todo = []
+        for item in items:
+            settled = self.settled(item)
+            if settled is None:
+                todo.append(item)
+            else:
+                self.report.series.append(settled)
+        for item in todo:
+            self.manifest.begin(self.row(item))
+        tasks = [self.task(item, os.getcwd()) for item in todo]
+        by_label = {item.group.label: item for item in todo}
+        total = sum(task.source_bytes for task in tasks)
+        done = [0, 0]
+        self._progress(done, len(tasks), total)
+        for task, outcome in executor.run(convert_task, tasks):
+            self.finish(by_label[task.group.label], outcome)
+            done[0] += 1
+            done[1] += task.source_bytes
+            self._progress(done, len(tasks), total)
+        _in_order(self.report, [item.group for item in items])
+
+    def _progress(self, done: list[int], series: int, total: int) -> None:
+        if self.progress:
+            self.progress(BATCH_SERIES, done[0], series)
+            self.progress(BATCH_BYTES, done[1], total)
+
+
+def _format_of(suffix: str) -> str:
+    return next(name for name, known in FORMATS.items() if known == suffix)
+
+
+def _recorded(item: Item, out_dir: Path) -> SeriesResult:
+    """A series' result from the manifest: up to date, skipped (failed before) or refused."""
+    assert item.row is not None, "only a series the manifest knows is not converted"
+    row = item.row
+    known = {name: value for name, value in row.result.items()
+             if name in SeriesResult.__dataclass_fields__}
+    result = SeriesResult(**known)
+    result.label, result.series_uid, result.seconds = item.group.label, row.series_uid, 0.0
+    if item.why == Why.UP_TO_DATE:
+        result.status = Outcome.UP_TO_DATE
+        result.outputs = [str(out_dir / output.path) for output in row.outputs]
+    elif item.why == Why.FAILED_BEFORE:
+        result.status = Outcome.SKIPPED
+        result.reason = f"failed in an earlier run: {row.reason}"
+        result.hint = "--retry-failed converts it again"
+    else:
+        result.status = Outcome.REFUSED
+        result.notes = [*result.notes, "refused in an earlier run from the same files with "
+                        "the same options (--force tries again)"]
+    return result
+
+
+def convert_task(task: SeriesTask, progress: Progress | None = None) -> TaskOutcome:
+    """Convert one series and hash its outputs: what a worker (local or Dask) runs, a
+    function of its task alone (the group's headers, the options, the folders)."""
+    started = time.perf_counter()
+    if task.cwd:
+        os.chdir(task.cwd)
+    report = ConversionReport(task.input, task.out_dir, [], [])
+    with memory_limit(task.max_bytes):
+        result = _convert_one(task.group, Path(task.out_dir), task.suffix, task.options,
+                              task.force, progress, report, task.overlays)
+    outputs = []
+    if result.status == Outcome.WRITTEN:
+        try:
+            outputs = digests(result.outputs, Path(task.out_dir))
+        except OSError:  # gone already: recorded without outputs, so converted next time
+            outputs = []
+    result.seconds = round(time.perf_counter() - started, 3)
+    return TaskOutcome(result, bool(report.output_failed), outputs)
+
+
+def _all_targets(out_dir: Path, group: SeriesGroup, suffix: str) -> list[Path]:
+    """Every name a series may write: its outputs, gradient files and overlay volume."""
+    overlay = [out_dir / f"{group.label}{OVERLAY_SUFFIX}{suffix}"]
+    return _targets(out_dir, group.label, suffix) + overlay
 
 
 def _targets(out_dir: Path, label: str, suffix: str) -> list[Path]:
@@ -407,7 +650,7 @@ def _mark_refused_files(report: ConversionReport, groups: list[SeriesGroup]) -> 
     by_label = {s.label: s for s in report.series}
     for record in report.files:
         result = by_label.get(record.series)
-        if record.status == FileStatus.USED and result and result.status != Outcome.WRITTEN:
+        if record.status == FileStatus.USED and result and result.status not in DONE:
             if str(record.path) in result.unreadable:
                 record.status = FileStatus.UNREADABLE
             elif result.status == Outcome.REFUSED:
@@ -417,5 +660,5 @@ def _mark_refused_files(report: ConversionReport, groups: list[SeriesGroup]) -> 
             record.reason = result.reason
 
 
-__all__ = ["BatchInterrupted", "ConversionReport", "SeriesResult", "convert_folder",
+__all__ = ["BatchInterrupted", "ConversionReport", "SeriesResult", "convert_folder", "convert_task",
            "write_outputs", "ConvkitError"]

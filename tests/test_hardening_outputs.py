@@ -60,9 +60,10 @@ def make_ct(folder, n=5, rows=6, cols=7, seed=0, series_number=3, description="C
 
 
 def listing(folder: Path) -> list[str]:
-    """Every path under folder (hidden ones too), relative, sorted; [] for a missing folder."""
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) \
-        if folder.exists() else []
+    """Every path under folder (hidden ones too, but dicom2nii's manifest, .convkit/),
+    relative, sorted; [] for a missing folder."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if ".convkit" not in p.relative_to(folder).parts) if folder.exists() else []
 
 
 def hidden(folder: Path) -> list[str]:

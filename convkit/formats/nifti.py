@@ -100,7 +100,9 @@ def write_nifti(volume: Volume, path: Path) -> None:
     if path.name.endswith(".gz"):
         from isal import igzip
 
-        with igzip.open(path, "wb", compresslevel=GZIP_LEVEL) as handle:
+        # mtime 0: the same volume gives the same bytes, whenever it is written (batch runs
+        # are compared, and verified, by sha256)
+        with igzip.IGzipFile(path, "wb", compresslevel=GZIP_LEVEL, mtime=0) as handle:
             _write_all(handle, header, data)
     else:
         with open(path, "wb") as handle:
