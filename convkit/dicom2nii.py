@@ -17,7 +17,7 @@ from typing import Any
 
 from convkit import __version__
 from convkit.batch.executors import DaskCluster, Executor, LocalPool
-from convkit.batch.manifest import PENDING, Manifest, Output, Row, open_manifest
+from convkit.batch.manifest import PENDING, Manifest, Output, Row, one_run
 from convkit.batch.work import (
     Item,
     SeriesTask,
@@ -202,8 +202,7 @@ def convert_folder(
         return report
     assert out_path is not None, "_check_output_dir returns a folder unless list_only"
     suffix = FORMATS[fmt]
-    existed = out_path.exists()
-    with open_manifest(out_path) as manifest:
+    with one_run(out_path) as manifest:
         items = plan_items(groups, manifest.rows(), in_dir, options_key(options, fmt, overlays),
                            out_path, lambda group: _all_targets(out_path, group, suffix),
                            force=force, retry_failed=retry_failed)
@@ -223,20 +222,8 @@ def convert_folder(
                     batch.parallel(items, executor)
         except KeyboardInterrupt:
             _interrupted(report, groups, batch.before)
-        finally:
-            _leave_as_found(manifest, out_path, existed)
     _mark_refused_files(report, groups)
     return report
-
-
-def _leave_as_found(manifest: Manifest, out_path: Path, existed: bool) -> None:
-    """No manifest (nor output folder) where no series was ever written."""
-    manifest.drop_if_nothing_written()
-    if not existed:
-        try:
-            out_path.rmdir()  # only when empty
-        except OSError:
-            pass
 
 
 def _interrupted(report: ConversionReport, groups: list[SeriesGroup], before: dict) -> None:

@@ -355,3 +355,63 @@ def test_dask_worker_killed_mid_series_the_task_runs_elsewhere(tmp_path, dask_cl
     assert visible(out) == visible(tmp_path / "serial")
     leftovers = [p.name for p in out.iterdir() if p.name.startswith(".convkit-")]
     assert all(re.fullmatch(r"\.convkit-[0-9a-f]{12}", name) for name in leftovers)
+
+
+def test_refused_series_is_reported_refused_again_without_reading_it(cli, tmp_path):
+    make_tree(tmp_path / "in", 1)
+    pixels = np.zeros((3, 8, 8), dtype=np.int16)
+    positions = regular_positions(3, spacing=2.0)
+    positions[2] += [0, 0, 4.0]  # a gap: refused without --resample
+    write_series(tmp_path / "in" / "gap", pixels, positions, seed=5, series_number=5,
+                 series_description="gap")
+    out = tmp_path / "out"
+    first = cli("dicom2nii", tmp_path / "in", out, "--json", check_code=6)
+    assert statuses(first) == {"1_s1": "written", "5_gap": "refused"}
+    again = cli("dicom2nii", tmp_path / "in", out, "--json", check_code=6)
+    assert statuses(again) == {"1_s1": "up to date", "5_gap": "refused"}
+    before, after = (json.loads(d.stdout)["series"][1] for d in (first, again))
+    assert after["reason"] == before["reason"] and "uneven slice spacing" in after["reason"]
+    assert any("refused in an earlier run" in note for note in after["notes"])
+    resampled = cli("dicom2nii", tmp_path / "in", out, "--resample", "--json", check_code=0)
+    assert statuses(resampled) == {"1_s1": "written", "5_gap": "written"}  # other options
+
+
+def test_a_damaged_manifest_is_an_output_error(cli, tmp_path):
+    make_tree(tmp_path / "in", 1)
+    manifest = tmp_path / "out" / ".convkit" / "manifest.sqlite"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_bytes(b"not a database" * 100)
+    done = cli("dicom2nii", tmp_path / "in", tmp_path / "out", check_code=5)
+    assert "manifest" in done.stderr and "Traceback" not in done.stderr
+    assert visible(tmp_path / "out") == {}
+
+
+@linux_only
+@pytest.mark.subprocess
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)],
+                         ids=["SIGTERM", "SIGINT"])
+def test_signal_during_a_parallel_run_cleans_up_and_the_rerun_finishes(tmp_path, signum,
+                                                                      code):
+    make_tree(tmp_path / "in", 4, slices=60, size=256)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "convkit", "dicom2nii", str(tmp_path / "in"), str(out),
+               "--jobs", "2"]
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    end = time.monotonic() + TIMEOUT
+    while process.poll() is None and time.monotonic() < end and \
+            not any(out.glob(".convkit-*/*")):
+        time.sleep(0.002)
+    if signum == signal.SIGINT:
+        os.killpg(process.pid, signum)  # Ctrl-C: the whole process group
+    else:
+        process.send_signal(signum)  # kill: convkit alone, which stops its workers
+    _, stderr = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == code, stderr
+    assert "Traceback" not in stderr
+    assert not [p for p in out.iterdir() if p.name.startswith(".convkit-")]  # no staging
+    done = subprocess.run([c for c in command if c != "--jobs" and c != "2"] + ["--json"],
+                          env=ENV, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert set(statuses(done).values()) <= {"written", "up to date"}
+    assert len(visible(out)) == 8

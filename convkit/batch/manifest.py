@@ -33,6 +33,7 @@ from typing import Any
 from convkit import __version__
 from convkit.batch.errors import ManifestBusyError, ManifestFileError
 from convkit.errors import OutputError
+from convkit.formats.output import claimed
 
 #: The manifest's place in an output folder.
 MANIFEST_FOLDER = ".convkit"
@@ -174,10 +175,10 @@ class Manifest:
             raise _damaged(self.path, exc) from exc
 
     def drop_if_nothing_written(self) -> None:
-        """Remove the manifest (and its folder, when empty) if no series in it was ever
-        written: a run that wrote no output leaves the output folder as it was."""
-        if not self.path.exists() or any(row.status in ("written", PENDING)
-                                                for row in self.rows().values()):
+        """Remove the manifest (and its folder, when empty) if no series in it was written
+        or is pending: a run that wrote no output leaves the output folder as it was."""
+        if self.path.exists() and any(row.status in ("written", PENDING)
+                                      for row in self.rows().values()):
             return
         self.close()
         for name in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
@@ -220,6 +221,39 @@ class Manifest:
             yield
         finally:
             db.rollback()
+
+
+@contextmanager
+def one_run(out_dir: Path) -> Iterator[Manifest]:
+    """The manifest of out_dir for one run, under a lock (formats.output.claimed: a second
+    run into the same folder fails at once with OutputError, so that two runs never both
+    write one output); removed again, with out_dir when the run made it, if no series was
+    ever written there."""
+    existed = out_dir.exists()
+    folder = out_dir / MANIFEST_FOLDER
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {out_dir}: {exc.strerror or exc}",
+                          "check the path and its permissions") from exc
+    try:
+        with claimed(folder / MANIFEST_NAME), open_manifest(out_dir) as manifest:
+            yield manifest
+    finally:
+        _drop_if_nothing_written(out_dir, existed)
+
+
+def _drop_if_nothing_written(out_dir: Path, existed: bool) -> None:
+    try:
+        with open_manifest(out_dir) as manifest:
+            manifest.drop_if_nothing_written()
+    except ManifestFileError:  # not convkit's to remove
+        return
+    if not existed:
+        try:
+            out_dir.rmdir()  # only when empty
+        except OSError:
+            pass
 
 
 def open_manifest(out_dir: Path | str, timeout: float = BUSY_TIMEOUT_S) -> Manifest:
@@ -288,5 +322,5 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-__all__ = ["MANIFEST_FOLDER", "Manifest", "Output", "PENDING", "Row", "open_manifest",
+__all__ = ["MANIFEST_FOLDER", "Manifest", "Output", "PENDING", "Row", "one_run", "open_manifest",
            "__version__"]
