@@ -65,6 +65,9 @@ DEFAULT_NAME = "{SeriesNumber}_{SeriesDescription}"
 #: worker processes) BATCH_SERIES and BATCH_BYTES.
 Progress = Callable[[str, int, int], None]
 BATCH_SERIES = "batch:series"
+#: With --jobs 0 (one per core), series are converted in worker processes only when they
+#: hold this many bytes: below, starting the workers costs more than it saves.
+PARALLEL_MIN_BYTES = 64 * 2**20
 BATCH_BYTES = "batch:bytes"
 
 
@@ -176,7 +179,8 @@ def convert_folder(
     series converted before from the same files with the same options is 'up to date' (its
     outputs verified), one that failed is tried again only with retry_failed, and force
     converts everything again. jobs: series converted at once in worker processes (0: one
-    per core; lowered when they would not fit in memory); scheduler: the address of a Dask
+    per core, for batches of at least PARALLEL_MIN_BYTES; lowered when they would not fit
+    in memory); scheduler: the address of a Dask
     scheduler (or 'local' for a LocalCluster) to convert them on instead.
     """
     options = options or ConvertOptions()
@@ -253,7 +257,8 @@ def _executor(items: list[Item], jobs: int, scheduler: str | None, options: Conv
     if scheduler:
         return DaskCluster(scheduler, wanted)
     workers = min(wanted, len(todo))
-    if workers <= 1:
+    if workers <= 1 or (jobs == 0 and sum(source_bytes(item.group) for item in todo)
+                        < PARALLEL_MIN_BYTES):
         return None
     largest = max(peak_bytes(item.group, options) for item in todo)
     available = available_memory()

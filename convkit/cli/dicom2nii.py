@@ -53,7 +53,8 @@ def dicom2nii(
                                                       "series the manifest says are up to date)."),
     jobs: int = typer.Option(0, "--jobs", "-j",
                              help="Series converted at once in worker processes (0: one per "
-                                  "core; fewer when they would not fit in memory)."),
+                                  "core for batches over 64 MiB; fewer when they would not "
+                                  "fit in memory)."),
     scheduler: str = typer.Option(None, "--scheduler", metavar="ADDRESS",
                                   help="Convert on a Dask cluster: its scheduler's address "
                                        "(tcp://host:8786), or 'local' for a LocalCluster "
