@@ -415,3 +415,26 @@ def test_signal_during_a_parallel_run_cleans_up_and_the_rerun_finishes(tmp_path,
     assert done.returncode == 0, done.stderr
     assert set(statuses(done).values()) <= {"written", "up to date"}
     assert len(visible(out)) == 8
+
+
+@pytest.mark.slow
+def test_scheduler_local_starts_a_local_cluster_with_the_same_outputs(cli, tmp_path):
+    _dask()
+    stored = make_tree(tmp_path / "in", 3)
+    cli("dicom2nii", tmp_path / "in", tmp_path / "serial", "--jobs", "1", check_code=0)
+    done = cli("dicom2nii", tmp_path / "in", tmp_path / "local", "--scheduler", "local",
+               "--jobs", "2", "--json", check_code=0)
+    assert set(statuses(done).values()) == {"written"}
+    assert visible(tmp_path / "local") == visible(tmp_path / "serial")
+    check_voxels(tmp_path / "local", stored)
+
+
+@pytest.mark.slow  # the client waits DASK_CONNECT_SECONDS
+def test_unreachable_scheduler_is_a_usage_error(cli, tmp_path):
+    _dask()
+    make_tree(tmp_path / "in", 1)
+    port = _free_port()  # nobody listens there
+    done = cli("dicom2nii", tmp_path / "in", tmp_path / "out",
+               "--scheduler", f"tcp://127.0.0.1:{port}", check_code=2)
+    assert "cannot reach the Dask scheduler" in done.stderr and "Traceback" not in done.stderr
+    assert visible(tmp_path / "out") == {}

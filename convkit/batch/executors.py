@@ -27,7 +27,7 @@ POLL_SECONDS = 0.05
 #: Dask: times a task is run again after an error (a lost worker is Dask's own retry).
 DASK_RETRIES = 2
 #: Seconds to wait for a Dask scheduler to answer.
-DASK_CONNECT_SECONDS = 30
+DASK_CONNECT_SECONDS = 10
 #: The module that local workers import before the first task (forkserver preload).
 WORKER_PRELOAD = "convkit.dicom2nii"
 
