@@ -15,21 +15,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from convkit import __version__
-from convkit.batch.executors import DaskCluster, Executor, LocalPool
-from convkit.batch.manifest import PENDING, Manifest, Output, Row, one_run
+from convkit.batch.manifest import one_run
+from convkit.batch.run import BatchRun, Hooks, choose_executor, in_order
 from convkit.batch.work import (
     Item,
     SeriesTask,
     TaskOutcome,
     Why,
-    available_memory,
     digests,
-    jobs_that_fit,
     options_key,
-    peak_bytes,
     plan_items,
-    source_bytes,
 )
 from convkit.dicom.diffusion import fsl_bvecs, write_bval, write_bval_bvec
 from convkit.dicom.group import SeriesGroup
@@ -62,13 +57,8 @@ from convkit.volume import Volume, max_volume_bytes, memory_limit
 DEFAULT_NAME = "{SeriesNumber}_{SeriesDescription}"
 
 #: progress(stage, done, total): stage is 'scan', a series label, or (series converted in
-#: worker processes) BATCH_SERIES and BATCH_BYTES.
+#: worker processes) batch.run.BATCH_SERIES and BATCH_BYTES.
 Progress = Callable[[str, int, int], None]
-BATCH_SERIES = "batch:series"
-#: With --jobs 0 (one per core), series are converted in worker processes only when they
-#: hold this many bytes: below, starting the workers costs more than it saves.
-PARALLEL_MIN_BYTES = 64 * 2**20
-BATCH_BYTES = "batch:bytes"
 
 
 @dataclass
@@ -179,9 +169,9 @@ def convert_folder(
     series converted before from the same files with the same options is 'up to date' (its
     outputs verified), one that failed is tried again only with retry_failed, and force
     converts everything again. jobs: series converted at once in worker processes (0: one
-    per core, for batches of at least PARALLEL_MIN_BYTES; lowered when they would not fit
-    in memory); scheduler: the address of a Dask
-    scheduler (or 'local' for a LocalCluster) to convert them on instead.
+    per core, for batches of at least batch.run.PARALLEL_MIN_BYTES; lowered when they would
+    not fit in memory); scheduler: the address of a Dask scheduler (or 'local' for a
+    LocalCluster) to convert them on instead.
     """
     options = options or ConvertOptions()
     if scheduler:  # workers elsewhere: every path absolute
@@ -206,32 +196,37 @@ def convert_folder(
         return report
     assert out_path is not None, "_check_output_dir returns a folder unless list_only"
     suffix = FORMATS[fmt]
+    key = options_key(options, fmt, overlays)
     with one_run(out_path) as manifest:
-        items = plan_items(groups, manifest.rows(), in_dir, options_key(options, fmt, overlays),
-                           out_path, lambda group: _all_targets(out_path, group, suffix),
+        items = plan_items(groups, manifest.rows(), in_dir, key, out_path,
+                           lambda group: _all_targets(out_path, group, suffix),
                            force=force, retry_failed=retry_failed)
         check_collisions(out_path, [i.group for i in items if i.converts and not i.owned],
                          suffix, force, overlays)
         check_collisions(out_path, [i.group for i in items if i.converts and i.owned],
                          suffix, True, overlays)
-        batch = _Batch(report, manifest, _unreadable_by_series(scan), progress,
-                       SeriesTask(groups[0], str(in_dir), str(out_path), suffix, options, force,
-                                  overlays, max_volume_bytes()))
-        executor = _executor(items, jobs, scheduler, options, report)
+        unreadable = _unreadable_by_series(scan)
+        hooks = Hooks(convert_task, lambda item: _settled(item, unreadable, out_path),
+                      lambda group: _all_targets(out_path, group, suffix),
+                      lambda group: _targets(out_path, group.label, suffix))
+        run = BatchRun(manifest, hooks, SeriesTask(groups[0], str(in_dir), str(out_path), suffix,
+                                                   options, force, overlays, max_volume_bytes()),
+                       key, progress, report.series, report.output_failed)
+        executor = choose_executor(items, jobs, scheduler, options, report.notes)
         try:
             if executor is None:
-                batch.serial(items)
+                run.serial(items)
             else:
                 with executor:
-                    batch.parallel(items, executor)
+                    run.parallel(items, executor)
         except KeyboardInterrupt:
-            _interrupted(report, groups, batch.before)
+            _interrupted(report, groups, run.before)
     _mark_refused_files(report, groups)
     return report
 
 
 def _interrupted(report: ConversionReport, groups: list[SeriesGroup], before: dict) -> None:
-    _in_order(report, groups)
+    in_order(report.series, groups)
     _written_when_interrupted(report, groups, before)
     done = {s.label for s in report.series}
     report.not_tried = [g.label for g in groups if g.label not in done]
@@ -242,132 +237,15 @@ def _interrupted(report: ConversionReport, groups: list[SeriesGroup], before: di
     raise BatchInterrupted(report) from None
 
 
-def _in_order(report: ConversionReport, groups: list[SeriesGroup]) -> None:
-    """The series results in the order of the groups (workers finish in any order)."""
-    rank = {group.label: n for n, group in enumerate(groups)}
-    report.series.sort(key=lambda result: rank.get(result.label, len(rank)))
-
-
-def _executor(items: list[Item], jobs: int, scheduler: str | None, options: ConvertOptions,
-              report: ConversionReport) -> Executor | None:
-    """Where the series are converted: None (here, one after the other), a Dask cluster, or
-    worker processes (at most one per series, and as many as fit in memory)."""
-    todo = [item for item in items if item.converts]
-    wanted = jobs or os.cpu_count() or 1
-    if scheduler:
-        return DaskCluster(scheduler, wanted)
-    workers = min(wanted, len(todo))
-    if workers <= 1 or (jobs == 0 and sum(source_bytes(item.group) for item in todo)
-                        < PARALLEL_MIN_BYTES):
-        return None
-    largest = max(peak_bytes(item.group, options) for item in todo)
-    available = available_memory()
-    fit = jobs_that_fit(workers, largest, available)
-    if fit < workers:
-        report.notes.append(f"{fit} worker process{'es' if fit > 1 else ''} instead of "
-                            f"{workers}: the largest series needs {largest / 2**30:.1f} GiB "
-                            f"and {(available or 0) / 2**30:.1f} GiB of memory is available")
-    return LocalPool(fit) if fit > 1 else None
-
-
-class _Batch:
-    """The series of one run: converted here or by an executor's workers, each recorded in
-    the manifest (pending before, its result after its outputs are published)."""
-
-    def __init__(self, report: ConversionReport, manifest: Manifest,
-                 unreadable: dict[str, list[FileRecord]], progress: Progress | None,
-                 template: SeriesTask) -> None:
-        self.report = report
-        self.manifest = manifest
-        self.unreadable = unreadable
-        self.progress = progress
-        self.template = template
-        self.options_key = options_key(template.options, _format_of(template.suffix),
-                                       template.overlays)
-        #: file_states of the series being converted here (see _written_when_interrupted)
-        self.before: dict = {}
-
-    def task(self, item: Item, cwd: str = "") -> SeriesTask:
-        template = self.template
-        return SeriesTask(item.group, template.input, template.out_dir, template.suffix,
-                          template.options, template.force or item.owned, template.overlays,
-                          template.max_bytes, source_bytes(item.group), cwd)
-
-    def row(self, item: Item, result: SeriesResult | None = None,
-            outcome: TaskOutcome | None = None) -> Row:
-        """The manifest row of a series: pending (its names) before, its result after."""
-        group = item.group
-        if result is None:
-            out_dir = Path(self.template.out_dir)
-            names = [str(path.relative_to(out_dir)) for path in
-                     _all_targets(out_dir, group, self.template.suffix)]
-            outputs = [Output(name) for name in names]
-            return Row(group.label, group.series_uid, item.fingerprint, self.options_key,
-                       __version__, PENDING, "", {}, None, outputs)
-        return Row(group.label, group.series_uid, item.fingerprint, self.options_key,
-                   __version__, result.status, result.reason, asdict(result), result.seconds,
-                   outcome.outputs if outcome else [])
-
-    def settled(self, item: Item) -> SeriesResult | None:
-        """The result of a series that is not converted in this run: one with unreadable
-        files (not recorded: the manifest's fingerprint does not see them), or one that the
-        manifest says is up to date, failed before or was refused."""
-        broken = self.unreadable.get(item.group.series_uid)
-        if broken:
-            return _incomplete(item.group, broken)
-        if item.converts:
-            return None
-        return _recorded(item, Path(self.template.out_dir))
-
-    def finish(self, item: Item, outcome: TaskOutcome) -> None:
-        result = outcome.result
-        self.manifest.record(self.row(item, result, outcome))
-        self.report.series.append(result)
-        if outcome.output_failed:
-            self.report.output_failed.append(result.label)
-
-    def serial(self, items: list[Item]) -> None:
-        for item in items:
-            settled = self.settled(item)
-            if settled is not None:
-                self.report.series.append(settled)
-                continue
-            self.before = file_states(_targets(Path(self.template.out_dir), item.group.label,
-                                               self.template.suffix))
-            self.manifest.begin(self.row(item))
-            self.finish(item, convert_task(self.task(item), self.progress))
-            self.before = {}
-
-    def parallel(self, items: list[Item], executor: Executor) -> None:
-        todo = []
-        for item in items:
-            settled = self.settled(item)
-            if settled is None:
-                todo.append(item)
-            else:
-                self.report.series.append(settled)
-        for item in todo:
-            self.manifest.begin(self.row(item))
-        tasks = [self.task(item, os.getcwd()) for item in todo]
-        by_label = {item.group.label: item for item in todo}
-        total = sum(task.source_bytes for task in tasks)
-        done = [0, 0]
-        self._progress(done, len(tasks), total)
-        for task, outcome in executor.run(convert_task, tasks):
-            self.finish(by_label[task.group.label], outcome)
-            done[0] += 1
-            done[1] += task.source_bytes
-            self._progress(done, len(tasks), total)
-        _in_order(self.report, [item.group for item in items])
-
-    def _progress(self, done: list[int], series: int, total: int) -> None:
-        if self.progress:
-            self.progress(BATCH_SERIES, done[0], series)
-            self.progress(BATCH_BYTES, done[1], total)
-
-
-def _format_of(suffix: str) -> str:
-    return next(name for name, known in FORMATS.items() if known == suffix)
+def _settled(item: Item, unreadable: dict[str, list[FileRecord]], out_dir: Path,
+             ) -> SeriesResult | None:
+    """The result of a series not converted in this run: one with unreadable files (not
+    recorded: the manifest's fingerprint does not see them), or one that the manifest says
+    is up to date, failed before or was refused; None for a series to convert."""
+    broken = unreadable.get(item.group.series_uid)
+    if broken:
+        return _incomplete(item.group, broken)
+    return None if item.converts else _recorded(item, out_dir)
 
 
 def _recorded(item: Item, out_dir: Path) -> SeriesResult:

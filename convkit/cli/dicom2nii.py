@@ -12,7 +12,7 @@ from convkit.cli.progress import progress_bar
 #: --format values, listed here so that --help needs no numpy (convkit.formats imports it);
 #: tests/test_cli_help.py checks that they are convkit.formats.FORMATS.
 FORMATS = ("nii.gz", "nii", "nrrd", "nhdr", "mha", "mhd")
-#: Progress rows of series converted by workers (dicom2nii.BATCH_SERIES, BATCH_BYTES).
+#: Progress rows of series converted by workers (convkit.batch.run.BATCH_SERIES, BATCH_BYTES).
 BATCH_LABELS = {"batch:series": "Series converted", "batch:bytes": "Source bytes converted"}
 
 
