@@ -63,6 +63,11 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - started
 
 
+def convkit_each(tree: Path, out: Path) -> list[list[str]]:
+    return [[*CONVKIT, "dicom2nii", str(folder), str(out / folder.name), "--jobs", "1"]
+            for folder in sorted(p for p in tree.iterdir() if p.is_dir())]
+
+
 def dcm2niix_each(tree: Path, out: Path) -> list[list[str]]:
     binary = str(Path(sys.executable).with_name("dcm2niix"))
     commands = []
@@ -74,8 +79,11 @@ def dcm2niix_each(tree: Path, out: Path) -> list[list[str]]:
 
 
 def run_all(tree: Path, work: Path, repeats: int) -> dict[str, float]:
-    tools = {
+    each = {"dcm2niix, one process per series folder": dcm2niix_each,
+            "convkit, one process per series folder": convkit_each}
+    tools: dict[str, list[str] | None] = {
         "dcm2niix, one process per series folder": None,
+        "convkit, one process per series folder": None,
         "convkit --jobs 1": ["--jobs", "1"],
         "convkit --jobs 2": ["--jobs", "2"],
         "convkit --scheduler local (2 workers)": ["--scheduler", "local", "--jobs", "2"],
@@ -83,11 +91,11 @@ def run_all(tree: Path, work: Path, repeats: int) -> dict[str, float]:
     times: dict[str, list[float]] = {name: [] for name in tools}
     for _ in range(repeats):
         for name, extra in tools.items():
-            out = work / name.split(",")[0].replace(" ", "_").replace("-", "")
+            out = work / name.replace(",", "").replace(" ", "_").replace("-", "")
             shutil.rmtree(out, ignore_errors=True)
             if extra is None:
                 started = time.perf_counter()
-                for command in dcm2niix_each(tree, out):
+                for command in each[name](tree, out):
                     subprocess.run(command, check=True, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
                 times[name].append(time.perf_counter() - started)
@@ -120,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     same = all(same_outputs(args.work / "convkit_jobs_1", args.work / other)
                for other in ("convkit_jobs_2", "convkit_scheduler_local_(2_workers)"))
     print("outputs of --jobs 2 and Dask byte-identical to --jobs 1:", same)
+    print("(figures are this machine's at this moment: `uptime` load", os.getloadavg()[0], ")")
     return 0 if same else 1
 
 
