@@ -84,7 +84,7 @@ class SeriesResult:
     #: why its SeriesInstanceUID became several outputs ('' when it did not): the attributes
     #: that differ with this output's value and the series' values (also in the sidecar)
     split: str = ""
-    seconds: float = 0.0  # spent on it in this run (converting, or verifying its outputs)
+    seconds: float = 0.0  # spent converting it in this run (0 when it was not converted)
 
 
 @dataclass
