@@ -7,12 +7,27 @@ single series are results, not exceptions, so a batch goes on.
 
 from __future__ import annotations
 
+import filecmp
 import json
+import os
+import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from convkit.batch.manifest import one_run
+from convkit.batch.run import BatchRun, Hooks, choose_executor, in_order
+from convkit.batch.work import (
+    Item,
+    SeriesTask,
+    TaskOutcome,
+    Why,
+    digests,
+    options_key,
+    plan_items,
+)
 from convkit.dicom.diffusion import fsl_bvecs, write_bval, write_bval_bvec
 from convkit.dicom.group import SeriesGroup
 from convkit.dicom.header import FileRecord, FileStatus
@@ -39,13 +54,14 @@ from convkit.formats.output import (
     path_kind,
     staged_files,
 )
-from convkit.outcomes import Outcome, batch_exit_code
+from convkit.outcomes import DONE, Outcome, batch_exit_code
 from convkit.seg.folder import convert_segmentations, segmentation_records
-from convkit.volume import Volume
+from convkit.volume import Volume, max_volume_bytes, memory_limit
 
 DEFAULT_NAME = "{SeriesNumber}_{SeriesDescription}"
 
-#: progress(stage, done, total): stage is 'scan' or a series label.
+#: progress(stage, done, total): stage is 'scan', a series label, or (series converted in
+#: worker processes) batch.run.BATCH_SERIES and BATCH_BYTES.
 Progress = Callable[[str, int, int], None]
 
 
@@ -72,6 +88,7 @@ class SeriesResult:
     #: why its SeriesInstanceUID became several outputs ('' when it did not): the attributes
     #: that differ with this output's value and the series' values (also in the sidecar)
     split: str = ""
+    seconds: float = 0.0  # spent converting it in this run (0 when it was not converted)
 
 
 @dataclass
@@ -86,6 +103,8 @@ class ConversionReport:
     output_failed: list[str] = field(default_factory=list)
     #: labels of the series not tried: the batch was interrupted (BatchInterrupted)
     not_tried: list[str] = field(default_factory=list)
+    #: notes on the run as a whole (e.g. fewer worker processes than asked, for memory)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -102,9 +121,14 @@ class ConversionReport:
         counts: dict[str, int] = {}
         for record in self.files:
             counts[record.status] = counts.get(record.status, 0) + 1
+        series_counts: dict[str, int] = {}
+        for result in self.series:
+            series_counts[result.status] = series_counts.get(result.status, 0) + 1
         document = {"input": self.input, "output": self.output, "exit_code": self.exit_code,
-                    "series": [asdict(s) for s in self.series], "file_counts": counts,
-                    "files": files}
+                    "series": [asdict(s) for s in self.series], "series_counts": series_counts,
+                    "file_counts": counts, "files": files}
+        if self.notes:
+            document["notes"] = list(self.notes)
         if self.not_tried:
             document["not_tried"] = list(self.not_tried)
         return document
@@ -133,6 +157,9 @@ def convert_folder(
     progress: Progress | None = None,
     overlays: bool = False,
     seg_overlap: str = "files",
+    jobs: int = 0,
+    scheduler: str | None = None,
+    retry_failed: bool = False,
 ) -> ConversionReport:
     """Convert every (selected) series under in_dir into out_dir.
 
@@ -142,11 +169,24 @@ def convert_folder(
     cannot be written (a full disk) as failed, and the others are still tried.
     KeyboardInterrupt becomes BatchInterrupted, with the report of what was done.
     overlays: also write each series' overlay planes as NAME_overlay (overlays.py).
+
+    Resumable: out_dir/.convkit/manifest.sqlite records every series (convkit.batch); a
+    series converted before from the same files with the same options is 'up to date' (its
+    outputs verified), one that failed is tried again only with retry_failed, and force
+    converts everything again. jobs: series converted at once in worker processes (0: one
+    per core, for batches of at least batch.run.PARALLEL_MIN_BYTES; lowered when they would
+    not fit in memory); scheduler: the address of a Dask scheduler (or 'local' for a
+    LocalCluster) to convert them on instead.
     """
     options = options or ConvertOptions()
+    if scheduler:  # workers elsewhere: every path absolute
+        in_dir = os.path.abspath(in_dir)
+        out_dir = os.path.abspath(out_dir) if out_dir is not None else None
     in_dir = Path(in_dir)
     if fmt not in FORMATS:
         raise UsageError(f"unknown --format {fmt!r}", f"choose one of {', '.join(FORMATS)}")
+    if jobs < 0:
+        raise UsageError(f"--jobs {jobs}: give a number of processes, or 0 for one per core")
     check_template(name_template)
     if seg_overlap not in ("files", "stack", "split"):
         raise UsageError(f"unknown --seg-overlap {seg_overlap!r}",
@@ -155,7 +195,7 @@ def convert_folder(
         raise InputError(f"{in_dir} does not exist", "check the input path")
     out_path = _check_output_dir(in_dir, out_dir, list_only)
     scan = scan_folder(in_dir, (lambda d, t: progress("scan", d, t)) if progress else None,
-                       jobs=0)  # big trees: headers in worker processes, as the audit
+                       jobs=jobs)  # big trees: headers in worker processes, as the audit
     name_series(scan.series, name_template)
     groups = _select(scan, select)
     report = ConversionReport(str(in_dir), str(out_path or ""), [], scan.files)
@@ -164,28 +204,31 @@ def convert_folder(
         return report
     assert out_path is not None, "_check_output_dir returns a folder unless list_only"
     suffix = FORMATS[fmt]
-    check_collisions(out_path, groups, suffix, force, overlays)
-    unreadable = _unreadable_by_series(scan)
-    before: dict = {}
-    try:
-        for group in groups:
-            broken = unreadable.get(group.series_uid)
-            if broken:
-                report.series.append(_incomplete(group, broken))
-                continue
-            before = file_states(_targets(out_path, group.label, suffix))
-            report.series.append(_convert_one(group, out_path, suffix, options, force,
-                                              progress, report, overlays))
-            before = {}
-    except KeyboardInterrupt:
-        _written_when_interrupted(report, groups, before)
-        done = {s.label for s in report.series}
-        report.not_tried = [g.label for g in groups if g.label not in done]
-        _mark_refused_files(report, groups)
-        for record in report.files:
-            if record.status == FileStatus.USED and record.series in report.not_tried:
-                record.status, record.reason = FileStatus.SKIPPED, "not converted: interrupted"
-        raise BatchInterrupted(report) from None
+    key = options_key(options, fmt, overlays)
+    with one_run(out_path) as manifest:
+        items = plan_items(groups, manifest.rows(), in_dir, key, out_path,
+                           lambda group: _all_targets(out_path, group, suffix),
+                           force=force, retry_failed=retry_failed)
+        check_collisions(out_path, [i.group for i in items if i.converts and not i.owned],
+                         suffix, force, overlays)
+        check_collisions(out_path, [i.group for i in items if i.converts and i.owned],
+                         suffix, True, overlays)
+        unreadable = _unreadable_by_series(scan)
+        hooks = Hooks(convert_task, lambda item: _settled(item, unreadable, out_path),
+                      lambda group: _all_targets(out_path, group, suffix),
+                      lambda group: _targets(out_path, group.label, suffix))
+        run = BatchRun(manifest, hooks, SeriesTask(groups[0], str(in_dir), str(out_path), suffix,
+                                                   options, force, overlays, max_volume_bytes()),
+                       key, progress, report.series, report.output_failed)
+        executor = choose_executor(items, jobs, scheduler, options, report.notes)
+        try:
+            if executor is None:
+                run.serial(items)
+            else:
+                with executor:
+                    run.parallel(items, executor)
+        except KeyboardInterrupt:
+            _interrupted(report, groups, run.before)
     _mark_refused_files(report, groups)
     _convert_segmentations(report, scan, groups, out_path, suffix, options, force, seg_overlap)
     return report
@@ -198,16 +241,110 @@ def _convert_segmentations(report: ConversionReport, scan: ScanResult,
     records = segmentation_records(scan.files)
     if not records:
         return
-    outcomes = convert_segmentations(
-        records, groups, out_dir,
-        lambda volume, stem: write_outputs(volume, stem, suffix, force, 1), options, overlap)
+    unchanged: set[str] = set()
+
+    def write(volume: Volume, stem: Path) -> list[Path]:
+        return _write_unless_same(volume, stem, suffix, force, unchanged)
+
+    outcomes = convert_segmentations(records, groups, out_dir, write, options, overlap)
     for outcome in outcomes:
+        status = outcome.status
+        if status == Outcome.WRITTEN and outcome.outputs and set(outcome.outputs) <= unchanged:
+            status = Outcome.UP_TO_DATE
         result = SeriesResult(outcome.label, "", None, outcome.path.name, outcome.kind, 1,
-                              outcome.status, outcome.outputs, outcome.shape,
+                              status, outcome.outputs, outcome.shape,
                               notes=outcome.notes, reason=outcome.reason, hint=outcome.hint)
         if outcome.source is not None:
             result.series_uid = outcome.source.series_uid
         report.series.append(result)
+
+
+def _write_unless_same(volume: Volume, stem: Path, suffix: str, force: bool,
+                       unchanged: set[str]) -> list[Path]:
+    """write_outputs, except that outputs already there with exactly the bytes this run
+    would write are left alone (their paths are added to unchanged): a label map of a SEG
+    or RTSTRUCT is not in the batch manifest, so a rerun checks it by its content."""
+    if force or not all(path_kind(p) == "file" for p in _volume_files(stem, suffix)):
+        return write_outputs(volume, stem, suffix, force, 1)
+    with tempfile.TemporaryDirectory(dir=stem.parent, prefix=".convkit-check-") as folder:
+        fresh = write_outputs(volume, Path(folder) / stem.name, suffix, False, 1)
+        existing = [stem.parent / path.name for path in fresh]
+        if all(path_kind(old) == "file" and filecmp.cmp(new, old, shallow=False)
+               for new, old in zip(fresh, existing, strict=True)):
+            unchanged.update(str(path) for path in existing)
+            return existing
+    return write_outputs(volume, stem, suffix, force, 1)  # refused: another file is there
+
+
+def _interrupted(report: ConversionReport, groups: list[SeriesGroup], before: dict) -> None:
+    in_order(report.series, groups)
+    _written_when_interrupted(report, groups, before)
+    done = {s.label for s in report.series}
+    report.not_tried = [g.label for g in groups if g.label not in done]
+    _mark_refused_files(report, groups)
+    for record in report.files:
+        if record.status == FileStatus.USED and record.series in report.not_tried:
+            record.status, record.reason = FileStatus.SKIPPED, "not converted: interrupted"
+    raise BatchInterrupted(report) from None
+
+
+def _settled(item: Item, unreadable: dict[str, list[FileRecord]], out_dir: Path,
+             ) -> SeriesResult | None:
+    """The result of a series not converted in this run: one with unreadable files (not
+    recorded: the manifest's fingerprint does not see them), or one that the manifest says
+    is up to date, failed before or was refused; None for a series to convert."""
+    broken = unreadable.get(item.group.series_uid)
+    if broken:
+        return _incomplete(item.group, broken)
+    return None if item.converts else _recorded(item, out_dir)
+
+
+def _recorded(item: Item, out_dir: Path) -> SeriesResult:
+    """A series' result from the manifest: up to date, skipped (failed before) or refused."""
+    assert item.row is not None, "only a series the manifest knows is not converted"
+    row = item.row
+    known = {name: value for name, value in row.result.items()
+             if name in SeriesResult.__dataclass_fields__}
+    result = SeriesResult(**known)
+    result.label, result.series_uid, result.seconds = item.group.label, row.series_uid, 0.0
+    if item.why == Why.UP_TO_DATE:
+        result.status = Outcome.UP_TO_DATE
+        result.outputs = [str(out_dir / output.path) for output in row.outputs]
+    elif item.why == Why.FAILED_BEFORE:
+        result.status = Outcome.SKIPPED
+        result.reason = f"failed in an earlier run: {row.reason}"
+        result.hint = "--retry-failed converts it again"
+    else:
+        result.status = Outcome.REFUSED
+        result.notes = [*result.notes, "refused in an earlier run from the same files with "
+                        "the same options (--force tries again)"]
+    return result
+
+
+def convert_task(task: SeriesTask, progress: Progress | None = None) -> TaskOutcome:
+    """Convert one series and hash its outputs: what a worker (local or Dask) runs, a
+    function of its task alone (the group's headers, the options, the folders)."""
+    started = time.perf_counter()
+    if task.cwd:
+        os.chdir(task.cwd)
+    report = ConversionReport(task.input, task.out_dir, [], [])
+    with memory_limit(task.max_bytes):
+        result = _convert_one(task.group, Path(task.out_dir), task.suffix, task.options,
+                              task.force, progress, report, task.overlays)
+    outputs = []
+    if result.status == Outcome.WRITTEN:
+        try:
+            outputs = digests(result.outputs, Path(task.out_dir))
+        except OSError:  # gone already: recorded without outputs, so converted next time
+            outputs = []
+    result.seconds = round(time.perf_counter() - started, 3)
+    return TaskOutcome(result, bool(report.output_failed), outputs)
+
+
+def _all_targets(out_dir: Path, group: SeriesGroup, suffix: str) -> list[Path]:
+    """Every name a series may write: its outputs, gradient files and overlay volume."""
+    overlay = [out_dir / f"{group.label}{OVERLAY_SUFFIX}{suffix}"]
+    return _targets(out_dir, group.label, suffix) + overlay
 
 
 def _targets(out_dir: Path, label: str, suffix: str) -> list[Path]:
@@ -449,7 +586,7 @@ def _mark_refused_files(report: ConversionReport, groups: list[SeriesGroup]) -> 
     by_label = {s.label: s for s in report.series}
     for record in report.files:
         result = by_label.get(record.series)
-        if record.status == FileStatus.USED and result and result.status != Outcome.WRITTEN:
+        if record.status == FileStatus.USED and result and result.status not in DONE:
             if str(record.path) in result.unreadable:
                 record.status = FileStatus.UNREADABLE
             elif result.status == Outcome.REFUSED:
@@ -459,5 +596,5 @@ def _mark_refused_files(report: ConversionReport, groups: list[SeriesGroup]) -> 
             record.reason = result.reason
 
 
-__all__ = ["BatchInterrupted", "ConversionReport", "SeriesResult", "convert_folder",
+__all__ = ["BatchInterrupted", "ConversionReport", "SeriesResult", "convert_folder", "convert_task",
            "write_outputs", "ConvkitError"]

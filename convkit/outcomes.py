@@ -17,13 +17,19 @@ class Outcome(StrEnum):
     FOUND = "found"  # listed only (dicom2nii --list)
     REFUSED = "refused"  # cannot be converted faithfully with these options (exit 4)
     FAILED = "failed"  # could not be read or written (exit 3)
+    UP_TO_DATE = "up to date"  # written by an earlier run, verified (dicom2nii's manifest)
+    SKIPPED = "skipped"  # failed in an earlier run, not tried again (counts as failed)
+
+
+#: Outcomes of an item that is done.
+DONE = frozenset({Outcome.WRITTEN, Outcome.FOUND, Outcome.UP_TO_DATE})
 
 
 def batch_exit_code(outcomes: Iterable[Outcome]) -> int:
     """0 when every item is done, 6 when some are, else 4 if any was refused, else 3."""
     outcomes = list(outcomes)
-    if all(o in (Outcome.WRITTEN, Outcome.FOUND) for o in outcomes):
+    if all(o in DONE for o in outcomes):
         return 0
-    if Outcome.WRITTEN in outcomes:
+    if Outcome.WRITTEN in outcomes or Outcome.UP_TO_DATE in outcomes:
         return 6
     return 4 if Outcome.REFUSED in outcomes else 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -21,7 +22,9 @@ def make_ct(folder, n=5, rows=6, cols=7, seed=0, series_number=3, description="C
 
 
 def listing(folder):
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+    """Every path under folder but dicom2nii's manifest (.convkit/manifest.sqlite)."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if ".convkit" not in p.relative_to(folder).parts)
 
 
 def test_version_and_help(cli_subprocess):
@@ -82,6 +85,8 @@ def test_existing_output_needs_force_and_nothing_is_half_written(cli, tmp_path):
     out = tmp_path / "out"
     cli("dicom2nii", tmp_path / "in", out, check_code=0)
     before = (out / "3_CT_test.nii.gz").read_bytes()
+    assert "up to date" in cli("dicom2nii", tmp_path / "in", out, check_code=0).stdout
+    shutil.rmtree(out / ".convkit")  # outputs its manifest does not know: not replaced
     done = cli("dicom2nii", tmp_path / "in", out, check_code=5)
     assert "output exists" in done.stderr and "--force" in done.stderr
     assert (out / "3_CT_test.nii.gz").read_bytes() == before

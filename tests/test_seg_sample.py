@@ -30,3 +30,31 @@ def test_sample_ggo_seg_is_the_phantom_mask(cli, tmp_path):
     sidecar = json.loads((tmp_path / "out" / "2_Chest_CT_synthetic_seg.json").read_text())
     assert [s["SegmentLabel"] for s in sidecar["Segments"]] == ["ground-glass opacity"]
     assert sidecar["Segments"][0]["Category"]["value"] == "49755003"
+
+
+def test_rerun_leaves_the_same_label_map_alone_and_refuses_another(cli, tmp_path):
+    """A SEG's label map is not in the batch manifest: a rerun into the same folder finds
+    the bytes it would write already there (up to date, file untouched, exit 0); a label
+    map that differs is not overwritten without --force (the series stay up to date)."""
+    out = tmp_path / "out"
+    cli("dicom2nii", SAMPLE, out, check_code=0)
+    label_map = out / "2_Chest_CT_synthetic_seg.nii.gz"
+    before = label_map.stat()
+    rows = json.loads(cli("dicom2nii", SAMPLE, out, "--json", check_code=0).stdout)["series"]
+    by_label = {row["label"]: row["status"] for row in rows}
+    assert by_label["2_Chest_CT_synthetic_seg"] == "up to date"
+    assert by_label["2_Chest_CT_synthetic"] == "up to date"
+    after = label_map.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert not [p for p in out.iterdir() if p.name.startswith(".convkit-check")]
+    original = label_map.read_bytes()
+    altered = bytearray(original)
+    altered[-9] ^= 0xFF
+    label_map.write_bytes(bytes(altered))
+    done = cli("dicom2nii", SAMPLE, out, "--json", check_code=6)
+    rows = {row["label"]: row for row in json.loads(done.stdout)["series"]}
+    assert rows["2_Chest_CT_synthetic_seg"]["status"] == "failed"
+    assert "exists" in rows["2_Chest_CT_synthetic_seg"]["reason"]
+    assert label_map.read_bytes() == bytes(altered)
+    cli("dicom2nii", SAMPLE, out, "--force", check_code=0)
+    assert label_map.read_bytes() == original

@@ -12,6 +12,8 @@ from convkit.cli.progress import progress_bar
 #: --format values, listed here so that --help needs no numpy (convkit.formats imports it);
 #: tests/test_cli_help.py checks that they are convkit.formats.FORMATS.
 FORMATS = ("nii.gz", "nii", "nrrd", "nhdr", "mha", "mhd")
+#: Progress rows of series converted by workers (convkit.batch.run.BATCH_SERIES, BATCH_BYTES).
+BATCH_LABELS = {"batch:series": "Series converted", "batch:bytes": "Source bytes converted"}
 
 
 def dicom2nii(
@@ -51,7 +53,19 @@ def dicom2nii(
         "files", "--seg-overlap",
         help="SEG/RTSTRUCT whose segments overlap: files (one mask per segment) | stack "
              "(one 4D file) | split (one file per segment or ROI, overlapping or not)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs (and convert "
+                                                      "series the manifest says are up to date)."),
+    jobs: int = typer.Option(0, "--jobs", "-j",
+                             help="Series converted at once in worker processes (0: one per "
+                                  "core for batches over 64 MiB; fewer when they would not "
+                                  "fit in memory)."),
+    scheduler: str = typer.Option(None, "--scheduler", metavar="ADDRESS",
+                                  help="Convert on a Dask cluster: its scheduler's address "
+                                       "(tcp://host:8786), or 'local' for a LocalCluster "
+                                       "(pip install 'convkit[dask]')."),
+    retry_failed: bool = typer.Option(False, "--retry-failed",
+                                      help="Convert again the series that failed in an earlier "
+                                           "run into OUT_DIR (its manifest)."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable report."),
 ) -> None:
     """Convert every DICOM series under IN_DIR to NIfTI (default) or NRRD in OUT_DIR."""
@@ -69,11 +83,12 @@ def dicom2nii(
                              philips_precise=True if philips_precise else scaling[philips_scaling],
                              provenance=provenance)
     try:
-        with progress_bar(enabled=not as_json) as progress:
+        with progress_bar(enabled=not as_json, labels=BATCH_LABELS) as progress:
             report = convert_folder(in_dir, out_dir, options=options, fmt=fmt,
                                     name_template=name, select=series, force=force,
                                     list_only=list_only, progress=progress,
-                                    overlays=overlays, seg_overlap=seg_overlap)
+                                    overlays=overlays, seg_overlap=seg_overlap, jobs=jobs,
+                                    scheduler=scheduler, retry_failed=retry_failed)
     except BatchInterrupted as stop:  # what was done, then exit 130 (143 after SIGTERM)
         _show(stop.report, as_json, list_only)
         stop.shown = True
@@ -98,8 +113,10 @@ def _show(report, as_json: bool, list_only: bool) -> None:
 def _report_problems(report) -> None:
     """Refused and failed series on stderr: one line with the reason, one with the hint."""
     err = render.error_console()
+    for note in getattr(report, "notes", []):
+        err.print(f"[yellow]Note:[/] {note}", highlight=False, soft_wrap=True)
     for result in report.series:
-        if result.status in ("refused", "failed"):
+        if result.status in ("refused", "failed", "skipped"):
             err.print(f"[bold yellow]{result.status.capitalize()}:[/] {result.reason}",
                       highlight=False, soft_wrap=True)
             if result.hint:

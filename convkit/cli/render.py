@@ -16,7 +16,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-STATUS_STYLE = {"written": "green", "found": "cyan", "refused": "yellow", "failed": "red"}
+STATUS_STYLE = {"written": "green", "found": "cyan", "refused": "yellow", "failed": "red",
+                "up to date": "green", "skipped": "red"}
 
 
 #: Console width when stdout is a file or pipe and COLUMNS is unset: nothing ever wraps (a

@@ -199,13 +199,23 @@ def counted(notes: list[str], what: str) -> list[str]:
 
 
 def check_memory(group: SeriesGroup, grid: Grid, philips_precise: bool | None = None) -> None:
-    """Refuse (InputError) a series whose conversion would need more than max_volume_bytes().
+    """Refuse (InputError) a series whose conversion would need more than max_volume_bytes()
+    (memory_needed)."""
+    needed = memory_needed(group, grid, philips_precise)
+    if needed > max_volume_bytes():
+        first = group.first
+        raise InputError(f"series {group.label}: {first.rows} x {first.columns} x "
+                         f"{len(group.headers)} images on a {' x '.join(map(str, grid.shape))} "
+                         f"grid would need {format_gib(needed)}, limit "
+                         f"{format_gib(max_volume_bytes())}",
+                         LIMIT_HINT, UNSUPPORTED)
 
-    Counted before anything is allocated: the decoded images (float32 when rescale values
-    differ between images), the grid they are straightened or regridded onto when it
-    differs, and the largest single file as a decoder holds it (twice: the decoded bytes
-    and the array made of them).
-    """
+
+def memory_needed(group: SeriesGroup, grid: Grid, philips_precise: bool | None = None) -> int:
+    """Bytes the conversion of a series holds at its peak, counted before anything is
+    allocated: the decoded images (float32 when rescale values differ between images), the
+    grid they are straightened or regridded onto when it differs, and the largest single
+    file as a decoder holds it (twice: the decoded bytes and the array made of them)."""
     first = group.first
     scales = {h.real_scaling(philips_precise) for h in group.headers}
     if first.samples_per_pixel == 3:
@@ -215,13 +225,7 @@ def check_memory(group: SeriesGroup, grid: Grid, philips_precise: bool | None = 
     images = first.rows * first.columns * len(group.headers) * voxel
     planned = grid.shape[0] * grid.shape[1] * grid.shape[2] * grid.n_times * voxel
     decode = 2 * max(h.expected_pixel_bytes for h in group.headers)
-    needed = images + decode + (planned if planned != images else 0)
-    if needed > max_volume_bytes():
-        raise InputError(f"series {group.label}: {first.rows} x {first.columns} x "
-                         f"{len(group.headers)} images on a {' x '.join(map(str, grid.shape))} "
-                         f"grid would need {format_gib(needed)}, limit "
-                         f"{format_gib(max_volume_bytes())}",
-                         LIMIT_HINT, UNSUPPORTED)
+    return images + decode + (planned if planned != images else 0)
 
 
 def output_grid(stack: geometry.StackGeometry, pixel_spacing: tuple[float, float],

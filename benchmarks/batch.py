@@ -1,0 +1,136 @@
+"""Batch conversion of a tree of series: serial dcm2niix over the series folders (what users
+script today) against convkit dicom2nii --jobs 1, --jobs 2 and a two-worker local Dask
+cluster, and a no-op rerun of the whole tree, side by side in one run.
+
+    .venv/bin/python benchmarks/batch.py [--series 16] [--size 256] [--repeats 1] [--work DIR]
+
+Input: --series synthetic CT series of 100 to 300 slices (evenly spread), --size x --size
+int16, in one folder each; built once and cached under --work. Every tool runs as a whole
+process into a fresh folder; reported: the median wall time and the ratio to --jobs 1.
+Afterwards the outputs of --jobs 2 and Dask are compared byte for byte with --jobs 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CONVKIT = [sys.executable, "-m", "convkit"]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--series", type=int, default=16)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--work", type=Path,
+                        default=Path(tempfile.gettempdir()) / "convkit-bench-batch")
+    return parser.parse_args(argv)
+
+
+def build_tree(tree: Path, series: int, size: int) -> int:
+    """The synthetic tree (cached); returns its number of slices."""
+    import numpy as np
+
+    from convkit.testing.synthetic import regular_positions, write_series
+
+    counts = [100 + round(200 * n / max(series - 1, 1)) for n in range(series)]
+    stamp = tree / f".built-{series}-{size}"
+    if not stamp.exists():
+        shutil.rmtree(tree, ignore_errors=True)
+        for number, slices in enumerate(counts, 1):
+            rng = np.random.default_rng(number)
+            ramp = np.add.outer(np.arange(size), np.arange(size)).astype(np.int16)
+            stored = (ramp[None] + rng.integers(0, 64, (slices, size, size))).astype(np.int16)
+            write_series(tree / f"series{number:03d}", stored,
+                         regular_positions(slices, spacing=1.0), rescale_intercept=-1024,
+                         seed=number, series_number=number, series_description=f"s{number}")
+        stamp.touch()
+    return sum(counts)
+
+
+def timed(command: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return time.perf_counter() - started
+
+
+def convkit_each(tree: Path, out: Path) -> list[list[str]]:
+    return [[*CONVKIT, "dicom2nii", str(folder), str(out / folder.name), "--jobs", "1"]
+            for folder in sorted(p for p in tree.iterdir() if p.is_dir())]
+
+
+def dcm2niix_each(tree: Path, out: Path) -> list[list[str]]:
+    binary = str(Path(sys.executable).with_name("dcm2niix"))
+    commands = []
+    for folder in sorted(p for p in tree.iterdir() if p.is_dir()):
+        target = out / folder.name
+        commands.append(["mkdir", "-p", str(target)])
+        commands.append([binary, "-z", "y", "-o", str(target), str(folder)])
+    return commands
+
+
+def run_all(tree: Path, work: Path, repeats: int) -> dict[str, float]:
+    each = {"dcm2niix, one process per series folder": dcm2niix_each,
+            "convkit, one process per series folder": convkit_each}
+    tools: dict[str, list[str] | None] = {
+        "dcm2niix, one process per series folder": None,
+        "convkit, one process per series folder": None,
+        "convkit --jobs 1": ["--jobs", "1"],
+        "convkit --jobs 2": ["--jobs", "2"],
+        "convkit --scheduler local (2 workers)": ["--scheduler", "local", "--jobs", "2"],
+    }
+    times: dict[str, list[float]] = {name: [] for name in tools}
+    for _ in range(repeats):
+        for name, extra in tools.items():
+            out = work / name.replace(",", "").replace(" ", "_").replace("-", "")
+            shutil.rmtree(out, ignore_errors=True)
+            if extra is None:
+                started = time.perf_counter()
+                for command in each[name](tree, out):
+                    subprocess.run(command, check=True, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+                times[name].append(time.perf_counter() - started)
+            else:
+                times[name].append(timed([*CONVKIT, "dicom2nii", str(tree), str(out), *extra]))
+    rerun = work / "convkit_jobs_1"
+    times["convkit rerun, all up to date"] = [
+        timed([*CONVKIT, "dicom2nii", str(tree), str(rerun)]) for _ in range(repeats)]
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def same_outputs(first: Path, second: Path) -> bool:
+    names = sorted(p.name for p in first.iterdir() if not p.name.startswith("."))
+    if names != sorted(p.name for p in second.iterdir() if not p.name.startswith(".")):
+        return False
+    return all(filecmp.cmp(first / n, second / n, shallow=False) for n in names)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    tree = args.work / "tree"
+    slices = build_tree(tree, args.series, args.size)
+    print(f"{args.series} series, {slices} slices of {args.size} x {args.size} int16 "
+          f"({slices * args.size**2 * 2 / 2**20:.0f} MiB of pixels); {os.cpu_count()} cores")
+    medians = run_all(tree, args.work, args.repeats)
+    base = medians["convkit --jobs 1"]
+    for name, seconds in medians.items():
+        print(f"{name:42s} {seconds:8.2f} s  {seconds / base:5.2f}x --jobs 1")
+    same = all(same_outputs(args.work / "convkit_jobs_1", args.work / other)
+               for other in ("convkit_jobs_2", "convkit_scheduler_local_(2_workers)"))
+    print("outputs of --jobs 2 and Dask byte-identical to --jobs 1:", same)
+    print("(figures are this machine's at this moment: `uptime` load", os.getloadavg()[0], ")")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Where the series of a batch are converted: a pool of local worker processes, or a Dask
+distributed cluster. Both run one task per series (a pure function of its SeriesTask) and
+hand back (task, outcome) pairs as they finish; the caller keeps the manifest and the
+progress bar.
+
+Local workers are started by forkserver (no fork of a process with threads: the progress
+bar's, SQLite's). They ignore SIGINT (Ctrl-C reaches the whole process group; the parent
+decides) and turn SIGTERM into a KeyboardInterrupt while converting, so that the staging
+folder of the series in progress is removed (formats.output) before they exit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any, Protocol
+
+from convkit.batch.work import SeriesTask, TaskOutcome
+from convkit.errors import UsageError
+
+#: Seconds between two looks at the running tasks (the main thread stays in convkit's code,
+#: where an interrupt can be raised at once: cli/signals.py defers it inside pool code).
+POLL_SECONDS = 0.05
+#: Dask: times a task is run again after an error (a lost worker is Dask's own retry).
+DASK_RETRIES = 2
+#: Seconds to wait for a Dask scheduler to answer.
+DASK_CONNECT_SECONDS = 10
+#: The module that local workers import before the first task (forkserver preload).
+WORKER_PRELOAD = "convkit.dicom2nii"
+
+TaskFunction = Callable[[SeriesTask], TaskOutcome]
+
+
+class Executor(Protocol):
+    """Runs tasks somewhere else; a context manager that stops its workers on the way out."""
+
+    workers: int
+    where: str
+
+    def __enter__(self) -> Executor: ...
+
+    def __exit__(self, *exc: Any) -> None: ...
+
+    def run(self, function: TaskFunction, tasks: list[SeriesTask],
+            ) -> Iterator[tuple[SeriesTask, TaskOutcome]]: ...
+
+
+def _as_finished(futures: dict[Any, SeriesTask]) -> Iterator[tuple[SeriesTask, Any]]:
+    """(task, result) of each future (concurrent.futures or distributed) as it finishes."""
+    pending = dict(futures)
+    while pending:
+        finished = [future for future in pending if future.done()]
+        if not finished:
+            time.sleep(POLL_SECONDS)
+            continue
+        for future in finished:
+            task = pending.pop(future)
+            yield task, future.result()
+
+
+# -- local worker processes ----------------------------------------------------------------
+
+_BUSY = {"converting": False}
+
+
+def _worker_setup() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _worker_sigterm)
+
+
+def _worker_sigterm(signum: int, frame: FrameType | None) -> None:
+    if _BUSY["converting"]:
+        raise KeyboardInterrupt  # unwinds the staging folder of the series in progress
+    os._exit(128 + signum)
+
+
+def _worker_call(function: TaskFunction, task: SeriesTask) -> TaskOutcome:
+    _BUSY["converting"] = True
+    try:
+        return function(task)
+    except KeyboardInterrupt:
+        os._exit(128 + signal.SIGTERM)
+    finally:
+        _BUSY["converting"] = False
+
+
+class LocalPool:
+    """jobs worker processes on this machine."""
+
+    def __init__(self, jobs: int) -> None:
+        self.workers = jobs
+        self.where = f"{jobs} worker processes"
+        self.pool: Any = None
+
+    def __enter__(self) -> LocalPool:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([WORKER_PRELOAD])
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=context,
+                                        initializer=_worker_setup)
+        return self
+
+    def __exit__(self, kind: Any, *exc: Any) -> None:
+        if kind is not None:  # interrupted or failed: the series in progress are abandoned
+            for process in list((self.pool._processes or {}).values()):
+                if process.is_alive():
+                    process.terminate()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def run(self, function: TaskFunction, tasks: list[SeriesTask],
+            ) -> Iterator[tuple[SeriesTask, TaskOutcome]]:
+        futures = {self.pool.submit(_worker_call, function, task): task for task in tasks}
+        yield from _as_finished(futures)
+
+
+# -- Dask distributed ----------------------------------------------------------------------
+
+LOCAL_SCHEDULER = "local"
+
+
+class DaskCluster:
+    """An existing Dask scheduler (an address such as tcp://host:8786), or a LocalCluster of
+    `jobs` worker processes on 127.0.0.1 (address 'local'). Workers read the input and write
+    the output where the client sees them (shared storage), atomically."""
+
+    def __init__(self, address: str, jobs: int) -> None:
+        self.address = address
+        self.workers = jobs
+        self.where = f"Dask scheduler {address}"
+        self.client: Any = None
+        self.cluster: Any = None
+
+    def __enter__(self) -> DaskCluster:
+        try:
+            import distributed
+        except ImportError as exc:
+            raise UsageError("--scheduler needs Dask distributed, which is not installed",
+                             "pip install 'convkit[dask]'") from exc
+        try:
+            if self.address == LOCAL_SCHEDULER:
+                self.cluster = distributed.LocalCluster(
+                    n_workers=self.workers, threads_per_worker=1, processes=True,
+                    host="127.0.0.1", dashboard_address="127.0.0.1:0")
+                self.client = distributed.Client(self.cluster)
+                self.where = f"Dask LocalCluster ({self.workers} workers, dashboard " \
+                             f"{self.client.dashboard_link})"
+            else:
+                self.client = distributed.Client(self.address, timeout=DASK_CONNECT_SECONDS)
+        except (OSError, TimeoutError, ValueError) as exc:
+            self.close()
+            raise UsageError(f"cannot reach the Dask scheduler {self.address}: {exc}",
+                             "start one (dask scheduler; dask worker ADDRESS) or check the "
+                             "address (tcp://host:8786), or use --scheduler local") from exc
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None
+
+    def run(self, function: TaskFunction, tasks: list[SeriesTask],
+            ) -> Iterator[tuple[SeriesTask, TaskOutcome]]:
+        token = os.urandom(4).hex()
+        futures = {self.client.submit(function, task, key=f"convkit-{token}-{n}", pure=False,
+                                      retries=DASK_RETRIES): task
+                   for n, task in enumerate(tasks)}
+        try:
+            yield from _as_finished(futures)
+        finally:
+            self.client.cancel([f for f in futures if not f.done()])
+
+
+__all__ = ["DaskCluster", "Executor", "LOCAL_SCHEDULER", "LocalPool"]

@@ -1,0 +1,163 @@
+"""One batch run: where its series are converted (here, local workers, Dask) and the order in
+which each is recorded in the manifest: pending before its conversion starts, its result after
+its outputs are published.
+
+The command gives what is its own (Hooks): how one series is converted (a function of its
+SeriesTask, run in the workers), the result of a series that is not converted, and the names a
+series may write. dicom2nii.convert_folder is the caller.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from convkit import __version__
+from convkit.batch.executors import DaskCluster, Executor, LocalPool
+from convkit.batch.manifest import PENDING, Manifest, Output, Row
+from convkit.batch.work import (
+    Item,
+    SeriesTask,
+    TaskOutcome,
+    available_memory,
+    jobs_that_fit,
+    peak_bytes,
+    source_bytes,
+)
+from convkit.dicom.group import SeriesGroup
+from convkit.dicom.plan import ConvertOptions
+from convkit.formats.output import file_states
+
+#: progress(stage, done, total) of series converted by workers: series done, and their bytes.
+BATCH_SERIES = "batch:series"
+BATCH_BYTES = "batch:bytes"
+#: With jobs 0 (one per core), series are converted in worker processes only when they hold
+#: this many bytes: below, starting the workers costs more than it saves.
+PARALLEL_MIN_BYTES = 64 * 2**20
+
+
+@dataclass
+class Hooks:
+    """What the command gives a batch run."""
+
+    #: convert(task, progress) -> TaskOutcome: one series (module-level: workers import it)
+    convert: Callable[..., TaskOutcome]
+    #: the result of a series that is not converted in this run, or None to convert it
+    settled: Callable[[Item], Any | None]
+    #: every name a series may write (recorded while it is pending: convkit's own files)
+    targets: Callable[[SeriesGroup], list[Path]]
+    #: the names whose states tell that an interrupted series was written (see `before`)
+    published: Callable[[SeriesGroup], list[Path]]
+
+
+@dataclass
+class BatchRun:
+    """The series of one run, converted and recorded; results in `results` (their SeriesResult),
+    labels whose outputs could not be written in `output_failed`."""
+
+    manifest: Manifest
+    hooks: Hooks
+    template: SeriesTask  # the folders, format and options every task shares
+    options_key: str
+    progress: Callable[[str, int, int], None] | None = None
+    results: list[Any] = field(default_factory=list)
+    output_failed: list[str] = field(default_factory=list)
+    #: file_states of the series being converted in this process (an interrupt's report)
+    before: dict = field(default_factory=dict)
+
+    def task(self, item: Item, cwd: str = "") -> SeriesTask:
+        template = self.template
+        return SeriesTask(item.group, template.input, template.out_dir, template.suffix,
+                          template.options, template.force or item.owned, template.overlays,
+                          template.max_bytes, source_bytes(item.group), cwd)
+
+    def pending(self, item: Item) -> Row:
+        group, out_dir = item.group, Path(self.template.out_dir)
+        outputs = [Output(str(path.relative_to(out_dir))) for path in self.hooks.targets(group)]
+        return Row(group.label, group.series_uid, item.fingerprint, self.options_key,
+                   __version__, PENDING, "", {}, None, outputs)
+
+    def finish(self, item: Item, outcome: TaskOutcome) -> None:
+        """Record a converted series (its outputs are in place by now), then report it."""
+        result, group = outcome.result, item.group
+        self.manifest.record(Row(group.label, group.series_uid, item.fingerprint,
+                                 self.options_key, __version__, result.status, result.reason,
+                                 asdict(result), result.seconds, outcome.outputs))
+        self.results.append(result)
+        if outcome.output_failed:
+            self.output_failed.append(result.label)
+
+    def serial(self, items: list[Item]) -> None:
+        """Convert the series in this process, one after the other."""
+        for item in items:
+            settled = self.hooks.settled(item)
+            if settled is not None:
+                self.results.append(settled)
+                continue
+            self.before = file_states(self.hooks.published(item.group))
+            self.manifest.begin(self.pending(item))
+            self.finish(item, self.hooks.convert(self.task(item), self.progress))
+            self.before = {}
+
+    def parallel(self, items: list[Item], executor: Executor) -> None:
+        """Convert the series on an executor's workers; results in the order of items."""
+        todo = []
+        for item in items:
+            settled = self.hooks.settled(item)
+            if settled is None:
+                todo.append(item)
+            else:
+                self.results.append(settled)
+        for item in todo:
+            self.manifest.begin(self.pending(item))
+        tasks = [self.task(item, os.getcwd()) for item in todo]
+        by_label = {item.group.label: item for item in todo}
+        total = sum(task.source_bytes for task in tasks)
+        done = [0, 0]
+        self._progress(done, len(tasks), total)
+        for task, outcome in executor.run(self.hooks.convert, tasks):
+            self.finish(by_label[task.group.label], outcome)
+            done[0] += 1
+            done[1] += task.source_bytes
+            self._progress(done, len(tasks), total)
+        in_order(self.results, [item.group for item in items])
+
+    def _progress(self, done: list[int], series: int, total: int) -> None:
+        if self.progress:
+            self.progress(BATCH_SERIES, done[0], series)
+            self.progress(BATCH_BYTES, done[1], total)
+
+
+def in_order(results: list[Any], groups: list[SeriesGroup]) -> None:
+    """Results (with a label) sorted in the order of the groups: workers finish in any order."""
+    rank = {group.label: n for n, group in enumerate(groups)}
+    results.sort(key=lambda result: rank.get(result.label, len(rank)))
+
+
+def choose_executor(items: list[Item], jobs: int, scheduler: str | None,
+                    options: ConvertOptions, notes: list[str]) -> Executor | None:
+    """Where the series are converted: None (here, one after the other), a Dask cluster, or
+    worker processes (at most one per series, and as many as fit in memory: else a note)."""
+    todo = [item for item in items if item.converts]
+    wanted = jobs or os.cpu_count() or 1
+    if scheduler:
+        return DaskCluster(scheduler, wanted)
+    workers = min(wanted, len(todo))
+    if workers <= 1 or (jobs == 0 and sum(source_bytes(item.group) for item in todo)
+                        < PARALLEL_MIN_BYTES):
+        return None
+    largest = max(peak_bytes(item.group, options) for item in todo)
+    available = available_memory()
+    fit = jobs_that_fit(workers, largest, available)
+    if fit < workers:
+        notes.append(f"{fit} worker process{'es' if fit > 1 else ''} instead of {workers}: "
+                     f"the largest series needs {largest / 2**30:.1f} GiB and "
+                     f"{(available or 0) / 2**30:.1f} GiB of memory is available")
+    return LocalPool(fit) if fit > 1 else None
+
+
+__all__ = ["BATCH_BYTES", "BATCH_SERIES", "BatchRun", "Hooks", "PARALLEL_MIN_BYTES",
+           "choose_executor", "in_order"]

@@ -1,0 +1,224 @@
+"""The plan of a batch: which series need converting, what a worker is given, and how many
+workers fit in memory.
+
+A series is up to date when the manifest's row for its label has the same fingerprint of
+its source files, the same options and convkit version, status written, and every output
+on disk with its recorded size and sha256. Anything else is converted again (a failed
+series only with retry_failed; force redoes everything).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from convkit import __version__
+from convkit.batch.manifest import PENDING, Output, Row
+from convkit.dicom.group import SeriesGroup
+from convkit.dicom.plan import ConvertOptions, memory_needed, plan_series
+from convkit.errors import ConvkitError
+from convkit.outcomes import Outcome
+
+#: Bytes read at a time when hashing an output.
+_HASH_CHUNK = 1 << 20
+
+
+class Why(StrEnum):
+    """Why a series is (or is not) converted in this run."""
+
+    NEW = "new"
+    CHANGED = "changed"  # its source files, the options or convkit changed
+    INTERRUPTED = "interrupted"  # pending: the last run stopped while converting it
+    OUTPUT_CHANGED = "output missing or altered"
+    FORCED = "forced"
+    RETRIED = "retried"
+    UP_TO_DATE = "up to date"
+    FAILED_BEFORE = "failed before"  # not retried without retry_failed
+    REFUSED_BEFORE = "refused before"  # the same files and options: refused again
+
+
+#: The decisions that convert the series.
+CONVERT = frozenset({Why.NEW, Why.CHANGED, Why.INTERRUPTED, Why.OUTPUT_CHANGED, Why.FORCED,
+                     Why.RETRIED})
+
+
+@dataclass
+class SeriesTask:
+    """One series to convert: what a worker (a local process, a Dask worker) is given."""
+
+    group: SeriesGroup
+    input: str  # the input folder as given (the sidecar's source paths are relative to it)
+    out_dir: str
+    suffix: str
+    options: ConvertOptions
+    force: bool  # replace existing outputs (the user's --force, or the series' own outputs)
+    overlays: bool
+    max_bytes: int  # the memory limit in force (volume.max_volume_bytes) in the parent
+    source_bytes: int = 0
+    cwd: str = ""  # local workers: the parent's working folder (paths may be relative to it)
+
+
+@dataclass
+class TaskOutcome:
+    """What converting one series gave: its SeriesResult, and its outputs' digests."""
+
+    result: Any  # dicom2nii.SeriesResult
+    output_failed: bool = False
+    outputs: list[Output] = field(default_factory=list)
+
+
+@dataclass
+class Item:
+    """One series of the batch and the decision about it."""
+
+    group: SeriesGroup
+    why: Why
+    fingerprint: str
+    row: Row | None  # what the manifest held before this run
+    owned: bool  # every existing file under its names was written by convkit (manifest)
+
+    @property
+    def converts(self) -> bool:
+        return self.why in CONVERT
+
+
+def plan_items(groups: list[SeriesGroup], rows: dict[str, Row], root: Path, key: str,
+               out_dir: Path, targets: Callable[[SeriesGroup], list[Path]], *, force: bool,
+               retry_failed: bool) -> list[Item]:
+    """The decision for every series. targets(group): every name a series may write."""
+    items = []
+    for group in groups:
+        row = rows.get(group.label)
+        print_ = fingerprint(group, root)
+        why = decide(row, print_, key, out_dir, force=force, retry_failed=retry_failed)
+        existing = {path for path in targets(group) if os.path.lexists(path)}
+        # convkit's own files of this series (not of another that had its label) are replaced
+        mine = row is not None and row.series_uid == group.series_uid \
+            and existing <= owned(row, out_dir)
+        items.append(Item(group, why, print_, row, mine))
+    return items
+
+
+def fingerprint(group: SeriesGroup, root: Path) -> str:
+    """sha256 of the series' source files: paths (relative to root), sizes, mtimes (ns) and
+    SOPInstanceUIDs. A file that cannot be stat'ed counts as changed."""
+    files = []
+    for path in sorted({str(h.path) for h in group.headers}):
+        try:
+            info = os.stat(path)
+            stat: tuple[int, int] | None = (info.st_size, info.st_mtime_ns)
+        except OSError:
+            stat = None
+        files.append((os.path.relpath(path, root), stat))
+    uids = sorted({h.sop_instance_uid for h in group.headers})
+    text = json.dumps({"files": files, "sop": uids}, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def options_key(options: ConvertOptions, fmt: str, overlays: bool) -> str:
+    """What the options that shape a series' outputs are, as text (compared, not hashed, so
+    that the manifest shows them)."""
+    return json.dumps({"options": asdict(options), "format": fmt, "overlays": overlays},
+                      sort_keys=True, default=str)
+
+
+def source_bytes(group: SeriesGroup) -> int:
+    """Bytes of a series' source files (its share of the progress bar)."""
+    sizes = {str(h.path): h.file_size or 0 for h in group.headers}
+    return sum(sizes.values())
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def digests(paths: list[str], out_dir: Path) -> list[Output]:
+    """Each written file: path relative to out_dir, size and sha256."""
+    found = []
+    for text in paths:
+        path = Path(text)
+        found.append(Output(os.path.relpath(path, out_dir), path.stat().st_size,
+                            sha256_file(path)))
+    return found
+
+
+def outputs_intact(row: Row, out_dir: Path) -> bool:
+    """Every recorded output is there, a regular file with its recorded size and sha256."""
+    for output in row.outputs:
+        path = out_dir / output.path
+        try:
+            if path.is_symlink() or not path.is_file() or path.stat().st_size != output.size:
+                return False
+            if sha256_file(path) != output.sha256:
+                return False
+        except OSError:
+            return False
+    return bool(row.outputs)
+
+
+def decide(row: Row | None, print_: str, key: str, out_dir: Path, *, force: bool,
+           retry_failed: bool) -> Why:
+    """Whether the series with fingerprint print_ and options key is converted, and why."""
+    if row is None:
+        return Why.NEW
+    if force:
+        return Why.FORCED
+    if (row.fingerprint, row.options, row.convkit_version) != (print_, key, __version__):
+        return Why.CHANGED
+    if row.status == PENDING:
+        return Why.INTERRUPTED
+    if row.status == Outcome.FAILED:
+        return Why.RETRIED if retry_failed else Why.FAILED_BEFORE
+    if row.status == Outcome.REFUSED:
+        return Why.REFUSED_BEFORE
+    return Why.UP_TO_DATE if outputs_intact(row, out_dir) else Why.OUTPUT_CHANGED
+
+
+def owned(row: Row | None, out_dir: Path) -> set[Path]:
+    """The files of a label that the manifest says convkit wrote (or was writing)."""
+    return {out_dir / output.path for output in row.outputs} if row else set()
+
+
+def peak_bytes(group: SeriesGroup, options: ConvertOptions) -> int:
+    """The memory converting a series takes at its peak (plan.memory_needed), or the size of
+    its images when it cannot be planned (it is refused then, early)."""
+    try:
+        plan = plan_series(group, options)
+    except ConvkitError:
+        first = group.first
+        return first.rows * first.columns * len(group.headers) * max(first.bits_allocated // 8, 1)
+    return memory_needed(group, plan.grid, options.philips_precise)
+
+
+def available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes (None where there is none: not Linux)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def jobs_that_fit(jobs: int, largest: int, available: int | None) -> int:
+    """jobs, lowered so that jobs series of `largest` bytes fit in the memory available."""
+    if available is None or largest <= 0 or largest * jobs <= available:
+        return jobs
+    return max(1, available // largest)
+
+
+__all__ = ["CONVERT", "Item", "SeriesTask", "TaskOutcome", "Why", "available_memory", "decide",
+           "digests", "fingerprint", "jobs_that_fit", "options_key", "outputs_intact", "owned",
+           "peak_bytes", "plan_items", "source_bytes"]

@@ -1,0 +1,440 @@
+"""Batch conversion (convkit.batch): parallel series, the resumable manifest, kill -9 at random
+points, and a real Dask cluster (scheduler + two workers started here on 127.0.0.1).
+
+The oracles: the stored synthetic pixels (each volume's voxels, read back with nibabel), and a
+clean serial run (every other run's outputs must be byte-identical to it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from convkit.testing.synthetic import regular_positions, write_series
+
+ENV = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+TIMEOUT = 300
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="signals and /proc: Linux")
+
+
+def make_tree(root: Path, count: int, slices: int = 6, size: int = 16) -> dict[str, np.ndarray]:
+    """count CT series; {label: the stored pixels (slice, row, column)}."""
+    stored = {}
+    for number in range(1, count + 1):
+        pixels = np.random.default_rng(number).integers(0, 3000, (slices, size, size),
+                                                         dtype=np.int16)
+        write_series(root / f"s{number}", pixels, regular_positions(slices, spacing=2.0),
+                     rescale_intercept=-1024, seed=number, series_number=number,
+                     series_description=f"s{number}")
+        stored[f"{number}_s{number}"] = pixels
+    return stored
+
+
+def visible(folder: Path) -> dict[str, bytes]:
+    """{name: content} of the files that are not hidden (no staging, no manifest)."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())
+            if not p.name.startswith(".")} if folder.exists() else {}
+
+
+def statuses(done: subprocess.CompletedProcess) -> dict[str, str]:
+    return {s["label"]: s["status"] for s in json.loads(done.stdout)["series"]}
+
+
+def check_voxels(out: Path, stored: dict[str, np.ndarray]) -> None:
+    """Each volume holds its series' pixels in HU (stored + intercept -1024; i = column,
+    j = row, k = slice)."""
+    for label, pixels in stored.items():
+        data = np.asarray(nib.load(out / f"{label}.nii.gz").get_fdata())
+        assert np.array_equal(data, pixels.transpose(2, 1, 0).astype(np.int64) - 1024), label
+
+
+# ================================================================== parallel
+
+def test_jobs_1_and_2_write_identical_outputs(cli, tmp_path):
+    stored = make_tree(tmp_path / "in", 4)
+    one = cli("dicom2nii", tmp_path / "in", tmp_path / "one", "--jobs", "1", "--json",
+              check_code=0)
+    two = cli("dicom2nii", tmp_path / "in", tmp_path / "two", "--jobs", "2", "--json",
+              check_code=0)
+    assert visible(tmp_path / "one") == visible(tmp_path / "two")
+    assert len(visible(tmp_path / "one")) == 8
+    check_voxels(tmp_path / "two", stored)
+    first, second = json.loads(one.stdout), json.loads(two.stdout)
+    assert first["series_counts"] == second["series_counts"] == {"written": 4}
+    for a, b in zip(first["series"], second["series"], strict=True):  # same order and rows
+        assert {**a, "outputs": [], "seconds": 0} == {**b, "outputs": [], "seconds": 0}
+        assert [Path(p).name for p in a["outputs"]] == [Path(p).name for p in b["outputs"]]
+        assert b["seconds"] > 0
+
+
+def test_jobs_lowered_when_the_series_would_not_fit_in_memory():
+    from convkit.batch.work import jobs_that_fit
+
+    gib = 2**30
+    assert jobs_that_fit(8, 3 * gib, 10 * gib) == 3
+    assert jobs_that_fit(8, 30 * gib, 10 * gib) == 1
+    assert jobs_that_fit(2, gib, 10 * gib) == 2
+    assert jobs_that_fit(4, gib, None) == 4  # unknown memory: as asked
+
+
+# ================================================================== resumable
+
+def test_rerun_is_up_to_date_and_verified(cli, tmp_path):
+    make_tree(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    cli("dicom2nii", tmp_path / "in", out, "--jobs", "1", check_code=0)
+    clean = visible(out)
+    inodes = {p.name: p.stat().st_ino for p in out.iterdir()}
+    again = cli("dicom2nii", tmp_path / "in", out, "--json", check_code=0)
+    assert statuses(again) == dict.fromkeys(["1_s1", "2_s2", "3_s3"], "up to date")
+    assert {p.name: p.stat().st_ino for p in out.iterdir()} == inodes  # nothing rewritten
+    document = json.loads(again.stdout)
+    assert document["series_counts"] == {"up to date": 3} and document["exit_code"] == 0
+    assert {r["status"] for r in document["files"]} == {"used"}
+    # an altered output and a missing one are converted again; the rest stays
+    altered = out / "2_s2.nii.gz"
+    data = bytearray(altered.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, other content
+    altered.write_bytes(bytes(data))
+    (out / "3_s3.json").unlink()
+    redo = cli("dicom2nii", tmp_path / "in", out, "--json", check_code=0)
+    assert statuses(redo) == {"1_s1": "up to date", "2_s2": "written", "3_s3": "written"}
+    assert visible(out) == clean
+
+
+def test_changed_series_and_changed_options_are_converted_again(cli, tmp_path):
+    stored = make_tree(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    cli("dicom2nii", tmp_path / "in", out, check_code=0)
+    # series 2 exported again with other pixels (same UIDs, same file names)
+    for path in (tmp_path / "in" / "s2").iterdir():
+        path.unlink()
+    pixels = stored["2_s2"] + 7
+    write_series(tmp_path / "in" / "s2", pixels, regular_positions(6, spacing=2.0),
+                 rescale_intercept=-1024, seed=2, series_number=2, series_description="s2")
+    stored["2_s2"] = pixels
+    done = cli("dicom2nii", tmp_path / "in", out, "--json", check_code=0)
+    assert statuses(done) == {"1_s1": "up to date", "2_s2": "written", "3_s3": "up to date"}
+    check_voxels(out, stored)
+    # other options: every series again (its outputs are convkit's own: no --force needed)
+    done = cli("dicom2nii", tmp_path / "in", out, "--dtype", "float32", "--json", check_code=0)
+    assert set(statuses(done).values()) == {"written"}
+    assert nib.load(out / "1_s1.nii.gz").get_data_dtype() == np.float32
+    # --force converts even what is up to date
+    done = cli("dicom2nii", tmp_path / "in", out, "--dtype", "float32", "--force", "--json",
+               check_code=0)
+    assert set(statuses(done).values()) == {"written"}
+
+
+def test_failed_series_is_retried_only_with_retry_failed(cli, tmp_path):
+    make_tree(tmp_path / "in", 2, size=16)
+    big = np.zeros((40, 64, 64), dtype=np.int16) + np.arange(64, dtype=np.int16)
+    write_series(tmp_path / "in" / "big", big, regular_positions(40, spacing=2.0), seed=9,
+                 series_number=9, series_description="big")
+    out = tmp_path / "out"
+    # 64 x 64 x 40 int16 is 320 KiB: over a 200K limit, so that series fails (exit 6)
+    first = cli("--max-memory", "200K", "dicom2nii", tmp_path / "in", out, "--json",
+                check_code=6)
+    assert statuses(first) == {"1_s1": "written", "2_s2": "written", "9_big": "failed"}
+    again = cli("dicom2nii", tmp_path / "in", out, "--json", check_code=6)
+    report = json.loads(again.stdout)
+    assert statuses(again) == {"1_s1": "up to date", "2_s2": "up to date", "9_big": "skipped"}
+    skipped = report["series"][2]
+    assert skipped["reason"].startswith("failed in an earlier run: ")
+    assert "would need" in skipped["reason"] and "--retry-failed" in skipped["hint"]
+    assert not (out / "9_big.nii.gz").exists()
+    retried = cli("dicom2nii", tmp_path / "in", out, "--retry-failed", "--json", check_code=0)
+    assert statuses(retried) == {"1_s1": "up to date", "2_s2": "up to date", "9_big": "written"}
+    data = np.asarray(nib.load(out / "9_big.nii.gz").dataobj)
+    assert data.shape == (64, 64, 40) and np.array_equal(data[:, 3, 5], np.arange(64))
+
+
+def test_manifest_records_fingerprints_options_and_digests(cli, tmp_path):
+    import hashlib
+
+    make_tree(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    cli("dicom2nii", tmp_path / "in", out, "--jobs", "2", check_code=0)
+    db = sqlite3.connect(out / ".convkit" / "manifest.sqlite")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    rows = db.execute("SELECT label, status, convkit_version, options FROM series "
+                      "ORDER BY label").fetchall()
+    assert [(r[0], r[1]) for r in rows] == [("1_s1", "written"), ("2_s2", "written")]
+    assert json.loads(rows[0][3])["format"] == "nii.gz"
+    outputs = db.execute("SELECT path, size, sha256 FROM outputs ORDER BY path").fetchall()
+    assert [o[0] for o in outputs] == ["1_s1.json", "1_s1.nii.gz", "2_s2.json", "2_s2.nii.gz"]
+    for path, size, digest in outputs:
+        data = (out / path).read_bytes()
+        assert size == len(data) and digest == hashlib.sha256(data).hexdigest()
+
+
+def test_all_refused_leaves_no_manifest(cli, tmp_path):
+    pixels = np.zeros((3, 8, 8), dtype=np.int16)
+    positions = regular_positions(3, spacing=2.0)
+    positions[2] += [0, 0, 4.0]  # a gap: refused without --resample
+    write_series(tmp_path / "in", pixels, positions, seed=1)
+    cli("dicom2nii", tmp_path / "in", tmp_path / "out", check_code=4)
+    assert not (tmp_path / "out").exists()
+
+
+# ================================================================== kill -9
+
+@linux_only
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_kill_9_at_random_points_then_rerun_gives_the_clean_outputs(tmp_path, jobs):
+    make_tree(tmp_path / "in", 6, slices=20, size=96)
+    command = [sys.executable, "-m", "convkit", "dicom2nii", str(tmp_path / "in")]
+    clean = subprocess.run([*command, str(tmp_path / "clean"), "--jobs", "1"], env=ENV,
+                           capture_output=True, text=True, timeout=TIMEOUT)
+    assert clean.returncode == 0, clean.stderr
+    expected = visible(tmp_path / "clean")
+    started = time.monotonic()
+    subprocess.run([*command, str(tmp_path / "timing"), "--jobs", jobs], env=ENV,
+                   capture_output=True, timeout=TIMEOUT, check=True)
+    duration = time.monotonic() - started
+    for seed in range(4):
+        out = tmp_path / f"out{seed}"
+        delay = random.Random(seed).uniform(0.1, duration)
+        process = subprocess.Popen([*command, str(out), "--jobs", jobs], env=ENV,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True)
+        time.sleep(delay)
+        os.killpg(process.pid, signal.SIGKILL)  # convkit and its workers, wherever they are
+        process.wait()
+        partial = visible(out)
+        assert set(partial) <= set(expected)  # never a name that is not a final output
+        for name, data in partial.items():  # and every file there is complete
+            assert data == expected[name], (seed, name)
+        done = subprocess.run([*command, str(out), "--jobs", jobs, "--json"], env=ENV,
+                              capture_output=True, text=True, timeout=TIMEOUT)
+        assert done.returncode == 0, (seed, delay, done.stderr)
+        assert visible(out) == expected, (seed, delay)
+        assert set(statuses(done).values()) <= {"written", "up to date"}
+        final = subprocess.run([*command, str(out), "--json"], env=ENV, capture_output=True,
+                               text=True, timeout=TIMEOUT)
+        assert set(statuses(final).values()) == {"up to date"}, (seed, delay)
+
+
+# ================================================================== Dask
+
+def _dask() -> None:
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("Dask distributed is missing in CI: the test extras should install it")
+        pytest.skip("Dask distributed is not installed (pip install 'convkit[dask]')")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _dask_command(*args: str) -> list[str]:
+    return [str(Path(sys.executable).with_name("dask")), *args]
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """A real `dask scheduler` and two `dask worker` processes (one thread each, no nanny:
+    killing a worker kills it) on 127.0.0.1; stopped at teardown."""
+    _dask()
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    logs = tmp_path / "dask-logs"
+    logs.mkdir()
+    processes = []
+
+    def start(name: str, *args: str) -> subprocess.Popen:
+        log = open(logs / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
+        process = subprocess.Popen(_dask_command(*args), stdout=log, stderr=subprocess.STDOUT,
+                                   env=ENV, start_new_session=True)
+        processes.append((process, log))
+        return process
+
+    start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+          "--no-dashboard")
+    workers = [start(f"worker{n}", "worker", address, "--nthreads", "1", "--nworkers", "1",
+                     "--no-nanny", "--host", "127.0.0.1", "--no-dashboard")
+               for n in (1, 2)]
+    import distributed
+
+    try:
+        with distributed.Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address, workers
+    finally:
+        for process, log in reversed(processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+            log.close()
+
+
+@linux_only
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_dask_cluster_writes_what_the_serial_run_writes(cli, tmp_path, dask_cluster):
+    address, _ = dask_cluster
+    stored = make_tree(tmp_path / "in", 5)
+    cli("dicom2nii", tmp_path / "in", tmp_path / "serial", "--jobs", "1", check_code=0)
+    done = cli("dicom2nii", tmp_path / "in", tmp_path / "dask", "--scheduler", address,
+               "--json", check_code=0)
+    assert set(statuses(done).values()) == {"written"}
+    assert visible(tmp_path / "dask") == visible(tmp_path / "serial")
+    check_voxels(tmp_path / "dask", stored)
+    again = cli("dicom2nii", tmp_path / "in", tmp_path / "dask", "--scheduler", address,
+                "--json", check_code=0)
+    assert set(statuses(again).values()) == {"up to date"}
+
+
+def _writing(pid: int, name: str) -> bool:
+    """Whether process pid has a file named name open (its staging copy of an output)."""
+    try:
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    except OSError:
+        return False
+    return any(link.endswith("/" + name) and "/.convkit-" in link for link in links)
+
+
+@linux_only
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_dask_worker_killed_mid_series_the_task_runs_elsewhere(tmp_path, dask_cluster):
+    address, workers = dask_cluster
+    make_tree(tmp_path / "in", 3)
+    big = np.random.default_rng(7).integers(0, 4000, (160, 256, 256), dtype=np.int16)
+    write_series(tmp_path / "in" / "big", big, regular_positions(160, spacing=1.0), seed=7,
+                 series_number=7, series_description="big")
+    command = [sys.executable, "-m", "convkit", "dicom2nii", str(tmp_path / "in")]
+    serial = subprocess.run([*command, str(tmp_path / "serial"), "--jobs", "1"], env=ENV,
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert serial.returncode == 0, serial.stderr
+    out = tmp_path / "dask"
+    process = subprocess.Popen([*command, str(out), "--scheduler", address, "--json"],
+                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    killed = None
+    end = time.monotonic() + TIMEOUT
+    while killed is None and process.poll() is None and time.monotonic() < end:
+        for worker in workers:
+            if _writing(worker.pid, "7_big.nii.gz"):
+                os.killpg(worker.pid, signal.SIGKILL)  # mid-write of the big series
+                killed = worker
+                break
+        time.sleep(0.005)
+    stdout, stderr = process.communicate(timeout=TIMEOUT)
+    assert killed is not None, f"no worker was seen writing the big series\n{stderr}"
+    assert killed.wait(10) == -signal.SIGKILL
+    assert process.returncode == 0, stderr
+    assert {s["label"]: s["status"] for s in json.loads(stdout)["series"]} == {
+        "1_s1": "written", "2_s2": "written", "3_s3": "written", "7_big": "written"}
+    assert visible(out) == visible(tmp_path / "serial")
+    leftovers = [p.name for p in out.iterdir() if p.name.startswith(".convkit-")]
+    assert all(re.fullmatch(r"\.convkit-[0-9a-f]{12}", name) for name in leftovers)
+
+
+def test_refused_series_is_reported_refused_again_without_reading_it(cli, tmp_path):
+    make_tree(tmp_path / "in", 1)
+    pixels = np.zeros((3, 8, 8), dtype=np.int16)
+    positions = regular_positions(3, spacing=2.0)
+    positions[2] += [0, 0, 4.0]  # a gap: refused without --resample
+    write_series(tmp_path / "in" / "gap", pixels, positions, seed=5, series_number=5,
+                 series_description="gap")
+    out = tmp_path / "out"
+    first = cli("dicom2nii", tmp_path / "in", out, "--json", check_code=6)
+    assert statuses(first) == {"1_s1": "written", "5_gap": "refused"}
+    again = cli("dicom2nii", tmp_path / "in", out, "--json", check_code=6)
+    assert statuses(again) == {"1_s1": "up to date", "5_gap": "refused"}
+    before, after = (json.loads(d.stdout)["series"][1] for d in (first, again))
+    assert after["reason"] == before["reason"] and "uneven slice spacing" in after["reason"]
+    assert any("refused in an earlier run" in note for note in after["notes"])
+    resampled = cli("dicom2nii", tmp_path / "in", out, "--resample", "--json", check_code=0)
+    assert statuses(resampled) == {"1_s1": "written", "5_gap": "written"}  # other options
+
+
+def test_a_damaged_manifest_is_an_output_error(cli, tmp_path):
+    make_tree(tmp_path / "in", 1)
+    manifest = tmp_path / "out" / ".convkit" / "manifest.sqlite"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_bytes(b"not a database" * 100)
+    done = cli("dicom2nii", tmp_path / "in", tmp_path / "out", check_code=5)
+    assert "manifest" in done.stderr and "Traceback" not in done.stderr
+    assert visible(tmp_path / "out") == {}
+
+
+@linux_only
+@pytest.mark.subprocess
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)],
+                         ids=["SIGTERM", "SIGINT"])
+def test_signal_during_a_parallel_run_cleans_up_and_the_rerun_finishes(tmp_path, signum,
+                                                                      code):
+    make_tree(tmp_path / "in", 4, slices=60, size=256)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "convkit", "dicom2nii", str(tmp_path / "in"), str(out),
+               "--jobs", "2"]
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    end = time.monotonic() + TIMEOUT
+    while process.poll() is None and time.monotonic() < end and \
+            not any(out.glob(".convkit-*/*")):
+        time.sleep(0.002)
+    if signum == signal.SIGINT:
+        os.killpg(process.pid, signum)  # Ctrl-C: the whole process group
+    else:
+        process.send_signal(signum)  # kill: convkit alone, which stops its workers
+    _, stderr = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == code, stderr
+    assert "Traceback" not in stderr
+    assert not [p for p in out.iterdir() if p.name.startswith(".convkit-")]  # no staging
+    done = subprocess.run([c for c in command if c != "--jobs" and c != "2"] + ["--json"],
+                          env=ENV, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert set(statuses(done).values()) <= {"written", "up to date"}
+    assert len(visible(out)) == 8
+
+
+@pytest.mark.slow
+def test_scheduler_local_starts_a_local_cluster_with_the_same_outputs(cli, tmp_path):
+    _dask()
+    stored = make_tree(tmp_path / "in", 3)
+    cli("dicom2nii", tmp_path / "in", tmp_path / "serial", "--jobs", "1", check_code=0)
+    done = cli("dicom2nii", tmp_path / "in", tmp_path / "local", "--scheduler", "local",
+               "--jobs", "2", "--json", check_code=0)
+    assert set(statuses(done).values()) == {"written"}
+    assert visible(tmp_path / "local") == visible(tmp_path / "serial")
+    check_voxels(tmp_path / "local", stored)
+
+
+@pytest.mark.slow  # the client waits DASK_CONNECT_SECONDS
+def test_unreachable_scheduler_is_a_usage_error(cli, tmp_path):
+    _dask()
+    make_tree(tmp_path / "in", 1)
+    port = _free_port()  # nobody listens there
+    done = cli("dicom2nii", tmp_path / "in", tmp_path / "out",
+               "--scheduler", f"tcp://127.0.0.1:{port}", check_code=2)
+    assert "cannot reach the Dask scheduler" in done.stderr and "Traceback" not in done.stderr
+    assert visible(tmp_path / "out") == {}
