@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import filecmp
+import functools
 import itertools
 import os
 from collections.abc import Callable, Iterable
@@ -42,6 +43,11 @@ class HeaderCache(Protocol):
 
     def learned(self, outcomes: list[Outcome]) -> None:
         """The outcomes of the paths split() gave to read, in their order."""
+
+    def content_difference(self, first: SliceHeader, second: SliceHeader,
+                           compute: Callable[[], str]) -> str:
+        """compute() (how two files of one SOPInstanceUID with equal headers differ in
+        content: '' when not), or what it gave before for the same two files unchanged."""
 
 
 @dataclass
@@ -124,7 +130,7 @@ def scan_folder(
             result.files.append(outcome)
         else:
             headers.extend(outcome)
-    unique, duplicates = _drop_duplicates(headers, root)
+    unique, duplicates = _drop_duplicates(headers, root, cache)
     result.files.extend(duplicates)
     result.series = group_series(unique)
     name_series(result.series)
@@ -231,7 +237,7 @@ def _received(chunk: list[Path], sent: list[list[tuple] | tuple],
 Version = tuple[str, list[SliceHeader], list[tuple[str, int | None]]]
 
 
-def _drop_duplicates(headers: list[SliceHeader], root: Path,
+def _drop_duplicates(headers: list[SliceHeader], root: Path, cache: HeaderCache | None = None,
                      ) -> tuple[list[SliceHeader], list[FileRecord]]:
     """Keep one file of each SOPInstanceUID: the first in path order, and report the other
     copies once (duplicate). Versions that differ (see _difference) are all kept, each
@@ -247,12 +253,13 @@ def _drop_duplicates(headers: list[SliceHeader], root: Path,
 
     unique: list[SliceHeader] = []
     records: dict[str, FileRecord] = {}
+    compare = _content_difference if cache is None else functools.partial(_cached_content, cache)
     for files in by_uid.values():
-        versions = _versions(files)  # [(first path, its headers, [(copy, difference)])]
+        versions = _versions(files, compare)  # [(first path, its headers, [(copy, difference)])]
         if len(versions) == 1:
             unique.extend(versions[0][1])
         else:
-            unique.extend(_conflicting(versions, where, records))
+            unique.extend(_conflicting(versions, where, records, compare))
         for kept, _, copies in versions:
             for text, size in copies:
                 records.setdefault(text, FileRecord(
@@ -261,14 +268,18 @@ def _drop_duplicates(headers: list[SliceHeader], root: Path,
     return unique, list(records.values())
 
 
-def _versions(files: dict[str, list[SliceHeader]],
+#: How two files with equal headers differ in content ('' when they do not).
+ContentCompare = Callable[[SliceHeader, SliceHeader], str]
+
+
+def _versions(files: dict[str, list[SliceHeader]], compare: ContentCompare,
               ) -> list[Version]:
     """The files of one SOPInstanceUID (path order) as distinct versions: each the first
     file of its kind, its headers, and the later files that are copies of it."""
     versions: list[Version] = []
     for text, members in files.items():
         for _, kept_headers, copies in versions:
-            if not _differences(kept_headers, members):
+            if not _differences(kept_headers, members, compare):
                 copies.append((text, members[0].file_size))
                 break
         else:
@@ -277,14 +288,14 @@ def _versions(files: dict[str, list[SliceHeader]],
 
 
 def _conflicting(versions: list[Version], where: Callable[[str], str],
-                 records: dict[str, FileRecord]) -> list[SliceHeader]:
+                 records: dict[str, FileRecord], compare: ContentCompare) -> list[SliceHeader]:
     """The headers of each version of a SOPInstanceUID, each with a problem naming the
     first other version and how it differs (so that its series is refused); each
     version's file is recorded as a conflict."""
     kept: list[SliceHeader] = []
     for index, (text, members, _) in enumerate(versions):
         other_text, other_members, _ = versions[1 if index == 0 else 0]
-        differences = _differences(other_members, members)
+        differences = _differences(other_members, members, compare)
         reason = (f"shares its SOPInstanceUID with {where(other_text)}, which differs in "
                   f"{_describe(differences)}")
         if len(versions) > 2:
@@ -307,7 +318,8 @@ Difference = tuple[str, Any, Any]
 _SHOWN = 3
 
 
-def _differences(other: list[SliceHeader], mine: list[SliceHeader]) -> list[Difference]:
+def _differences(other: list[SliceHeader], mine: list[SliceHeader],
+                 compare: ContentCompare) -> list[Difference]:
     """How two files of one SOPInstanceUID differ ([] when mine is a copy): the header
     attributes that differ, else the pixel data when the pixels differ (compared only when
     the files are not byte-identical)."""
@@ -318,10 +330,20 @@ def _differences(other: list[SliceHeader], mine: list[SliceHeader]) -> list[Diff
              if getattr(a, name) != getattr(b, name)]
     if found:
         return list({item[0]: item for item in found}.values())  # each attribute once
-    if filecmp.cmp(other[0].path, mine[0].path, shallow=False):
-        return []
-    pixels = _pixel_difference(other[0], mine[0])
+    pixels = compare(other[0], mine[0])
     return [(pixels, None, None)] if pixels else []
+
+
+def _content_difference(first: SliceHeader, second: SliceHeader) -> str:
+    """'' when the files are byte-identical or hold the same pixel data, else what differs."""
+    if filecmp.cmp(first.path, second.path, shallow=False):
+        return ""
+    return _pixel_difference(first, second)
+
+
+def _cached_content(cache: HeaderCache, first: SliceHeader, second: SliceHeader) -> str:
+    return cache.content_difference(first, second,
+                                    functools.partial(_content_difference, first, second))
 
 
 def _describe(differences: list[Difference]) -> str:

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from convkit import __version__
 from convkit.audit.volumes import SizeCheck, VolumeHeader
-from convkit.dicom.diffusion import Diffusion
+from convkit.dicom.diffusion import Diffusion, DirectionKind
 from convkit.dicom.header import FileRecord, SliceHeader
 from convkit.dicom.mosaic import MosaicLayout
 from convkit.dicom.scan import Outcome, outcome_fields, outcome_from_fields
@@ -54,6 +54,7 @@ SAFE_GLOBALS = {
     *((cls.__module__, cls.__qualname__) for cls in (MosaicLayout, Diffusion, VolumeHeader,
                                                       SizeCheck)),
     ("convkit.dicom.header", "FileStatus"), ("convkit.audit.findings", "Severity"),
+    (DirectionKind.__module__, DirectionKind.__qualname__),
     ("convkit.audit.identifiers", "IdentifiersUnchecked"),
 }
 
@@ -214,6 +215,23 @@ class FileFacts:
             entry = self.entries[str(path)]
             entry.facts = {"scan": outcome_fields(outcome)}
             entry.learned = True
+
+    def content_difference(self, first: SliceHeader, second: SliceHeader,
+                           compute: Callable[[], str]) -> str:
+        """How two files of one SOPInstanceUID differ in content (scan compares them byte by
+        byte, then by pixel data): kept with the second file, valid while both keys are
+        the ones it was computed with."""
+        other, entry = self.entry(first.path), self.entry(second.path)
+        if other.key is None or entry.key is None:
+            return compute()
+        compared = entry.facts.get("compared", {})
+        known = compared.get(other.path)
+        if known is not None and known[0] == other.key:
+            return str(known[1])
+        value = compute()
+        entry.facts["compared"] = {**compared, other.path: (other.key, value)}
+        entry.learned = True
+        return value
 
     # -- other facts -----------------------------------------------------------------------
 
