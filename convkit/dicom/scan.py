@@ -44,10 +44,10 @@ class HeaderCache(Protocol):
     def learned(self, outcomes: list[Outcome]) -> None:
         """The outcomes of the paths split() gave to read, in their order."""
 
-    def content_difference(self, first: SliceHeader, second: SliceHeader,
-                           compute: Callable[[], str]) -> str:
-        """compute() (how two files of one SOPInstanceUID with equal headers differ in
-        content: '' when not), or what it gave before for the same two files unchanged."""
+    def differences(self, other: list[SliceHeader], mine: list[SliceHeader],
+                    compute: Callable[[], list[Difference]]) -> list[Difference]:
+        """compute() (how two files of one SOPInstanceUID differ, see _differences), or
+        what it gave before for the same two files, both unchanged since."""
 
 
 @dataclass
@@ -253,13 +253,13 @@ def _drop_duplicates(headers: list[SliceHeader], root: Path, cache: HeaderCache 
 
     unique: list[SliceHeader] = []
     records: dict[str, FileRecord] = {}
-    compare = _content_difference if cache is None else functools.partial(_cached_content, cache)
+    differ = _differences if cache is None else functools.partial(_known_differences, cache)
     for files in by_uid.values():
-        versions = _versions(files, compare)  # [(first path, its headers, [(copy, difference)])]
+        versions = _versions(files, differ)  # [(first path, its headers, [(copy, difference)])]
         if len(versions) == 1:
             unique.extend(versions[0][1])
         else:
-            unique.extend(_conflicting(versions, where, records, compare))
+            unique.extend(_conflicting(versions, where, records, differ))
         for kept, _, copies in versions:
             for text, size in copies:
                 records.setdefault(text, FileRecord(
@@ -268,18 +268,14 @@ def _drop_duplicates(headers: list[SliceHeader], root: Path, cache: HeaderCache 
     return unique, list(records.values())
 
 
-#: How two files with equal headers differ in content ('' when they do not).
-ContentCompare = Callable[[SliceHeader, SliceHeader], str]
-
-
-def _versions(files: dict[str, list[SliceHeader]], compare: ContentCompare,
+def _versions(files: dict[str, list[SliceHeader]], differ: Differ,
               ) -> list[Version]:
     """The files of one SOPInstanceUID (path order) as distinct versions: each the first
     file of its kind, its headers, and the later files that are copies of it."""
     versions: list[Version] = []
     for text, members in files.items():
         for _, kept_headers, copies in versions:
-            if not _differences(kept_headers, members, compare):
+            if not differ(kept_headers, members):
                 copies.append((text, members[0].file_size))
                 break
         else:
@@ -288,14 +284,14 @@ def _versions(files: dict[str, list[SliceHeader]], compare: ContentCompare,
 
 
 def _conflicting(versions: list[Version], where: Callable[[str], str],
-                 records: dict[str, FileRecord], compare: ContentCompare) -> list[SliceHeader]:
+                 records: dict[str, FileRecord], differ: Differ) -> list[SliceHeader]:
     """The headers of each version of a SOPInstanceUID, each with a problem naming the
     first other version and how it differs (so that its series is refused); each
     version's file is recorded as a conflict."""
     kept: list[SliceHeader] = []
     for index, (text, members, _) in enumerate(versions):
         other_text, other_members, _ = versions[1 if index == 0 else 0]
-        differences = _differences(other_members, members, compare)
+        differences = differ(other_members, members)
         reason = (f"shares its SOPInstanceUID with {where(other_text)}, which differs in "
                   f"{_describe(differences)}")
         if len(versions) > 2:
@@ -316,10 +312,11 @@ _COMPARED = tuple(name for name in _FIELDS if name not in _NOT_COMPARED)
 #: A difference: (what, value in the other file, value in this one).
 Difference = tuple[str, Any, Any]
 _SHOWN = 3
+#: _differences, or the same through a HeaderCache.
+Differ = Callable[[list[SliceHeader], list[SliceHeader]], list[Difference]]
 
 
-def _differences(other: list[SliceHeader], mine: list[SliceHeader],
-                 compare: ContentCompare) -> list[Difference]:
+def _differences(other: list[SliceHeader], mine: list[SliceHeader]) -> list[Difference]:
     """How two files of one SOPInstanceUID differ ([] when mine is a copy): the header
     attributes that differ, else the pixel data when the pixels differ (compared only when
     the files are not byte-identical)."""
@@ -330,20 +327,15 @@ def _differences(other: list[SliceHeader], mine: list[SliceHeader],
              if getattr(a, name) != getattr(b, name)]
     if found:
         return list({item[0]: item for item in found}.values())  # each attribute once
-    pixels = compare(other[0], mine[0])
+    if filecmp.cmp(other[0].path, mine[0].path, shallow=False):
+        return []
+    pixels = _pixel_difference(other[0], mine[0])
     return [(pixels, None, None)] if pixels else []
 
 
-def _content_difference(first: SliceHeader, second: SliceHeader) -> str:
-    """'' when the files are byte-identical or hold the same pixel data, else what differs."""
-    if filecmp.cmp(first.path, second.path, shallow=False):
-        return ""
-    return _pixel_difference(first, second)
-
-
-def _cached_content(cache: HeaderCache, first: SliceHeader, second: SliceHeader) -> str:
-    return cache.content_difference(first, second,
-                                    functools.partial(_content_difference, first, second))
+def _known_differences(cache: HeaderCache, other: list[SliceHeader],
+                       mine: list[SliceHeader]) -> list[Difference]:
+    return cache.differences(other, mine, functools.partial(_differences, other, mine))
 
 
 def _describe(differences: list[Difference]) -> str:

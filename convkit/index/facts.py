@@ -216,20 +216,20 @@ class FileFacts:
             entry.facts = {"scan": outcome_fields(outcome)}
             entry.learned = True
 
-    def content_difference(self, first: SliceHeader, second: SliceHeader,
-                           compute: Callable[[], str]) -> str:
-        """How two files of one SOPInstanceUID differ in content (scan compares them byte by
-        byte, then by pixel data): kept with the second file, valid while both keys are
-        the ones it was computed with."""
-        other, entry = self.entry(first.path), self.entry(second.path)
-        if other.key is None or entry.key is None:
+    def differences(self, other: list[SliceHeader], mine: list[SliceHeader],
+                    compute: Callable[[], list[Any]]) -> list[Any]:
+        """How two files of one SOPInstanceUID differ (their headers, else their bytes,
+        else their pixel data: scan._differences): kept with the second file, valid while
+        both files' keys are those it was computed with."""
+        entry, first = self.entry(mine[0].path), self.entry(other[0].path)
+        if entry.key is None or first.key is None:
             return compute()
-        compared = entry.facts.get("compared", {})
-        known = compared.get(other.path)
-        if known is not None and known[0] == other.key:
-            return str(known[1])
+        compared = entry.facts.get("differences", {})
+        known = compared.get(first.path)
+        if known is not None and known[0] == first.key:
+            return list(known[1])
         value = compute()
-        entry.facts["compared"] = {**compared, other.path: (other.key, value)}
+        entry.facts["differences"] = {**compared, first.path: (first.key, value)}
         entry.learned = True
         return value
 
