@@ -262,9 +262,10 @@ def _drop_duplicates(headers: list[SliceHeader], root: Path, cache: HeaderCache 
             unique.extend(_conflicting(versions, where, records, differ))
         for kept, _, copies in versions:
             for text, size in copies:
-                records.setdefault(text, FileRecord(
-                    Path(text), FileStatus.DUPLICATE, f"same SOPInstanceUID as {where(kept)}",
-                    size=size))
+                if text not in records:  # its headers' Path: making 10^4 Paths costs
+                    records[text] = FileRecord(
+                        files[text][0].path, FileStatus.DUPLICATE,
+                        f"same SOPInstanceUID as {where(kept)}", size=size)
     return unique, list(records.values())
 
 
