@@ -313,6 +313,8 @@ _COMPARED = tuple(name for name in _FIELDS if name not in _NOT_COMPARED)
 #: A difference: (what, value in the other file, value in this one).
 Difference = tuple[str, Any, Any]
 _SHOWN = 3
+#: In a difference when two files' pixel data could not be read (not a lasting answer).
+UNCOMPARED = "they could not be compared"
 #: _differences, or the same through a HeaderCache.
 Differ = Callable[[list[SliceHeader], list[SliceHeader]], list[Difference]]
 
@@ -368,5 +370,5 @@ def _pixel_difference(first: SliceHeader, second: SliceHeader) -> str:
     except Exception as exc:
         if not is_read_error(exc):
             raise
-        return f"pixel data (they could not be compared: {read_reason(exc)})"
+        return f"pixel data ({UNCOMPARED}: {read_reason(exc)})"
     return "" if same else "pixel data"

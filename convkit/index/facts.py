@@ -29,7 +29,7 @@ from convkit.audit.volumes import SizeCheck, VolumeHeader
 from convkit.dicom.diffusion import Diffusion, DirectionKind
 from convkit.dicom.header import FileRecord, SliceHeader
 from convkit.dicom.mosaic import MosaicLayout
-from convkit.dicom.scan import Outcome, outcome_fields, outcome_from_fields
+from convkit.dicom.scan import UNCOMPARED, Outcome, outcome_fields, outcome_from_fields
 from convkit.errors import exception_reason
 from convkit.index.errors import IndexFileError
 
@@ -229,8 +229,9 @@ class FileFacts:
         if known is not None and known[0] == first.key:
             return list(known[1])
         value = compute()
-        entry.facts["differences"] = {**compared, first.path: (first.key, value)}
-        entry.learned = True
+        if not any(UNCOMPARED in str(item[0]) for item in value):  # a read error: not kept
+            entry.facts["differences"] = {**compared, first.path: (first.key, value)}
+            entry.learned = True
         return value
 
     # -- other facts -----------------------------------------------------------------------
