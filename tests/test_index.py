@@ -451,3 +451,96 @@ def test_readme_queries_answer_the_questions(cli, tmp_path):
             done = subprocess.run([shell, str(db)], input=sql, capture_output=True, text=True,
                                   check=True)
             assert done.stderr == ""
+
+
+# ------------------------------------------------------------------------------------------
+# Same answers where the index keeps results across files (duplicates, series, sidecars)
+
+
+def rewrite(path: Path, target: Path | None = None, **changes: object) -> Path:
+    """path's dataset with attributes changed (keyword=value; PixelOffset adds to every
+    stored value) written to target (default: in place, a new inode and new times)."""
+    import pydicom
+
+    dataset = pydicom.dcmread(path)
+    offset = changes.pop("PixelOffset", None)
+    for keyword, value in changes.items():
+        setattr(dataset, keyword, value)
+    if offset is not None:
+        dataset.PixelData = (dataset.pixel_array + offset).astype(
+            dataset.pixel_array.dtype).tobytes()
+    target = target or path
+    fresh = target.with_name(target.name + ".new")
+    dataset.save_as(fresh)
+    time.sleep(0.01)  # a new ctime even on coarse clocks
+    os.replace(fresh, target)
+    return target
+
+
+def status_of(document: dict, path: Path) -> tuple[str, str]:
+    row = next(row for row in document["files"] if row["path"] == str(path))
+    return row["status"], row["reason"]
+
+
+def test_corpus_partial_reaudit_agrees(cli, corpus, tmp_path):
+    """A re-audit that reads a few files and takes the rest (every kind of header the corpus
+    holds: diffusion, mosaic, multi-frame, compressed copies of one instance) from the index."""
+    tree = tmp_path / "dicom"
+    shutil.copytree(corpus / "dicom", tree)
+    db = tmp_path / "corpus.sqlite"
+    same_with_index(cli, tree, db)
+    files = sorted(p for p in tree.rglob("*") if p.is_file())
+    for path in random.Random(13).sample(files, 12):
+        os.utime(path, ns=(time.time_ns(), time.time_ns()))
+    counts = same_with_index(cli, tree, db)
+    assert (counts["files_read"], counts["files_from_index"]) == (12, len(files) - 12)
+    files[0].unlink()
+    assert same_with_index(cli, tree, db)["files_removed"] == 1
+
+
+def test_duplicates_and_conflicts_follow_every_change(cli, tmp_path):
+    """Which copy of a SOPInstanceUID is kept and whether copies differ depends on other
+    files: a new copy, a changed original under an unchanged copy, the kept copy deleted."""
+    tree = synthetic_tree(tmp_path / "tree")
+    db = tmp_path / "index.sqlite"
+    same_with_index(cli, tree, db)
+    original = sorted((tree / "ct1").iterdir())[0]
+    (tree / "zz").mkdir()
+    copy = tree / "zz" / original.name
+    shutil.copyfile(original, copy)  # a new file with an instance the index knows
+    assert same_with_index(cli, tree, db)["files_read"] == 1
+    assert status_of(audit_json(cli, tree), copy)[0] == "duplicate"
+
+    rewrite(original, PixelOffset=1)  # the kept copy changed, its copy did not
+    assert same_with_index(cli, tree, db)["files_read"] == 1
+    assert status_of(audit_json(cli, tree), copy)[0] == "conflict"
+    rewrite(original, PixelOffset=-1)  # the same pixels again: a copy again
+    same_with_index(cli, tree, db)
+    assert status_of(audit_json(cli, tree), copy)[0] == "duplicate"
+
+    rewrite(copy, PixelOffset=1)  # now the copy differs, the original is unchanged
+    same_with_index(cli, tree, db)
+    assert status_of(audit_json(cli, tree), original)[0] == "conflict"
+    original.unlink()  # the kept version gone: the other one is the series' slice
+    counts = same_with_index(cli, tree, db)
+    assert (counts["files_read"], counts["files_removed"]) == (0, 1)
+    assert status_of(audit_json(cli, tree), copy)[0] == "used"
+
+
+def test_a_file_that_moves_to_another_series(cli, tmp_path):
+    """A slice rewritten with another series' UID (and back): both series change."""
+    tree = synthetic_tree(tmp_path / "tree")
+    db = tmp_path / "index.sqlite"
+    same_with_index(cli, tree, db)
+    import pydicom
+
+    other = pydicom.dcmread(next((tree / "ct2").iterdir()), stop_before_pixels=True)
+    moved = middle_slice(tree / "ct1")
+    uid = pydicom.dcmread(moved, stop_before_pixels=True).SeriesInstanceUID
+    rewrite(moved, SeriesInstanceUID=other.SeriesInstanceUID, SeriesNumber=2,
+            SeriesDescription="ct two")
+    assert same_with_index(cli, tree, db)["files_read"] == 1
+    rewrite(moved, SeriesInstanceUID=uid, SeriesNumber=1, SeriesDescription="ct one")
+    same_with_index(cli, tree, db)
+    (tree / "vol" / "scan.json").write_text(json.dumps({"SeriesInstanceUID": uid}))
+    same_with_index(cli, tree, db)  # a sidecar edited beside an unchanged volume

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import filecmp
+import functools
 import itertools
 import operator
 import os
@@ -43,6 +44,11 @@ class HeaderCache(Protocol):
 
     def learned(self, outcomes: list[Outcome]) -> None:
         """The outcomes of the paths split() gave to read, in their order."""
+
+    def differences(self, other: list[SliceHeader], mine: list[SliceHeader],
+                    compute: Callable[[], list[Difference]]) -> list[Difference]:
+        """compute() (how two files of one SOPInstanceUID differ, see _differences), or
+        what it gave before for the same two files, both unchanged since."""
 
 
 @dataclass
@@ -125,7 +131,7 @@ def scan_folder(
             result.files.append(outcome)
         else:
             headers.extend(outcome)
-    unique, duplicates = _drop_duplicates(headers, root)
+    unique, duplicates = _drop_duplicates(headers, root, cache)
     result.files.extend(duplicates)
     result.series = group_series(unique)
     name_series(result.series)
@@ -232,7 +238,7 @@ def _received(chunk: list[Path], sent: list[list[tuple] | tuple],
 Version = tuple[str, list[SliceHeader], list[tuple[str, int | None]]]
 
 
-def _drop_duplicates(headers: list[SliceHeader], root: Path,
+def _drop_duplicates(headers: list[SliceHeader], root: Path, cache: HeaderCache | None = None,
                      ) -> tuple[list[SliceHeader], list[FileRecord]]:
     """Keep one file of each SOPInstanceUID: the first in path order, and report the other
     copies once (duplicate). Versions that differ (see _difference) are all kept, each
@@ -249,28 +255,35 @@ def _drop_duplicates(headers: list[SliceHeader], root: Path,
     unique: list[SliceHeader] = []
     records: dict[str, FileRecord] = {}
     compared: PixelMemo = {}
+
+    def differ(other: list[SliceHeader], mine: list[SliceHeader],
+               alike: list[Path] | None = None) -> list[Difference]:
+        compute = functools.partial(_differences, other, mine, compared, alike)
+        return compute() if cache is None else cache.differences(other, mine, compute)
+
     for files in by_uid.values():
-        versions = _versions(files, compared)  # [(first path, its headers, [(copy, size)])]
+        versions = _versions(files, differ)  # [(first path, its headers, [(copy, size)])]
         if len(versions) == 1:
             unique.extend(versions[0][1])
         else:
-            unique.extend(_conflicting(versions, where, records, compared))
+            unique.extend(_conflicting(versions, where, records, differ))
         for kept, _, copies in versions:
             for text, size in copies:
-                records.setdefault(text, FileRecord(
-                    Path(text), FileStatus.DUPLICATE, f"same SOPInstanceUID as {where(kept)}",
-                    size=size))
+                if text not in records:  # its headers' Path: making 10^4 Paths costs
+                    records[text] = FileRecord(
+                        files[text][0].path, FileStatus.DUPLICATE,
+                        f"same SOPInstanceUID as {where(kept)}", size=size)
     return unique, list(records.values())
 
 
-def _versions(files: dict[str, list[SliceHeader]], compared: PixelMemo) -> list[Version]:
+def _versions(files: dict[str, list[SliceHeader]], differ: Differ) -> list[Version]:
     """The files of one SOPInstanceUID (path order) as distinct versions: each the first
     file of its kind, its headers, and the later files that are copies of it."""
     versions: list[Version] = []
     alike: list[list[Path]] = []  # per version: its copies that are other bytes, same pixels
     for text, members in files.items():
         for (_, kept_headers, copies), others in zip(versions, alike, strict=True):
-            if not _differences(kept_headers, members, compared, others):
+            if not differ(kept_headers, members, others):
                 copies.append((text, members[0].file_size))
                 break
         else:
@@ -280,14 +293,14 @@ def _versions(files: dict[str, list[SliceHeader]], compared: PixelMemo) -> list[
 
 
 def _conflicting(versions: list[Version], where: Callable[[str], str],
-                 records: dict[str, FileRecord], compared: PixelMemo) -> list[SliceHeader]:
+                 records: dict[str, FileRecord], differ: Differ) -> list[SliceHeader]:
     """The headers of each version of a SOPInstanceUID, each with a problem naming the
     first other version and how it differs (so that its series is refused); each
     version's file is recorded as a conflict."""
     kept: list[SliceHeader] = []
     for index, (text, members, _) in enumerate(versions):
         other_text, other_members, _ = versions[1 if index == 0 else 0]
-        differences = _differences(other_members, members, compared)
+        differences = differ(other_members, members)
         reason = (f"shares its SOPInstanceUID with {where(other_text)}, which differs in "
                   f"{_describe(differences)}")
         if len(versions) > 2:
@@ -315,6 +328,10 @@ FileIdentity = tuple[int, int, int, int]
 #: The pixel comparisons of one scan (_pixel_difference's answers), by the files' identities:
 #: a tree of hard links (replicas, deduplicated archives) decodes each pair of files once.
 PixelMemo = dict[tuple[FileIdentity, FileIdentity], str]
+#: In a difference when two files' pixel data could not be read (not a lasting answer).
+UNCOMPARED = "they could not be compared"
+#: (other, mine[, alike]) -> their differences: _differences, through a HeaderCache if any.
+Differ = Callable[..., list[Difference]]
 
 
 def _differences(other: list[SliceHeader], mine: list[SliceHeader], compared: PixelMemo,
@@ -405,5 +422,5 @@ def _pixel_difference(first: SliceHeader, second: SliceHeader) -> str:
     except Exception as exc:
         if not is_read_error(exc):
             raise
-        return f"pixel data (they could not be compared: {read_reason(exc)})"
+        return f"pixel data ({UNCOMPARED}: {read_reason(exc)})"
     return "" if same else "pixel data"

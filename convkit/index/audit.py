@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import gc
 import json
+import operator
 import os
 import zlib
 from collections.abc import Iterator
@@ -39,6 +40,7 @@ _FRAME_AT, _DIFFUSION_AT = _FIELDS.index("frame"), _FIELDS.index("diffusion")
 #: Columns holding tuples (stored as backslash-joined text, as DICOM writes them).
 _TUPLE_COLUMNS = tuple(HEADER_COLUMNS.index(name) for name in
                        ("image_type", "orientation", "position", "pixel_spacing"))
+_columns_of = operator.itemgetter(*_COLUMN_AT)
 
 
 def audit_indexed(path: Path | str, index: Index, *, jobs: int = 0,
@@ -129,16 +131,20 @@ def _report_from(stored: dict[str, Any]) -> AuditReport:
 
 
 def _file_rows(report: AuditReport, facts: FileFacts) -> list[FileRow]:
+    """The files to write: those with new facts or a new key, and those whose row in the
+    audit's files table changed (an unchanged file with the same row is left as it is)."""
     rows = []
+    entries, stored_files = facts.entries, facts.stored
     for row in report.files:
-        entry = facts.entry(Path(row["path"])) if row["path"] not in facts.entries \
-            else facts.entries[row["path"]]
+        entry = entries.get(row["path"]) or facts.entry(Path(row["path"]))
         cells = (row["kind"], row["status"], row["reason"], row["series"])
-        stored = facts.stored.get(entry.path)
+        stored = stored_files.get(entry.path)
         changed = entry.learned or stored is None or stored.key != entry.key
-        keep = entry.key is not None and "scan" in entry.facts
+        if not changed and stored is not None and stored.row == cells:
+            continue
+        keep = changed and entry.key is not None and "scan" in entry.facts
         rows.append(FileRow(entry.path, entry.key, cells, changed,
-                            dump_facts(entry.facts) if changed and keep else None,
+                            dump_facts(entry.facts) if keep else None,
                             _header_rows(entry.path, entry.facts.get("scan")) if changed
                             else None,
                             row_changed=stored is None or stored.row != cells,
@@ -152,7 +158,7 @@ def _header_rows(path: str, scan: Any) -> list[tuple]:
         return []
     rows = []
     for fields in scan:
-        cells = [fields[i] for i in _COLUMN_AT]
+        cells = list(_columns_of(fields))
         for i in _TUPLE_COLUMNS:
             if cells[i] is not None:
                 cells[i] = "\\".join(map(str, cells[i]))

@@ -26,10 +26,10 @@ from typing import Any, TypeVar
 
 from convkit import __version__
 from convkit.audit.volumes import SizeCheck, VolumeHeader
-from convkit.dicom.diffusion import Diffusion
+from convkit.dicom.diffusion import Diffusion, DirectionKind
 from convkit.dicom.header import FileRecord, SliceHeader
 from convkit.dicom.mosaic import MosaicLayout
-from convkit.dicom.scan import Outcome, outcome_fields, outcome_from_fields
+from convkit.dicom.scan import UNCOMPARED, Outcome, outcome_fields, outcome_from_fields
 from convkit.errors import exception_reason
 from convkit.index.errors import IndexFileError
 
@@ -54,6 +54,7 @@ SAFE_GLOBALS = {
     *((cls.__module__, cls.__qualname__) for cls in (MosaicLayout, Diffusion, VolumeHeader,
                                                       SizeCheck)),
     ("convkit.dicom.header", "FileStatus"), ("convkit.audit.findings", "Severity"),
+    (DirectionKind.__module__, DirectionKind.__qualname__),
     ("convkit.audit.identifiers", "IdentifiersUnchecked"),
 }
 
@@ -214,6 +215,24 @@ class FileFacts:
             entry = self.entries[str(path)]
             entry.facts = {"scan": outcome_fields(outcome)}
             entry.learned = True
+
+    def differences(self, other: list[SliceHeader], mine: list[SliceHeader],
+                    compute: Callable[[], list[Any]]) -> list[Any]:
+        """How two files of one SOPInstanceUID differ (their headers, else their bytes,
+        else their pixel data: scan._differences): kept with the second file, valid while
+        both files' keys are those it was computed with."""
+        entry, first = self.entry(mine[0].path), self.entry(other[0].path)
+        if entry.key is None or first.key is None:
+            return compute()
+        compared = entry.facts.get("differences", {})
+        known = compared.get(first.path)
+        if known is not None and known[0] == first.key:
+            return list(known[1])
+        value = compute()
+        if not any(UNCOMPARED in str(item[0]) for item in value):  # a read error: not kept
+            entry.facts["differences"] = {**compared, first.path: (first.key, value)}
+            entry.learned = True
+        return value
 
     # -- other facts -----------------------------------------------------------------------
 
