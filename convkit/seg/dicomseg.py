@@ -3,8 +3,9 @@
 The mask is placed on every frame of the source series in world space (sampling.py),
 so its axis order and format do not matter; a mask off the source grid is refused
 (exit 4, naming the mismatch) unless resampling (nearest neighbour) is asked for.
-highdicom builds the object: LABELMAP (Label Map Segmentation Storage) or BINARY,
-empty frames left out, every label of the mask described (none is lost).
+convkit.seg.build writes the object (pydicom and numpy, no highdicom): LABELMAP (Label
+Map Segmentation Storage) or BINARY, empty frames left out, every label of the mask
+described (none is lost).
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from convkit import __version__
 from convkit.dicom.header import SliceHeader
 from convkit.dicom.scan import scan_folder
 from convkit.errors import InputError, RefusedError, UsageError, exception_reason
 from convkit.formats.output import check_targets, staged_files
 from convkit.geometry import affine_lps, lps_to_ras, plane_axes
 from convkit.inputs import load_volume
+from convkit.seg.build import FrameSource, build_segmentation
 from convkit.seg.labels import MAX_LABEL, LabelInfo, describe_labels, read_labels_file
 from convkit.seg.sampling import label_counts, place_labels
 from convkit.volume import Volume
@@ -193,58 +194,25 @@ def write_seg(mask: Path | str, reference: Path | str, out: Path | str, *,
 
 def _segmentation(stack: np.ndarray, frames: list[SourceFrame], segments: list[LabelInfo],
                   seg_type: str, volume: Volume) -> Any:
-    import highdicom as hd
     from pydicom import dcmread
+    from pydicom.uid import generate_uid
 
-    paths = list(dict.fromkeys(f.header.path for f in frames))
-    sources = [_with_type2(dcmread(p, stop_before_pixels=True)) for p in paths]
-    if len(paths) == 1 and len(frames) > 1:  # one multi-frame file: frames in file order
-        order = np.argsort([f.header.frame for f in frames])
-        stack = stack[order]
-    descriptions = [_description(hd, info) for info in segments]
+    first = frames[0].header
+    multiframe = len({f.header.path for f in frames}) == 1 and len(frames) > 1
+    sources = [FrameSource(f.header.sop_class_uid, f.header.sop_instance_uid,
+                           f.header.position,  # type: ignore[arg-type]  # checked in source_frames
+                           f.header.frame + 1 if multiframe else 0) for f in frames]
     if any(info.segment != info.number for info in segments):
         renumber = np.zeros(max(info.number for info in segments) + 1, dtype=stack.dtype)
         for info in segments:
             renumber[info.number] = info.segment
         stack = renumber[stack]
     series_description = str(volume.metadata.get("SeriesDescription", "") or "convkit SEG")[:64]
-    with warnings.catch_warnings():  # pydicom's notes on the source's names: not ours to print
-        warnings.simplefilter("ignore")
-        return hd.seg.Segmentation(
-            source_images=sources, pixel_array=stack,
-            segmentation_type=seg_type.upper(), segment_descriptions=descriptions,
-            series_instance_uid=hd.UID(), series_number=9100, sop_instance_uid=hd.UID(),
-            instance_number=1, manufacturer="convkit", manufacturer_model_name="convkit",
-            software_versions=__version__, device_serial_number="0",
-            series_description=series_description, omit_empty_frames=True)
-
-
-#: Type 2 patient and study attributes highdicom copies from the source images (it needs them
-#: present, empty if unknown); the in-memory copies get them, the files are not touched.
-TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
-                "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
-
-
-def _with_type2(dataset: Any) -> Any:
-    if "SpecificCharacterSet" in dataset and not dataset.SpecificCharacterSet:
-        del dataset.SpecificCharacterSet  # empty: the default repertoire (highdicom rejects '')
-    for keyword in TYPE2_COPIED:
-        if keyword not in dataset:
-            setattr(dataset, keyword, "")
-    return dataset
-
-
-def _description(hd: Any, info: LabelInfo) -> Any:
-    from pydicom.sr.coding import Code as PydicomCode
-
-    return hd.seg.SegmentDescription(
-        segment_number=info.segment, segment_label=info.name[:64],
-        segmented_property_category=PydicomCode(info.category.value, info.category.scheme,
-                                                info.category.meaning),
-        segmented_property_type=PydicomCode(info.type.value, info.type.scheme,
-                                            info.type.meaning),
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-        display_color=hd.color.CIELabColor.from_rgb(*info.color))
+    source = dcmread(first.path, stop_before_pixels=True)
+    return build_segmentation(stack, sources, segments, seg_type, source,
+                              first.orientation,  # type: ignore[arg-type]
+                              first.pixel_spacing or (1.0, 1.0), first.slice_thickness,
+                              generate_uid(), series_description)
 
 
 @dataclass
