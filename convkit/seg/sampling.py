@@ -51,6 +51,12 @@ def place_labels(values: np.ndarray, values_affine: np.ndarray, target_affine: n
                      _lost(values, placed) if count_lost else 0)
 
 
+def on_grid_of(values_affine: np.ndarray, target_affine: np.ndarray) -> bool:
+    """Every voxel centre of the first grid is a voxel centre of the second (in any axis
+    order): a label map so placed copies onto the target exactly (it may be cropped)."""
+    return _axis_mapping(np.linalg.inv(target_affine) @ values_affine) is not None
+
+
 def _flat_axes_free(mapping: np.ndarray, target_shape: tuple[int, int, int]) -> np.ndarray:
     """A target axis of one voxel (a 2D frame) has no step: its column of the mapping is
     arbitrary, so it is set to the source axis the other two leave free."""
