@@ -12,6 +12,7 @@ numpy in one pass: LABELMAP as 8/16-bit labels, BINARY as bits (little-endian bi
 from __future__ import annotations
 
 import datetime
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,13 +105,14 @@ def build_segmentation(frames_pixels: np.ndarray, sources: list[FrameSource],
     spacing = regular_spacing([s.position for s in sources], orientation)
     ds.SharedFunctionalGroupsSequence = [_shared(orientation, pixel_spacing, slice_thickness,
                                                  spacing)]
-    pixels, per_frame = _frames(frames_pixels, sources, segments, labelmap)
+    pixels, per_frame, n_frames = _frames(frames_pixels, sources, segments, labelmap)
+    raw = raw_sequence(0x52009230, per_frame)
     _dimensions(ds, labelmap, spacing is not None)
-    _image(ds, frames_pixels.shape[1:], len(per_frame), labelmap, frames_pixels.dtype.itemsize)
+    _image(ds, frames_pixels.shape[1:], n_frames, labelmap, frames_pixels.dtype.itemsize)
     ds.SegmentSequence = ([_background()] if labelmap else []) + \
         [_segment(info) for info in segments]
     ds.SegmentsOverlap = "NO"
-    ds.PerFrameFunctionalGroupsSequence = per_frame
+    ds._dict[raw.tag] = raw  # noqa: SLF001  (a raw element is written as its bytes)
     ds.PixelData = pixels
     ds["PixelData"].VR = "OW" if labelmap and frames_pixels.dtype.itemsize == 2 else "OB"
     return ds
@@ -248,35 +250,36 @@ def _segment(info: LabelInfo) -> Any:
 
 
 def _frames(stack: np.ndarray, sources: list[FrameSource], segments: list[LabelInfo],
-            labelmap: bool) -> tuple[bytes, list[Any]]:
-    """(Pixel Data, per-frame functional groups): empty frames left out; BINARY frames by
-    segment, then position. The position index is the plane's (sources come in slice order)."""
+            labelmap: bool) -> tuple[bytes, bytes, int]:
+    """(Pixel Data, the encoded Per-Frame Functional Groups Sequence's value, frames): empty
+    frames left out;
+    BINARY frames by segment, then position. The position index is the plane's (sources come
+    in slice order)."""
     flat = stack.reshape(len(stack), -1)
-    derivation = _derivation_templates()
+    references = [_source_reference(s) for s in sources]
+    positions = [_element(0x0020, 0x0032, "DS", "\\".join(_ds(v) for v in s.position))
+                 for s in sources]
     if labelmap:
         planes = np.flatnonzero(flat.any(axis=1))
-        groups = [_per_frame(sources[p], [int(p) + 1], derivation) for p in planes]
-        return np.ascontiguousarray(stack[planes]).tobytes(), groups
-    groups, bits = [], []
+        items = [_frame_group(references[p], [int(p) + 1], positions[p], None) for p in planes]
+        return np.ascontiguousarray(stack[planes]).tobytes(), _sequence(0, 0, items), len(items)
+    items, bits = [], []
     for info in segments:
         mask = flat == info.segment
         planes = np.flatnonzero(mask.any(axis=1))
-        for plane in planes:
-            item = _per_frame(sources[plane], [info.segment, int(plane) + 1], derivation)
-            item.SegmentIdentificationSequence = [_item(ReferencedSegmentNumber=info.segment)]
-            groups.append(item)
+        items += [_frame_group(references[p], [info.segment, int(p) + 1], positions[p],
+                               info.segment) for p in planes]
         if planes.size:
             bits.append(mask[planes])
-    return _pack_bits(bits), groups
+    return _pack_bits(bits), _sequence(0, 0, items), len(items)
 
 
 def _pack_bits(masks: list[np.ndarray]) -> bytes:
-    """Frames of 0/1 pixels, one bit each, frame after frame without padding (the last byte
-    padded, and the whole to an even length)."""
+    """Frames of 0/1 pixels (one row of `masks` each), one bit per pixel, frame after frame
+    without padding (the last byte padded, and the whole to an even length)."""
     if not masks:
         return b""
-    frame = masks[0].shape[1]
-    if frame % 8 == 0:  # each block packs to whole bytes: no need to join the masks first
+    if masks[0].shape[1] % 8 == 0:  # each block packs to whole bytes: pack them one by one
         packed = b"".join([np.packbits(m, bitorder="little").tobytes() for m in masks])
     else:
         packed = np.packbits(np.concatenate([m.reshape(-1) for m in masks]),
@@ -284,20 +287,62 @@ def _pack_bits(masks: list[np.ndarray]) -> bytes:
     return packed + b"\0" * (len(packed) % 2)
 
 
-def _derivation_templates() -> dict[str, Any]:
-    return {"purpose": [_code("121322", "DCM", "Source image for image processing operation")],
-            "code": [_code("113076", "DCM", "Segmentation")]}
+# ------------------------------------------------------------------------------------------
+# The per-frame functional groups, encoded directly (Explicit VR Little Endian, defined
+# lengths): one item per frame, thousands of them, which pydicom's Dataset would build and
+# write element by element. The bytes are what pydicom writes for the same items (tested).
+
+#: VRs with a 4-byte length (and two reserved bytes) in explicit VR.
+LONG_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
 
 
-def _per_frame(source: FrameSource, index: list[int], templates: dict[str, Any]) -> Any:
-    reference = _item(ReferencedSOPClassUID=source.sop_class_uid,
-                      ReferencedSOPInstanceUID=source.sop_instance_uid)
+def _element(group: int, element: int, vr: str, value: str | bytes) -> bytes:
+    data = value if isinstance(value, bytes) else value.encode("ascii")
+    if len(data) % 2:
+        data += b"\0" if vr == "UI" else b" "
+    if vr in LONG_VRS:
+        return struct.pack("<HH2sHI", group, element, vr.encode(), 0, len(data)) + data
+    return struct.pack("<HH2sH", group, element, vr.encode(), len(data)) + data
+
+
+def _sequence(group: int, element: int, items: list[bytes]) -> bytes:
+    """A sequence of defined length; the value of a raw SQ element when group is 0."""
+    body = b"".join([struct.pack("<HHI", 0xFFFE, 0xE000, len(item)) + item for item in items])
+    return _element(group, element, "SQ", body) if group else body
+
+
+def _code_bytes(value: str, scheme: str, meaning: str) -> bytes:
+    return (_element(0x0008, 0x0100, "SH", value) + _element(0x0008, 0x0102, "SH", scheme)
+            + _element(0x0008, 0x0104, "LO", meaning))
+
+
+def _source_reference(source: FrameSource) -> bytes:
+    """Derivation Image Sequence of a frame: the source image (and frame) it lies on."""
+    reference = (_element(0x0008, 0x1150, "UI", source.sop_class_uid)
+                 + _element(0x0008, 0x1155, "UI", source.sop_instance_uid))
     if source.frame_number:
-        reference.ReferencedFrameNumber = source.frame_number
-    reference.SpatialLocationsPreserved = "YES"
-    reference.PurposeOfReferenceCodeSequence = templates["purpose"]
-    return _item(
-        DerivationImageSequence=[_item(SourceImageSequence=[reference],
-                                       DerivationCodeSequence=templates["code"])],
-        FrameContentSequence=[_item(DimensionIndexValues=index)],
-        PlanePositionSequence=[_item(ImagePositionPatient=[_ds(v) for v in source.position])])
+        reference += _element(0x0008, 0x1160, "IS", str(source.frame_number))
+    reference += (_element(0x0028, 0x135A, "CS", "YES") + _sequence(0x0040, 0xA170, [
+        _code_bytes("121322", "DCM", "Source image for image processing operation")]))
+    derivation = (_sequence(0x0008, 0x2112, [reference])
+                  + _sequence(0x0008, 0x9215, [_code_bytes("113076", "DCM", "Segmentation")]))
+    return _sequence(0x0008, 0x9124, [derivation])
+
+
+def _frame_group(reference: bytes, index: list[int], position: bytes,
+                 segment: int | None) -> bytes:
+    values = struct.pack(f"<{len(index)}I", *index)
+    group = (reference + _sequence(0x0020, 0x9111, [_element(0x0020, 0x9157, "UL", values)])
+             + _sequence(0x0020, 0x9113, [position]))
+    if segment is not None:
+        group += _sequence(0x0062, 0x000A, [_element(0x0062, 0x000B, "US",
+                                                     struct.pack("<H", segment))])
+    return group
+
+
+def raw_sequence(keyword_tag: int, value: bytes) -> Any:
+    """A raw (already encoded) SQ element for a Dataset: written as it is."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    return RawDataElement(Tag(keyword_tag), "SQ", len(value), value, 0, False, True)
