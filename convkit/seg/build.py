@@ -114,6 +114,9 @@ def build_segmentation(frames_pixels: np.ndarray, sources: list[FrameSource],
     ds.SegmentsOverlap = "NO"
     ds._dict[raw.tag] = raw  # noqa: SLF001  (a raw element is written as its bytes)
     ds.PixelData = pixels
+    # explicit VR little endian in its own character set, as if read so: pydicom then writes
+    # the raw per-frame groups as they are (else it parses every item to check its VRs)
+    ds.set_original_encoding(False, True, ds._character_set)  # noqa: SLF001
     ds["PixelData"].VR = "OW" if labelmap and frames_pixels.dtype.itemsize == 2 else "OB"
     return ds
 
@@ -225,7 +228,7 @@ def _image(ds: Any, shape: tuple[int, ...], n_frames: int, labelmap: bool,
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, bits, bits - 1
     ds.PixelRepresentation = 0
     if labelmap:
-        ds.PixelPaddingValue = 0
+        ds.add_new(0x00280120, "US", 0)  # Pixel Padding Value (US or SS: unsigned here)
     ds.LossyImageCompression = "00"
     ds.SegmentationType = "LABELMAP" if labelmap else "BINARY"
     ds.PresentationLUTShape = "IDENTITY"

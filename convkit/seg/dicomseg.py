@@ -24,7 +24,7 @@ from convkit.errors import InputError, RefusedError, UsageError, exception_reaso
 from convkit.formats.output import check_targets, staged_files
 from convkit.geometry import affine_lps, lps_to_ras, plane_axes
 from convkit.inputs import load_volume
-from convkit.seg.build import FrameSource, build_segmentation
+from convkit.seg.build import FrameSource, build_segmentation, regular_spacing
 from convkit.seg.labels import MAX_LABEL, LabelInfo, describe_labels, read_labels_file
 from convkit.seg.sampling import label_counts, place_labels
 from convkit.volume import Volume
@@ -119,26 +119,29 @@ def place_on_frames(labels: np.ndarray, affine: np.ndarray, frames: list[SourceF
                     resample: bool, what: str) -> tuple[np.ndarray, list[str]]:
     """(frames, rows, columns) labels of every source frame; refused off the grid."""
     n_rows, n_cols = frames[0].header.rows, frames[0].header.columns
-    out = np.zeros((len(frames), n_rows, n_cols), dtype=labels.dtype)
-    worst, placed_total = 0.0, 0
-    for index, frame in enumerate(frames):
+    for frame in frames:
         if (frame.header.rows, frame.header.columns) != (n_rows, n_cols):
             raise InputError(f"the reference series mixes image sizes ({n_rows}x{n_cols}, "
                              f"{frame.header.rows}x{frame.header.columns})",
                              "pass a series whose images share one size")
-        placement = place_labels(labels, affine, frame.affine, frame.shape, nearest=resample,
-                                 count_lost=False)
-        worst = max(worst, placement.residual)
-        if not placement.on_grid and not resample:
-            raise RefusedError(
-                f"{what} does not lie on the reference series' grid (its voxel centres are up "
-                f"to {placement.residual:.3g} voxels from the reference's)",
-                "pass --resample to place it by nearest neighbour, or a mask made on this "
-                "series", "seg.off-grid")
-        out[index] = placement.array[:, :, 0].T
-        placed_total += int(np.count_nonzero(placement.array))
+    stack = _regular_stack(frames)
+    if stack is not None:  # one placement of the whole volume (one copy, no loop)
+        placement = place_labels(labels, affine, stack, (n_cols, n_rows, len(frames)),
+                                 nearest=resample, count_lost=False)
+        out = np.ascontiguousarray(placement.array.transpose(2, 1, 0))
+        worst = placement.residual
+        _refuse_off_grid(placement.on_grid or resample, worst, what)
+    else:
+        out = np.zeros((len(frames), n_rows, n_cols), dtype=labels.dtype)
+        worst = 0.0
+        for index, frame in enumerate(frames):
+            placement = place_labels(labels, affine, frame.affine, frame.shape,
+                                     nearest=resample, count_lost=False)
+            worst = max(worst, placement.residual)
+            _refuse_off_grid(placement.on_grid or resample, placement.residual, what)
+            out[index] = placement.array[:, :, 0].T
     notes = []
-    lost = int(np.count_nonzero(labels)) - placed_total
+    lost = int(np.count_nonzero(labels)) - int(np.count_nonzero(out))
     if lost > 0 and not resample:
         raise RefusedError(f"{lost} labelled voxels of {what} lie outside the reference series",
                            "pass --resample to keep what falls inside, or a mask made on this "
@@ -147,6 +150,30 @@ def place_on_frames(labels: np.ndarray, affine: np.ndarray, frames: list[SourceF
         notes.append(f"resampled by nearest neighbour (voxel centres up to {worst:.3g} voxels "
                      "apart)")
     return out, notes
+
+
+def _regular_stack(frames: list[SourceFrame]) -> np.ndarray | None:
+    """(column, row, plane) -> RAS of the frames when they are one regularly spaced stack
+    of parallel planes (one orientation and pixel spacing), else None."""
+    first = frames[0].header
+    if any(f.header.orientation != first.orientation
+           or f.header.pixel_spacing != first.pixel_spacing for f in frames):
+        return None
+    positions = [f.header.position for f in frames]
+    if regular_spacing(positions, first.orientation) is None:  # type: ignore[arg-type]
+        return None
+    affine = frames[0].affine.copy()
+    affine[:3, 2] = frames[1].affine[:3, 3] - frames[0].affine[:3, 3]
+    return affine
+
+
+def _refuse_off_grid(placed: bool, residual: float, what: str) -> None:
+    if not placed:
+        raise RefusedError(
+            f"{what} does not lie on the reference series' grid (its voxel centres are up "
+            f"to {residual:.3g} voxels from the reference's)",
+            "pass --resample to place it by nearest neighbour, or a mask made on this "
+            "series", "seg.off-grid")
 
 
 def write_seg(mask: Path | str, reference: Path | str, out: Path | str, *,
@@ -161,7 +188,8 @@ def write_seg(mask: Path | str, reference: Path | str, out: Path | str, *,
     overrides = read_labels_file(labels_file) if labels_file else {}
     volume = load_volume(mask)
     labels = label_values(volume, str(mask))
-    numbers = [int(n) for n in np.flatnonzero(label_counts(labels)) if n]
+    mask_counts = label_counts(labels)
+    numbers = [int(n) for n in np.flatnonzero(mask_counts) if n]
     if not numbers:
         raise RefusedError(f"{mask} holds no label (every voxel is 0)",
                            "check that this is the mask you meant")
@@ -171,9 +199,11 @@ def write_seg(mask: Path | str, reference: Path | str, out: Path | str, *,
     if not stack.any():
         raise RefusedError(f"no labelled voxel of {mask} lies inside the reference series",
                            "check that the mask belongs to this series", "seg.outside")
-    counts = np.zeros(max(numbers) + 1, dtype=np.int64)
-    placed = label_counts(stack)
-    counts[: min(placed.size, counts.size)] = placed[: counts.size]
+    # on the grid every labelled voxel was copied (none lost, else refused): same counts
+    counts = mask_counts if not resample else np.zeros(max(numbers) + 1, dtype=np.int64)
+    if resample:
+        placed = label_counts(stack)
+        counts[: min(placed.size, counts.size)] = placed[: counts.size]
     for index, info in enumerate(segments):
         info.voxels = int(counts[info.number])
         # BINARY segments count 1, 2, ... (LABELMAP pixels are the labels themselves)
