@@ -262,32 +262,30 @@ def _frames(stack: np.ndarray, sources: list[FrameSource], segments: list[LabelI
     references = [_source_reference(s) for s in sources]
     positions = [_element(0x0020, 0x0032, "DS", "\\".join(_ds(v) for v in s.position))
                  for s in sources]
+    items: list[bytes] = []
     if labelmap:
         planes = np.flatnonzero(flat.any(axis=1))
-        items = [_frame_group(references[p], [int(p) + 1], positions[p], None) for p in planes]
+        items += [_frame_group(references[p], [int(p) + 1], positions[p], None) for p in planes]
         return np.ascontiguousarray(stack[planes]).tobytes(), _sequence(0, 0, items), len(items)
-    items, bits = [], []
+    whole_bytes = flat.shape[1] % 8 == 0  # a frame packs to whole bytes: pack each segment now
+    parts: list[Any] = []
     for info in segments:
         mask = flat == info.segment
         planes = np.flatnonzero(mask.any(axis=1))
         items += [_frame_group(references[p], [info.segment, int(p) + 1], positions[p],
                                info.segment) for p in planes]
         if planes.size:
-            bits.append(mask[planes])
-    return _pack_bits(bits), _sequence(0, 0, items), len(items)
+            parts.append(_pack_bits(mask[planes]) if whole_bytes else mask[planes])
+    if not whole_bytes and parts:
+        parts = [_pack_bits(np.concatenate(parts))]
+    packed = b"".join(parts)
+    return packed + b"\0" * (len(packed) % 2), _sequence(0, 0, items), len(items)
 
 
-def _pack_bits(masks: list[np.ndarray]) -> bytes:
-    """Frames of 0/1 pixels (one row of `masks` each), one bit per pixel, frame after frame
-    without padding (the last byte padded, and the whole to an even length)."""
-    if not masks:
-        return b""
-    if masks[0].shape[1] % 8 == 0:  # each block packs to whole bytes: pack them one by one
-        packed = b"".join([np.packbits(m, bitorder="little").tobytes() for m in masks])
-    else:
-        packed = np.packbits(np.concatenate([m.reshape(-1) for m in masks]),
-                             bitorder="little").tobytes()
-    return packed + b"\0" * (len(packed) % 2)
+def _pack_bits(frames: np.ndarray) -> bytes:
+    """0/1 pixels, one bit each (the first pixel in the lowest bit), frame after frame
+    without padding; the last byte padded with zero bits."""
+    return np.packbits(frames, bitorder="little").tobytes()
 
 
 # ------------------------------------------------------------------------------------------
