@@ -271,12 +271,16 @@ def _frames(stack: np.ndarray, sources: list[FrameSource], segments: list[LabelI
     parts: list[Any] = []
     for info in segments:
         mask = flat == info.segment
-        planes = np.flatnonzero(mask.any(axis=1))
+        if whole_bytes:  # pack every frame, then find the empty ones in the 8x smaller bits
+            bits = np.packbits(mask, axis=1, bitorder="little")
+            planes = np.flatnonzero(bits.any(axis=1))
+            parts.append(bits[planes].tobytes())
+        else:
+            planes = np.flatnonzero(mask.any(axis=1))
+            parts.append(mask[planes])
         items += [_frame_group(references[p], [info.segment, int(p) + 1], positions[p],
                                info.segment) for p in planes]
-        if planes.size:
-            parts.append(_pack_bits(mask[planes]) if whole_bytes else mask[planes])
-    if not whole_bytes and parts:
+    if not whole_bytes:
         parts = [_pack_bits(np.concatenate(parts))]
     packed = b"".join(parts)
     return packed + b"\0" * (len(packed) % 2), _sequence(0, 0, items), len(items)
