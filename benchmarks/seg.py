@@ -125,19 +125,23 @@ def main(argv: list[str] | None = None) -> int:
     base = summarize(runs[BASELINE])
     results = {}
     print(f"\n512x512x300 mask, {len(LABELS)} labels -> DICOM SEG ({args.repeats} runs, median)")
-    print(f"{'tool':34} {'wall s':>8} {'cpu s':>8} {'peak MiB':>9} {'x dcmqi':>8}  check")
+    print(f"{'tool':34} {'wall s':>8} {'cpu s':>8} {'peak MiB':>9} {'x dcmqi':>8} "
+          f"{'cpu x':>6}  check")
     failed = False
     for name in tools:
         summary = summarize(runs[name])
         problem = verify(outputs[name], mask)
         failed |= bool(problem)
         share = ratio(summary.wall_s, base.wall_s)
+        cpu_share = ratio(summary.cpu_s, base.cpu_s)
         results[name] = {"wall_s": summary.wall_s, "cpu_s": summary.cpu_s,
                          "peak_rss_mib": summary.peak_rss_mib, "wall_vs_dcmqi": share,
+                         "cpu_vs_dcmqi": cpu_share,
                          "bytes": outputs[name].stat().st_size, "check": problem or "ok",
                          "runs": [r.timings() for r in runs[name]]}
         print(f"{name:34} {summary.wall_s:8.2f} {summary.cpu_s or 0:8.2f} "
-              f"{summary.peak_rss_mib or 0:9.0f} {share or 0:8.2f}  {problem or 'ok'}")
+              f"{summary.peak_rss_mib or 0:9.0f} {share or 0:8.2f} {cpu_share or 0:6.2f}  "
+              f"{problem or 'ok'}")
     if args.json:
         save_json(args.json, {"results": results, "versions": package_versions(
             ["convkit", "highdicom", "pydicom", "dcmqi", "numpy"])})

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -85,8 +86,8 @@ def build_segmentation(frames_pixels: np.ndarray, sources: list[FrameSource],
                        segments: list[LabelInfo], seg_type: str, source: Any,
                        orientation: tuple[float, ...], pixel_spacing: tuple[float, float],
                        slice_thickness: float | None, series_uid: str, series_description: str
-                       ) -> Any:
-    """The Segmentation dataset of frames_pixels (frames, rows, columns: labels, 0 background)
+                       ) -> SegObject:
+    """The Segmentation object of frames_pixels (frames, rows, columns: labels, 0 background)
     on the source frames `sources` (one per plane, in slice order); `source` is one source
     dataset (patient, study, frame of reference)."""
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -113,12 +114,31 @@ def build_segmentation(frames_pixels: np.ndarray, sources: list[FrameSource],
         [_segment(info) for info in segments]
     ds.SegmentsOverlap = "NO"
     ds._dict[raw.tag] = raw  # noqa: SLF001  (a raw element is written as its bytes)
-    ds.PixelData = pixels
     # explicit VR little endian in its own character set, as if read so: pydicom then writes
     # the raw per-frame groups as they are (else it parses every item to check its VRs)
     ds.set_original_encoding(False, True, ds._character_set)  # noqa: SLF001
-    ds["PixelData"].VR = "OW" if labelmap and frames_pixels.dtype.itemsize == 2 else "OB"
-    return ds
+    vr = "OW" if labelmap and frames_pixels.dtype.itemsize == 2 else "OB"
+    return SegObject(ds, pixels, vr)
+
+
+@dataclass
+class SegObject:
+    """A Segmentation dataset and its Pixel Data, kept apart: the frames (tens of MB) are
+    written from their arrays after the dataset, not copied into it."""
+
+    dataset: Any  # pydicom Dataset without Pixel Data
+    pixels: list[Any]  # C-contiguous arrays or bytes, written one after another
+    vr: str  # OB or OW
+
+    def save(self, path: Path) -> None:
+        """The file: the dataset (pydicom), then Pixel Data, the last element (7FE0,0010)."""
+        length = sum(memoryview(part).nbytes for part in self.pixels)
+        self.dataset.save_as(path, enforce_file_format=True)
+        with open(path, "ab") as stream:
+            stream.write(_element_header(0x7FE0, 0x0010, self.vr, length + length % 2))
+            for part in self.pixels:
+                stream.write(memoryview(part).cast("B"))
+            stream.write(b"\0" * (length % 2))
 
 
 def _general(ds: Any, source: Any, sop_class: str, sop_uid: str, series_uid: str,
@@ -253,11 +273,10 @@ def _segment(info: LabelInfo) -> Any:
 
 
 def _frames(stack: np.ndarray, sources: list[FrameSource], segments: list[LabelInfo],
-            labelmap: bool) -> tuple[bytes, bytes, int]:
-    """(Pixel Data, the encoded Per-Frame Functional Groups Sequence's value, frames): empty
-    frames left out;
-    BINARY frames by segment, then position. The position index is the plane's (sources come
-    in slice order)."""
+            labelmap: bool) -> tuple[list[Any], bytes, int]:
+    """(Pixel Data in parts, the encoded Per-Frame Functional Groups Sequence's value,
+    frames): empty frames left out; BINARY frames by segment, then position. The position
+    index is the plane's (sources come in slice order)."""
     flat = stack.reshape(len(stack), -1)
     references = [_source_reference(s) for s in sources]
     positions = [_element(0x0020, 0x0032, "DS", "\\".join(_ds(v) for v in s.position))
@@ -266,7 +285,8 @@ def _frames(stack: np.ndarray, sources: list[FrameSource], segments: list[LabelI
     if labelmap:
         planes = np.flatnonzero(flat.any(axis=1))
         items += [_frame_group(references[p], [int(p) + 1], positions[p], None) for p in planes]
-        return np.ascontiguousarray(stack[planes]).tobytes(), _sequence(0, 0, items), len(items)
+        frames = stack if planes.size == len(stack) else stack[planes]  # no copy when all
+        return [np.ascontiguousarray(frames)], _sequence(0, 0, items), len(items)
     whole_bytes = flat.shape[1] % 8 == 0  # a frame packs to whole bytes: pack each segment now
     parts: list[Any] = []
     for info in segments:
@@ -282,8 +302,7 @@ def _frames(stack: np.ndarray, sources: list[FrameSource], segments: list[LabelI
                                info.segment) for p in planes]
     if not whole_bytes:
         parts = [_pack_bits(np.concatenate(parts))]
-    packed = b"".join(parts)
-    return packed + b"\0" * (len(packed) % 2), _sequence(0, 0, items), len(items)
+    return parts, _sequence(0, 0, items), len(items)
 
 
 def _pack_bits(frames: np.ndarray) -> bytes:
@@ -305,9 +324,13 @@ def _element(group: int, element: int, vr: str, value: str | bytes) -> bytes:
     data = value if isinstance(value, bytes) else value.encode("ascii")
     if len(data) % 2:
         data += b"\0" if vr == "UI" else b" "
+    return _element_header(group, element, vr, len(data)) + data
+
+
+def _element_header(group: int, element: int, vr: str, length: int) -> bytes:
     if vr in LONG_VRS:
-        return struct.pack("<HH2sHI", group, element, vr.encode(), 0, len(data)) + data
-    return struct.pack("<HH2sH", group, element, vr.encode(), len(data)) + data
+        return struct.pack("<HH2sHI", group, element, vr.encode(), 0, length)
+    return struct.pack("<HH2sH", group, element, vr.encode(), length)
 
 
 def _sequence(group: int, element: int, items: list[bytes]) -> bytes:

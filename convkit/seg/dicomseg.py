@@ -24,7 +24,7 @@ from convkit.errors import InputError, RefusedError, UsageError, exception_reaso
 from convkit.formats.output import check_targets, staged_files
 from convkit.geometry import affine_lps, lps_to_ras, plane_axes
 from convkit.inputs import load_volume
-from convkit.seg.build import FrameSource, build_segmentation, regular_spacing
+from convkit.seg.build import FrameSource, SegObject, build_segmentation, regular_spacing
 from convkit.seg.labels import MAX_LABEL, LabelInfo, describe_labels, read_labels_file
 from convkit.seg.sampling import label_counts, place_labels
 from convkit.volume import Volume
@@ -213,9 +213,10 @@ def write_seg(mask: Path | str, reference: Path | str, out: Path | str, *,
         if not info.voxels:
             info.notes.append("no voxel on the reference grid after resampling (described, "
                               "no frame)")
-    dataset = _segmentation(stack, frames, segments, seg_type, volume)
+    seg = _segmentation(stack, frames, segments, seg_type, volume)
+    dataset = seg.dataset
     with staged_files(out.parent, force) as stage:
-        dataset.save_as(stage / out.name, enforce_file_format=True)
+        seg.save(stage / out.name)
     return WrittenSeg(str(out), str(dataset.SOPClassUID), str(dataset.SegmentationType),
                       frames[0].header.series_instance_uid,
                       int(np.count_nonzero(stack.reshape(len(frames), -1).any(axis=1))),
@@ -223,7 +224,7 @@ def write_seg(mask: Path | str, reference: Path | str, out: Path | str, *,
 
 
 def _segmentation(stack: np.ndarray, frames: list[SourceFrame], segments: list[LabelInfo],
-                  seg_type: str, volume: Volume) -> Any:
+                  seg_type: str, volume: Volume) -> SegObject:
     from pydicom import dcmread
     from pydicom.uid import generate_uid
 
