@@ -286,7 +286,8 @@ def _frames(stack: np.ndarray, sources: list[FrameSource], segments: list[LabelI
         planes = np.flatnonzero(flat.any(axis=1))
         items += [_frame_group(references[p], [int(p) + 1], positions[p], None) for p in planes]
         frames = stack if planes.size == len(stack) else stack[planes]  # no copy when all
-        return [np.ascontiguousarray(frames)], _sequence(0, 0, items), len(items)
+        little = np.ascontiguousarray(frames, dtype=frames.dtype.newbyteorder("<"))
+        return [little], _sequence(0, 0, items), len(items)
     whole_bytes = flat.shape[1] % 8 == 0  # a frame packs to whole bytes: pack each segment now
     parts: list[Any] = []
     for info in segments:
