@@ -147,3 +147,18 @@ def test_sixteen_bit_label_map(cli, tmp_path):
     array, affine = hd_volume(tmp_path / "seg.dcm")
     found = labels_at_world(array, affine, voxel_centres(ct.affine, ct.shape), outside=0)
     np.testing.assert_array_equal(found, labels.ravel(order="C"))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("size", [1, 2, 7, 1000, 3_000_001])
+def test_label_counts_match_numpy_unique(dtype, size):
+    from convkit.seg.sampling import label_counts
+
+    rng = np.random.default_rng(size)
+    top = 200 if dtype == np.uint8 else 700
+    values = rng.choice([0, 1, 3, top], size=size, p=[0.5, 0.3, 0.15, 0.05]).astype(dtype)
+    numbers, found = np.unique(values, return_counts=True)
+    expected = np.zeros(int(numbers[-1]) + 1, np.int64)
+    expected[numbers] = found
+    np.testing.assert_array_equal(label_counts(values), expected)
+    np.testing.assert_array_equal(label_counts(values.reshape(-1, 1)[:, 0]), expected)
