@@ -72,8 +72,10 @@ def frames_by_place(ds):
 
 
 @pytest.mark.parametrize("seg_type", ["labelmap", "binary"])
-def test_same_object_as_highdicom_writes(tmp_path, seg_type):
-    ct = write_ct(tmp_path / "ct", shape=(13, 11, 6))  # 143 pixels a frame: not whole bytes
+@pytest.mark.parametrize("shape", [(13, 11, 6),  # 143 pixels a frame: not whole bytes
+                                   (16, 8, 37)])  # whole bytes, frames packed in blocks
+def test_same_object_as_highdicom_writes(tmp_path, seg_type, shape):
+    ct = write_ct(tmp_path / "ct", shape=shape)
     labels = blob_labels(ct.shape)
     write_volume(Volume(labels, ct.affine), tmp_path / "mask.nii.gz")
     write_seg(tmp_path / "mask.nii.gz", ct.folder, tmp_path / "ours.dcm", seg_type=seg_type)

@@ -291,12 +291,11 @@ def _frames(stack: np.ndarray, sources: list[FrameSource], segments: list[LabelI
     whole_bytes = flat.shape[1] % 8 == 0  # a frame packs to whole bytes: pack each segment now
     parts: list[Any] = []
     for info in segments:
-        mask = flat == info.segment
-        if whole_bytes:  # pack every frame, then find the empty ones in the 8x smaller bits
-            bits = np.packbits(mask, axis=1, bitorder="little")
-            planes = np.flatnonzero(bits.any(axis=1))
-            parts.append(bits[planes].tobytes())
+        if whole_bytes:
+            planes, packed = _segment_bits(flat, info.segment)
+            parts += packed
         else:
+            mask = flat == info.segment
             planes = np.flatnonzero(mask.any(axis=1))
             parts.append(mask[planes])
         items += [_frame_group(references[p], [info.segment, int(p) + 1], positions[p],
@@ -304,6 +303,27 @@ def _frames(stack: np.ndarray, sources: list[FrameSource], segments: list[LabelI
     if not whole_bytes:
         parts = [_pack_bits(np.concatenate(parts))]
     return parts, _sequence(0, 0, items), len(items)
+
+
+#: Frames compared and packed at a time (a few MB: the buffers stay warm, no page faults).
+FRAMES_PER_BLOCK = 16
+
+
+def _segment_bits(flat: np.ndarray, segment: int) -> tuple[np.ndarray, list[bytes]]:
+    """(planes holding the segment, their packed bits in blocks) of frames of whole bytes:
+    each block of frames is compared into one reused buffer and packed, and the empty frames
+    are found in the 8x smaller bits."""
+    buffer = np.empty((min(FRAMES_PER_BLOCK, len(flat)), flat.shape[1]), dtype=bool)
+    planes, packed = [], []
+    for start in range(0, len(flat), FRAMES_PER_BLOCK):
+        block = flat[start:start + FRAMES_PER_BLOCK]
+        mask = np.equal(block, segment, out=buffer[: len(block)])
+        bits = np.packbits(mask, axis=1, bitorder="little")
+        present = np.flatnonzero(bits.any(axis=1))
+        if present.size:
+            planes.append(present + start)
+            packed.append(bits[present].tobytes())
+    return (np.concatenate(planes) if planes else np.zeros(0, np.int64)), packed
 
 
 def _pack_bits(frames: np.ndarray) -> bytes:
