@@ -5,8 +5,9 @@ by element on small cases; highdicom stays the reader and oracle in the tests): 
 study attributes copied from the source, a SEG series, the Segmentation Image module, one
 Segment Sequence item per label (LABELMAP: plus segment 0, the background), shared functional
 groups (orientation, pixel measures) and per-frame groups (the source image each frame derives
-from, its position, its dimension index and, BINARY, its segment). Frames are packed with
-numpy in one pass: LABELMAP as 8/16-bit labels, BINARY as bits (little-endian bit order).
+from, its position, its dimension index and, BINARY, its segment: encoded directly, see
+below). Pixel Data is written from numpy arrays after the dataset: LABELMAP as 8/16-bit
+labels, BINARY as bits (np.packbits, little-endian bit order, 16 frames at a time).
 """
 
 from __future__ import annotations
@@ -335,7 +336,7 @@ def _pack_bits(frames: np.ndarray) -> bytes:
 # ------------------------------------------------------------------------------------------
 # The per-frame functional groups, encoded directly (Explicit VR Little Endian, defined
 # lengths): one item per frame, thousands of them, which pydicom's Dataset would build and
-# write element by element. The bytes are what pydicom writes for the same items (tested).
+# write element by element (tests read them back with pydicom and compare with highdicom).
 
 #: VRs with a 4-byte length (and two reserved bytes) in explicit VR.
 LONG_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
