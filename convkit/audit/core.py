@@ -42,7 +42,7 @@ from convkit.audit.pairing import (
     sidecar_finding,
 )
 from convkit.audit.report import AuditReport
-from convkit.audit.segmentations import check_segmentations
+from convkit.audit.segmentations import check_segmentations, mask_off_grid
 from convkit.audit.series import SeriesAudit, audit_series, check_splits, series_row
 from convkit.audit.volumes import VolumeHeader, read_volume_header
 from convkit.dicom.header import NOT_PATIENT_IMAGE
@@ -285,6 +285,8 @@ def _pair(volume: VolumeAudit, root: Path, by_uid: dict[str, list[SeriesAudit]],
     volume.pairing = pair_volume(header.affine, header.shape, header.n_times, named, nearby)
     if volume.pairing is not None:
         volume.findings += pair_finding(header.path, volume.pairing)
+    else:  # a mask beside a series must lie on its grid (cropped is fine)
+        volume.findings += mask_off_grid(header, volume.sidecar_data, nearby)
 
 
 # ------------------------------------------------------------------------------------------

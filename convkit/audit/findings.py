@@ -149,6 +149,8 @@ CODES: dict[str, Code] = {
     "seg.contour-outside": Code(Severity.WARNING, "RTSTRUCT contour points outside the "
                                                   "referenced series' field of view"),
     "seg.unreadable": Code(Severity.ERROR, "a SEG or RTSTRUCT that cannot be read"),
+    "seg.mask-off-grid": Code(Severity.WARNING, "a label-map volume (mask) beside a series "
+                                                "whose voxels do not lie on its grid"),
     # A volume file checked against the DICOM series it belongs to.
     "pair.geometry-mismatch": Code(Severity.ERROR, "a volume's grid or world geometry differs from "
                                                    "the DICOM series it belongs to"),

@@ -3,8 +3,9 @@
 The mask is placed on every frame of the source series in world space (sampling.py),
 so its axis order and format do not matter; a mask off the source grid is refused
 (exit 4, naming the mismatch) unless resampling (nearest neighbour) is asked for.
-highdicom builds the object: LABELMAP (Label Map Segmentation Storage) or BINARY,
-empty frames left out, every label of the mask described (none is lost).
+convkit.seg.build writes the object (pydicom and numpy, no highdicom): LABELMAP (Label
+Map Segmentation Storage) or BINARY, empty frames left out, every label of the mask
+described (none is lost).
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from convkit import __version__
 from convkit.dicom.header import SliceHeader
 from convkit.dicom.scan import scan_folder
 from convkit.errors import InputError, RefusedError, UsageError, exception_reason
 from convkit.formats.output import check_targets, staged_files
 from convkit.geometry import affine_lps, lps_to_ras, plane_axes
 from convkit.inputs import load_volume
+from convkit.seg.build import FrameSource, SegObject, build_segmentation, regular_spacing
 from convkit.seg.labels import MAX_LABEL, LabelInfo, describe_labels, read_labels_file
 from convkit.seg.sampling import label_counts, place_labels
 from convkit.volume import Volume
@@ -118,26 +119,29 @@ def place_on_frames(labels: np.ndarray, affine: np.ndarray, frames: list[SourceF
                     resample: bool, what: str) -> tuple[np.ndarray, list[str]]:
     """(frames, rows, columns) labels of every source frame; refused off the grid."""
     n_rows, n_cols = frames[0].header.rows, frames[0].header.columns
-    out = np.zeros((len(frames), n_rows, n_cols), dtype=labels.dtype)
-    worst, placed_total = 0.0, 0
-    for index, frame in enumerate(frames):
+    for frame in frames:
         if (frame.header.rows, frame.header.columns) != (n_rows, n_cols):
             raise InputError(f"the reference series mixes image sizes ({n_rows}x{n_cols}, "
                              f"{frame.header.rows}x{frame.header.columns})",
                              "pass a series whose images share one size")
-        placement = place_labels(labels, affine, frame.affine, frame.shape, nearest=resample,
-                                 count_lost=False)
-        worst = max(worst, placement.residual)
-        if not placement.on_grid and not resample:
-            raise RefusedError(
-                f"{what} does not lie on the reference series' grid (its voxel centres are up "
-                f"to {placement.residual:.3g} voxels from the reference's)",
-                "pass --resample to place it by nearest neighbour, or a mask made on this "
-                "series", "seg.off-grid")
-        out[index] = placement.array[:, :, 0].T
-        placed_total += int(np.count_nonzero(placement.array))
+    stack = _regular_stack(frames)
+    if stack is not None:  # one placement of the whole volume (one copy, no loop)
+        placement = place_labels(labels, affine, stack, (n_cols, n_rows, len(frames)),
+                                 nearest=resample, count_lost=False)
+        out = np.ascontiguousarray(placement.array.transpose(2, 1, 0))
+        worst = placement.residual
+        _refuse_off_grid(placement.on_grid or resample, worst, what)
+    else:
+        out = np.zeros((len(frames), n_rows, n_cols), dtype=labels.dtype)
+        worst = 0.0
+        for index, frame in enumerate(frames):
+            placement = place_labels(labels, affine, frame.affine, frame.shape,
+                                     nearest=resample, count_lost=False)
+            worst = max(worst, placement.residual)
+            _refuse_off_grid(placement.on_grid or resample, placement.residual, what)
+            out[index] = placement.array[:, :, 0].T
     notes = []
-    lost = int(np.count_nonzero(labels)) - placed_total
+    lost = int(np.count_nonzero(labels)) - int(np.count_nonzero(out))
     if lost > 0 and not resample:
         raise RefusedError(f"{lost} labelled voxels of {what} lie outside the reference series",
                            "pass --resample to keep what falls inside, or a mask made on this "
@@ -146,6 +150,30 @@ def place_on_frames(labels: np.ndarray, affine: np.ndarray, frames: list[SourceF
         notes.append(f"resampled by nearest neighbour (voxel centres up to {worst:.3g} voxels "
                      "apart)")
     return out, notes
+
+
+def _regular_stack(frames: list[SourceFrame]) -> np.ndarray | None:
+    """(column, row, plane) -> RAS of the frames when they are one regularly spaced stack
+    of parallel planes (one orientation and pixel spacing), else None."""
+    first = frames[0].header
+    if any(f.header.orientation != first.orientation
+           or f.header.pixel_spacing != first.pixel_spacing for f in frames):
+        return None
+    positions = [f.header.position for f in frames]
+    if regular_spacing(positions, first.orientation) is None:  # type: ignore[arg-type]
+        return None
+    affine = frames[0].affine.copy()
+    affine[:3, 2] = frames[1].affine[:3, 3] - frames[0].affine[:3, 3]
+    return affine
+
+
+def _refuse_off_grid(placed: bool, residual: float, what: str) -> None:
+    if not placed:
+        raise RefusedError(
+            f"{what} does not lie on the reference series' grid (its voxel centres are up "
+            f"to {residual:.3g} voxels from the reference's)",
+            "pass --resample to place it by nearest neighbour, or a mask made on this "
+            "series", "seg.off-grid")
 
 
 def write_seg(mask: Path | str, reference: Path | str, out: Path | str, *,
@@ -160,7 +188,8 @@ def write_seg(mask: Path | str, reference: Path | str, out: Path | str, *,
     overrides = read_labels_file(labels_file) if labels_file else {}
     volume = load_volume(mask)
     labels = label_values(volume, str(mask))
-    numbers = [int(n) for n in np.flatnonzero(label_counts(labels)) if n]
+    mask_counts = label_counts(labels)
+    numbers = [int(n) for n in np.flatnonzero(mask_counts) if n]
     if not numbers:
         raise RefusedError(f"{mask} holds no label (every voxel is 0)",
                            "check that this is the mask you meant")
@@ -170,9 +199,11 @@ def write_seg(mask: Path | str, reference: Path | str, out: Path | str, *,
     if not stack.any():
         raise RefusedError(f"no labelled voxel of {mask} lies inside the reference series",
                            "check that the mask belongs to this series", "seg.outside")
-    counts = np.zeros(max(numbers) + 1, dtype=np.int64)
-    placed = label_counts(stack)
-    counts[: min(placed.size, counts.size)] = placed[: counts.size]
+    # on the grid every labelled voxel was copied (none lost, else refused): same counts
+    counts = mask_counts if not resample else np.zeros(max(numbers) + 1, dtype=np.int64)
+    if resample:
+        placed = label_counts(stack)
+        counts[: min(placed.size, counts.size)] = placed[: counts.size]
     for index, info in enumerate(segments):
         info.voxels = int(counts[info.number])
         # BINARY segments count 1, 2, ... (LABELMAP pixels are the labels themselves)
@@ -182,9 +213,10 @@ def write_seg(mask: Path | str, reference: Path | str, out: Path | str, *,
         if not info.voxels:
             info.notes.append("no voxel on the reference grid after resampling (described, "
                               "no frame)")
-    dataset = _segmentation(stack, frames, segments, seg_type, volume)
+    seg = _segmentation(stack, frames, segments, seg_type, volume)
+    dataset = seg.dataset
     with staged_files(out.parent, force) as stage:
-        dataset.save_as(stage / out.name, enforce_file_format=True)
+        seg.save(stage / out.name)
     return WrittenSeg(str(out), str(dataset.SOPClassUID), str(dataset.SegmentationType),
                       frames[0].header.series_instance_uid,
                       int(np.count_nonzero(stack.reshape(len(frames), -1).any(axis=1))),
@@ -192,59 +224,26 @@ def write_seg(mask: Path | str, reference: Path | str, out: Path | str, *,
 
 
 def _segmentation(stack: np.ndarray, frames: list[SourceFrame], segments: list[LabelInfo],
-                  seg_type: str, volume: Volume) -> Any:
-    import highdicom as hd
+                  seg_type: str, volume: Volume) -> SegObject:
     from pydicom import dcmread
+    from pydicom.uid import generate_uid
 
-    paths = list(dict.fromkeys(f.header.path for f in frames))
-    sources = [_with_type2(dcmread(p, stop_before_pixels=True)) for p in paths]
-    if len(paths) == 1 and len(frames) > 1:  # one multi-frame file: frames in file order
-        order = np.argsort([f.header.frame for f in frames])
-        stack = stack[order]
-    descriptions = [_description(hd, info) for info in segments]
+    first = frames[0].header
+    multiframe = len({f.header.path for f in frames}) == 1 and len(frames) > 1
+    sources = [FrameSource(f.header.sop_class_uid, f.header.sop_instance_uid,
+                           f.header.position,  # type: ignore[arg-type]  # checked in source_frames
+                           f.header.frame + 1 if multiframe else 0) for f in frames]
     if any(info.segment != info.number for info in segments):
         renumber = np.zeros(max(info.number for info in segments) + 1, dtype=stack.dtype)
         for info in segments:
             renumber[info.number] = info.segment
         stack = renumber[stack]
     series_description = str(volume.metadata.get("SeriesDescription", "") or "convkit SEG")[:64]
-    with warnings.catch_warnings():  # pydicom's notes on the source's names: not ours to print
-        warnings.simplefilter("ignore")
-        return hd.seg.Segmentation(
-            source_images=sources, pixel_array=stack,
-            segmentation_type=seg_type.upper(), segment_descriptions=descriptions,
-            series_instance_uid=hd.UID(), series_number=9100, sop_instance_uid=hd.UID(),
-            instance_number=1, manufacturer="convkit", manufacturer_model_name="convkit",
-            software_versions=__version__, device_serial_number="0",
-            series_description=series_description, omit_empty_frames=True)
-
-
-#: Type 2 patient and study attributes highdicom copies from the source images (it needs them
-#: present, empty if unknown); the in-memory copies get them, the files are not touched.
-TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
-                "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
-
-
-def _with_type2(dataset: Any) -> Any:
-    if "SpecificCharacterSet" in dataset and not dataset.SpecificCharacterSet:
-        del dataset.SpecificCharacterSet  # empty: the default repertoire (highdicom rejects '')
-    for keyword in TYPE2_COPIED:
-        if keyword not in dataset:
-            setattr(dataset, keyword, "")
-    return dataset
-
-
-def _description(hd: Any, info: LabelInfo) -> Any:
-    from pydicom.sr.coding import Code as PydicomCode
-
-    return hd.seg.SegmentDescription(
-        segment_number=info.segment, segment_label=info.name[:64],
-        segmented_property_category=PydicomCode(info.category.value, info.category.scheme,
-                                                info.category.meaning),
-        segmented_property_type=PydicomCode(info.type.value, info.type.scheme,
-                                            info.type.meaning),
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-        display_color=hd.color.CIELabColor.from_rgb(*info.color))
+    source = dcmread(first.path, stop_before_pixels=True)
+    return build_segmentation(stack, sources, segments, seg_type, source,
+                              first.orientation,  # type: ignore[arg-type]
+                              first.pixel_spacing or (1.0, 1.0), first.slice_thickness,
+                              generate_uid(), series_description)
 
 
 @dataclass

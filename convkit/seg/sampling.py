@@ -51,6 +51,12 @@ def place_labels(values: np.ndarray, values_affine: np.ndarray, target_affine: n
                      _lost(values, placed) if count_lost else 0)
 
 
+def on_grid_of(values_affine: np.ndarray, target_affine: np.ndarray) -> bool:
+    """Every voxel centre of the first grid is a voxel centre of the second (in any axis
+    order): a label map so placed copies onto the target exactly (it may be cropped)."""
+    return _axis_mapping(np.linalg.inv(target_affine) @ values_affine) is not None
+
+
 def _flat_axes_free(mapping: np.ndarray, target_shape: tuple[int, int, int]) -> np.ndarray:
     """A target axis of one voxel (a 2D frame) has no step: its column of the mapping is
     arbitrary, so it is set to the source axis the other two leave free."""
@@ -139,12 +145,31 @@ def label_counts(labels: np.ndarray) -> np.ndarray:
     slabs: np.bincount widens its input to 64 bits, which for a whole CT-sized mask costs
     more than the count itself."""
     flat = labels.ravel(order="K")  # a view of a contiguous array, whichever its order
+    if flat.dtype == np.uint8 and flat.size > 1:
+        return _byte_label_counts(flat)
     counts = np.zeros(int(flat.max(initial=0)) + 1, dtype=np.int64)
     step = 1 << 16  # 512 KiB of widened values: stays in the cache (4x faster than 1 << 22)
     for start in range(0, flat.size, step):
         part = np.bincount(flat[start:start + step], minlength=counts.size)
         counts += part
     return counts
+
+
+def _byte_label_counts(flat: np.ndarray) -> np.ndarray:
+    """label_counts of bytes, counted two at a time: pairs of voxels read as 16-bit values
+    (half the values to widen), then each pair's count given to both of its labels."""
+    even = flat.size - flat.size % 2
+    pairs = np.ascontiguousarray(flat[:even]).view(np.uint16)
+    table = np.zeros(1 << 16, dtype=np.int64)
+    step = 1 << 20
+    for start in range(0, pairs.size, step):
+        table += np.bincount(pairs[start:start + step], minlength=1 << 16)
+    square = table.reshape(256, 256)  # [one byte of the pair, the other]: order is irrelevant
+    counts = square.sum(axis=0) + square.sum(axis=1)
+    if even < flat.size:
+        counts[flat[-1]] += 1
+    top = int(np.flatnonzero(counts)[-1]) if counts.any() else 0
+    return counts[: top + 1]
 
 
 def _lost(values: np.ndarray, placed: np.ndarray) -> int:
