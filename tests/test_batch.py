@@ -171,7 +171,7 @@ def test_manifest_records_fingerprints_options_and_digests(cli, tmp_path):
     cli("dicom2nii", tmp_path / "in", out, "--jobs", "2", check_code=0)
     db = sqlite3.connect(out / ".convkit" / "manifest.sqlite")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
     rows = db.execute("SELECT label, status, convkit_version, options FROM series "
                       "ORDER BY label").fetchall()
     assert [(r[0], r[1]) for r in rows] == [("1_s1", "written"), ("2_s2", "written")]
