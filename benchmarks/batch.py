@@ -1,6 +1,7 @@
 """Batch conversion of a tree of series: serial dcm2niix over the series folders (what users
 script today) against convkit dicom2nii --jobs 1, --jobs 2 and a two-worker local Dask
-cluster, and a no-op rerun of the whole tree, side by side in one run.
+cluster, and a no-op rerun of the whole tree, side by side in one run (with the start-up
+of `convkit dicom2nii --help`, the floor of any run).
 
     .venv/bin/python benchmarks/batch.py [--series 16] [--size 256] [--repeats 1] [--work DIR]
 
@@ -107,6 +108,9 @@ def run_all(tree: Path, work: Path, repeats: int) -> dict[str, float]:
     rerun = work / "convkit_jobs_1"
     times["convkit rerun, all up to date"] = [
         timed([*CONVKIT, "dicom2nii", str(tree), str(rerun)]) for _ in range(repeats)]
+    # the floor of any run: Python, numpy and the CLI imported, nothing done
+    times["(convkit dicom2nii --help: start-up only)"] = [
+        timed([*CONVKIT, "dicom2nii", "--help"]) for _ in range(repeats)]
     return {name: statistics.median(values) for name, values in times.items()}
 
 

@@ -4,7 +4,9 @@ stat key (size, mtime_ns, inode, ctime_ns) changed: index.facts.FileFacts is the
 HeaderCache.
 
 The file is a cache: it holds the files' facts only (not the audit's tables), is written in
-one transaction after the scan, and may be lost at any moment (the files are read again).
+one transaction after the scan, and may be lost at any moment (the files are read again);
+a cache that cannot be read or written (a full disk, a busy or damaged file) never fails
+the conversion.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from convkit.batch.manifest import HEADER_CACHE_NAME, MANIFEST_FOLDER
 from convkit.dicom.scan import ProgressCallback, ScanResult, scan_folder
+from convkit.errors import ConvkitError
 from convkit.index.db import FileRow, Index, RunRecord, now, open_index
 from convkit.index.errors import IndexFileError
 from convkit.index.facts import FileFacts, dump_facts
@@ -40,9 +43,10 @@ class HeaderCache:
 
     def scan(self, progress: ProgressCallback | None, jobs: int) -> ScanResult:
         """scan_folder of in_dir, opening only the files that are new or changed."""
-        if not self.path.is_file():
+        index = self._open() if self.path.is_file() else None
+        if index is None:
             return scan_folder(self.in_dir, progress, jobs=jobs, cache=self.facts)
-        with self._open() as index, index.snapshot():  # one consistent read
+        with index, index.snapshot():  # one consistent read
             self.facts = FileFacts(index.stored_files(self.root),
                                    functools.partial(index.stored_facts, self.root))
             return scan_folder(self.in_dir, progress, jobs=jobs, cache=self.facts)
@@ -56,16 +60,27 @@ class HeaderCache:
             return
         counts = {"files_read": self.facts.read, "files_from_index": self.facts.from_index,
                   "files_removed": len(removed)}
-        with self._open() as index:
-            index.record(RunRecord(self.root, {"command": "dicom2nii"}, self.started, rows,
-                                   removed, _TABLES, b"", counts,
-                                   (len(self.facts.entries), 0, 0, 0)))
+        index = self._open()
+        if index is None:
+            return
+        with index:
+            try:
+                index.record(RunRecord(self.root, {"command": "dicom2nii"}, self.started,
+                                       rows, removed, _TABLES, b"", counts,
+                                       (len(self.facts.entries), 0, 0, 0)))
+            except ConvkitError:  # a full disk, a busy file: the next run reads them again
+                pass
 
-    def _open(self) -> Index:
+    def _open(self) -> Index | None:
+        """The index (made anew when damaged or foreign), or None when it cannot be opened
+        or written: the scan reads every file, as without it."""
         try:
-            return open_index(self.path)
-        except IndexFileError:  # damaged or foreign: a cache, made anew
-            return open_index(self.path, rebuild=True)
+            try:
+                return open_index(self.path)
+            except IndexFileError:
+                return open_index(self.path, rebuild=True)
+        except ConvkitError:
+            return None
 
     def _changed_rows(self) -> list[FileRow]:
         rows = []
