@@ -93,6 +93,8 @@ class Row:
     result: dict[str, Any] = field(default_factory=dict)
     seconds: float | None = None
     outputs: list[Output] = field(default_factory=list)
+    #: an output's stat key was taken again in this run (work.outputs_intact): to record
+    refreshed: bool = False
 
 
 class Manifest:

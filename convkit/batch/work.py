@@ -178,15 +178,23 @@ def _key(info: os.stat_result) -> tuple[int, int, int, int]:
 
 def outputs_intact(row: Row, out_dir: Path) -> bool:
     """Every recorded output is there, a regular file with its recorded size and sha256
-    (hashed only when its stat key is not the one recorded, or is not trusted)."""
+    (hashed only when its stat key is not the one recorded, or is not trusted). An output
+    found intact by its hash gets its stat key of now (row.refreshed: to be recorded), so
+    that the next run need not hash it."""
     for output in row.outputs:
         path = out_dir / output.path
         try:
+            checked = time.time_ns()
             info = os.lstat(path)
             if not stat.S_ISREG(info.st_mode) or info.st_size != output.size:
                 return False
-            if not unchanged_since_hashed(output, info) and sha256_file(path) != output.sha256:
+            if unchanged_since_hashed(output, info):
+                continue
+            if sha256_file(path) != output.sha256:
                 return False
+            if _key(os.lstat(path)) == _key(info):  # not written while it was hashed
+                output.stat = (info.st_mtime_ns, info.st_ino, info.st_ctime_ns, checked)
+                row.refreshed = True
         except OSError:
             return False
     return bool(row.outputs)
