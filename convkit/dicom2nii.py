@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from convkit.batch.headers import HeaderCache
 from convkit.batch.manifest import one_run
 from convkit.batch.run import BatchRun, Hooks, choose_executor, in_order
 from convkit.batch.work import (
@@ -194,8 +195,11 @@ def convert_folder(
     if not in_dir.exists():
         raise InputError(f"{in_dir} does not exist", "check the input path")
     out_path = _check_output_dir(in_dir, out_dir, list_only)
-    scan = scan_folder(in_dir, (lambda d, t: progress("scan", d, t)) if progress else None,
-                       jobs=jobs)  # big trees: headers in worker processes, as the audit
+    scan_progress = (lambda d, t: progress("scan", d, t)) if progress else None
+    # big trees: headers in worker processes, as the audit; a rerun reads only new files
+    cache = None if out_path is None else HeaderCache(in_dir, out_path)
+    scan = scan_folder(in_dir, scan_progress, jobs=jobs) if cache is None \
+        else cache.scan(scan_progress, jobs)
     name_series(scan.series, name_template)
     groups = _select(scan, select)
     report = ConversionReport(str(in_dir), str(out_path or ""), [], scan.files)
@@ -206,6 +210,8 @@ def convert_folder(
     suffix = FORMATS[fmt]
     key = options_key(options, fmt, overlays)
     with one_run(out_path) as manifest:
+        if cache is not None:
+            cache.save()
         items = plan_items(groups, manifest.rows(), in_dir, key, out_path,
                            lambda group: _all_targets(out_path, group, suffix),
                            force=force, retry_failed=retry_failed)

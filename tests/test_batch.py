@@ -171,7 +171,7 @@ def test_manifest_records_fingerprints_options_and_digests(cli, tmp_path):
     cli("dicom2nii", tmp_path / "in", out, "--jobs", "2", check_code=0)
     db = sqlite3.connect(out / ".convkit" / "manifest.sqlite")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
     rows = db.execute("SELECT label, status, convkit_version, options FROM series "
                       "ORDER BY label").fetchall()
     assert [(r[0], r[1]) for r in rows] == [("1_s1", "written"), ("2_s2", "written")]
@@ -181,6 +181,110 @@ def test_manifest_records_fingerprints_options_and_digests(cli, tmp_path):
     for path, size, digest in outputs:
         data = (out / path).read_bytes()
         assert size == len(data) and digest == hashlib.sha256(data).hexdigest()
+
+
+def test_an_output_rewritten_with_its_size_and_mtime_restored_is_redone(cli, tmp_path):
+    """A rerun hashes only outputs whose stat key changed: a same-size byte flip with the
+    mtime set back keeps size, mtime and inode, but not the ctime (no user can set it)."""
+    make_tree(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    cli("dicom2nii", tmp_path / "in", out, "--jobs", "1", check_code=0)
+    clean = visible(out)
+    db = sqlite3.connect(out / ".convkit" / "manifest.sqlite")
+    keys = db.execute("SELECT path, mtime_ns, inode, ctime_ns FROM outputs").fetchall()
+    db.close()
+    assert {path: (os.stat(out / path).st_mtime_ns, os.stat(out / path).st_ino,
+                   os.stat(out / path).st_ctime_ns) for path, *_ in keys} == \
+        {path: tuple(key) for path, *key in keys}
+    altered = out / "2_s2.nii.gz"
+    before = altered.stat()
+    time.sleep(0.05)  # past the file system clock's tick
+    data = bytearray(altered.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    with open(altered, "r+b") as handle:  # in place: the same inode
+        handle.write(data)
+    os.utime(altered, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = altered.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == \
+        (before.st_size, before.st_mtime_ns, before.st_ino)
+    assert after.st_ctime_ns != before.st_ctime_ns
+    redo = cli("dicom2nii", tmp_path / "in", out, "--json", check_code=0)
+    assert statuses(redo) == {"1_s1": "up to date", "2_s2": "written"}
+    assert visible(out) == clean
+
+
+def test_rerun_reads_only_new_and_changed_input_files(cli, tmp_path):
+    """The scan's facts are kept in OUT/.convkit/index.sqlite: an unchanged file is not
+    opened again, a touched or new one is (the index's runs count them)."""
+    stored = make_tree(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    cli("dicom2nii", tmp_path / "in", out, "--jobs", "1", check_code=0)
+    index = out / ".convkit" / "index.sqlite"
+
+    def runs() -> list[tuple]:
+        db = sqlite3.connect(index)
+        try:
+            return db.execute("SELECT files, files_read, files_from_index FROM runs "
+                              "ORDER BY id").fetchall()
+        finally:
+            db.close()
+
+    assert runs() == [(12, 12, 0)]
+    again = cli("dicom2nii", tmp_path / "in", out, "--json", check_code=0)
+    assert statuses(again) == {"1_s1": "up to date", "2_s2": "up to date"}
+    assert runs() == [(12, 12, 0)]  # nothing new: nothing read, nothing written
+    touched = sorted((tmp_path / "in" / "s2").iterdir())[0]
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    stored.update(make_tree(tmp_path / "in" / "more", 3))  # s1..s3 again: take only s3
+    for number in (1, 2):
+        for path in (tmp_path / "in" / "more" / f"s{number}").iterdir():
+            path.unlink()
+    done = cli("dicom2nii", tmp_path / "in", out, "--json", check_code=0)
+    assert statuses(done)["2_s2"] == "written"  # its files changed (an mtime)
+    assert statuses(done)["3_s3"] == "written"
+    assert runs()[-1] == (18, 7, 11)  # the touched file and the new series' six
+    check_voxels(out, {label: stored[label] for label in ("2_s2", "3_s3")})
+
+
+def test_a_damaged_file_facts_cache_is_made_anew(cli, tmp_path):
+    make_tree(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    cli("dicom2nii", tmp_path / "in", out, check_code=0)
+    index = out / ".convkit" / "index.sqlite"
+    index.write_bytes(b"not a database" * 100)
+    again = cli("dicom2nii", tmp_path / "in", out, "--json", check_code=0)
+    assert statuses(again) == {"1_s1": "up to date", "2_s2": "up to date"}
+    db = sqlite3.connect(index)
+    assert db.execute("SELECT files, files_read FROM runs").fetchall() == [(12, 12)]
+    db.close()
+
+
+def test_a_manifest_of_schema_1_is_upgraded_and_still_verified(cli, tmp_path):
+    make_tree(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    cli("dicom2nii", tmp_path / "in", out, check_code=0)
+    db = sqlite3.connect(out / ".convkit" / "manifest.sqlite")
+    for column in ("mtime_ns", "inode", "ctime_ns", "checked_ns"):
+        db.execute(f"ALTER TABLE outputs DROP COLUMN {column}")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    altered = out / "1_s1.nii.gz"
+    data = bytearray(altered.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    altered.write_bytes(bytes(data))
+    again = cli("dicom2nii", tmp_path / "in", out, "--json", check_code=0)
+    assert statuses(again) == {"1_s1": "written", "2_s2": "up to date"}
+    db = sqlite3.connect(out / ".convkit" / "manifest.sqlite")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    keys = db.execute("SELECT path, mtime_ns, inode, ctime_ns FROM outputs").fetchall()
+    db.close()
+    # the rewritten series' new outputs, and the others' verified by their hash: every
+    # output has its stat key now (the next run need not hash it)
+    assert len(keys) == 4
+    for path, *key in keys:
+        info = os.stat(out / path)
+        assert tuple(key) == (info.st_mtime_ns, info.st_ino, info.st_ctime_ns), path
 
 
 def test_all_refused_leaves_no_manifest(cli, tmp_path):

@@ -9,7 +9,9 @@ Tables (documented for users in README.md, "Batch conversion"):
   status (pending, written, refused, failed) with its reason, the series result as JSON and
   the seconds its conversion took.
 - ``outputs``: the files of a series, relative to OUT, with size and sha256 (NULL while the
-  series is pending: the names it is about to write).
+  series is pending: the names it is about to write), and the file's stat key when it was
+  hashed (mtime_ns, inode, ctime_ns; checked_ns: the clock then), so that a rerun hashes
+  only an output whose key changed (work.outputs_intact).
 
 Every update is one transaction (BEGIN IMMEDIATE ... COMMIT). A series is marked pending
 before its conversion starts and recorded after its outputs are published (atomically, by
@@ -38,8 +40,10 @@ from convkit.formats.output import claimed
 #: The manifest's place in an output folder.
 MANIFEST_FOLDER = ".convkit"
 MANIFEST_NAME = "manifest.sqlite"
+#: The scan's facts about the input files, beside the manifest (batch.headers).
+HEADER_CACHE_NAME = "index.sqlite"
 #: PRAGMA user_version of the tables below; bump when they change.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: PRAGMA application_id: 'ckmf'. Tells a convkit manifest from any other SQLite file.
 APPLICATION_ID = 0x636B6D66
 #: Seconds a second writer waits for the first to finish.
@@ -56,17 +60,23 @@ CREATE TABLE series (
 ) WITHOUT ROWID;
 CREATE TABLE outputs (
     label TEXT NOT NULL, path TEXT NOT NULL, size INTEGER, sha256 TEXT,
+    mtime_ns INTEGER, inode INTEGER, ctime_ns INTEGER, checked_ns INTEGER,
     PRIMARY KEY (label, path)) WITHOUT ROWID;
 """
+#: Schema 1 -> 2: the outputs' stat keys (NULL for outputs recorded before: hashed).
+_UPGRADE_1 = [f"ALTER TABLE outputs ADD COLUMN {name} INTEGER"
+              for name in ("mtime_ns", "inode", "ctime_ns", "checked_ns")]
 
 
 @dataclass
 class Output:
-    """One file of a series: path relative to OUT; size and sha256 None while pending."""
+    """One file of a series: path relative to OUT; size and sha256 None while pending.
+    stat: (mtime_ns, inode, ctime_ns, checked_ns) when it was hashed (None: unknown)."""
 
     path: str
     size: int | None = None
     sha256: str | None = None
+    stat: tuple[int, int, int, int] | None = None
 
 
 @dataclass
@@ -83,6 +93,8 @@ class Row:
     result: dict[str, Any] = field(default_factory=dict)
     seconds: float | None = None
     outputs: list[Output] = field(default_factory=list)
+    #: an output's stat key was taken again in this run (work.outputs_intact): to record
+    refreshed: bool = False
 
 
 class Manifest:
@@ -117,7 +129,8 @@ class Manifest:
                 series = db.execute("SELECT label, series_uid, fingerprint, options, "
                                     "convkit_version, status, reason, result, seconds "
                                     "FROM series").fetchall()
-                outputs = db.execute("SELECT label, path, size, sha256 FROM outputs "
+                outputs = db.execute("SELECT label, path, size, sha256, mtime_ns, inode, "
+                                     "ctime_ns, checked_ns FROM outputs "
                                      "ORDER BY label, path").fetchall()
         except sqlite3.DatabaseError as exc:
             raise _damaged(self.path, exc) from exc
@@ -125,9 +138,10 @@ class Manifest:
                              options=item[3], convkit_version=item[4], status=item[5],
                              reason=item[6], result=json.loads(item[7]), seconds=item[8])
                 for item in series}
-        for label, path, size, sha256 in outputs:
+        for label, path, size, sha256, *stat in outputs:
             if label in rows:
-                rows[label].outputs.append(Output(path, size, sha256))
+                key = tuple(stat) if None not in stat else None
+                rows[label].outputs.append(Output(path, size, sha256, key))
         return rows
 
     # -- writing -------------------------------------------------------------------------
@@ -146,8 +160,9 @@ class Manifest:
             db.execute("INSERT OR REPLACE INTO series VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        values)
             db.execute("DELETE FROM outputs WHERE label = ?", (row.label,))
-            db.executemany("INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?)",
-                           [(row.label, out.path, out.size, out.sha256) for out in row.outputs])
+            db.executemany("INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           [(row.label, out.path, out.size, out.sha256,
+                             *(out.stat or (None,) * 4)) for out in row.outputs])
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -181,8 +196,10 @@ class Manifest:
                                       for row in self.rows().values()):
             return
         self.close()
-        for name in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
-            name.unlink(missing_ok=True)
+        cache = self.path.with_name(HEADER_CACHE_NAME)  # the scan's facts (batch.headers)
+        for path in (self.path, cache):
+            for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                name.unlink(missing_ok=True)
         try:
             self.path.parent.rmdir()
         except OSError:  # something else is there
@@ -296,16 +313,21 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
 
 
 def _create(db: sqlite3.Connection, path: Path) -> None:
-    """The tables of this schema (no older schema exists yet)."""
+    """The tables of this schema, or those of schema 1 upgraded (its rows kept)."""
     try:
         db.execute("BEGIN IMMEDIATE")
-        if db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
             db.rollback()  # another process made it meanwhile
             return
-        for statement in SCHEMA.split(";"):
-            if statement.strip():
+        if version == 1:
+            for statement in _UPGRADE_1:
                 db.execute(statement)
-        db.execute("INSERT INTO meta VALUES ('application', 'convkit-manifest')")
+        else:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute("INSERT INTO meta VALUES ('application', 'convkit-manifest')")
         db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.commit()

@@ -90,12 +90,19 @@ class BatchRun:
         if outcome.output_failed:
             self.output_failed.append(result.label)
 
+    def settle(self, item: Item, result: Any) -> None:
+        """A series not converted in this run: its result; the stat keys of its outputs
+        recorded when they were verified by their hash (work.outputs_intact)."""
+        if item.row is not None and item.row.refreshed and not item.converts:
+            self.manifest.record(item.row)
+        self.results.append(result)
+
     def serial(self, items: list[Item]) -> None:
         """Convert the series in this process, one after the other."""
         for item in items:
             settled = self.hooks.settled(item)
             if settled is not None:
-                self.results.append(settled)
+                self.settle(item, settled)
                 continue
             self.before = file_states(self.hooks.published(item.group))
             self.manifest.begin(self.pending(item))
@@ -110,7 +117,7 @@ class BatchRun:
             if settled is None:
                 todo.append(item)
             else:
-                self.results.append(settled)
+                self.settle(item, settled)
         for item in todo:
             self.manifest.begin(self.pending(item))
         tasks = [self.task(item, os.getcwd()) for item in todo]

@@ -5,6 +5,14 @@ A series is up to date when the manifest's row for its label has the same finger
 its source files, the same options and convkit version, status written, and every output
 on disk with its recorded size and sha256. Anything else is converted again (a failed
 series only with retry_failed; force redoes everything).
+
+An output is hashed again only when its stat key (size, mtime_ns, inode, ctime_ns) is not
+the one recorded when it was hashed: any write changes its ctime, which no user can set
+back (touch and os.utime restore the mtime, not the ctime). On a file system that keeps
+whole seconds, a key taken within RACY_NS of its ctime is not trusted (a write in the same
+second would leave the ctime as it was), as git does with its index. Elsewhere the ctime
+has the kernel clock's tick (a few ms; exact on Linux 6.13+), so the one write a key can
+miss is one within that tick after convkit began hashing the file it had just written.
 """
 
 from __future__ import annotations
@@ -12,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -27,6 +37,10 @@ from convkit.outcomes import Outcome
 
 #: Bytes read at a time when hashing an output.
 _HASH_CHUNK = 1 << 20
+#: On a file system with whole-second timestamps, a stat key is trusted only when taken
+#: this long after the file's ctime.
+RACY_NS = 2_000_000_000
+_SECOND_NS = 1_000_000_000
 
 
 class Why(StrEnum):
@@ -143,27 +157,58 @@ def sha256_file(path: Path) -> str:
 
 
 def digests(paths: list[str], out_dir: Path) -> list[Output]:
-    """Each written file: path relative to out_dir, size and sha256."""
+    """Each written file: path relative to out_dir, size, sha256 and stat key (None when the
+    file changed while it was hashed)."""
     found = []
     for text in paths:
-        path = Path(text)
-        found.append(Output(os.path.relpath(path, out_dir), path.stat().st_size,
-                            sha256_file(path)))
+        checked = time.time_ns()
+        before = os.stat(text)
+        sha256 = sha256_file(Path(text))
+        after = os.stat(text)
+        key = (before.st_mtime_ns, before.st_ino, before.st_ctime_ns, checked)
+        same = _key(before) == _key(after)
+        found.append(Output(os.path.relpath(text, out_dir), before.st_size, sha256,
+                            key if same else None))
     return found
 
 
+def _key(info: os.stat_result) -> tuple[int, int, int, int]:
+    return info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns
+
+
 def outputs_intact(row: Row, out_dir: Path) -> bool:
-    """Every recorded output is there, a regular file with its recorded size and sha256."""
+    """Every recorded output is there, a regular file with its recorded size and sha256
+    (hashed only when its stat key is not the one recorded, or is not trusted). An output
+    found intact by its hash gets its stat key of now (row.refreshed: to be recorded), so
+    that the next run need not hash it."""
     for output in row.outputs:
         path = out_dir / output.path
         try:
-            if path.is_symlink() or not path.is_file() or path.stat().st_size != output.size:
+            checked = time.time_ns()
+            info = os.lstat(path)
+            if not stat.S_ISREG(info.st_mode) or info.st_size != output.size:
                 return False
+            if unchanged_since_hashed(output, info):
+                continue
             if sha256_file(path) != output.sha256:
                 return False
+            if _key(os.lstat(path)) == _key(info):  # not written while it was hashed
+                output.stat = (info.st_mtime_ns, info.st_ino, info.st_ctime_ns, checked)
+                row.refreshed = True
         except OSError:
             return False
     return bool(row.outputs)
+
+
+def unchanged_since_hashed(output: Output, info: os.stat_result) -> bool:
+    """The file has not been written since output.sha256 was taken: the same stat key,
+    taken after its ctime (RACY_NS after it where the file system keeps whole seconds)."""
+    if output.stat is None:
+        return False
+    mtime_ns, inode, ctime_ns, checked_ns = output.stat
+    margin = RACY_NS if ctime_ns % _SECOND_NS == 0 else 0
+    return ((info.st_mtime_ns, info.st_ino, info.st_ctime_ns) == (mtime_ns, inode, ctime_ns)
+            and checked_ns - ctime_ns >= margin)
 
 
 def decide(row: Row | None, print_: str, key: str, out_dir: Path, *, force: bool,
@@ -221,4 +266,4 @@ def jobs_that_fit(jobs: int, largest: int, available: int | None) -> int:
 
 __all__ = ["CONVERT", "Item", "SeriesTask", "TaskOutcome", "Why", "available_memory", "decide",
            "digests", "fingerprint", "jobs_that_fit", "options_key", "outputs_intact", "owned",
-           "peak_bytes", "plan_items", "source_bytes"]
+           "peak_bytes", "plan_items", "source_bytes", "unchanged_since_hashed"]
