@@ -485,7 +485,8 @@ def test_dicom2nii_signal_while_writing_leaves_no_staging(big_series, tmp_path, 
 @linux_only
 @pytest.mark.subprocess
 def test_preview_batch_sigterm_cleans_up_and_reports(tmp_path):
-    for number in (1, 2, 3):
+    numbers = range(1, 9)  # enough that the batch is still running when the first PNG is there
+    for number in numbers:
         make_ct(tmp_path / "in" / f"s{number}", n=60, rows=256, cols=256, seed=number,
                 series_number=number, description=f"s{number}", noise=True)
     out = tmp_path / "png"
@@ -504,7 +505,7 @@ def test_preview_batch_sigterm_cleans_up_and_reports(tmp_path):
                            "-o", str(out), "--force"], capture_output=True, text=True,
                           env=ENV, timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr
-    assert listing(out) == ["1_s1.png", "2_s2.png", "3_s3.png"]
+    assert listing(out) == [f"{n}_s{n}.png" for n in numbers]
 
 
 def _children(pid: int) -> list[int]:
