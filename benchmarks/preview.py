@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from convert import compile_convkit
 from phantom import (
     PIXEL_SPACING_MM,
     RESCALE_INTERCEPT,
@@ -187,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     if "not installed" in (found["nilearn"], found["matplotlib"]):
         raise SystemExit("error: nilearn and matplotlib are needed for this benchmark: "
                          "pip install -e '.[bench]'")
+    compile_convkit()  # as installed: see convert.py
     work = args.work
     nifti = build_input(work)
     out = work / "out"
