@@ -8,8 +8,12 @@ memory when it is installed (CPU time is the steadier figure on a shared machine
 Afterwards convkit's PNG is checked: a 5x5 grid of the requested slices.
 
     python benchmarks/preview.py [--work DIR] [--repeats N] [--json PATH]
+                                 [--baseline-python PYTHON]
 
 nilearn and matplotlib are benchmark dependencies only (the `bench` extra), never runtime ones.
+`--baseline-python` runs them from another environment, so that convkit (beside this
+interpreter) is timed as a user installs it: the bench extra brings python-gdcm and requests,
+which pydicom imports at start-up when they are installed.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from convert import compile_convkit
 from phantom import (
     PIXEL_SPACING_MM,
     RESCALE_INTERCEPT,
@@ -88,10 +93,24 @@ fig.savefig(sys.argv[2], dpi=100)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    return parse_checked(benchmark_parser(__doc__, "convkit-bench-preview"), argv)
+    parser = benchmark_parser(__doc__, "convkit-bench-preview")
+    parser.add_argument("--baseline-python", default=sys.executable,
+                        help="the interpreter that runs nilearn and matplotlib "
+                             "(default: this one)")
+    return parse_checked(parser, argv)
 
 
-def tools(nifti: Path, out: Path) -> dict[str, list[str]]:
+def baseline_versions(python: str) -> dict[str, str]:
+    """nilearn's and matplotlib's versions in the baseline interpreter's environment."""
+    probe = ("import importlib.metadata as m\n"
+             "for name in ('nilearn', 'matplotlib'):\n"
+             "    try:\n        print(m.version(name))\n"
+             "    except m.PackageNotFoundError:\n        print('not installed')\n")
+    done = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True)
+    return dict(zip(("nilearn", "matplotlib"), done.stdout.split(), strict=True))
+
+
+def tools(nifti: Path, out: Path, baseline_python: str) -> dict[str, list[str]]:
     convkit = find_executable("convkit")
     low, high = LUNG[0] - LUNG[1] / 2, LUNG[0] + LUNG[1] / 2
     script_args = [str(nifti), "", ",".join(map(str, SLICES)), str(low), str(high)]
@@ -103,7 +122,7 @@ def tools(nifti: Path, out: Path) -> dict[str, list[str]]:
                                ("matplotlib subplots", MATPLOTLIB_SCRIPT, "matplotlib.png")):
         argv = list(script_args)
         argv[1] = str(out / file)
-        commands[name] = [sys.executable, "-c", script, *argv]
+        commands[name] = [baseline_python, "-c", script, *argv]
     return commands
 
 
@@ -164,17 +183,19 @@ def verify_convkit(nifti: Path, out: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     found = {"python": platform.python_version(),
-             **package_versions(("convkit", "nilearn", "matplotlib", "nibabel", "numpy"))}
+             **package_versions(("convkit", "nibabel", "numpy")),
+             **baseline_versions(args.baseline_python)}
     if "not installed" in (found["nilearn"], found["matplotlib"]):
         raise SystemExit("error: nilearn and matplotlib are needed for this benchmark: "
                          "pip install -e '.[bench]'")
+    compile_convkit()  # as installed: see convert.py
     work = args.work
     nifti = build_input(work)
     out = work / "out"
     out.mkdir(parents=True, exist_ok=True)
     warm_page_cache(nifti)
     use_time = gnu_time_available()
-    commands = tools(nifti, out)
+    commands = tools(nifti, out, args.baseline_python)
     env = {**os.environ, "COLUMNS": "120"}
     runs: dict[str, list[Run]] = {name: [] for name in commands}
     for repeat in range(args.repeats):
@@ -202,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nconvkit output: {verification}")
     print(f"outputs: {out}")
     if args.json:
-        save_json(args.json, {"versions": found, "machine": platform.platform(),
+        save_json(args.json, {"versions": found, "baseline_python": args.baseline_python,
+                              "machine": platform.platform(),
                               "cpus": os.cpu_count(), "results": rows,
                               "verification": verification})
     return 0

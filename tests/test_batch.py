@@ -496,7 +496,8 @@ def test_a_damaged_manifest_is_an_output_error(cli, tmp_path):
                          ids=["SIGTERM", "SIGINT"])
 def test_signal_during_a_parallel_run_cleans_up_and_the_rerun_finishes(tmp_path, signum,
                                                                       code):
-    make_tree(tmp_path / "in", 4, slices=60, size=256)
+    series = 8  # enough that the run is still going when the first staging file appears
+    make_tree(tmp_path / "in", series, slices=60, size=256)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "convkit", "dicom2nii", str(tmp_path / "in"), str(out),
                "--jobs", "2"]
@@ -506,6 +507,7 @@ def test_signal_during_a_parallel_run_cleans_up_and_the_rerun_finishes(tmp_path,
     while process.poll() is None and time.monotonic() < end and \
             not any(out.glob(".convkit-*/*")):
         time.sleep(0.002)
+    assert process.poll() is None, "the run ended before the signal could be sent"
     if signum == signal.SIGINT:
         os.killpg(process.pid, signum)  # Ctrl-C: the whole process group
     else:
@@ -518,7 +520,7 @@ def test_signal_during_a_parallel_run_cleans_up_and_the_rerun_finishes(tmp_path,
                           env=ENV, capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr
     assert set(statuses(done).values()) <= {"written", "up to date"}
-    assert len(visible(out)) == 8
+    assert len(visible(out)) == 2 * series
 
 
 @pytest.mark.slow
