@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from convkit import __version__
+from convkit import __version__, sqlite_files
 from convkit.batch.errors import ManifestBusyError, ManifestFileError
-from convkit.errors import OutputError
+from convkit.errors import ConvkitError, OutputError
 from convkit.formats.output import claimed
 
 #: The manifest's place in an output folder.
@@ -46,6 +46,10 @@ HEADER_CACHE_NAME = "index.sqlite"
 SCHEMA_VERSION = 2
 #: PRAGMA application_id: 'ckmf'. Tells a convkit manifest from any other SQLite file.
 APPLICATION_ID = 0x636B6D66
+#: How sqlite_files checks a manifest (FULL: a recorded series survives a power loss).
+MANIFEST_FILE = sqlite_files.FileKind("manifest", APPLICATION_ID, SCHEMA_VERSION, "FULL",
+                                      "use that convkit, or remove the folder .convkit",
+                                      ManifestFileError, ManifestBusyError)
 #: Seconds a second writer waits for the first to finish.
 BUSY_TIMEOUT_S = 60.0
 #: Status of a series whose conversion started and was not recorded yet.
@@ -284,30 +288,7 @@ def open_manifest(out_dir: Path | str, timeout: float = BUSY_TIMEOUT_S) -> Manif
 
 def _prepare(db: sqlite3.Connection, path: Path) -> None:
     """Check that the file is a convkit manifest of this schema, or make it one."""
-    try:
-        db.execute("BEGIN")
-        try:
-            application = db.execute("PRAGMA application_id").fetchone()[0]
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        finally:
-            db.rollback()
-    except sqlite3.DatabaseError as exc:
-        raise _damaged(path, exc) from exc
-    if application not in (0, APPLICATION_ID) or (application == 0 and tables):
-        raise ManifestFileError(f"{path} is an SQLite database but not a convkit manifest")
-    if version > SCHEMA_VERSION:
-        raise ManifestFileError(f"the manifest {path} was written by a newer convkit (schema "
-                                f"{version}; this one reads {SCHEMA_VERSION})",
-                                "use that convkit, or remove the folder .convkit")
-    try:
-        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        db.execute("PRAGMA synchronous=FULL")  # a recorded series survives a power loss
-    except sqlite3.OperationalError as exc:
-        raise ManifestBusyError(f"the manifest {path} is busy: {exc}",
-                                "wait for the other convkit to finish") from exc
-    if str(mode).lower() != "wal":
-        raise ManifestFileError(f"the manifest {path} cannot use WAL mode ({mode})")
+    version, tables = sqlite_files.prepare(db, path, MANIFEST_FILE)
     if version < SCHEMA_VERSION or tables == 0:
         _create(db, path)
 
@@ -336,8 +317,8 @@ def _create(db: sqlite3.Connection, path: Path) -> None:
         raise _damaged(path, exc) from exc
 
 
-def _damaged(path: Path, exc: BaseException) -> ManifestFileError:
-    return ManifestFileError(f"the manifest {path} cannot be read: {exc}")
+def _damaged(path: Path, exc: BaseException) -> ConvkitError:
+    return sqlite_files.damaged(path, MANIFEST_FILE, exc)
 
 
 def _now() -> str:

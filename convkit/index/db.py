@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from convkit import __version__
+from convkit import __version__, sqlite_files
 from convkit.audit.report import FILE_COLUMNS, FINDING_COLUMNS, SERIES_COLUMNS, VOLUME_COLUMNS
-from convkit.errors import OutputError
+from convkit.errors import ConvkitError, OutputError
 from convkit.index.errors import IndexBusyError, IndexFileError
 from convkit.index.facts import Stored, facts_version
 
@@ -42,6 +42,10 @@ from convkit.index.facts import Stored, facts_version
 SCHEMA_VERSION = 2
 #: PRAGMA application_id: 'ckix'. Tells a convkit index from any other SQLite file.
 APPLICATION_ID = 0x636B6978
+#: How sqlite_files checks an index file (a cache: synchronous NORMAL is enough under WAL).
+INDEX_FILE = sqlite_files.FileKind("index", APPLICATION_ID, SCHEMA_VERSION, "NORMAL",
+                                   "use that convkit, or --rebuild to replace it",
+                                   IndexFileError, IndexBusyError)
 #: Seconds a second writer waits for the first to finish.
 BUSY_TIMEOUT_S = 60.0
 #: SliceHeader fields stored as columns of `headers` (tuples as backslash-joined text).
@@ -378,28 +382,7 @@ def open_index(path: Path | str, *, rebuild: bool = False,
 
 def _prepare(index: Index) -> None:
     """Check that the file is a convkit index of this schema, or make it one."""
-    db = index.connection
-    try:
-        with index.snapshot():  # one read: another process may be creating the tables
-            application = db.execute("PRAGMA application_id").fetchone()[0]
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-    except sqlite3.DatabaseError as exc:
-        raise _damaged(index.path, exc) from exc
-    if application not in (0, APPLICATION_ID) or (application == 0 and tables):
-        raise IndexFileError(f"{index.path} is an SQLite database but not a convkit index")
-    if version > SCHEMA_VERSION:
-        raise IndexFileError(f"the index {index.path} was written by a newer convkit (schema "
-                             f"{version}; this one reads {SCHEMA_VERSION})",
-                             "use that convkit, or --rebuild to replace it")
-    try:
-        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        db.execute("PRAGMA synchronous=NORMAL")
-    except sqlite3.OperationalError as exc:  # locked while another process changes the mode
-        raise IndexBusyError(f"the index {index.path} is busy: {exc}",
-                             "wait for the other convkit to finish") from exc
-    if str(mode).lower() != "wal":
-        raise IndexFileError(f"the index {index.path} cannot use WAL mode ({mode})")
+    version, tables = sqlite_files.prepare(index.connection, index.path, INDEX_FILE)
     if version < SCHEMA_VERSION or tables == 0:
         _create(index)
 
@@ -423,8 +406,8 @@ def _create(index: Index) -> None:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-def _damaged(path: Path, exc: BaseException) -> IndexFileError:
-    return IndexFileError(f"the index {path} cannot be read: {exc}")
+def _damaged(path: Path, exc: BaseException) -> ConvkitError:
+    return sqlite_files.damaged(path, INDEX_FILE, exc)
 
 
 __all__ = ["APPLICATION_ID", "FILE_COLUMNS", "SCHEMA_VERSION", "FileRow", "Index",
