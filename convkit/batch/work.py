@@ -33,6 +33,7 @@ from convkit.batch.manifest import PENDING, Output, Row
 from convkit.dicom.group import SeriesGroup
 from convkit.dicom.plan import ConvertOptions, memory_needed, plan_series
 from convkit.errors import ConvkitError
+from convkit.formats.output import recorded_sha256
 from convkit.outcomes import Outcome
 
 #: Bytes read at a time when hashing an output.
@@ -163,7 +164,7 @@ def digests(paths: list[str], out_dir: Path) -> list[Output]:
     for text in paths:
         checked = time.time_ns()
         before = os.stat(text)
-        sha256 = sha256_file(Path(text))
+        sha256 = recorded_sha256(before) or sha256_file(Path(text))
         after = os.stat(text)
         key = (before.st_mtime_ns, before.st_ino, before.st_ctime_ns, checked)
         same = _key(before) == _key(after)

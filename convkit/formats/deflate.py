@@ -24,7 +24,7 @@ import tempfile
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 #: ISA-L level (0-3). On a 512x512x300 CT with noise, level 2 with a block every 64 KiB is
 #: 1.04x the size of zlib level 6 (dcm2niix's default) at 1/20 of its time; level 1 is 1.07x
@@ -37,6 +37,12 @@ FLUSH_BYTES = 64 << 10
 _WINDOW = 32 << 10  # deflate's window: what a piece is primed with
 # ID1 ID2, deflate, no flags, no modification time, no extra flags, OS unknown (as pigz -n).
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+
+
+class Writable(Protocol):
+    """Where compressed bytes go: a binary file, or formats.output.HashingWriter."""
+
+    def write(self, data: bytes, /) -> int: ...
 
 
 def worker_count() -> int:
@@ -116,7 +122,7 @@ class DeflatingStream:
         if len(view):
             self._small += view
 
-    def write_to(self, handle: BinaryIO) -> None:
+    def write_to(self, handle: Writable) -> None:
         """Finish the stream and write all of it (raw deflate, ending with the final block)
         to handle; the stream is then closed."""
         if self._closed:
@@ -181,7 +187,7 @@ class DeflatingStream:
         return compressed
 
 
-def write_gzip(handle: BinaryIO, prefix: bytes, stream: DeflatingStream) -> None:
+def write_gzip(handle: Writable, prefix: bytes, stream: DeflatingStream) -> None:
     """One gzip member: prefix (a file header) deflated on its own, then the stream's data.
 
     The prefix is a deflate block of its own and the data are not primed with it, so the
@@ -197,7 +203,7 @@ def write_gzip(handle: BinaryIO, prefix: bytes, stream: DeflatingStream) -> None
     handle.write(struct.pack("<II", crc, (len(prefix) + size) & 0xFFFFFFFF))
 
 
-def gzip_bytes(handle: BinaryIO, prefix: bytes, data: bytes | bytearray | memoryview,
+def gzip_bytes(handle: Writable, prefix: bytes, data: bytes | bytearray | memoryview,
                level: int = GZIP_LEVEL, threads: int | None = None) -> None:
     """write_gzip of data at hand (the data are not copied)."""
     stream = DeflatingStream(level, threads)

@@ -20,7 +20,8 @@ import numpy as np
 
 from convkit import __version__
 from convkit.errors import RefusedError
-from convkit.formats.deflate import DeflatingStream, gzip_bytes, write_gzip
+from convkit.formats.deflate import DeflatingStream, gzip_bytes, worker_count, write_gzip
+from convkit.formats.output import hashed_file
 from convkit.geometry import affine_problem
 from convkit.volume import RGB_DTYPE, Volume
 
@@ -202,15 +203,13 @@ def write_nifti(volume: Volume, path: Path, deflated: DeflatingStream | None = N
         and deflated.size == len(data) and volume.array.dtype.isnative
     if deflated is not None and not usable:
         deflated.cancel()
-    if compressed:
-        with open(path, "wb") as handle:
-            if usable:
-                assert deflated is not None
-                write_gzip(handle, header, deflated)
-            else:
-                gzip_bytes(handle, header, data)
-    else:
-        with open(path, "wb") as handle:
+    with hashed_file(path, threaded=worker_count() > 1) as handle:
+        if compressed and usable:
+            assert deflated is not None
+            write_gzip(handle, header, deflated)
+        elif compressed:
+            gzip_bytes(handle, header, data)
+        else:
             _write_all(handle, header, data)
 
 

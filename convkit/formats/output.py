@@ -14,12 +14,16 @@ two runs into one output never both succeed.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import stat
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from convkit.errors import OutputError, UsageError
 
@@ -312,3 +316,65 @@ def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+#: Writes at least this large are hashed on a second thread while they are written.
+_THREADED_HASH_BYTES = 1 << 20
+#: sha256 of the files written through hashed_file, by stat key (device, inode, size,
+#: mtime_ns): what recorded_sha256 answers (bounded; a run's outputs are few).
+_WRITTEN: dict[tuple[int, int, int, int], str] = {}
+_WRITTEN_MAX = 4096
+_HASH_LOCK = threading.Lock()
+_hash_pool: ThreadPoolExecutor | None = None
+
+
+class HashingWriter:
+    """A binary file being written, and the sha256 of what was written to it: each large
+    write is hashed on a second thread while it goes to the file (hashlib and the write
+    both release the GIL), so knowing an output's hash costs no second pass over it."""
+
+    def __init__(self, handle: BinaryIO, threaded: bool) -> None:
+        self._handle, self._threaded = handle, threaded
+        self.sha256 = hashlib.sha256()
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._threaded and len(data) >= _THREADED_HASH_BYTES:
+            hashed = _pool().submit(self.sha256.update, data)
+            written = self._handle.write(data)
+            hashed.result()
+            return written
+        self.sha256.update(data)
+        return self._handle.write(data)
+
+
+@contextmanager
+def hashed_file(path: Path, threaded: bool = True) -> Iterator[HashingWriter]:
+    """Open path for writing through a HashingWriter; when it is closed, remember the
+    sha256 of its content for the file's stat key (recorded_sha256)."""
+    with open(path, "wb") as handle:
+        writer = HashingWriter(handle, threaded)
+        yield writer
+    info = os.stat(path)
+    with _HASH_LOCK:
+        if len(_WRITTEN) >= _WRITTEN_MAX:
+            _WRITTEN.clear()
+        _WRITTEN[_written_key(info)] = writer.sha256.hexdigest()
+
+
+def recorded_sha256(info: os.stat_result) -> str | None:
+    """The sha256 hashed_file computed for a file, while its device, inode, size and mtime
+    are still those it had when it was closed (a rename keeps them), else None."""
+    with _HASH_LOCK:
+        return _WRITTEN.get(_written_key(info))
+
+
+def _written_key(info: os.stat_result) -> tuple[int, int, int, int]:
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _hash_pool
+    with _HASH_LOCK:
+        if _hash_pool is None:
+            _hash_pool = ThreadPoolExecutor(1, thread_name_prefix="convkit-sha256")
+        return _hash_pool
