@@ -15,27 +15,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-
-def _version() -> str:
-    """The installed distribution's version; in a source tree that is not installed, the one
-    pyproject.toml declares; never a made-up number (it is written into every output).
-
-    Computed on first use of convkit.__version__: importlib.metadata costs ~20 ms of start-up,
-    which commands that write no version (--help, compare, preview) need not pay."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("convkit")
-    except PackageNotFoundError:
-        import tomllib
-        from pathlib import Path
-
-        try:
-            project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-            return str(project["project"]["version"])
-        except (OSError, KeyError, ValueError):
-            return "unknown"
-
+from convkit._version import __version__
 
 _API = {
     "scan_folder": "convkit.dicom.scan",
@@ -65,9 +45,6 @@ __all__ = sorted(_API) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "__version__":
-        found = globals()["__version__"] = _version()  # once: later lookups find it
-        return found
     if name in _API:
         return getattr(import_module(_API[name]), name)
     raise AttributeError(f"module 'convkit' has no attribute {name!r}")
