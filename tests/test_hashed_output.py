@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -41,3 +42,25 @@ def test_a_file_changed_after_writing_has_no_recorded_hash(tmp_path):
     with open(path, "ab") as other:
         other.write(b" and then by someone else")
     assert recorded_sha256(os.stat(path)) is None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_child_hashes_with_a_pool_of_its_own(tmp_path):
+    """The parent's hashing thread does not exist in a forked child (a decode or scan
+    worker): the child must not queue work for it and wait forever."""
+    with hashed_file(tmp_path / "parent.bin") as handle:
+        handle.write(bytes(2 << 20))  # starts the parent's hashing thread
+    pid = os.fork()
+    if pid == 0:  # the child: hash a large write, exit 0 when its digest is right
+        ok = False
+        signal.alarm(30)  # a child waiting for a thread that is not there dies of SIGALRM
+        try:
+            data = bytes(range(256)) * 8192
+            with hashed_file(tmp_path / "child.bin") as handle:
+                handle.write(data)
+            ok = recorded_sha256(os.stat(tmp_path / "child.bin")) == \
+                hashlib.sha256(data).hexdigest()
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -378,3 +378,13 @@ def _pool() -> ThreadPoolExecutor:
         if _hash_pool is None:
             _hash_pool = ThreadPoolExecutor(1, thread_name_prefix="convkit-sha256")
         return _hash_pool
+
+
+def _forget_in_child() -> None:
+    """A forked child has none of its parent's threads: a pool of its own when it needs one."""
+    global _hash_pool, _HASH_LOCK
+    _hash_pool, _HASH_LOCK = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
