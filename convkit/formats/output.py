@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import importlib.util
 import os
+import re
 import shutil
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -126,8 +129,11 @@ def staged_files(folder: Path, force: bool = False) -> Iterator[Path]:
 def _staging(parent: Path, prefix: str) -> Iterator[Path]:
     """A new private folder parent/prefixXXXXXXXXXXXX, removed with all it holds on the way
     out: its name is known before it is created, so that an interrupt (Ctrl-C, SIGTERM)
-    landing just after the creation still removes it (tempfile.mkdtemp returns it later)."""
+    landing just after the creation still removes it (tempfile.mkdtemp returns it later).
+    It is flock-ed while it exists: a folder left by a killed run (SIGKILL, power loss) is
+    one nobody holds, which remove_stale_staging recognises."""
     path: Path | None = None
+    held: int | None = None
     try:
         while True:
             path = parent / f"{prefix}{os.urandom(6).hex()}"
@@ -140,10 +146,69 @@ def _staging(parent: Path, prefix: str) -> Iterator[Path]:
                 path = None
                 raise OutputError(f"cannot write to {parent}: {exc.strerror or exc}",
                                   "check the path and its permissions") from exc
+        held = _hold_folder(path) if _FLOCK else None
         yield path
     finally:
         if path is not None:
             shutil.rmtree(path, ignore_errors=True)
+        if held is not None:
+            os.close(held)
+
+
+_FLOCK = importlib.util.find_spec("fcntl") is not None  # not on Windows
+#: Staging folders: `.convkit-` + 12 hex digits (files), `.NAME.convkit-` + 12 (a folder).
+_STAGING_NAME = re.compile(r"\..*convkit-[0-9a-f]{12}")
+#: A staging folder younger than this is never taken for a stale one (it may be between its
+#: creation and its lock, in another process).
+STALE_STAGING_AGE_S = 60.0
+
+
+def remove_stale_staging(folder: Path) -> list[str]:
+    """Remove the staging folders in folder that a killed run left (nobody holds their lock,
+    older than STALE_STAGING_AGE_S); return their names. Never raises: a folder that cannot
+    be checked or removed is left as it is."""
+    removed: list[str] = []
+    if not _FLOCK:  # whether a run still writes there cannot be known
+        return removed
+    try:
+        candidates = [entry for entry in os.scandir(folder)
+                      if _STAGING_NAME.fullmatch(entry.name)
+                      and entry.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+    now = time.time()
+    for entry in candidates:
+        try:
+            if now - entry.stat(follow_symlinks=False).st_mtime < STALE_STAGING_AGE_S:
+                continue
+            held = _hold_folder(Path(entry.path))
+        except OSError:
+            continue
+        if held is None:  # a live run's
+            continue
+        try:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.name)
+        finally:
+            os.close(held)
+    return removed
+
+
+def _hold_folder(path: Path) -> int | None:
+    """A descriptor of path holding its flock (released when the process dies), or None when
+    another process holds it."""
+    import fcntl
+
+    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        return None
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor
 
 
 def _publish(staged: list[Path], folder: Path, force: bool) -> None:
