@@ -291,6 +291,46 @@ def axis_codes(affine_ras: np.ndarray) -> str:
     return "".join(letters)
 
 
+def io_orientation(affine: np.ndarray) -> np.ndarray:
+    """nibabel's io_orientation: per voxel axis, [the world axis it is closest to, +1 or -1].
+
+    Orthogonal affines in numpy (_world_axes: the same answer, without importing nibabel,
+    which imports pydicom); sheared or degenerate ones by nibabel's SVD."""
+    affine = np.asarray(affine, float)
+    linear = affine[:3, :3]
+    if not np.all(np.isfinite(linear)) or np.linalg.matrix_rank(linear) < 3 \
+            or is_sheared(affine):
+        from nibabel.orientations import io_orientation as nibabel_orientation
+
+        return nibabel_orientation(affine)
+    orientation = np.zeros((3, 2))
+    for world, voxel in enumerate(_world_axes(linear)):
+        orientation[voxel] = [world, 1.0 if linear[world, voxel] > 0 else -1.0]
+    return orientation
+
+
+def reoriented(array: np.ndarray, orientation: np.ndarray) -> np.ndarray:
+    """The array in the axes an io_orientation names (nibabel's apply_orientation): flipped
+    where it says -1, then its first axes put in world order (a view, no copy)."""
+    for axis, sign in enumerate(orientation[:, 1]):
+        if sign == -1:
+            array = np.flip(array, axis=axis)
+    order = np.arange(array.ndim)
+    order[:len(orientation)] = np.argsort(orientation[:, 0])
+    return array.transpose(order)
+
+
+def reorientation_affine(orientation: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The affine from the reoriented array's indices to the original's (nibabel's
+    inv_ornt_aff): affine @ this maps the reoriented array to the world."""
+    count = len(orientation)
+    half = (np.asarray(shape[:count], float) - 1) / 2.0
+    unflip = np.diag([*orientation[:, 1], 1.0])
+    unflip[:count, count] = orientation[:, 1] * -half + half
+    unorder = np.eye(count + 1)[[*orientation[:, 0].astype(int), count], :]
+    return np.dot(unflip, unorder)
+
+
 def canonical_grid(affine: np.ndarray, shape: tuple[int, ...],
                    ) -> tuple[np.ndarray, tuple[int, ...]]:
     """(affine, shape) of the same grid (RAS), its axes reordered and flipped to the closest RAS+.

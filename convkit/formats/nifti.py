@@ -109,6 +109,15 @@ def qform_parameters(affine: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     return qfac, quaternion, lengths
 
 
+def data_dtype(code: int) -> np.dtype | None:
+    """The little-endian voxel type of a NIfTI datatype code convkit knows (None: another)."""
+    for dtype, known in _COLOUR_CODES.items():
+        if known == code:
+            return dtype
+    name = next((name for name, known in DATATYPE_CODES.items() if known == code), None)
+    return None if name is None else np.dtype(f"<{name[0]}{name[1:]}")
+
+
 def _datatype(dtype: np.dtype) -> tuple[int, int]:
     """(NIfTI datatype code, bitpix) of a voxel type; RefusedError for one NIfTI lacks."""
     code = _COLOUR_CODES.get(dtype) if dtype.names else \

@@ -22,6 +22,7 @@ from convkit.formats.compressed import (
     read_decompressed,
     read_head,
 )
+from convkit.formats.nifti import HEADER_DTYPE, data_dtype
 from convkit.geometry import affine_problem, is_sheared
 from convkit.volume import RGB_DTYPE, Volume, check_volume_bytes
 
@@ -97,12 +98,27 @@ def _as_rgb(array: np.ndarray, path: Path) -> tuple[np.ndarray, list[str]]:
 
 
 def read_nifti_header(path: Path, compressed: bool):
-    """(nibabel header, data offset, notes) with nibabel's own fixes (as nib.load makes
-    them), its messages kept as notes. Raises InputError."""
+    """(header, data offset, notes) with nibabel's own fixes (as nib.load makes them), its
+    messages kept as notes. Raises InputError.
+
+    The header is nibabel's, or a PlainNifti1Header when the file's is one nibabel would
+    neither fix nor report on (plain_nifti1): importing nibabel imports pydicom, a fifth of
+    a preview's time."""
+    try:
+        fixed = _head(path, compressed, 540)
+        plain = plain_nifti1(fixed)
+        if plain is not None:
+            return plain, _PLAIN_OFFSET, []
+    except Exception as exc:  # gzip, OSError: the same reasons as below
+        raise InputError(f"{path}: cannot read NIfTI: {exception_reason(exc)}",
+                         "the file may be truncated or not NIfTI") from exc
+    return _nibabel_header(path, compressed, fixed)
+
+
+def _nibabel_header(path: Path, compressed: bool, fixed: bytes):
     import nibabel as nib
 
     try:
-        fixed = _head(path, compressed, 540)
         two = len(fixed) >= 540 and 540 in (int.from_bytes(fixed[:4], "little"),
                                              int.from_bytes(fixed[:4], "big"))
         klass = nib.Nifti2Header if two else nib.Nifti1Header
@@ -265,15 +281,17 @@ def nifti_fields(header) -> dict:
     }
 
 
+#: NIfTI-1 unit codes -> the names nibabel gives them (nibabel.nifti1.unit_codes).
+UNIT_NAMES = {0: "unknown", 1: "meter", 2: "mm", 3: "micron", 8: "sec", 16: "msec",
+              24: "usec", 32: "hz", 40: "ppm", 48: "rads"}
+
+
 def xyzt_units(header) -> tuple[str, str]:
     """(spatial, temporal) unit names of xyzt_units; 'unknown' for a code NIfTI does not
     define (nibabel raises KeyError for those)."""
-    from nibabel.nifti1 import unit_codes
-
     code = int(header["xyzt_units"])
     spatial, temporal = code % 8, code - code % 8
-    return (str(unit_codes.label[spatial]) if spatial in unit_codes.label else "unknown",
-            str(unit_codes.label[temporal]) if temporal in unit_codes.label else "unknown")
+    return UNIT_NAMES.get(spatial, "unknown"), UNIT_NAMES.get(temporal, "unknown")
 
 
 def intent_name(header) -> str:
@@ -286,3 +304,98 @@ def intent_name(header) -> str:
 
 def _time_unit_seconds(header) -> float:
     return {"msec": 1e-3, "usec": 1e-6}.get(xyzt_units(header)[1], 1.0)
+
+
+_PLAIN_OFFSET = 352  # a single-file NIfTI-1 without extensions
+#: nibabel's threshold below which 1 - (b^2 + c^2 + d^2) is taken as 0 (float32 quaternions).
+_QUATERNION_THRESHOLD = float(np.finfo(np.float32).eps * 3)
+_XFORM_CODES = range(6)  # unknown, scanner, aligned, talairach, mni, template
+
+
+class PlainNifti1Header:
+    """A little-endian single-file NIfTI-1 header with nothing nibabel would fix or report,
+    read without nibabel: the fields and the methods of nibabel's Nifti1Header this module
+    uses, giving the same values (tests hold them equal on random headers)."""
+
+    sizeof_hdr = 348
+
+    def __init__(self, record: np.ndarray, dtype: np.dtype) -> None:
+        self._record, self._dtype = record, dtype
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._record[name]
+
+    def get_data_dtype(self) -> np.dtype:
+        return self._dtype
+
+    def get_intent(self) -> tuple[str, tuple, str]:
+        return "none", (), ""  # plain_nifti1 takes only intent code 0
+
+    def get_sform(self, coded: bool = False):
+        code = int(self._record["sform_code"])
+        if coded and code == 0:
+            return None, 0
+        affine = np.eye(4)
+        affine[0, :], affine[1, :], affine[2, :] = (self._record["srow_x"],
+                                                    self._record["srow_y"],
+                                                    self._record["srow_z"])
+        return (affine, code) if coded else affine
+
+    def get_qform(self, coded: bool = False):
+        """The qform as nibabel computes it (in long double, as its quaternion code does);
+        ValueError for (b, c, d) longer than 1, as nibabel's."""
+        code = int(self._record["qform_code"])
+        if coded and code == 0:
+            return None, 0
+        rotation = _rotation(np.asarray([self._record[name] for name in
+                                         ("quatern_b", "quatern_c", "quatern_d")],
+                                        dtype=np.longdouble))
+        steps = self._record["pixdim"][1:4].copy()
+        steps[-1] *= self._record["pixdim"][0]
+        affine = np.eye(4)
+        affine[:3, :3] = np.dot(rotation, np.diag(steps))
+        affine[:3, 3] = [self._record[name] for name in ("qoffset_x", "qoffset_y", "qoffset_z")]
+        return (affine, code) if coded else affine
+
+
+def _rotation(bcd: np.ndarray) -> np.ndarray:
+    """The rotation of the unit quaternion (w, b, c, d), w >= 0 filled in from b, c, d."""
+    w2 = 1.0 - bcd @ bcd
+    if np.abs(w2) < _QUATERNION_THRESHOLD:
+        w = np.longdouble(0)
+    elif w2 < 0:
+        raise ValueError(f"w2 should be positive, but is {w2:e}")
+    else:
+        w = np.sqrt(w2)
+    x, y, z = bcd
+    norm = w * w + x * x + y * y + z * z
+    if norm < np.finfo(float).eps:
+        return np.eye(3)
+    scale = 2.0 / norm
+    sx, sy, sz = x * scale, y * scale, z * scale
+    return np.array([
+        [1.0 - (y * sy + z * sz), x * sy - w * sz, x * sz + w * sy],
+        [x * sy + w * sz, 1.0 - (x * sx + z * sz), y * sz - w * sx],
+        [x * sz - w * sy, y * sz + w * sx, 1.0 - (x * sx + y * sy)]])
+
+
+def plain_nifti1(block: bytes) -> PlainNifti1Header | None:
+    """The header of a file starting with block, when it is a plain single-file NIfTI-1:
+    little endian, magic n+1, voxels at 352 (no extensions), a known voxel type and its
+    bitpix, positive voxel sizes, qfac 1 or -1, an sform or a qform of a known code, no
+    intent. Those are the headers nibabel's checks (check_fix) leave as they are; for any
+    other, None (nibabel reads it)."""
+    if len(block) < _PLAIN_OFFSET or block[348:352] != b"\x00" * 4:
+        return None
+    record = np.frombuffer(block, dtype=HEADER_DTYPE, count=1)[0]
+    dtype = data_dtype(int(record["datatype"]))
+    if dtype is None:
+        return None
+    pixdim = record["pixdim"]
+    codes = int(record["qform_code"]), int(record["sform_code"])
+    plain = (record["sizeof_hdr"] == 348 and record["magic"] == b"n+1"
+             and record["vox_offset"] == _PLAIN_OFFSET
+             and record["bitpix"] == dtype.itemsize * 8 and not np.any(pixdim[1:4] <= 0)
+             and pixdim[0] in (-1, 1) and all(code in _XFORM_CODES for code in codes)
+             and max(codes) > 0 and record["intent_code"] == 0)
+    return PlainNifti1Header(record, dtype) if plain else None

@@ -3,8 +3,8 @@
 Everything here works on a *canonical view* of the volume's array: the axes
 permuted and flipped (numpy views, no copy) so that index x increases towards
 the patient's Right, y towards Anterior and z towards Superior (RAS+), whatever
-the layout on disk. The permutation comes from the affine (nibabel's
-io_orientation: the closest canonical axes). Oblique volumes are shown on
+the layout on disk. The permutation comes from the affine (geometry.io_orientation,
+nibabel's closest canonical axes). Oblique volumes are shown on
 those closest axes, not resampled: the slices are the acquired ones, and
 Frame.obliquity_degrees says by how much the display is tilted.
 
@@ -23,7 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from convkit.errors import UsageError
-from convkit.geometry import obliquity_degrees
+from convkit.geometry import (
+    io_orientation,
+    obliquity_degrees,
+    reorientation_affine,
+    reoriented,
+)
 from convkit.volume import Volume
 
 PLANES = ("axial", "coronal", "sagittal")
@@ -139,8 +144,6 @@ class Frame:
 
 def display_frame(volume: Volume, time_index: int = 0) -> Frame:
     """The canonical frame of one 3D volume (time_index for 4D volumes)."""
-    from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
-
 
     array = volume.array
     if array.ndim == 2:
@@ -157,8 +160,8 @@ def display_frame(volume: Volume, time_index: int = 0) -> Frame:
                          "preview takes 3D and 4D volumes")
     affine = np.asarray(volume.affine, dtype=float)
     ornt = io_orientation(affine)
-    canonical = apply_orientation(array, ornt)
-    canonical_affine = affine @ inv_ornt_aff(ornt, array.shape)
+    canonical = reoriented(array, ornt)
+    canonical_affine = affine @ reorientation_affine(ornt, array.shape)
     return Frame(canonical, canonical_affine, ornt, tuple(array.shape), volume.slope,
                  volume.intercept, obliquity_degrees(affine))
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from convkit.errors import InputError, UsageError
+from convkit.geometry import io_orientation
 from convkit.volume import Volume
 
 #: Colours of labels 1, 2, ... (cycled): well separated hues that read on grey images.
@@ -226,8 +227,6 @@ def _coarse_lung_mask(air: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, 
 
     Axial means: perpendicular to the array axis closest to superior-inferior.
     """
-    from nibabel.orientations import io_orientation
-
     steps = _coarse_steps(air.shape, np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0))
     if steps != [1, 1, 1]:
         picks = [np.minimum(np.arange(-(-n // f)) * f + f // 2, n - 1)

@@ -22,6 +22,7 @@ import numpy as np
 
 from convkit.dicom.plan import ConvertOptions
 from convkit.errors import ConvkitError, RefusedError, exception_reason
+from convkit.geometry import io_orientation
 from convkit.preview import PreviewOptions, PreviewSource, draw_preview, load_for_preview
 from convkit.preview import canvas as preview_canvas
 from convkit.preview.display import PLANES, plane_layout
@@ -120,8 +121,6 @@ def _load(source: Any) -> tuple[Volume, str]:
 def _view(volume: Volume) -> dict[str, Any]:
     """Three planes through the centre; for a thin stack (under MOSAIC_BELOW_SLICES) its
     slices as a mosaic of the acquisition plane; for a single slice, that slice."""
-    from nibabel.orientations import io_orientation
-
     shape = volume.array.shape[:3] if volume.array.ndim >= 3 else (*volume.array.shape, 1)
     thinnest = int(np.argmin(shape))
     if shape[thinnest] >= MOSAIC_BELOW_SLICES:
