@@ -141,12 +141,15 @@ def _type_fits_float32(dtype: np.dtype, slope: float, intercept: float) -> bool:
 def _decoded_files(to_decode: list[list[tuple[SliceHeader, tuple]]], notes: list[str] | None,
                    ) -> tuple[Iterator[list[np.ndarray]], Any]:
     """decode_images of each file's items, in order: in worker processes (one per core)
-    when there are many files to decode (the JPEG decoders hold the GIL), started at once.
+    when there are many compressed files to decode (the JPEG decoders hold the GIL), started
+    at once; native ones (mosaics, multi-frame files) are read here, as a worker would read
+    them and then send every image back through a pipe.
     A file a worker could not decode is decoded here again, so that its error is raised
     as usual. Returns (the images of each file, the worker pool to shut down or None)."""
     files = [(items[0][0], [header.frame for header, _ in items]) for items in to_decode]
     workers = worker_count()
-    if workers < 2 or len(files) < PARALLEL_DECODE_MIN_FILES:
+    native = all(reads_directly(header) for header, _ in files)
+    if workers < 2 or len(files) < PARALLEL_DECODE_MIN_FILES or native:
         return (decode_images(header, frames, notes) for header, frames in files), None
     from concurrent.futures import ProcessPoolExecutor
 

@@ -21,7 +21,13 @@ def segmentation_file_kind(path: object) -> str:
     from pathlib import Path
 
     path = Path(str(path))
-    if not path.is_file():
+    if not path.is_file():  # a folder, a FIFO (opening one would wait for a writer)
+        return ""
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(132)[128:] != b"DICM":  # what pydicom (force=False) refuses too:
+                return ""  # a volume file is told without importing it
+    except OSError:  # unreadable: not a segmentation convkit can read either
         return ""
     try:
         import pydicom
