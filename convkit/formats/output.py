@@ -197,9 +197,14 @@ def remove_stale_staging(folder: Path) -> list[str]:
 def _hold_folder(path: Path) -> int | None:
     """A descriptor of path holding its flock (released when the process dies), or None when
     another process holds it."""
+    return _flocked(os.open(path, os.O_RDONLY | os.O_DIRECTORY))
+
+
+def _flocked(descriptor: int) -> int | None:
+    """descriptor, now holding an exclusive flock; None (closed) when another process holds
+    it. Closed on any error."""
     import fcntl
 
-    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -351,24 +356,16 @@ def claimed(target: Path) -> Iterator[None]:
 
 def _lock(lock: Path) -> int | None:
     """An open descriptor holding lock, or None when another process holds it."""
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): the lock is the file's exclusive creation
+    if not _FLOCK:  # Windows: the lock is the file's exclusive creation
         try:
             return os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             return None
     flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
     while True:
-        descriptor = os.open(lock, flags, 0o644)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(descriptor)
+        descriptor = _flocked(os.open(lock, flags, 0o644))
+        if descriptor is None:
             return None
-        except BaseException:
-            os.close(descriptor)
-            raise
         try:  # the holder before us may have removed the file: then lock the new one
             if os.path.samestat(os.fstat(descriptor), os.stat(lock)):
                 return descriptor
