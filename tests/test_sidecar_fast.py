@@ -15,6 +15,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 
 from convkit.dicom.dataset import read_dataset, warnings_caught
+from convkit.dicom.dictionary import ENTRIES
 from convkit.dicom.sidecar import SIDECAR_ELEMENTS, clean_dataset, dataset_fields
 from convkit.testing.synthetic import regular_positions, write_series
 
@@ -29,7 +30,9 @@ def both_readings(path: Path) -> tuple[dict | None, dict, list[str]]:
 
 
 def test_the_table_is_pydicoms_dictionary():
-    for keyword, (tag, vr) in SIDECAR_ELEMENTS.items():
+    """Every keyword the tag walker and the sidecar read, with its tag and VR."""
+    assert set(SIDECAR_ELEMENTS) <= set(ENTRIES)
+    for keyword, (tag, vr) in ENTRIES.items():
         assert (tag, vr) == (tag_for_keyword(keyword), dictionary_VR(tag)), keyword
 
 

@@ -20,38 +20,24 @@ import zlib
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from convkit.dicom.dictionary import entries
 from convkit.dicom.vendors import PRIVATE_ELEMENTS
 
 #: keyword -> (tag, VR) of the attributes discovery reads (VR for implicit VR files).
-WANTED: dict[str, tuple[int, str]] = {
-    "ImageType": (0x00080008, "CS"), "SOPClassUID": (0x00080016, "UI"),
-    "SOPInstanceUID": (0x00080018, "UI"), "AcquisitionTime": (0x00080032, "TM"),
-    "ContentTime": (0x00080033, "TM"), "Modality": (0x00080060, "CS"),
-    "Manufacturer": (0x00080070, "LO"), "SeriesDescription": (0x0008103E, "LO"),
-    "SpecificCharacterSet": (0x00080005, "CS"),
-    "SliceThickness": (0x00180050, "DS"), "EchoTime": (0x00180081, "DS"),
-    "EchoNumbers": (0x00180086, "IS"), "SpacingBetweenSlices": (0x00180088, "DS"),
-    "ProtocolName": (0x00181030, "LO"), "TriggerTime": (0x00181060, "DS"),
-    "GantryDetectorTilt": (0x00181120, "DS"),
-    "StudyInstanceUID": (0x0020000D, "UI"), "SeriesInstanceUID": (0x0020000E, "UI"),
-    "SeriesNumber": (0x00200011, "IS"), "AcquisitionNumber": (0x00200012, "IS"),
-    "InstanceNumber": (0x00200013, "IS"), "ImagePositionPatient": (0x00200032, "DS"),
-    "ImageOrientationPatient": (0x00200037, "DS"),
-    "TemporalPositionIdentifier": (0x00200100, "IS"),
-    "SamplesPerPixel": (0x00280002, "US"), "PhotometricInterpretation": (0x00280004, "CS"),
-    "NumberOfFrames": (0x00280008, "IS"), "Rows": (0x00280010, "US"),
-    "Columns": (0x00280011, "US"), "PixelSpacing": (0x00280030, "DS"),
-    "BitsAllocated": (0x00280100, "US"), "BitsStored": (0x00280101, "US"),
-    "PixelRepresentation": (0x00280103, "US"), "BurnedInAnnotation": (0x00280301, "CS"),
-    "RescaleIntercept": (0x00281052, "DS"),
-    "RescaleSlope": (0x00281053, "DS"),
+WANTED: dict[str, tuple[int, str]] = entries(
+    "ImageType", "SOPClassUID", "SOPInstanceUID", "AcquisitionTime", "ContentTime", "Modality",
+    "Manufacturer", "SeriesDescription", "SpecificCharacterSet", "SliceThickness", "EchoTime",
+    "EchoNumbers", "SpacingBetweenSlices", "ProtocolName", "TriggerTime", "GantryDetectorTilt",
+    "StudyInstanceUID", "SeriesInstanceUID", "SeriesNumber", "AcquisitionNumber",
+    "InstanceNumber", "ImagePositionPatient", "ImageOrientationPatient",
+    "TemporalPositionIdentifier", "SamplesPerPixel", "PhotometricInterpretation",
+    "NumberOfFrames", "Rows", "Columns", "PixelSpacing", "BitsAllocated", "BitsStored",
+    "PixelRepresentation", "BurnedInAnnotation", "RescaleIntercept", "RescaleSlope",
     # Standard diffusion attributes of single-frame MR (diffusion.py).
-    "DiffusionDirectionality": (0x00189075, "CS"), "DiffusionBValue": (0x00189087, "FD"),
-    "DiffusionGradientOrientation": (0x00189089, "FD"),
+    "DiffusionDirectionality", "DiffusionBValue", "DiffusionGradientOrientation",
     # What maps GE's logical-frame gradients to the patient (diffusion.ge_direction_lps), and
     # which image axis GE pepolar volumes are mirrored along (group.py, plan.py).
-    "PatientPosition": (0x00185100, "CS"), "InPlanePhaseEncodingDirection": (0x00181312, "CS"),
-}
+    "PatientPosition", "InPlanePhaseEncodingDirection")
 #: Sequences whose content discovery needs (the walker skips sequences): when a file holds
 #: one, the caller reads it with pydicom. Tag -> keyword.
 CONTENT_SEQUENCES: dict[int, str] = {
@@ -60,17 +46,11 @@ CONTENT_SEQUENCES: dict[int, str] = {
     0x52009230: "PerFrameFunctionalGroupsSequence",
 }
 #: Identifying attributes (for audit): keyword -> (tag, VR); all in groups 0008 and 0010.
-IDENTIFYING: dict[str, tuple[int, str]] = {
-    "PatientName": (0x00100010, "PN"), "PatientID": (0x00100020, "LO"),
-    "PatientBirthDate": (0x00100030, "DA"), "OtherPatientIDs": (0x00101000, "LO"),
-    "OtherPatientNames": (0x00101001, "PN"), "PatientAddress": (0x00101040, "LO"),
-    "PatientTelephoneNumbers": (0x00102154, "SH"), "PatientMotherBirthName": (0x00101060, "PN"),
-    "InstitutionName": (0x00080080, "LO"), "InstitutionAddress": (0x00080081, "ST"),
-    "InstitutionalDepartmentName": (0x00081040, "LO"),
-    "ReferringPhysicianName": (0x00080090, "PN"), "PerformingPhysicianName": (0x00081050, "PN"),
-    "OperatorsName": (0x00081070, "PN"), "AccessionNumber": (0x00080050, "SH"),
-    "SpecificCharacterSet": (0x00080005, "CS"),
-}
+IDENTIFYING: dict[str, tuple[int, str]] = entries(
+    "PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "OtherPatientNames",
+    "PatientAddress", "PatientTelephoneNumbers", "PatientMotherBirthName", "InstitutionName",
+    "InstitutionAddress", "InstitutionalDepartmentName", "ReferringPhysicianName",
+    "PerformingPhysicianName", "OperatorsName", "AccessionNumber", "SpecificCharacterSet")
 _DIRECTORY_RECORDS = 0x00041220
 _PIXEL_DATA = 0x7FE00010
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"}

@@ -19,6 +19,7 @@ from typing import Any
 
 from convkit import __version__
 from convkit.dicom.dataset import read_dataset
+from convkit.dicom.dictionary import entries
 from convkit.dicom.fastheader import IMPLICIT_VR_LE, Element, FastDataset, read_fast
 from convkit.dicom.vendors import phase_encoding_fields
 
@@ -41,39 +42,10 @@ ACQUISITION_FIELDS: dict[str, float] = {
 IDENTIFIER_FIELDS = ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName")
 
 
-#: keyword -> (tag, dictionary VR) of every attribute the sidecar reads (pydicom's data
-#: dictionary: a test holds them to it).
-SIDECAR_ELEMENTS: dict[str, tuple[int, str]] = {
-    "Modality": (0x00080060, "CS"), "Manufacturer": (0x00080070, "LO"),
-    "ManufacturerModelName": (0x00081090, "LO"), "SoftwareVersions": (0x00181020, "LO"),
-    "MagneticFieldStrength": (0x00180087, "DS"), "BodyPartExamined": (0x00180015, "CS"),
-    "PatientPosition": (0x00185100, "CS"), "SeriesDescription": (0x0008103E, "LO"),
-    "ProtocolName": (0x00181030, "LO"), "SeriesNumber": (0x00200011, "IS"),
-    "SeriesInstanceUID": (0x0020000E, "UI"), "StudyInstanceUID": (0x0020000D, "UI"),
-    "StudyDate": (0x00080020, "DA"), "AcquisitionNumber": (0x00200012, "IS"),
-    "ImageType": (0x00080008, "CS"), "SliceThickness": (0x00180050, "DS"),
-    "SpacingBetweenSlices": (0x00180088, "DS"), "PixelSpacing": (0x00280030, "DS"),
-    "EchoTime": (0x00180081, "DS"), "RepetitionTime": (0x00180080, "DS"),
-    "InversionTime": (0x00180082, "DS"), "FlipAngle": (0x00181314, "DS"),
-    "EchoTrainLength": (0x00180091, "IS"), "ScanningSequence": (0x00180020, "CS"),
-    "SequenceVariant": (0x00180021, "CS"), "ScanOptions": (0x00180022, "CS"),
-    "SequenceName": (0x00180024, "SH"), "MRAcquisitionType": (0x00180023, "CS"),
-    "ImagingFrequency": (0x00180084, "DS"), "KVP": (0x00180060, "DS"),
-    "XRayTubeCurrent": (0x00181151, "IS"), "Exposure": (0x00181152, "IS"),
-    "ExposureTime": (0x00181150, "IS"), "ConvolutionKernel": (0x00181210, "SH"),
-    "ReconstructionDiameter": (0x00181100, "DS"), "GantryDetectorTilt": (0x00181120, "DS"),
-    "TableHeight": (0x00181130, "DS"), "ContrastBolusAgent": (0x00180010, "LO"),
-    "WindowCenter": (0x00281050, "DS"), "WindowWidth": (0x00281051, "DS"),
-    "RescaleSlope": (0x00281053, "DS"), "RescaleIntercept": (0x00281052, "DS"),
-    "RescaleType": (0x00281054, "LO"), "BitsStored": (0x00280101, "US"),
-    "PhotometricInterpretation": (0x00280004, "CS"),
-    "ImageOrientationPatient": (0x00200037, "DS"),
-    "InPlanePhaseEncodingDirection": (0x00181312, "CS"),
-    "RectilinearPhaseEncodeReordering": (0x00189034, "CS"),
-    "SpecificCharacterSet": (0x00080005, "CS"),
-    "PatientName": (0x00100010, "PN"), "PatientID": (0x00100020, "LO"),
-    "PatientBirthDate": (0x00100030, "DA"), "InstitutionName": (0x00080080, "LO"),
-}
+#: keyword -> (tag, dictionary VR) of every attribute the sidecar reads.
+SIDECAR_ELEMENTS: dict[str, tuple[int, str]] = entries(
+    *ACQUISITION_FIELDS, "ImageOrientationPatient", "InPlanePhaseEncodingDirection",
+    "RectilinearPhaseEncodeReordering", "SpecificCharacterSet", *IDENTIFIER_FIELDS)
 #: Siemens' bandwidth per pixel in the phase direction, read by its fixed tag
 #: (vendors.phase_encoding_fields): taken by the fast path only as an explicit FD.
 _SIEMENS_BANDWIDTH = (0x0019, 0x1028)
