@@ -64,11 +64,16 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
+# Every benchmark, side by side with the tool a user would pick instead (benchmarks/README.md).
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python benchmarks/convert.py
 	$(BIN)/python benchmarks/preview.py
 	$(BIN)/python benchmarks/audit.py
+	$(BIN)/python benchmarks/compare.py
+	$(BIN)/python benchmarks/batch.py
+	$(BIN)/python benchmarks/seg.py
+	$(BIN)/python benchmarks/report.py
 
 sample-data: $(STAMP)
 	$(BIN)/python sample_data/make_sample_data.py
