@@ -30,7 +30,7 @@ from convkit.audit.report import AuditReport
 from convkit.dicom.header import SliceHeader
 from convkit.dicom.scan import iter_file_texts
 from convkit.index.db import HEADER_COLUMNS, FileRow, Index, RunRecord, now
-from convkit.index.facts import FileFacts, dump_facts
+from convkit.index.facts import Copies, FileFacts, dump_facts
 from convkit.volume import max_volume_bytes
 
 #: Where each `headers` column is in a SliceHeader's field tuple (scan.outcome_fields).
@@ -84,11 +84,12 @@ def _audit_indexed(root: Path, index: Index, jobs: int, progress: Progress | Non
         facts = FileFacts(index.stored_files(absolute, whole_tree),
                           functools.partial(index.stored_facts, absolute, whole_tree),
                           whole_folders=whole_tree)
-        stored = None
-        if (facts.stored and facts.survey(iter_file_texts(root)) and whole_tree
-                and not with_groups):  # unchanged
-            stored = index.stored_report(absolute, options)
+        unchanged = bool(facts.stored) and facts.survey(iter_file_texts(root))
+        last = index.stored_report(absolute, options) if facts.stored and whole_tree else None
+        stored = last if unchanged and not with_groups else None
         if stored is None:
+            if last is not None:
+                facts.copies = _copies(last, index.stored_instances(absolute, whole_tree))
             report = audit_path(root, jobs=jobs, progress=progress,
                                 show_identifiers=show_identifiers, facts=facts)
     if stored is not None:
@@ -104,6 +105,17 @@ def _audit_indexed(root: Path, index: Index, jobs: int, progress: Progress | Non
                           report, counts, blob))
     report.index = {"path": str(index.path), **counts}
     return report
+
+
+def _copies(last: dict[str, Any], instances: dict[str, frozenset[str]]) -> Copies:
+    """The duplicates of the last report of this root, and the SOPInstanceUIDs of its
+    conflicts (worked out again: which copy belongs to which version is not kept)."""
+    rows = {row["path"]: (row["reason"], row["bytes"]) for row in last["files"]
+            if row["status"] == "duplicate" and row["series"] == "" and row["kind"] == "dicom"
+            and row["bytes"] is not None}
+    unsettled = frozenset(uid for row in last["files"] if row["status"] == "conflict"
+                          for uid in instances.get(os.path.abspath(row["path"]), ()))
+    return Copies(rows, instances, unsettled)
 
 
 def _run(root: str, options: dict[str, Any], started: str, files: list[FileRow],

@@ -168,6 +168,14 @@ class Index:
         return dict(self._query(f"SELECT path, facts FROM files WHERE {_UNDER} AND "
                                 "facts IS NOT NULL", _under(root, whole_tree)))
 
+    def stored_instances(self, root: str, whole_tree: bool = True) -> dict[str, frozenset[str]]:
+        """{absolute path: its SOPInstanceUIDs} of the files under root with stored images."""
+        found: dict[str, set[str]] = {}
+        for path, uid in self._query("SELECT path, sop_instance_uid FROM headers WHERE "
+                                     f"{_UNDER}", _under(root, whole_tree)):
+            found.setdefault(path, set()).add(uid)
+        return {path: frozenset(uids) for path, uids in found.items()}
+
     def stored_report(self, root: str, options: dict[str, Any]) -> dict[str, Any] | None:
         """The last report of root, if it was made with these options by this convkit."""
         rows = self._query("SELECT options, report, run FROM reports WHERE root = ?", (root,))

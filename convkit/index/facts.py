@@ -108,6 +108,20 @@ class Stored:
 
 
 @dataclass
+class Copies:
+    """What the last audit of this root (same options) said about its duplicates, so that
+    a re-audit settles the copies of instances nothing touched without loading them.
+
+    A duplicate's row (status, reason, bytes) depends only on the files that share its
+    SOPInstanceUID: while none of them is new, changed or gone, the scan would find the
+    same copies of the same first file again."""
+
+    rows: dict[str, tuple[str, int | None]]  # path as the scan gives it -> (reason, bytes)
+    instances: dict[str, frozenset[str]]  # absolute path -> its SOPInstanceUIDs (index)
+    unsettled: frozenset[str]  # SOPInstanceUIDs always worked out again (conflicts)
+
+
+@dataclass
 class Entry:
     """One file in this run: its key now and the facts known for that key."""
 
@@ -135,6 +149,10 @@ class FileFacts:
         self._survey: tuple[list[str], list[str]] | None = None  # (to read, unchanged)
         self._folders: dict[str, str] | None = None
         self._reading: list[Path] = []  # the paths split() gave to read, in order
+        self.copies: Copies | None = None  # duplicates to settle without loading (audit)
+        self._deferred: list[str] = []  # unchanged duplicates, settled once learned()
+        self._settled: list[tuple[str, str, int | None]] = []  # (path, reason, bytes)
+        self._blobs: dict[str, bytes] = {}
 
     # -- the walk ------------------------------------------------------------------------
 
@@ -190,7 +208,8 @@ class FileFacts:
 
     def split(self, paths: Iterable[Path]) -> tuple[Iterable[Path], list[Outcome]]:
         """(paths to read, outcomes of the others). Without survey() before (with the same
-        walk), every path is read (an index that holds nothing under the root)."""
+        walk), every path is read (an index that holds nothing under the root). The stored
+        duplicates of `copies` are left for learned(), which knows what changed."""
         if self._survey is None:
             if self.stored:
                 self.survey(str(path) for path in paths)
@@ -199,22 +218,64 @@ class FileFacts:
         assert self._survey is not None
         to_read, unchanged = self._survey
         self._reading = [Path(text) for text in to_read]
-        stored = self.blobs() if unchanged else {}
-        blobs = [stored.get(self.entries[text].path) for text in unchanged]
+        self._blobs = self.blobs() if unchanged else {}
+        copies = self.copies.rows if self.copies is not None else {}
+        self._deferred = [text for text in unchanged if text in copies]
+        self.from_index = len(unchanged)
+        return self._reading, self._load([text for text in unchanged if text not in copies])
+
+    def _load(self, texts: list[str]) -> list[Outcome]:
+        """The stored outcomes of unchanged files (their facts loaded)."""
+        blobs = [self._blobs.get(self.entries[text].path) for text in texts]
         known = []
-        for text, facts in zip(unchanged, _loaded(blobs), strict=True):
+        for text, facts in zip(texts, _loaded(blobs), strict=True):
             self.entries[text].facts = facts
             known.append(outcome_from_fields(Path(text), facts["scan"]))
-        self.from_index = len(known)
-        return self._reading, known
+        return known
 
-    def learned(self, outcomes: list[Outcome]) -> None:
-        """The outcomes of the paths split() gave to read, in their order."""
+    def learned(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """The outcomes of the paths split() gave to read, in their order; returns those of
+        the duplicates split() left whose SOPInstanceUIDs a file read now or gone shares
+        (loaded); the others are settled as the last audit had them (settled_copies)."""
         self.read = len(outcomes)
         for path, outcome in zip(self._reading, outcomes, strict=True):
             entry = self.entries[str(path)]
             entry.facts = {"scan": outcome_fields(outcome)}
             entry.learned = True
+        if not self._deferred:
+            return []
+        assert self.copies is not None
+        touched = self._touched(outcomes)
+        instances, rows = self.copies.instances, self.copies.rows
+        load = []
+        for text in self._deferred:
+            uids = instances.get(self.entries[text].path)
+            if uids and uids.isdisjoint(touched):
+                reason, size = rows[text]
+                self._settled.append((text, reason, size))
+            else:
+                load.append(text)
+        self._deferred = []
+        self._settled.sort()
+        return self._load(load)
+
+    def settled_copies(self) -> list[tuple[str, str, int | None]]:
+        """The duplicates settled without loading them, as (path, reason, bytes) in path
+        order: their rows and findings are the last audit's (core.audit_path adds them)."""
+        return self._settled
+
+    def _touched(self, outcomes: list[Outcome]) -> set[str]:
+        """SOPInstanceUIDs whose files are not as the last audit saw them: those of the files
+        read now (before and after) and of the files gone, and the unsettled ones."""
+        assert self.copies is not None
+        instances = self.copies.instances
+        touched = set(self.copies.unsettled)
+        for outcome in outcomes:
+            if not isinstance(outcome, FileRecord):
+                touched.update(header.sop_instance_uid for header in outcome)
+        for path in [*(self.entries[str(p)].path for p in self._reading), *self.removed]:
+            touched.update(instances.get(path, ()))
+        return touched
 
     def differences(self, other: list[SliceHeader], mine: list[SliceHeader],
                     compute: Callable[[], list[Any]]) -> list[Any]:
