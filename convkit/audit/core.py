@@ -57,6 +57,8 @@ from convkit.geometry import axis_codes
 Progress = Callable[[str, int, int], None]
 #: Sidecar suffixes found beside a volume NAME.ext as NAME.suffix.
 SIDECAR_SUFFIXES = (".json", ".bval", ".bvec")
+#: Volume kinds whose header read_volume_header gives from the file alone (no data file).
+SINGLE_FILE_KINDS = ("nifti1", "nifti2")
 T = TypeVar("T")
 
 
@@ -219,10 +221,11 @@ def _read_volumes(paths: list[Path], kinds: dict[Path, str], jobs: int,
 
 def _volume_header(path: Path, kind: str, facts: Facts | None) -> VolumeHeader:
     """read_volume_header, or what it gave before: for the same path as given (the header
-    holds it) while no file in its folder (its detached data) has changed."""
+    holds it) while no file in its folder (its detached data) has changed; a NIfTI file
+    (not a pair) is read from its own bytes only, whatever its folder holds."""
     if facts is None:
         return read_volume_header(path, kind)
-    folder = facts.folder_key(path)
+    folder = "" if kind in SINGLE_FILE_KINDS else facts.folder_key(path)
     known = facts.fact(path, "volume", lambda: (str(path), kind, folder,
                                                 read_volume_header(path, kind)),
                        lambda value: folder is not None and value[:3] == (str(path), kind, folder))

@@ -84,12 +84,13 @@ def _audit_indexed(root: Path, index: Index, jobs: int, progress: Progress | Non
         facts = FileFacts(index.stored_files(absolute, whole_tree),
                           functools.partial(index.stored_facts, absolute, whole_tree),
                           whole_folders=whole_tree)
-        unchanged = bool(facts.stored) and facts.survey(iter_file_texts(root))
+        unchanged = bool(facts.stored) and facts.survey(iter_file_texts(root),
+                                                        absolute=str(root) == absolute)
         last = index.stored_report(absolute, options) if facts.stored and whole_tree else None
         stored = last if unchanged and not with_groups else None
         if stored is None:
             if last is not None:
-                facts.copies = _copies(last, index.stored_instances(absolute, whole_tree))
+                facts.copies = _copies(last, index, absolute, whole_tree)
             report = audit_path(root, jobs=jobs, progress=progress,
                                 show_identifiers=show_identifiers, facts=facts)
     if stored is not None:
@@ -107,15 +108,16 @@ def _audit_indexed(root: Path, index: Index, jobs: int, progress: Progress | Non
     return report
 
 
-def _copies(last: dict[str, Any], instances: dict[str, frozenset[str]]) -> Copies:
-    """The duplicates of the last report of this root, and the SOPInstanceUIDs of its
-    conflicts (worked out again: which copy belongs to which version is not kept)."""
+def _copies(last: dict[str, Any], index: Index, root: str, whole_tree: bool) -> Copies:
+    """The duplicates of the last report of this root, and its conflicts (their instances
+    are worked out again: which copy belongs to which version is not kept)."""
     rows = {row["path"]: (row["reason"], row["bytes"]) for row in last["files"]
             if row["status"] == "duplicate" and row["series"] == "" and row["kind"] == "dicom"
             and row["bytes"] is not None}
-    unsettled = frozenset(uid for row in last["files"] if row["status"] == "conflict"
-                          for uid in instances.get(os.path.abspath(row["path"]), ()))
-    return Copies(rows, instances, unsettled)
+    conflicts = [os.path.abspath(row["path"]) for row in last["files"]
+                 if row["status"] == "conflict"]
+    return Copies(rows, conflicts, index.instances_of,
+                  functools.partial(index.holding, root, whole_tree), index.facts_of)
 
 
 def _run(root: str, options: dict[str, Any], started: str, files: list[FileRow],
