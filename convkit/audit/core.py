@@ -196,9 +196,17 @@ def _check_volumes(volumes: list[VolumeAudit], series: list[SeriesAudit], root: 
         by_uid.setdefault(audit.group.series_uid, []).append(audit)
         for folder in {str(h.path.parent) for h in audit.group.headers}:
             folders.setdefault(folder, []).append(audit)
+    top = root if root.is_dir() else root.parent
+    near: dict[Path, list[SeriesAudit]] = {}  # by the volume's folder (all it depends on)
+
+    def nearby(path: Path) -> list[SeriesAudit]:
+        if path.parent not in near:
+            near[path.parent] = nearby_series(path, top, folders)
+        return near[path.parent]
+
     for volume in volumes:
         volume.findings = [item for check in VOLUME_CHECKS for item in check(volume)]
-        _pair(volume, root, by_uid, folders)
+        _pair(volume, by_uid, nearby)
 
 
 # ------------------------------------------------------------------------------------------
@@ -283,15 +291,14 @@ def _identifiers(path: Path) -> dict[str, str] | IdentifiersUnchecked:
         return unchecked
 
 
-def _pair(volume: VolumeAudit, root: Path, by_uid: dict[str, list[SeriesAudit]],
-          folders: dict[str, list[SeriesAudit]]) -> None:
+def _pair(volume: VolumeAudit, by_uid: dict[str, list[SeriesAudit]],
+          nearby_of: Callable[[Path], list[SeriesAudit]]) -> None:
     header = volume.header
     if header.affine is None or header.problem or len(header.shape) < 3:
         return
     uid = str(volume.sidecar_data.get("SeriesInstanceUID", "") or "")
     named = by_uid.get(uid, []) if uid else []
-    nearby = [] if named else nearby_series(header.path, root if root.is_dir() else root.parent,
-                                            folders)
+    nearby = [] if named else nearby_of(header.path)
     if not named and not nearby:
         return
     volume.pairing = pair_volume(header.affine, header.shape, header.n_times, named, nearby)
@@ -472,7 +479,7 @@ def check_duplicates(scan, copies: Sequence[tuple[str, str, int | None]] = ()) -
              if record.status == "duplicate"]
     by_folder: dict[str, list[tuple[str, str]]] = {}
     for text, reason in heapq.merge(found, [(text, reason) for text, reason, _ in copies]):
-        by_folder.setdefault(os.path.dirname(text) or ".", []).append((text, reason))
+        by_folder.setdefault(_parent(text), []).append((text, reason))
     findings = []
     for folder, records in by_folder.items():
         example, reason = records[0]
@@ -484,6 +491,12 @@ def check_duplicates(scan, copies: Sequence[tuple[str, str, int | None]] = ()) -
             "dicom2nii reads the first copy and ignores these; remove them (the files table "
             "lists each one with its original)", path=folder))
     return findings
+
+
+def _parent(text: str) -> str:
+    """str(Path(text).parent) of a path as str(Path) writes it, without making the Path."""
+    cut = text.rfind("/")
+    return "." if cut < 0 else text[:cut] or "/"
 
 
 def check_folders(scan) -> list[Finding]:
