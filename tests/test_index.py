@@ -730,3 +730,23 @@ def test_a_changed_seg_reference(cli, tmp_path):
     dataset.save_as(seg)
     assert same_with_index(cli, tree, db)["files_read"] == 1
     assert "seg.dangling" in codes_of(audit_json(cli, tree))
+
+
+def test_report_text_is_the_json_modules(tmp_path):
+    """The compact line `--json` prints and the stored report share the tables' text: both
+    must be what json.dumps gives for the whole document."""
+    import zlib
+
+    from convkit.audit import audit_path
+    from convkit.index import audit_indexed, open_index
+
+    tree = copied_tree(tmp_path / "tree")
+    report = audit_path(tree)
+    for fail_on in (None, "warning"):
+        assert report.json_text(fail_on) == json.dumps(report.to_json(fail_on), default=str)
+    with open_index(tmp_path / "index.sqlite") as index:
+        indexed = audit_indexed(tree, index)
+        (blob,) = index.connection.execute("SELECT report FROM reports").fetchone()
+    stored = json.loads(zlib.decompress(blob))
+    assert stored == {"input": str(tree), "mode": "folder", **report.tables()}
+    assert indexed.json_text() == json.dumps(indexed.to_json(), default=str)

@@ -131,8 +131,12 @@ def _run(root: str, options: dict[str, Any], started: str, files: list[FileRow],
 
 
 def _report_blob(report: AuditReport) -> bytes:
-    return zlib.compress(json.dumps({"input": report.input, "mode": report.mode,
-                                     **report.tables()}).encode(), 1)
+    """{"input", "mode", files, series, volumes, findings} as compressed JSON (the tables'
+    text is the one the printed report uses)."""
+    head = json.dumps({"input": report.input, "mode": report.mode})[:-1]
+    tables = ", ".join(f"{json.dumps(name)}: {text}"
+                       for name, text in report.table_texts().items())
+    return zlib.compress(f"{head}, {tables}}}".encode(), 1)
 
 
 def _report_from(stored: dict[str, Any]) -> AuditReport:
