@@ -6,7 +6,9 @@
    stored report (nothing is read, nothing re-checked).
 3. Otherwise audit_path runs on the facts: new and changed files are read, every series
    is grouped and checked again from the headers (cheap: no file is opened), so that
-   checks across series (splits, duplicates, names) see the whole tree.
+   checks across series (splits, duplicates, names) see the whole tree. The duplicates
+   of instances that no new, changed or gone file holds keep their row from the last
+   report of the root (facts.Copies): their facts are not even loaded.
 4. One transaction writes the run, the changed files and the report's tables.
 """
 
