@@ -47,7 +47,7 @@ from convkit.audit.report import AuditReport
 from convkit.audit.segmentations import check_segmentations, mask_off_grid
 from convkit.audit.series import SeriesAudit, audit_series, check_splits, series_row
 from convkit.audit.volumes import VolumeHeader, read_volume_header
-from convkit.dicom.header import NOT_PATIENT_IMAGE
+from convkit.dicom.header import NOT_PATIENT_IMAGE, SliceHeader
 from convkit.dicom.scan import HeaderCache, scan_folder
 from convkit.errors import InputError, UsageError
 from convkit.formats import VOLUME_SUFFIXES
@@ -194,7 +194,7 @@ def _check_volumes(volumes: list[VolumeAudit], series: list[SeriesAudit], root: 
     folders: dict[str, list[SeriesAudit]] = {}
     for audit in series:
         by_uid.setdefault(audit.group.series_uid, []).append(audit)
-        for folder in {str(h.path.parent) for h in audit.group.headers}:
+        for folder in _folders(audit.group.headers):
             folders.setdefault(folder, []).append(audit)
     top = root if root.is_dir() else root.parent
     near: dict[Path, list[SeriesAudit]] = {}  # by the volume's folder (all it depends on)
@@ -499,13 +499,17 @@ def _parent(text: str) -> str:
     return "." if cut < 0 else text[:cut] or "/"
 
 
+def _folders(headers: list[SliceHeader]) -> set[str]:
+    """The folders (str(path.parent)) of the images' files."""
+    return {_parent(text) for text in {str(header.path) for header in headers}}
+
+
 def check_folders(scan) -> list[Finding]:
     """Folders whose own files belong to more than one SeriesInstanceUID."""
-    uids: dict[Path, dict[str, set[str]]] = {}
-    for group in scan.series:
-        for header in group.headers:
-            uids.setdefault(header.path.parent, {}).setdefault(
-                header.series_instance_uid, set()).add(group.label)
+    uids: dict[str, dict[str, set[str]]] = {}
+    for group in scan.series:  # one SeriesInstanceUID and label per group
+        for folder in _folders(group.headers):
+            uids.setdefault(folder, {}).setdefault(group.series_uid, set()).add(group.label)
     found = []
     for folder, members in sorted(uids.items()):
         if len(members) > 1:
