@@ -81,6 +81,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"distinct synthetic MR series of {SLICES} slices (default: 2)")
     parser.add_argument("--no-corpus", action="store_true",
                         help="leave the real corpus out of the tree")
+    parser.add_argument("--corpus", type=Path, default=CORPUS,
+                        help="the real corpus's DICOM folder (default: ../shared/data/dicom "
+                             "beside the repository; a git worktree elsewhere names it here)")
     parser.add_argument("--changed", type=int, default=100,
                         help="files replaced before each re-audit after changes (default: 100)")
     parser.add_argument("--copies", action="store_true",
@@ -97,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(dcm2niix).exists():
         sys.exit("dcm2niix is missing: pip install -e '.[test]'")
     synthetic = (("CT", args.ct_series), ("MR", args.mr_series))
-    corpus = not args.no_corpus and CORPUS.is_dir()
+    corpus = not args.no_corpus and args.corpus.is_dir()
     name = f"ct{args.ct_series}-mr{args.mr_series}{'-corpus' if corpus else ''}"
-    sources = build_sources(args.work / f"sources-v{SOURCES_VERSION}-{name}", synthetic, corpus)
+    sources = build_sources(args.work / f"sources-v{SOURCES_VERSION}-{name}", synthetic,
+                            args.corpus if corpus else None)
     tree = build_tree(args.work / f"tree-{name}-{args.files}{'-copies' if args.copies else ''}",
                       sources, args.files, args.copies)
     files = sum(len(names) for _, _, names in os.walk(tree))
@@ -139,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
 # The tree
 
 
-def build_sources(folder: Path, synthetic: tuple[tuple[str, int], ...], corpus: bool) -> Path:
+def build_sources(folder: Path, synthetic: tuple[tuple[str, int], ...],
+                  corpus: Path | None) -> Path:
     """Distinct synthetic series and a copy of the corpus (hard links need one file system)."""
     stamp = folder / ".complete"
     if stamp.exists():
@@ -162,8 +167,8 @@ def build_sources(folder: Path, synthetic: tuple[tuple[str, int], ...], corpus: 
                          regular_positions(slices, spacing=1.25), modality=modality,
                          series_number=number, series_description=f"{modality} {index + 1}",
                          seed=1000 + number, rescale_intercept=-1024 if modality == "CT" else None)
-    if corpus:
-        shutil.copytree(CORPUS, folder / "corpus")
+    if corpus is not None:
+        shutil.copytree(corpus, folder / "corpus")
     stamp.write_text("ok\n")
     return folder
 

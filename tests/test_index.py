@@ -544,3 +544,209 @@ def test_a_file_that_moves_to_another_series(cli, tmp_path):
     same_with_index(cli, tree, db)
     (tree / "vol" / "scan.json").write_text(json.dumps({"SeriesInstanceUID": uid}))
     same_with_index(cli, tree, db)  # a sidecar edited beside an unchanged volume
+
+
+# ------------------------------------------------------------------------------------------
+# A re-audit settles the copies of untouched instances from the last report (they are not
+# loaded): each way a change reaches other files must still give the audit's answer.
+
+
+def copied_tree(root: Path) -> Path:
+    """synthetic_tree plus a copy of ct1 and of ct2 in zz/ (later in path order: the copies
+    are the duplicates)."""
+    synthetic_tree(root)
+    for name in ("ct1", "ct2"):
+        shutil.copytree(root / name, root / "zz" / name)
+    return root
+
+
+def duplicates(document: dict) -> dict[str, str]:
+    return {row["path"]: row["reason"] for row in document["files"]
+            if row["status"] == "duplicate"}
+
+
+def codes_of(document: dict) -> set[str]:
+    return {item["code"] for item in document["findings"]}
+
+
+def series_uid(path: Path) -> str:
+    import pydicom
+
+    return str(pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID)
+
+
+def test_untouched_copies_are_settled_without_loading_their_facts(cli, tmp_path):
+    """The facts of a copy whose instance no change touches are never loaded (a damaged
+    blob there goes unnoticed); a change to its original makes them needed (and read)."""
+    tree = copied_tree(tmp_path / "tree")
+    db = tmp_path / "index.sqlite"
+    same_with_index(cli, tree, db)
+    copy = sorted((tree / "zz" / "ct1").iterdir())[0]
+    original = tree / "ct1" / copy.name
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE files SET facts = ? WHERE path = ?", (b"\x00damaged", str(copy)))
+    os.utime(sorted((tree / "ct2").iterdir())[0])  # another instance changed
+    counts = same_with_index(cli, tree, db)
+    assert (counts["files_read"], counts["files_from_index"]) == (1, len(listing(tree)) - 1)
+    os.utime(original)  # the copy's own instance: its facts are loaded now
+    done = cli("audit", tree, "--json", "--index", db, check_code=None)
+    assert done.returncode != 0 and "damaged" in done.stderr
+    assert "--rebuild" in done.stderr
+
+
+def test_a_slice_moved_to_another_series_turns_its_copy_into_a_conflict(cli, tmp_path):
+    tree = copied_tree(tmp_path / "tree")
+    db = tmp_path / "index.sqlite"
+    plain = audit_json(cli, tree)
+    assert len(duplicates(plain)) == 11  # 6 + 5 copies
+    same_with_index(cli, tree, db)
+    moved = middle_slice(tree / "ct1")
+    rewrite(moved, SeriesInstanceUID=series_uid(next((tree / "ct2").iterdir())),
+            SeriesNumber=2, SeriesDescription="ct two")
+    assert same_with_index(cli, tree, db)["files_read"] == 1
+    document = audit_json(cli, tree)
+    copy = tree / "zz" / "ct1" / moved.name
+    assert status_of(document, copy)[0] == "conflict"
+    assert status_of(document, moved)[0] == "conflict"
+    assert len(duplicates(document)) == 10
+
+
+def test_a_new_file_with_an_instance_of_another_series(cli, tmp_path):
+    """A new file holding the SOPInstanceUID of a ct2 slice (whose copy is settled) but the
+    MR's SeriesInstanceUID: every file of that instance is a conflict now."""
+    tree = copied_tree(tmp_path / "tree")
+    db = tmp_path / "index.sqlite"
+    same_with_index(cli, tree, db)
+    source = sorted((tree / "ct2").iterdir())[0]
+    (tree / "extra").mkdir()
+    new = rewrite(source, tree / "extra" / "x.dcm",
+                  SeriesInstanceUID=series_uid(next((tree / "mr").iterdir())))
+    assert same_with_index(cli, tree, db)["files_read"] == 1
+    document = audit_json(cli, tree)
+    copy = tree / "zz" / "ct2" / source.name
+    assert status_of(document, source)[0] == status_of(document, new)[0] == "conflict"
+    assert status_of(document, copy) == ("duplicate",
+                                         f"same SOPInstanceUID as ct2/{source.name}")
+    new.unlink()  # gone again: the first file is used, its copy a copy
+    same_with_index(cli, tree, db)
+    document = audit_json(cli, tree)
+    assert status_of(document, source)[0] == "used"
+    assert status_of(document, copy)[0] == "duplicate"
+    (tree / "aa").mkdir()  # a new copy first in path order: the one the others copy
+    shutil.copyfile(source, tree / "aa" / source.name)
+    assert same_with_index(cli, tree, db)["files_read"] == 1
+    document = audit_json(cli, tree)
+    assert status_of(document, copy) == ("duplicate", f"same SOPInstanceUID as aa/{source.name}")
+    assert status_of(document, source)[0] == "duplicate"
+
+
+def test_the_first_copy_deleted_leaves_the_next_one_used(cli, tmp_path):
+    tree = copied_tree(tmp_path / "tree")
+    db = tmp_path / "index.sqlite"
+    same_with_index(cli, tree, db)
+    first = sorted((tree / "ct1").iterdir())[0]
+    first.unlink()
+    counts = same_with_index(cli, tree, db)
+    assert (counts["files_read"], counts["files_removed"]) == (0, 1)
+    assert status_of(audit_json(cli, tree), tree / "zz" / "ct1" / first.name)[0] == "used"
+
+
+def test_a_new_sop_instance_uid_leaves_the_old_copy_alone(cli, tmp_path):
+    """The first file of an instance rewritten with a new SOPInstanceUID: its copy is the
+    only file of the old instance now (used), although the copy itself is unchanged."""
+    tree = copied_tree(tmp_path / "tree")
+    db = tmp_path / "index.sqlite"
+    same_with_index(cli, tree, db)
+    first = sorted((tree / "ct1").iterdir())[0]
+    rewrite(first, SOPInstanceUID="1.2.826.0.1.3680043.8.498.999")
+    assert same_with_index(cli, tree, db)["files_read"] == 1
+    document = audit_json(cli, tree)
+    assert status_of(document, tree / "zz" / "ct1" / first.name)[0] == "used"
+    assert status_of(document, first)[0] == "used"
+
+
+def test_a_deleted_file_removes_a_split(cli, tmp_path):
+    """A slice of ct2 at another orientation splits the series; deleting it (and its copy)
+    makes ct2 one volume again."""
+    tree = copied_tree(tmp_path / "tree")
+    db = tmp_path / "index.sqlite"
+    tilted = sorted((tree / "ct2").iterdir())[0]
+    rewrite(tilted, ImageOrientationPatient=[0, 1, 0, 0, 0, -1])
+    (tree / "zz" / "ct2" / tilted.name).unlink()
+    assert "series.mixed-orientation" in codes_of(audit_json(cli, tree))
+    same_with_index(cli, tree, db)
+    tilted.unlink()
+    counts = same_with_index(cli, tree, db)
+    assert (counts["files_read"], counts["files_removed"]) == (0, 1)
+    assert "series.mixed-orientation" not in codes_of(audit_json(cli, tree))
+
+
+def test_a_new_volume_beside_an_unchanged_series_is_paired(cli, tmp_path):
+    tree = copied_tree(tmp_path / "tree")
+    db = tmp_path / "index.sqlite"
+    same_with_index(cli, tree, db)
+    out = tmp_path / "out"
+    cli("dicom2nii", tree / "ct1", out, check_code=0)
+    volume = next(out.glob("*.nii.gz"))
+    shutil.copyfile(volume, tree / "ct1" / volume.name)
+    assert same_with_index(cli, tree, db)["files_read"] == 1
+    row = next(row for row in audit_json(cli, tree)["volumes"]
+               if row["path"] == str(tree / "ct1" / volume.name))
+    assert (row["pair_method"], row["pair_result"]) == ("geometry", "match")
+    assert row["paired_series"] == volume.name.removesuffix(".nii.gz")
+
+
+def test_a_renamed_folder_renames_the_original_of_its_copies(cli, tmp_path):
+    tree = copied_tree(tmp_path / "tree")
+    db = tmp_path / "index.sqlite"
+    same_with_index(cli, tree, db)
+    (tree / "ct1").rename(tree / "ct1b")
+    counts = same_with_index(cli, tree, db)
+    assert (counts["files_read"], counts["files_removed"]) == (6, 6)
+    reasons = [reason for path, reason in duplicates(audit_json(cli, tree)).items()
+               if "/zz/ct1/" in path]
+    assert len(reasons) == 6 and all("ct1b/" in reason for reason in reasons)
+
+
+def test_a_changed_seg_reference(cli, tmp_path):
+    """A SEG beside copies of its series, pointed at a series that is not there: dangling."""
+    import pydicom
+
+    from convkit.formats import write_volume
+    from convkit.testing.segmentations import blob_labels, write_ct
+    from convkit.volume import Volume
+
+    tree = tmp_path / "tree"
+    ct = write_ct(tree / "ct")
+    shutil.copytree(tree / "ct", tree / "copy")
+    write_volume(Volume(blob_labels(ct.shape), ct.affine), tmp_path / "mask.nii.gz")
+    seg = tree / "mask.seg.dcm"
+    cli("nii2dicom", tmp_path / "mask.nii.gz", seg, "--seg", "--reference", ct.folder,
+        check_code=0)
+    db = tmp_path / "index.sqlite"
+    assert "seg.paired" in codes_of(same_with_index(cli, tree, db) and audit_json(cli, tree))
+    dataset = pydicom.dcmread(seg)
+    dataset.ReferencedSeriesSequence[0].SeriesInstanceUID = "1.2.3.4.5.6.7.8.9"
+    dataset.save_as(seg)
+    assert same_with_index(cli, tree, db)["files_read"] == 1
+    assert "seg.dangling" in codes_of(audit_json(cli, tree))
+
+
+def test_report_text_is_the_json_modules(tmp_path):
+    """The compact line `--json` prints and the stored report share the tables' text: both
+    must be what json.dumps gives for the whole document."""
+    import zlib
+
+    from convkit.audit import audit_path
+    from convkit.index import audit_indexed, open_index
+
+    tree = copied_tree(tmp_path / "tree")
+    report = audit_path(tree)
+    for fail_on in (None, "warning"):
+        assert report.json_text(fail_on) == json.dumps(report.to_json(fail_on), default=str)
+    with open_index(tmp_path / "index.sqlite") as index:
+        indexed = audit_indexed(tree, index)
+        (blob,) = index.connection.execute("SELECT report FROM reports").fetchone()
+    stored = json.loads(zlib.decompress(blob))
+    assert stored == {"input": str(tree), "mode": "folder", **report.tables()}
+    assert indexed.json_text() == json.dumps(indexed.to_json(), default=str)

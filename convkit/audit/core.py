@@ -15,10 +15,12 @@ Order of work, each step cheap on top of the header scan:
 from __future__ import annotations
 
 import functools
+import heapq
 import json
 import math
+import operator
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +47,7 @@ from convkit.audit.report import AuditReport
 from convkit.audit.segmentations import check_segmentations, mask_off_grid
 from convkit.audit.series import SeriesAudit, audit_series, check_splits, series_row
 from convkit.audit.volumes import VolumeHeader, read_volume_header
-from convkit.dicom.header import NOT_PATIENT_IMAGE
+from convkit.dicom.header import NOT_PATIENT_IMAGE, SliceHeader
 from convkit.dicom.scan import HeaderCache, scan_folder
 from convkit.errors import InputError, UsageError
 from convkit.formats import VOLUME_SUFFIXES
@@ -55,6 +57,8 @@ from convkit.geometry import axis_codes
 Progress = Callable[[str, int, int], None]
 #: Sidecar suffixes found beside a volume NAME.ext as NAME.suffix.
 SIDECAR_SUFFIXES = (".json", ".bval", ".bvec")
+#: Volume kinds whose header read_volume_header gives from the file alone (no data file).
+SINGLE_FILE_KINDS = ("nifti1", "nifti2")
 T = TypeVar("T")
 
 
@@ -68,6 +72,10 @@ class Facts(HeaderCache, Protocol):
     def folder_key(self, path: Path) -> str | None:
         """A digest of the files in path's folder (None: unknown): what a volume's
         detached data files can change."""
+
+    def settled_copies(self) -> list[tuple[str, str, int | None]]:
+        """Duplicates the scan left out, settled as before: (path as text, reason, bytes),
+        in path order (copies of instances whose files are all unchanged)."""
 
 
 def _fact(facts: Facts | None, path: Path, name: str, compute: Callable[[], T],
@@ -132,7 +140,8 @@ def audit_path(
 
     scan = scan_folder(root, (lambda d, t: progress("scan", d, t)) if progress else None,
                        jobs=jobs, while_waiting=_import_volume_readers, cache=facts)
-    if not scan.files:
+    copies = facts.settled_copies() if facts is not None else []
+    if not scan.files and not copies:
         raise InputError(f"nothing to audit: {root} holds no files",
                          "point convkit at a folder with DICOM or volume files")
     records = {record.path: record for record in scan.files}  # in scan order: by path
@@ -141,13 +150,15 @@ def audit_path(
              for p, r in records.items()}
     volumes = _read_volumes([p for p, k in kinds.items() if k in sniff.VOLUME_KINDS],
                             kinds, jobs, progress, facts)
-    sidecars = _assign_sidecars(volumes, set(records), facts)
+    existing = set(records) | {Path(text) for text, _, _ in copies
+                               if text.endswith(SIDECAR_SUFFIXES)}
+    sidecars = _assign_sidecars(volumes, existing, facts)
     series = _audit_series(scan, facts)
     _check_volumes(volumes, series, root)
     splits = check_splits(series)
     findings = [item for audit in series for item in audit.findings]
     findings += [item for volume in volumes for item in volume.findings]
-    findings += splits + check_folders(scan) + check_duplicates(scan)
+    findings += splits + check_folders(scan) + check_duplicates(scan, copies)
     findings += check_segmentations(scan.files, scan.series)
     findings += [item for p, record in records.items() for item in check_file(record, kinds[p])]
     for item in splits:  # a split finding belongs to every series it names
@@ -156,8 +167,8 @@ def audit_path(
                 audit.findings.append(item)
     report = AuditReport(str(root), "file" if root.is_file() else "folder")
     by_path = {volume.path: volume for volume in volumes}
-    report.files = [_file_row(record, kinds[p], by_path.get(p), sidecars)
-                    for p, record in records.items()]
+    report.files = _with_copies([_file_row(record, kinds[p], by_path.get(p), sidecars)
+                                 for p, record in records.items()], copies)
     report.series = [_clean(series_row(audit, show_identifiers)) for audit in series]
     report.groups = {audit.label: audit.group for audit in series}
     report.volumes = [_clean(_volume_row(volume, show_identifiers)) for volume in volumes]
@@ -183,11 +194,19 @@ def _check_volumes(volumes: list[VolumeAudit], series: list[SeriesAudit], root: 
     folders: dict[str, list[SeriesAudit]] = {}
     for audit in series:
         by_uid.setdefault(audit.group.series_uid, []).append(audit)
-        for folder in {str(h.path.parent) for h in audit.group.headers}:
+        for folder in _folders(audit.group.headers):
             folders.setdefault(folder, []).append(audit)
+    top = root if root.is_dir() else root.parent
+    near: dict[Path, list[SeriesAudit]] = {}  # by the volume's folder (all it depends on)
+
+    def nearby(path: Path) -> list[SeriesAudit]:
+        if path.parent not in near:
+            near[path.parent] = nearby_series(path, top, folders)
+        return near[path.parent]
+
     for volume in volumes:
         volume.findings = [item for check in VOLUME_CHECKS for item in check(volume)]
-        _pair(volume, root, by_uid, folders)
+        _pair(volume, by_uid, nearby)
 
 
 # ------------------------------------------------------------------------------------------
@@ -210,10 +229,11 @@ def _read_volumes(paths: list[Path], kinds: dict[Path, str], jobs: int,
 
 def _volume_header(path: Path, kind: str, facts: Facts | None) -> VolumeHeader:
     """read_volume_header, or what it gave before: for the same path as given (the header
-    holds it) while no file in its folder (its detached data) has changed."""
+    holds it) while no file in its folder (its detached data) has changed; a NIfTI file
+    (not a pair) is read from its own bytes only, whatever its folder holds."""
     if facts is None:
         return read_volume_header(path, kind)
-    folder = facts.folder_key(path)
+    folder = "" if kind in SINGLE_FILE_KINDS else facts.folder_key(path)
     known = facts.fact(path, "volume", lambda: (str(path), kind, folder,
                                                 read_volume_header(path, kind)),
                        lambda value: folder is not None and value[:3] == (str(path), kind, folder))
@@ -271,15 +291,14 @@ def _identifiers(path: Path) -> dict[str, str] | IdentifiersUnchecked:
         return unchecked
 
 
-def _pair(volume: VolumeAudit, root: Path, by_uid: dict[str, list[SeriesAudit]],
-          folders: dict[str, list[SeriesAudit]]) -> None:
+def _pair(volume: VolumeAudit, by_uid: dict[str, list[SeriesAudit]],
+          nearby_of: Callable[[Path], list[SeriesAudit]]) -> None:
     header = volume.header
     if header.affine is None or header.problem or len(header.shape) < 3:
         return
     uid = str(volume.sidecar_data.get("SeriesInstanceUID", "") or "")
     named = by_uid.get(uid, []) if uid else []
-    nearby = [] if named else nearby_series(header.path, root if root.is_dir() else root.parent,
-                                            folders)
+    nearby = [] if named else nearby_of(header.path)
     if not named and not nearby:
         return
     volume.pairing = pair_volume(header.affine, header.shape, header.n_times, named, nearby)
@@ -449,36 +468,48 @@ def check_file(record, kind: str) -> list[Finding]:
     return []
 
 
-def check_duplicates(scan) -> list[Finding]:
+def check_duplicates(scan, copies: Sequence[tuple[str, str, int | None]] = ()) -> list[Finding]:
     """Duplicate files (same SOPInstanceUID), one finding per folder that holds them.
 
     Per folder, not per file: an export copied twice gives one line per folder, not
-    thousands; every duplicate and the file it copies are in the files table.
+    thousands; every duplicate and the file it copies are in the files table. copies: the
+    duplicates the scan left out (Facts.settled_copies), counted with its own.
     """
-    by_folder: dict[Path, list] = {}
-    for record in scan.files:
-        if record.status == "duplicate":
-            by_folder.setdefault(record.path.parent, []).append(record)
-    found = []
+    found = [(str(record.path), record.reason) for record in scan.files
+             if record.status == "duplicate"]
+    by_folder: dict[str, list[tuple[str, str]]] = {}
+    for text, reason in heapq.merge(found, [(text, reason) for text, reason, _ in copies]):
+        by_folder.setdefault(_parent(text), []).append((text, reason))
+    findings = []
     for folder, records in by_folder.items():
-        example = records[0]
+        example, reason = records[0]
         others = f", and {len(records) - 1} more" if len(records) > 1 else ""
-        found.append(finding(
+        findings.append(finding(
             "file.duplicate",
-            f"{len(records)} duplicate file(s): {example.path.name} has the {example.reason}"
+            f"{len(records)} duplicate file(s): {os.path.basename(example)} has the {reason}"
             f"{others}",
             "dicom2nii reads the first copy and ignores these; remove them (the files table "
             "lists each one with its original)", path=folder))
-    return found
+    return findings
+
+
+def _parent(text: str) -> str:
+    """str(Path(text).parent) of a path as str(Path) writes it, without making the Path."""
+    cut = text.rfind("/")
+    return "." if cut < 0 else text[:cut] or "/"
+
+
+def _folders(headers: list[SliceHeader]) -> set[str]:
+    """The folders (str(path.parent)) of the images' files."""
+    return {_parent(text) for text in {str(header.path) for header in headers}}
 
 
 def check_folders(scan) -> list[Finding]:
     """Folders whose own files belong to more than one SeriesInstanceUID."""
-    uids: dict[Path, dict[str, set[str]]] = {}
-    for group in scan.series:
-        for header in group.headers:
-            uids.setdefault(header.path.parent, {}).setdefault(
-                header.series_instance_uid, set()).add(group.label)
+    uids: dict[str, dict[str, set[str]]] = {}
+    for group in scan.series:  # one SeriesInstanceUID and label per group
+        for folder in _folders(group.headers):
+            uids.setdefault(folder, {}).setdefault(group.series_uid, set()).add(group.label)
     found = []
     for folder, members in sorted(uids.items()):
         if len(members) > 1:
@@ -521,6 +552,17 @@ def _file_row(record, kind: str, volume: VolumeAudit | None, sidecars: dict[Path
             size = None
     return {"path": str(path), "kind": _kind_name(kind), "status": status, "reason": reason,
             "series": record.series, "bytes": size}
+
+
+def _with_copies(rows: list[dict[str, Any]], copies: list[tuple[str, str, int | None]],
+                 ) -> list[dict[str, Any]]:
+    """The files table with the settled duplicates' rows (as _file_row gives a duplicate's)
+    merged in, in path order."""
+    if not copies:
+        return rows
+    settled = [{"path": text, "kind": "dicom", "status": "duplicate", "reason": reason,
+                "series": "", "bytes": size} for text, reason, size in copies]
+    return list(heapq.merge(rows, settled, key=operator.itemgetter("path")))
 
 
 def _kind_name(kind: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ class AuditReport:
     #: not part of the JSON or CSV
     groups: dict[str, Any] = field(default_factory=dict, repr=False)
     index: dict[str, Any] | None = None  # with an index: its path and files read / reused
+    _texts: dict[str, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def counts(self) -> dict[str, int]:
         """Files per status, in FILE_STATUSES order (statuses with no file left out)."""
@@ -84,6 +86,23 @@ class AuditReport:
     def tables(self) -> dict[str, list[dict[str, Any]]]:
         return {"files": self.files, "series": self.series, "volumes": self.volumes,
                 "findings": [f.to_json() for f in self.findings]}
+
+    def table_texts(self) -> dict[str, str]:
+        """Each table as compact JSON text, encoded once (the tables must not change after):
+        the index's stored report and the printed document share it (20,000 file rows take
+        as long to encode as the rest of a re-audit's checks)."""
+        if self._texts is None:
+            self._texts = {name: json.dumps(rows, default=str)
+                           for name, rows in self.tables().items()}
+        return self._texts
+
+    def json_text(self, fail_on: str | None = None) -> str:
+        """json.dumps(to_json(fail_on), default=str), the tables' text made once."""
+        texts = self.table_texts()
+        parts = (f"{json.dumps(key)}: "
+                 + (texts[key] if key in texts else json.dumps(value, default=str))
+                 for key, value in self.to_json(fail_on).items())
+        return "{" + ", ".join(parts) + "}"
 
     def to_json(self, fail_on: str | None = None) -> dict[str, Any]:
         document: dict[str, Any] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -73,8 +74,10 @@ def audit(
         written = report.write_csv(csv_dir, force=force)
         render.error_console().print(f"written {len(written)} CSV files to {csv_dir}",
                                      highlight=False)
-    if as_json:
+    if as_json and sys.stdout.isatty():
         render.print_json(report.to_json(fail_on))
+    elif as_json:  # one compact line, as print_json writes it for a pipe or file
+        sys.stdout.write(report.json_text(fail_on) + "\n")
     else:
         _print_report(report, Path(path), show_all)
     raise typer.Exit(report.exit_code(fail_on))

@@ -42,8 +42,9 @@ class HeaderCache(Protocol):
     def split(self, paths: Iterable[Path]) -> tuple[Iterable[Path], list[Outcome]]:
         """(paths to read, outcomes known for the other paths)."""
 
-    def learned(self, outcomes: list[Outcome]) -> None:
-        """The outcomes of the paths split() gave to read, in their order."""
+    def learned(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """The outcomes of the paths split() gave to read, in their order; returns the
+        outcomes of other paths that could only be settled once these were known."""
 
     def differences(self, other: list[SliceHeader], mine: list[SliceHeader],
                     compute: Callable[[], list[Difference]]) -> list[Difference]:
@@ -125,7 +126,7 @@ def scan_folder(
     else:
         to_read, known = cache.split(iter_files(root))
         outcomes = _read_headers(to_read, jobs, progress, while_waiting)
-        cache.learned(outcomes)
+        known = [*known, *cache.learned(outcomes)]
     for outcome in itertools.chain(known, outcomes):
         if isinstance(outcome, FileRecord):
             result.files.append(outcome)

@@ -6,7 +6,9 @@
    stored report (nothing is read, nothing re-checked).
 3. Otherwise audit_path runs on the facts: new and changed files are read, every series
    is grouped and checked again from the headers (cheap: no file is opened), so that
-   checks across series (splits, duplicates, names) see the whole tree.
+   checks across series (splits, duplicates, names) see the whole tree. The duplicates
+   of instances that no new, changed or gone file holds keep their row from the last
+   report of the root (facts.Copies): their facts are not even loaded.
 4. One transaction writes the run, the changed files and the report's tables.
 """
 
@@ -30,7 +32,7 @@ from convkit.audit.report import AuditReport
 from convkit.dicom.header import SliceHeader
 from convkit.dicom.scan import iter_file_texts
 from convkit.index.db import HEADER_COLUMNS, FileRow, Index, RunRecord, now
-from convkit.index.facts import FileFacts, dump_facts
+from convkit.index.facts import Copies, FileFacts, dump_facts
 from convkit.volume import max_volume_bytes
 
 #: Where each `headers` column is in a SliceHeader's field tuple (scan.outcome_fields).
@@ -84,11 +86,13 @@ def _audit_indexed(root: Path, index: Index, jobs: int, progress: Progress | Non
         facts = FileFacts(index.stored_files(absolute, whole_tree),
                           functools.partial(index.stored_facts, absolute, whole_tree),
                           whole_folders=whole_tree)
-        stored = None
-        if (facts.stored and facts.survey(iter_file_texts(root)) and whole_tree
-                and not with_groups):  # unchanged
-            stored = index.stored_report(absolute, options)
+        unchanged = bool(facts.stored) and facts.survey(iter_file_texts(root),
+                                                        absolute=str(root) == absolute)
+        last = index.stored_report(absolute, options) if facts.stored and whole_tree else None
+        stored = last if unchanged and not with_groups else None
         if stored is None:
+            if last is not None:
+                facts.copies = _copies(last, index, absolute, whole_tree)
             report = audit_path(root, jobs=jobs, progress=progress,
                                 show_identifiers=show_identifiers, facts=facts)
     if stored is not None:
@@ -106,6 +110,18 @@ def _audit_indexed(root: Path, index: Index, jobs: int, progress: Progress | Non
     return report
 
 
+def _copies(last: dict[str, Any], index: Index, root: str, whole_tree: bool) -> Copies:
+    """The duplicates of the last report of this root, and its conflicts (their instances
+    are worked out again: which copy belongs to which version is not kept)."""
+    rows = {row["path"]: (row["reason"], row["bytes"]) for row in last["files"]
+            if row["status"] == "duplicate" and row["series"] == "" and row["kind"] == "dicom"
+            and row["bytes"] is not None}
+    conflicts = [os.path.abspath(row["path"]) for row in last["files"]
+                 if row["status"] == "conflict"]
+    return Copies(rows, conflicts, index.instances_of,
+                  functools.partial(index.holding, root, whole_tree), index.facts_of)
+
+
 def _run(root: str, options: dict[str, Any], started: str, files: list[FileRow],
          removed: list[str], report: AuditReport, counts: dict[str, int],
          blob: bytes | None) -> RunRecord:
@@ -117,8 +133,12 @@ def _run(root: str, options: dict[str, Any], started: str, files: list[FileRow],
 
 
 def _report_blob(report: AuditReport) -> bytes:
-    return zlib.compress(json.dumps({"input": report.input, "mode": report.mode,
-                                     **report.tables()}).encode(), 1)
+    """{"input", "mode", files, series, volumes, findings} as compressed JSON (the tables'
+    text is the one the printed report uses)."""
+    head = json.dumps({"input": report.input, "mode": report.mode})[:-1]
+    tables = ", ".join(f"{json.dumps(name)}: {text}"
+                       for name, text in report.table_texts().items())
+    return zlib.compress(f"{head}, {tables}}}".encode(), 1)
 
 
 def _report_from(stored: dict[str, Any]) -> AuditReport:

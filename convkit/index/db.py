@@ -77,6 +77,17 @@ def _under(root: str, whole_tree: bool) -> tuple[str, str]:
     return low, low[:-1] + chr(ord(low[-1]) + 1)
 
 
+#: Values bound in one `IN (...)` (below SQLite's oldest limit of 999 variables).
+_CHUNK = 900
+
+
+def _chunks(values: list[str]) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """(placeholders, values) for `IN (...)` of at most _CHUNK values each."""
+    for start in range(0, len(values), _CHUNK):
+        part = tuple(values[start:start + _CHUNK])
+        yield ", ".join("?" * len(part)), part
+
+
 def _columns(names: tuple[str, ...]) -> str:
     return ", ".join(f'"{name}"' for name in names)
 
@@ -167,6 +178,33 @@ class Index:
         """{absolute path: facts} of the files under root (or root itself)."""
         return dict(self._query(f"SELECT path, facts FROM files WHERE {_UNDER} AND "
                                 "facts IS NOT NULL", _under(root, whole_tree)))
+
+    def facts_of(self, paths: list[str]) -> dict[str, bytes]:
+        """{absolute path: facts} of these files (those with facts)."""
+        found: dict[str, bytes] = {}
+        for marks, values in _chunks(paths):
+            found.update(self._query(f"SELECT path, facts FROM files WHERE path IN ({marks}) "
+                                     "AND facts IS NOT NULL", values))
+        return found
+
+    def instances_of(self, paths: list[str]) -> set[str]:
+        """The SOPInstanceUIDs of the stored images of these files (absolute paths)."""
+        found: set[str] = set()
+        for marks, values in _chunks(paths):
+            found.update(row[0] for row in self._query(
+                f"SELECT DISTINCT sop_instance_uid FROM headers WHERE path IN ({marks})",
+                values))
+        return found
+
+    def holding(self, root: str, whole_tree: bool, uids: set[str]) -> set[str]:
+        """The files under root (absolute paths) with a stored image of one of these UIDs
+        (one pass over the headers per chunk of UIDs)."""
+        found: set[str] = set()
+        for marks, values in _chunks(sorted(uids)):
+            found.update(row[0] for row in self._query(
+                f"SELECT DISTINCT path FROM headers WHERE {_UNDER} AND sop_instance_uid IN "
+                f"({marks})", (*_under(root, whole_tree), *values)))
+        return found
 
     def stored_report(self, root: str, options: dict[str, Any]) -> dict[str, Any] | None:
         """The last report of root, if it was made with these options by this convkit."""

@@ -99,7 +99,7 @@ def stat_key(path: str) -> StatKey | None:
     return (status.st_size, status.st_mtime_ns, status.st_ino, status.st_ctime_ns)
 
 
-@dataclass
+@dataclass(slots=True)
 class Stored:
     """A file as the index holds it."""
 
@@ -108,6 +108,25 @@ class Stored:
 
 
 @dataclass
+class Copies:
+    """What the last audit of this root (same options) said about its duplicates, so that
+    a re-audit settles the copies of instances nothing touched without loading them.
+
+    A duplicate's row (status, reason, bytes) depends only on the files that share its
+    SOPInstanceUID: while none of them is new, changed or gone, the scan would find the
+    same copies of the same first file again."""
+
+    rows: dict[str, tuple[str, int | None]]  # path as the scan gives it -> (reason, bytes)
+    conflicts: list[str]  # absolute paths of its conflicts (their instances: worked out again)
+    #: the stored SOPInstanceUIDs of files (absolute paths): Index.instances_of
+    instances_of: Callable[[list[str]], set[str]]
+    #: the files (absolute paths) with a stored image of any of these UIDs: Index.holding
+    holding: Callable[[set[str]], set[str]]
+    #: the stored facts of files (absolute paths): Index.facts_of
+    facts_of: Callable[[list[str]], dict[str, bytes]]
+
+
+@dataclass(slots=True)
 class Entry:
     """One file in this run: its key now and the facts known for that key."""
 
@@ -133,19 +152,26 @@ class FileFacts:
         self.read = 0
         self.from_index = 0
         self._survey: tuple[list[str], list[str]] | None = None  # (to read, unchanged)
-        self._folders: dict[str, str] | None = None
+        self._listed: dict[str, list[Entry]] | None = None  # folder -> its files' entries
+        self._folders: dict[str, str] = {}  # folder -> folder_key
         self._reading: list[Path] = []  # the paths split() gave to read, in order
+        self.copies: Copies | None = None  # duplicates to settle without loading (audit)
+        self._deferred: list[str] = []  # unchanged duplicates, settled once learned()
+        self._settled: list[tuple[str, str, int | None]] = []  # (path, reason, bytes)
+        self._blobs: dict[str, bytes] = {}
 
     # -- the walk ------------------------------------------------------------------------
 
-    def survey(self, texts: Iterable[str]) -> bool:
-        """Stat every file (paths as text: scan.iter_file_texts); True when every file is in
-        the index, unchanged, and no file of the index has gone (the tree is as the index
-        last saw it)."""
+    def survey(self, texts: Iterable[str], absolute: bool = False) -> bool:
+        """Stat every file (paths as text: scan.iter_file_texts; absolute: they are absolute
+        and normal already); True when every file is in the index, unchanged, and no file
+        of the index has gone (the tree is as the index last saw it)."""
         to_read, unchanged = [], []
+        entries, stored_files = self.entries, self.stored
         for text in texts:
-            entry = self._new_entry(text)
-            stored = self.stored.get(entry.path)
+            path = text if absolute else os.path.abspath(text)
+            entry = entries[text] = Entry(path, stat_key(path))
+            stored = stored_files.get(path)
             if entry.key is not None and stored is not None and stored.key == entry.key:
                 unchanged.append(text)
             else:
@@ -176,21 +202,24 @@ class FileFacts:
         walk did not list the whole folder): what a volume's detached data can change."""
         if not self.whole_folders:
             return None
-        if self._folders is None:
-            listed: dict[str, list[str]] = {}
-            for entry in self.entries.values():
-                listed.setdefault(os.path.dirname(entry.path), []).append(
-                    f"{entry.path}\0{entry.key}")
-            self._folders = {folder: hashlib.sha256("\n".join(sorted(items)).encode()).hexdigest()
-                             for folder, items in listed.items()}
+        if self._listed is None:  # the files of each folder, digested when asked for
+            listed: dict[str, list[Entry]] = {}
+            for entry in list(self.entries.values()):
+                listed.setdefault(os.path.dirname(entry.path), []).append(entry)
+            self._listed = listed
         folder = os.path.dirname(self.entry(path).path)
-        return self._folders.get(folder)
+        digest = self._folders.get(folder)
+        if digest is None and folder in self._listed:
+            items = sorted(f"{entry.path}\0{entry.key}" for entry in self._listed[folder])
+            digest = self._folders[folder] = hashlib.sha256("\n".join(items).encode()).hexdigest()
+        return digest
 
     # -- scan.HeaderCache ----------------------------------------------------------------
 
     def split(self, paths: Iterable[Path]) -> tuple[Iterable[Path], list[Outcome]]:
         """(paths to read, outcomes of the others). Without survey() before (with the same
-        walk), every path is read (an index that holds nothing under the root)."""
+        walk), every path is read (an index that holds nothing under the root). The stored
+        duplicates of `copies` are left for learned(), which knows what changed."""
         if self._survey is None:
             if self.stored:
                 self.survey(str(path) for path in paths)
@@ -199,22 +228,65 @@ class FileFacts:
         assert self._survey is not None
         to_read, unchanged = self._survey
         self._reading = [Path(text) for text in to_read]
-        stored = self.blobs() if unchanged else {}
-        blobs = [stored.get(self.entries[text].path) for text in unchanged]
+        self.from_index = len(unchanged)
+        if self.copies is None:
+            self._blobs = self.blobs() if unchanged else {}
+            return self._reading, self._load(unchanged)
+        copies = self.copies.rows
+        self._deferred = [text for text in unchanged if text in copies]
+        now = [text for text in unchanged if text not in copies]
+        self._blobs = self.copies.facts_of([self.entries[text].path for text in now])
+        return self._reading, self._load(now)
+
+    def _load(self, texts: list[str]) -> list[Outcome]:
+        """The stored outcomes of unchanged files (their facts loaded)."""
+        blobs = [self._blobs.get(self.entries[text].path) for text in texts]
         known = []
-        for text, facts in zip(unchanged, _loaded(blobs), strict=True):
+        for text, facts in zip(texts, _loaded(blobs), strict=True):
             self.entries[text].facts = facts
             known.append(outcome_from_fields(Path(text), facts["scan"]))
-        self.from_index = len(known)
-        return self._reading, known
+        return known
 
-    def learned(self, outcomes: list[Outcome]) -> None:
-        """The outcomes of the paths split() gave to read, in their order."""
+    def learned(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """The outcomes of the paths split() gave to read, in their order; returns those of
+        the duplicates split() left whose SOPInstanceUIDs a file read now or gone shares
+        (loaded); the others are settled as the last audit had them (settled_copies)."""
         self.read = len(outcomes)
         for path, outcome in zip(self._reading, outcomes, strict=True):
             entry = self.entries[str(path)]
             entry.facts = {"scan": outcome_fields(outcome)}
             entry.learned = True
+        if not self._deferred:
+            return []
+        assert self.copies is not None
+        touched = self.copies.holding(self._touched(outcomes))
+        rows = self.copies.rows
+        load = []
+        for text in self._deferred:
+            if self.entries[text].path in touched:
+                load.append(text)
+            else:
+                reason, size = rows[text]
+                self._settled.append((text, reason, size))
+        self._deferred = []
+        self._settled.sort()
+        self._blobs = self.copies.facts_of([self.entries[text].path for text in load])
+        return self._load(load)
+
+    def settled_copies(self) -> list[tuple[str, str, int | None]]:
+        """The duplicates settled without loading them, as (path, reason, bytes) in path
+        order: their rows and findings are the last audit's (core.audit_path adds them)."""
+        return self._settled
+
+    def _touched(self, outcomes: list[Outcome]) -> set[str]:
+        """SOPInstanceUIDs whose files are not as the last audit saw them: those of the files
+        read now (before and after) and of the files gone, and those of its conflicts."""
+        assert self.copies is not None
+        touched = {header.sop_instance_uid for outcome in outcomes
+                   if not isinstance(outcome, FileRecord) for header in outcome}
+        before = [*(self.entries[str(path)].path for path in self._reading), *self.removed,
+                  *self.copies.conflicts]
+        return touched | self.copies.instances_of(before)
 
     def differences(self, other: list[SliceHeader], mine: list[SliceHeader],
                     compute: Callable[[], list[Any]]) -> list[Any]:
