@@ -14,9 +14,23 @@ code its one severity. Headers only: no pixel data is decoded.
 
 from __future__ import annotations
 
-from convkit.audit.core import audit_path
-from convkit.audit.findings import CODES, SEVERITIES, Code, Finding
-from convkit.audit.report import SCHEMA_VERSION, TABLES, AuditReport
+from importlib import import_module
+from typing import Any
 
-__all__ = ["CODES", "SCHEMA_VERSION", "SEVERITIES", "TABLES", "AuditReport", "Code", "Finding",
-           "audit_path"]
+#: The package's API, imported on first use: the archive index and dicom2nii's file facts
+#: use the report's columns (audit.report) and need not import the whole audit.
+_API = {"audit_path": "convkit.audit.core", "CODES": "convkit.audit.findings",
+        "SEVERITIES": "convkit.audit.findings", "Code": "convkit.audit.findings",
+        "Finding": "convkit.audit.findings", "SCHEMA_VERSION": "convkit.audit.report",
+        "TABLES": "convkit.audit.report", "AuditReport": "convkit.audit.report"}
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(import_module(_API[name]), name)
+    raise AttributeError(f"module 'convkit.audit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
