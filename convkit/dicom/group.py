@@ -203,14 +203,21 @@ def _separate(images: list[SliceHeader]) -> dict[str, list[SliceHeader]]:
 def _max_repeats(images: list[SliceHeader]) -> int:
     """The most images at one position (2 decimals of a mm) and orientation."""
     counts: dict[tuple, int] = {}
-    for header in images:
-        place = _place(header)
+    for place in _places(images):
         counts[place] = counts.get(place, 0) + 1
     return max(counts.values(), default=0)
 
 
-def _place(header: SliceHeader) -> tuple:
-    return tuple(np.round(header.position or (), 2)) + tuple(header.orientation or ())
+def _places(images: list[SliceHeader]) -> list[tuple]:
+    """Each image's position rounded to 2 decimals of a mm, and its orientation (the
+    rounding done on all positions at once: np.round per image was most of grouping)."""
+    placed = [h.position for h in images if h.position]
+    if placed and all(len(p) == 3 for p in placed):
+        rounded = iter(np.round(np.array(placed, dtype=float), 2).tolist())
+    else:  # no positions, or one of another length: each on its own
+        rounded = iter(np.round(p, 2).tolist() for p in placed)
+    return [tuple(next(rounded) if h.position else ()) + tuple(h.orientation or ())
+            for h in images]
 
 
 def _echo_numbers(members: list[SliceHeader]) -> dict[int, int | None]:
@@ -267,8 +274,8 @@ def _volume_numbers(members: list[SliceHeader]) -> dict[int, int] | None:
     """Each image's volume (from 1, by id), in acquisition order at its position: by the
     first time attribute that tells every image at each position apart; None if none does."""
     at: dict[tuple, list[SliceHeader]] = {}
-    for header in members:
-        at.setdefault(_place(header), []).append(header)
+    for header, place in zip(members, _places(members), strict=True):
+        at.setdefault(place, []).append(header)
     for attribute in _TIME_ATTRIBUTES:
         times = [[getattr(h, attribute) for h in images] for images in at.values()]
         if all(None not in values and len(set(values)) == len(values) for values in times):
@@ -340,8 +347,8 @@ def _orientation_index(
     """Index of the cluster of orientation (within tolerance), adding a new one if needed."""
     if orientation is None:
         return -1
-    for index, other in enumerate(known):
-        if same_orientation(np.asarray(orientation), np.asarray(other)):
+    for index, other in enumerate(known):  # equal tuples first: the usual case, no numpy
+        if orientation == other or same_orientation(np.asarray(orientation), np.asarray(other)):
             return index
     known.append(orientation)
     return len(known) - 1
