@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import gc
 import signal
 import sys
 import warnings
@@ -144,7 +145,19 @@ def main(argv: list[str] | None = None) -> int:
     file and folder is removed on the way out (formats.output); the exit status is then
     128 + the signal's number, the shell's convention: 130 for SIGINT (Ctrl-C), 143 for
     SIGTERM. Python warnings raised during the command become one-line notes on stderr.
+
+    Called without argv (the process's own command line: the process ends next), the
+    objects left are frozen out of the cyclic collector: its passes at interpreter exit
+    cost a tenth of a small conversion (0.035 s of a 0.4 s CT to .nii).
     """
+    try:
+        return _run(argv)
+    finally:
+        if argv is None:
+            gc.freeze()
+
+
+def _run(argv: list[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]  # documented on the root callback, taken here
