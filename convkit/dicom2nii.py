@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from convkit import cores
 from convkit.batch.headers import HeaderCache
 from convkit.batch.manifest import one_run
 from convkit.batch.run import BatchRun, Hooks, choose_executor, in_order
@@ -174,10 +175,12 @@ def convert_folder(
     Resumable: out_dir/.convkit/manifest.sqlite records every series (convkit.batch); a
     series converted before from the same files with the same options is 'up to date' (its
     outputs verified), one that failed is tried again only with retry_failed, and force
-    converts everything again. jobs: series converted at once in worker processes (0: one
-    per core, for batches of at least batch.run.PARALLEL_MIN_BYTES; lowered when they would
-    not fit in memory); scheduler: the address of a Dask scheduler (or 'local' for a
-    LocalCluster) to convert them on instead.
+    converts everything again. jobs: the cores the run may use (0: every core; convkit.cores):
+    with jobs 1 everything runs on one core; with more, series are converted at once in
+    worker processes (as many as jobs and series, for batches of at least
+    batch.run.PARALLEL_MIN_BYTES when jobs is 0; lowered when they would not fit in memory)
+    that share the cores, and a series converted alone uses all of them. scheduler: the
+    address of a Dask scheduler (or 'local' for a LocalCluster) to convert them on instead.
     """
     options = options or ConvertOptions()
     if scheduler:  # workers elsewhere: every path absolute
@@ -187,7 +190,7 @@ def convert_folder(
     if fmt not in FORMATS:
         raise UsageError(f"unknown --format {fmt!r}", f"choose one of {', '.join(FORMATS)}")
     if jobs < 0:
-        raise UsageError(f"--jobs {jobs}: give a number of processes, or 0 for one per core")
+        raise UsageError(f"--jobs {jobs}: give the number of cores to use, or 0 for all")
     check_template(name_template)
     if seg_overlap not in ("files", "stack", "split"):
         raise UsageError(f"unknown --seg-overlap {seg_overlap!r}",
@@ -229,14 +232,17 @@ def convert_folder(
         executor = choose_executor(items, jobs, scheduler, options, report.notes)
         try:
             if executor is None:
-                run.serial(items)
+                with cores.limited(cores.for_jobs(jobs)):  # --jobs: the cores of the run
+                    run.serial(items)
             else:
                 with executor:
                     run.parallel(items, executor)
         except KeyboardInterrupt:
             _interrupted(report, groups, run.before)
     _mark_refused_files(report, groups)
-    _convert_segmentations(report, scan, groups, out_path, suffix, options, force, seg_overlap)
+    with cores.limited(cores.for_jobs(jobs)):
+        _convert_segmentations(report, scan, groups, out_path, suffix, options, force,
+                               seg_overlap)
     return report
 
 
@@ -334,7 +340,7 @@ def convert_task(task: SeriesTask, progress: Progress | None = None) -> TaskOutc
     if task.cwd:
         os.chdir(task.cwd)
     report = ConversionReport(task.input, task.out_dir, [], [])
-    with memory_limit(task.max_bytes):
+    with memory_limit(task.max_bytes), cores.limited(task.threads or cores.threads()):
         result = _convert_one(task.group, Path(task.out_dir), task.suffix, task.options,
                               task.force, progress, report, task.overlays)
     outputs = []

@@ -39,6 +39,8 @@ class Executor(Protocol):
 
     workers: int
     where: str
+    #: the threads one series may use on a worker (convkit.cores; 0: the worker's cores)
+    threads: int
 
     def __enter__(self) -> Executor: ...
 
@@ -88,10 +90,11 @@ def _worker_call(function: TaskFunction, task: SeriesTask) -> TaskOutcome:
 
 
 class LocalPool:
-    """jobs worker processes on this machine."""
+    """jobs worker processes on this machine, converting a series on `threads` threads."""
 
-    def __init__(self, jobs: int) -> None:
+    def __init__(self, jobs: int, threads: int = 1) -> None:
         self.workers = jobs
+        self.threads = threads
         self.where = f"{jobs} worker processes"
         self.pool: Any = None
 
@@ -125,12 +128,14 @@ LOCAL_SCHEDULER = "local"
 
 class DaskCluster:
     """An existing Dask scheduler (an address such as tcp://host:8786), or a LocalCluster of
-    `jobs` worker processes on 127.0.0.1 (address 'local'). Workers read the input and write
-    the output where the client sees them (shared storage), atomically."""
+    `jobs` worker processes on 127.0.0.1 (address 'local'), one thread each. Workers read the
+    input and write the output where the client sees them (shared storage), atomically; on a
+    cluster elsewhere a series may use every core of its worker."""
 
     def __init__(self, address: str, jobs: int) -> None:
         self.address = address
         self.workers = jobs
+        self.threads = 1 if address == LOCAL_SCHEDULER else 0
         self.where = f"Dask scheduler {address}"
         self.client: Any = None
         self.cluster: Any = None

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from convkit import __version__
+from convkit import __version__, cores
 from convkit.batch.executors import DaskCluster, Executor, LocalPool
 from convkit.batch.manifest import PENDING, Manifest, Output, Row
 from convkit.batch.work import (
@@ -72,7 +72,7 @@ class BatchRun:
         template = self.template
         return SeriesTask(item.group, template.input, template.out_dir, template.suffix,
                           template.options, template.force or item.owned, template.overlays,
-                          template.max_bytes, source_bytes(item.group), cwd)
+                          template.max_bytes, source_bytes(item.group), cwd, template.threads)
 
     def pending(self, item: Item) -> Row:
         group, out_dir = item.group, Path(self.template.out_dir)
@@ -111,6 +111,7 @@ class BatchRun:
 
     def parallel(self, items: list[Item], executor: Executor) -> None:
         """Convert the series on an executor's workers; results in the order of items."""
+        self.template.threads = executor.threads
         todo = []
         for item in items:
             settled = self.hooks.settled(item)
@@ -146,10 +147,11 @@ def in_order(results: list[Any], groups: list[SeriesGroup]) -> None:
 
 def choose_executor(items: list[Item], jobs: int, scheduler: str | None,
                     options: ConvertOptions, notes: list[str]) -> Executor | None:
-    """Where the series are converted: None (here, one after the other), a Dask cluster, or
-    worker processes (at most one per series, and as many as fit in memory: else a note)."""
+    """Where the series are converted: None (here, one after the other, each on the run's
+    cores: cores.for_jobs), a Dask cluster, or worker processes (at most one per series, as
+    many as fit in memory: else a note), which share the run's cores."""
     todo = [item for item in items if item.converts]
-    wanted = jobs or os.cpu_count() or 1
+    wanted = cores.for_jobs(jobs)
     if scheduler:
         return DaskCluster(scheduler, wanted)
     workers = min(wanted, len(todo))
@@ -163,7 +165,7 @@ def choose_executor(items: list[Item], jobs: int, scheduler: str | None,
         notes.append(f"{fit} worker process{'es' if fit > 1 else ''} instead of {workers}: "
                      f"the largest series needs {largest / 2**30:.1f} GiB and "
                      f"{(available or 0) / 2**30:.1f} GiB of memory is available")
-    return LocalPool(fit) if fit > 1 else None
+    return LocalPool(fit, cores.share(wanted, fit)) if fit > 1 else None
 
 
 __all__ = ["BATCH_BYTES", "BATCH_SERIES", "BatchRun", "Hooks", "PARALLEL_MIN_BYTES",

@@ -76,6 +76,8 @@ class SeriesTask:
     max_bytes: int  # the memory limit in force (volume.max_volume_bytes) in the parent
     source_bytes: int = 0
     cwd: str = ""  # local workers: the parent's working folder (paths may be relative to it)
+    #: the threads converting it may use (convkit.cores; 0: every core of its worker)
+    threads: int = 0
 
 
 @dataclass

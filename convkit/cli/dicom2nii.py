@@ -56,9 +56,11 @@ def dicom2nii(
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs (and convert "
                                                       "series the manifest says are up to date)."),
     jobs: int = typer.Option(0, "--jobs", "-j",
-                             help="Series converted at once in worker processes (0: one per "
-                                  "core for batches over 64 MiB; fewer when they would not "
-                                  "fit in memory)."),
+                             help="Cores to use in all, as make -j (0: every core). With 1, "
+                                  "everything runs on one core; with N, up to N series are "
+                                  "converted at once in worker processes (for batches over "
+                                  "64 MiB when 0; fewer when they would not fit in memory), "
+                                  "and a series converted alone uses all N."),
     scheduler: str = typer.Option(None, "--scheduler", metavar="ADDRESS",
                                   help="Convert on a Dask cluster: its scheduler's address "
                                        "(tcp://host:8786), or 'local' for a LocalCluster "
