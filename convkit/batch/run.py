@@ -10,14 +10,24 @@ series may write. dicom2nii.convert_folder is the caller.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from convkit import __version__, cores
+from convkit.batch.errors import ManifestFileError
 from convkit.batch.executors import DaskCluster, Executor, LocalPool
-from convkit.batch.manifest import PENDING, Manifest, Output, Row
+from convkit.batch.manifest import (
+    MANIFEST_FOLDER,
+    MANIFEST_NAME,
+    PENDING,
+    Manifest,
+    Output,
+    Row,
+    open_manifest,
+)
 from convkit.batch.work import (
     Item,
     SeriesTask,
@@ -29,7 +39,8 @@ from convkit.batch.work import (
 )
 from convkit.dicom.group import SeriesGroup
 from convkit.dicom.plan import ConvertOptions
-from convkit.formats.output import file_states
+from convkit.errors import OutputError
+from convkit.formats.output import claimed, file_states
 
 #: progress(stage, done, total) of series converted by workers: series done, and their bytes.
 BATCH_SERIES = "batch:series"
@@ -139,6 +150,41 @@ class BatchRun:
             self.progress(BATCH_BYTES, done[1], total)
 
 
+@contextmanager
+def one_run(out_dir: Path) -> Iterator[Manifest]:
+    """The manifest of out_dir for one run, under a lock (formats.output.claimed: a second
+    run into the same folder fails at once with OutputError, so that two runs never both
+    write one output); removed again, with out_dir when the run made it, if no series was
+    ever written there. The snapshot of the last complete run (batch.rerun) is forgotten
+    first: this run may change what it describes."""
+    existed = out_dir.exists()
+    folder = out_dir / MANIFEST_FOLDER
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {out_dir}: {exc.strerror or exc}",
+                          "check the path and its permissions") from exc
+    try:
+        with claimed(folder / MANIFEST_NAME), open_manifest(out_dir) as manifest:
+            manifest.set_rerun(None)
+            yield manifest
+    finally:
+        _drop_if_nothing_written(out_dir, existed)
+
+
+def _drop_if_nothing_written(out_dir: Path, existed: bool) -> None:
+    try:
+        with open_manifest(out_dir) as manifest:
+            manifest.drop_if_nothing_written()
+    except ManifestFileError:  # not convkit's to remove
+        return
+    if not existed:
+        try:
+            out_dir.rmdir()  # only when empty
+        except OSError:
+            pass
+
+
 def in_order(results: list[Any], groups: list[SeriesGroup]) -> None:
     """Results (with a label) sorted in the order of the groups: workers finish in any order."""
     rank = {group.label: n for n, group in enumerate(groups)}
@@ -169,4 +215,4 @@ def choose_executor(items: list[Item], jobs: int, scheduler: str | None,
 
 
 __all__ = ["BATCH_BYTES", "BATCH_SERIES", "BatchRun", "Hooks", "PARALLEL_MIN_BYTES",
-           "choose_executor", "in_order"]
+           "choose_executor", "in_order", "one_run"]
