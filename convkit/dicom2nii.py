@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from convkit import cores
+from convkit.batch.executors import warm_up
 from convkit.batch.headers import HeaderCache
 from convkit.batch.manifest import Manifest
 from convkit.batch.report import ConversionReport, SeriesResult
 from convkit.batch.rerun import Request, snapshot_text, tree_state
-from convkit.batch.run import BatchRun, Hooks, choose_executor, in_order, one_run
+from convkit.batch.run import BatchRun, Hooks, choose_executor, in_order, one_run, workers_likely
 from convkit.batch.work import (
     Item,
     SeriesTask,
@@ -133,10 +134,14 @@ def convert_folder(
     scan_progress = (lambda d, t: progress("scan", d, t)) if progress else None
     # the input tree as it is before the scan reads it: an unchanged rerun's snapshot
     tree = None if list_only else tree_state(in_dir)
+    scan_jobs = jobs
+    if tree is not None and workers_likely(sum(entry[1] for entry in tree), jobs, scheduler):
+        warm_up()  # the workers' process gets ready on one core while the others scan
+        scan_jobs = max(1, cores.for_jobs(jobs) - 1)
     # big trees: headers in worker processes, as the audit; a rerun reads only new files
     cache = None if out_path is None else HeaderCache(in_dir, out_path)
-    scan = scan_folder(in_dir, scan_progress, jobs=jobs) if cache is None \
-        else cache.scan(scan_progress, jobs)
+    scan = scan_folder(in_dir, scan_progress, jobs=scan_jobs) if cache is None \
+        else cache.scan(scan_progress, scan_jobs)
     name_series(scan.series, name_template)
     groups = _select(scan, select)
     report = ConversionReport(str(in_dir), str(out_path or ""), [], scan.files)

@@ -11,10 +11,12 @@ folder of the series in progress is removed (formats.output) before they exit.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from multiprocessing import forkserver
 from types import FrameType
 from typing import Any, Protocol
 
@@ -28,8 +30,9 @@ POLL_SECONDS = 0.05
 DASK_RETRIES = 2
 #: Seconds to wait for a Dask scheduler to answer.
 DASK_CONNECT_SECONDS = 10
-#: The module that local workers import before the first task (forkserver preload).
-WORKER_PRELOAD = "convkit.dicom2nii"
+#: The modules local workers import before their first task (forkserver preload): the
+#: conversion, and the libraries it would import on first use (nibabel alone takes ~0.1 s).
+WORKER_PRELOAD = ["convkit.dicom2nii", "nibabel", "isal.isal_zlib"]
 
 TaskFunction = Callable[[SeriesTask], TaskOutcome]
 
@@ -89,6 +92,19 @@ def _worker_call(function: TaskFunction, task: SeriesTask) -> TaskOutcome:
         _BUSY["converting"] = False
 
 
+def _forkserver_context() -> Any:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(WORKER_PRELOAD)
+    return context
+
+
+def warm_up() -> None:
+    """Start the process local workers are forked from, which imports WORKER_PRELOAD, so that
+    it gets ready on another core while this one scans the tree (not waited for here)."""
+    _forkserver_context()
+    forkserver.ensure_running()
+
+
 class LocalPool:
     """jobs worker processes on this machine, converting a series on `threads` threads."""
 
@@ -99,12 +115,9 @@ class LocalPool:
         self.pool: Any = None
 
     def __enter__(self) -> LocalPool:
-        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([WORKER_PRELOAD])
-        self.pool = ProcessPoolExecutor(self.workers, mp_context=context,
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=_forkserver_context(),
                                         initializer=_worker_setup)
         return self
 
@@ -186,4 +199,4 @@ class DaskCluster:
             self.client.cancel([f for f in futures if not f.done()])
 
 
-__all__ = ["DaskCluster", "Executor", "LOCAL_SCHEDULER", "LocalPool"]
+__all__ = ["DaskCluster", "Executor", "LOCAL_SCHEDULER", "LocalPool", "warm_up"]

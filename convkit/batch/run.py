@@ -191,6 +191,13 @@ def in_order(results: list[Any], groups: list[SeriesGroup]) -> None:
     results.sort(key=lambda result: rank.get(result.label, len(rank)))
 
 
+def workers_likely(source_bytes: int, jobs: int, scheduler: str | None) -> bool:
+    """Whether choose_executor will likely start local workers for a tree of source_bytes
+    (known before the scan: the caller warms them up meanwhile, executors.warm_up)."""
+    return not scheduler and cores.for_jobs(jobs) > 1 \
+        and (jobs > 1 or source_bytes >= PARALLEL_MIN_BYTES)
+
+
 def choose_executor(items: list[Item], jobs: int, scheduler: str | None,
                     options: ConvertOptions, notes: list[str]) -> Executor | None:
     """Where the series are converted: None (here, one after the other, each on the run's
@@ -215,4 +222,4 @@ def choose_executor(items: list[Item], jobs: int, scheduler: str | None,
 
 
 __all__ = ["BATCH_BYTES", "BATCH_SERIES", "BatchRun", "Hooks", "PARALLEL_MIN_BYTES",
-           "choose_executor", "in_order", "one_run"]
+           "choose_executor", "in_order", "one_run", "workers_likely"]
