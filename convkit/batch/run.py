@@ -132,7 +132,9 @@ class BatchRun:
                 self.settle(item, settled)
         for item in todo:
             self.manifest.begin(self.pending(item))
-        tasks = [self.task(item, os.getcwd()) for item in todo]
+        # the largest first: the last series to finish are small ones, so workers end together
+        tasks = sorted((self.task(item, os.getcwd()) for item in todo),
+                       key=lambda task: -task.source_bytes)
         by_label = {item.group.label: item for item in todo}
         total = sum(task.source_bytes for task in tasks)
         done = [0, 0]
