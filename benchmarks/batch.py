@@ -3,7 +3,8 @@ script today) against convkit dicom2nii --jobs 1, --jobs 2, the default --jobs (
 and a two-worker local Dask cluster, and a no-op rerun of the whole tree, side by side in
 one run (with the start-up of `convkit dicom2nii --help`, the floor of any run).
 
-    .venv/bin/python benchmarks/batch.py [--series 16] [--size 256] [--repeats 1] [--work DIR]
+    .venv/bin/python benchmarks/batch.py [--series 16] [--size 256] [--repeats 1] [--pairs 0]
+                                         [--work DIR]
 
 Input: --series synthetic CT series of 100 to 300 slices (evenly spread), --size x --size
 int16, in one folder each; built once and cached under --work. Every tool runs as a whole
@@ -36,6 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--series", type=int, default=16)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--pairs", type=int, default=0,
+                        help="then alternate --jobs 1 / --jobs 2 this many times, measuring "
+                             "the cores free before each pair")
     parser.add_argument("--work", type=Path,
                         default=Path(tempfile.gettempdir()) / "convkit-bench-batch")
     return parser.parse_args(argv)
@@ -139,6 +143,31 @@ def cores_free() -> float:
     return round(2 * alone / pair, 2)
 
 
+#: A pair counts as run on an idle machine when a loop got this many of the two cores.
+IDLE_CORES = 1.8
+
+
+def alternate(tree: Path, work: Path, pairs: int) -> None:
+    """--jobs 1 then --jobs 2 (fresh output folders), `pairs` times, each pair after
+    measuring the cores free: on a shared machine, the pairs run while both cores were
+    free tell what --jobs 2 wins."""
+    ratios = []
+    for _ in range(pairs):
+        free = cores_free()
+        seconds = []
+        for jobs in ("1", "2"):
+            out = work / f"pair_jobs_{jobs}"
+            shutil.rmtree(out, ignore_errors=True)
+            seconds.append(timed([*CONVKIT, "dicom2nii", str(tree), str(out), "--jobs", jobs]))
+        print(f"pair: cores free {free:4.2f}  --jobs 1 {seconds[0]:5.2f} s  --jobs 2 "
+              f"{seconds[1]:5.2f} s  ratio {seconds[1] / seconds[0]:.2f}")
+        if free >= IDLE_CORES:
+            ratios.append(seconds[1] / seconds[0])
+    if ratios:
+        print(f"--jobs 2 / --jobs 1, median of the {len(ratios)} pairs with {IDLE_CORES} cores "
+              f"or more free: {statistics.median(ratios):.2f}")
+
+
 def same_outputs(first: Path, second: Path) -> bool:
     names = sorted(p.name for p in first.iterdir() if not p.name.startswith("."))
     if names != sorted(p.name for p in second.iterdir() if not p.name.startswith(".")):
@@ -168,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(figures are this machine's at this moment: load average "
           f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}; cores free (of 2) before "
           f"{free_before}, after {free_after})")
+    alternate(tree, args.work, args.pairs)
     return 0 if same else 1
 
 
