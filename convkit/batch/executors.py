@@ -100,8 +100,12 @@ def _forkserver_context() -> Any:
 
 def warm_up() -> None:
     """Start the process local workers are forked from, which imports WORKER_PRELOAD, so that
-    it gets ready on another core while this one scans the tree (not waited for here)."""
-    _forkserver_context()
+    it gets ready on another core while this one scans the tree (not waited for here).
+    Where there is no forkserver (Windows), nothing: LocalPool says so when it is used."""
+    try:
+        _forkserver_context()
+    except ValueError:
+        return
     forkserver.ensure_running()
 
 
