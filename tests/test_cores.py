@@ -92,3 +92,26 @@ def test_one_series_to_convert_is_converted_here_on_every_core_of_the_run(three_
              for n, i in enumerate(three_series)]
     assert choose_executor(items, 2, None, ConvertOptions(), []) is None  # serial: 2 threads
     assert choose_executor(three_series, 1, None, ConvertOptions(), []) is None
+
+
+def test_a_compressed_series_is_decoded_in_worker_processes_only_with_cores_to_spare(tmp_path):
+    from pydicom.uid import RLELossless
+
+    from convkit.dicom import pixels
+
+    stored = np.random.default_rng(3).integers(0, 3000, (30, 8, 8), dtype=np.int16)
+    write_series(tmp_path / "in", stored, regular_positions(30), transfer_syntax=RLELossless)
+    headers = scan_folder(tmp_path / "in", jobs=1).series[0].headers
+    assert len(headers) >= pixels.PARALLEL_DECODE_MIN_FILES
+    to_decode = [[(header, (0, 0, k))] for k, header in enumerate(headers)]
+    pools = {}
+    for budget in (1, 2):
+        with cores.limited(budget):
+            decoded, pool = pixels._decoded_files(to_decode, [])
+            images = [image for file in decoded for image in file]
+        pools[budget] = pool
+        if pool is not None:
+            pool.shutdown()
+        assert np.array_equal(np.stack(images), stored)  # the same pixels either way
+    assert pools[1] is None  # --jobs 1: in this process
+    assert pools[2] is not None and pools[2]._max_workers == 2
