@@ -13,13 +13,16 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from convkit import cores
+from convkit.batch.executors import warm_up
 from convkit.batch.headers import HeaderCache
-from convkit.batch.manifest import one_run
-from convkit.batch.run import BatchRun, Hooks, choose_executor, in_order
+from convkit.batch.manifest import Manifest
+from convkit.batch.report import ConversionReport, SeriesResult
+from convkit.batch.rerun import Request, snapshot_text, tree_state
+from convkit.batch.run import BatchRun, Hooks, choose_executor, in_order, one_run, workers_likely
 from convkit.batch.work import (
     Item,
     SeriesTask,
@@ -55,7 +58,7 @@ from convkit.formats.output import (
     path_kind,
     staged_files,
 )
-from convkit.outcomes import DONE, Outcome, batch_exit_code
+from convkit.outcomes import DONE, Outcome
 from convkit.seg.folder import convert_segmentations, segmentation_records
 from convkit.volume import Volume, max_volume_bytes, memory_limit
 
@@ -64,75 +67,6 @@ DEFAULT_NAME = "{SeriesNumber}_{SeriesDescription}"
 #: progress(stage, done, total): stage is 'scan', a series label, or (series converted in
 #: worker processes) batch.run.BATCH_SERIES and BATCH_BYTES.
 Progress = Callable[[str, int, int], None]
-
-
-@dataclass
-class SeriesResult:
-    """What happened to one series."""
-
-    label: str
-    series_uid: str
-    series_number: int | None
-    description: str
-    modality: str
-    files: int
-    status: Outcome
-    outputs: list[str] = field(default_factory=list)
-    shape: list[int] = field(default_factory=list)
-    spacing: list[float] = field(default_factory=list)
-    orientation: str = ""
-    dtype: str = ""
-    notes: list[str] = field(default_factory=list)
-    reason: str = ""
-    hint: str = ""
-    unreadable: list[str] = field(default_factory=list)  # files that could not be decoded
-    #: why its SeriesInstanceUID became several outputs ('' when it did not): the attributes
-    #: that differ with this output's value and the series' values (also in the sidecar)
-    split: str = ""
-    seconds: float = 0.0  # spent converting it in this run (0 when it was not converted)
-
-
-@dataclass
-class ConversionReport:
-    """The outcome of convert_folder: per series and per input file."""
-
-    input: str
-    output: str
-    series: list[SeriesResult]
-    files: list[FileRecord]
-    #: labels of the series that failed because their outputs could not be written
-    output_failed: list[str] = field(default_factory=list)
-    #: labels of the series not tried: the batch was interrupted (BatchInterrupted)
-    not_tried: list[str] = field(default_factory=list)
-    #: notes on the run as a whole (e.g. fewer worker processes than asked, for memory)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def exit_code(self) -> int:
-        """0 all done, 6 partial, 4 all refused, 3 all unreadable, 5 none written and some
-        could not be written (see DESIGN.md); 130 when interrupted."""
-        if self.not_tried:
-            return 130
-        code = batch_exit_code(s.status for s in self.series)
-        return 5 if code in (3, 4) and self.output_failed else code
-
-    def to_json(self) -> dict[str, Any]:
-        files = [{"path": str(r.path), "status": r.status, "reason": r.reason, "series": r.series}
-                 for r in self.files]
-        counts: dict[str, int] = {}
-        for record in self.files:
-            counts[record.status] = counts.get(record.status, 0) + 1
-        series_counts: dict[str, int] = {}
-        for result in self.series:
-            series_counts[result.status] = series_counts.get(result.status, 0) + 1
-        document = {"input": self.input, "output": self.output, "exit_code": self.exit_code,
-                    "series": [asdict(s) for s in self.series], "series_counts": series_counts,
-                    "file_counts": counts, "files": files}
-        if self.notes:
-            document["notes"] = list(self.notes)
-        if self.not_tried:
-            document["not_tried"] = list(self.not_tried)
-        return document
 
 
 class BatchInterrupted(KeyboardInterrupt):
@@ -174,10 +108,12 @@ def convert_folder(
     Resumable: out_dir/.convkit/manifest.sqlite records every series (convkit.batch); a
     series converted before from the same files with the same options is 'up to date' (its
     outputs verified), one that failed is tried again only with retry_failed, and force
-    converts everything again. jobs: series converted at once in worker processes (0: one
-    per core, for batches of at least batch.run.PARALLEL_MIN_BYTES; lowered when they would
-    not fit in memory); scheduler: the address of a Dask scheduler (or 'local' for a
-    LocalCluster) to convert them on instead.
+    converts everything again. jobs: the cores the run may use (0: every core; convkit.cores):
+    with jobs 1 everything runs on one core; with more, series are converted at once in
+    worker processes (as many as jobs and series, for batches of at least
+    batch.run.PARALLEL_MIN_BYTES when jobs is 0; lowered when they would not fit in memory)
+    that share the cores, and a series converted alone uses all of them. scheduler: the
+    address of a Dask scheduler (or 'local' for a LocalCluster) to convert them on instead.
     """
     options = options or ConvertOptions()
     if scheduler:  # workers elsewhere: every path absolute
@@ -187,7 +123,7 @@ def convert_folder(
     if fmt not in FORMATS:
         raise UsageError(f"unknown --format {fmt!r}", f"choose one of {', '.join(FORMATS)}")
     if jobs < 0:
-        raise UsageError(f"--jobs {jobs}: give a number of processes, or 0 for one per core")
+        raise UsageError(f"--jobs {jobs}: give the number of cores to use, or 0 for all")
     check_template(name_template)
     if seg_overlap not in ("files", "stack", "split"):
         raise UsageError(f"unknown --seg-overlap {seg_overlap!r}",
@@ -196,10 +132,16 @@ def convert_folder(
         raise InputError(f"{in_dir} does not exist", "check the input path")
     out_path = _check_output_dir(in_dir, out_dir, list_only)
     scan_progress = (lambda d, t: progress("scan", d, t)) if progress else None
+    # the input tree as it is before the scan reads it: an unchanged rerun's snapshot
+    tree = None if list_only else tree_state(in_dir)
+    scan_jobs = jobs
+    if tree is not None and workers_likely(sum(entry[1] for entry in tree), jobs, scheduler):
+        warm_up()  # the workers' process gets ready on one core while the others scan
+        scan_jobs = max(1, cores.for_jobs(jobs) - 1)
     # big trees: headers in worker processes, as the audit; a rerun reads only new files
     cache = None if out_path is None else HeaderCache(in_dir, out_path)
-    scan = scan_folder(in_dir, scan_progress, jobs=jobs) if cache is None \
-        else cache.scan(scan_progress, jobs)
+    scan = scan_folder(in_dir, scan_progress, jobs=scan_jobs) if cache is None \
+        else cache.scan(scan_progress, scan_jobs)
     name_series(scan.series, name_template)
     groups = _select(scan, select)
     report = ConversionReport(str(in_dir), str(out_path or ""), [], scan.files)
@@ -229,15 +171,44 @@ def convert_folder(
         executor = choose_executor(items, jobs, scheduler, options, report.notes)
         try:
             if executor is None:
-                run.serial(items)
+                with cores.limited(cores.for_jobs(jobs)):  # --jobs: the cores of the run
+                    run.serial(items)
             else:
                 with executor:
                     run.parallel(items, executor)
         except KeyboardInterrupt:
             _interrupted(report, groups, run.before)
+        request = Request(in_dir, out_path, key, name_template, list(select or []),
+                          seg_overlap, retry_failed)
+        _remember_rerun(manifest, request, tree, report, items, scan)
     _mark_refused_files(report, groups)
-    _convert_segmentations(report, scan, groups, out_path, suffix, options, force, seg_overlap)
+    with cores.limited(cores.for_jobs(jobs)):
+        _convert_segmentations(report, scan, groups, out_path, suffix, options, force,
+                               seg_overlap)
     return report
+
+
+def _remember_rerun(manifest: Manifest, request: Request, tree: list | None,
+                    report: ConversionReport, items: list[Item], scan: ScanResult) -> None:
+    """After a complete run (every series written or up to date, no SEG or RTSTRUCT), the
+    snapshot that lets a rerun of the same request on the same tree print, without reading
+    it, the report the normal path would give (batch.rerun): each series' result as
+    _recorded makes it from its manifest row."""
+    done = (Outcome.WRITTEN, Outcome.UP_TO_DATE)
+    if tree is None or len(report.series) != len(items) or segmentation_records(scan.files) \
+            or any(result.status not in done for result in report.series):
+        return
+    rows = manifest.rows()
+    rerun = []
+    for item in items:
+        row = rows.get(item.group.label)
+        if row is None or (row.status, row.fingerprint) != (Outcome.WRITTEN, item.fingerprint):
+            return
+        rerun.append(_recorded(Item(item.group, Why.UP_TO_DATE, item.fingerprint, row, True),
+                               request.out_dir))
+    document = ConversionReport(report.input, report.output, rerun, report.files).to_json()
+    fingerprints = {item.group.label: item.fingerprint for item in items}
+    manifest.set_rerun(snapshot_text(request, tree, fingerprints, document))
 
 
 def _convert_segmentations(report: ConversionReport, scan: ScanResult,
@@ -334,7 +305,7 @@ def convert_task(task: SeriesTask, progress: Progress | None = None) -> TaskOutc
     if task.cwd:
         os.chdir(task.cwd)
     report = ConversionReport(task.input, task.out_dir, [], [])
-    with memory_limit(task.max_bytes):
+    with memory_limit(task.max_bytes), cores.limited(task.threads or cores.threads()):
         result = _convert_one(task.group, Path(task.out_dir), task.suffix, task.options,
                               task.force, progress, report, task.overlays)
     outputs = []

@@ -252,10 +252,11 @@ def test_a_damaged_file_facts_cache_is_made_anew(cli, tmp_path):
     cli("dicom2nii", tmp_path / "in", out, check_code=0)
     index = out / ".convkit" / "index.sqlite"
     index.write_bytes(b"not a database" * 100)
+    (tmp_path / "in" / "notes.txt").write_text("not DICOM")  # the tree changed: a scan runs
     again = cli("dicom2nii", tmp_path / "in", out, "--json", check_code=0)
     assert statuses(again) == {"1_s1": "up to date", "2_s2": "up to date"}
     db = sqlite3.connect(index)
-    assert db.execute("SELECT files, files_read FROM runs").fetchall() == [(12, 12)]
+    assert db.execute("SELECT files, files_read FROM runs").fetchall() == [(13, 13)]
     db.close()
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from convkit import geometry
+from convkit import cores, geometry
 from convkit.audit import sniff
 from convkit.audit.findings import Finding, finding, sort_key
 from convkit.audit.identifiers import (
@@ -216,7 +216,7 @@ def _check_volumes(volumes: list[VolumeAudit], series: list[SeriesAudit], root: 
 def _read_volumes(paths: list[Path], kinds: dict[Path, str], jobs: int,
                   progress: Progress | None, facts: Facts | None = None) -> list[VolumeAudit]:
     """Volume headers, read in threads (gzip and file I/O release the GIL)."""
-    workers = max(1, min(len(paths), jobs or os.cpu_count() or 1, 8))
+    workers = max(1, min(len(paths), cores.for_jobs(jobs), 8))
     results: list[VolumeAudit] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for done, header in enumerate(pool.map(lambda p: _volume_header(p, kinds[p], facts),

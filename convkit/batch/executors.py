@@ -11,10 +11,12 @@ folder of the series in progress is removed (formats.output) before they exit.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from multiprocessing import forkserver
 from types import FrameType
 from typing import Any, Protocol
 
@@ -28,8 +30,9 @@ POLL_SECONDS = 0.05
 DASK_RETRIES = 2
 #: Seconds to wait for a Dask scheduler to answer.
 DASK_CONNECT_SECONDS = 10
-#: The module that local workers import before the first task (forkserver preload).
-WORKER_PRELOAD = "convkit.dicom2nii"
+#: The modules local workers import before their first task (forkserver preload): the
+#: conversion, and the libraries it would import on first use (nibabel alone takes ~0.1 s).
+WORKER_PRELOAD = ["convkit.dicom2nii", "nibabel", "isal.isal_zlib"]
 
 TaskFunction = Callable[[SeriesTask], TaskOutcome]
 
@@ -39,6 +42,8 @@ class Executor(Protocol):
 
     workers: int
     where: str
+    #: the threads one series may use on a worker (convkit.cores; 0: the worker's cores)
+    threads: int
 
     def __enter__(self) -> Executor: ...
 
@@ -87,21 +92,36 @@ def _worker_call(function: TaskFunction, task: SeriesTask) -> TaskOutcome:
         _BUSY["converting"] = False
 
 
-class LocalPool:
-    """jobs worker processes on this machine."""
+def _forkserver_context() -> Any:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(WORKER_PRELOAD)
+    return context
 
-    def __init__(self, jobs: int) -> None:
+
+def warm_up() -> None:
+    """Start the process local workers are forked from, which imports WORKER_PRELOAD, so that
+    it gets ready on another core while this one scans the tree (not waited for here).
+    Where there is no forkserver (Windows), nothing: LocalPool says so when it is used."""
+    try:
+        _forkserver_context()
+    except ValueError:
+        return
+    forkserver.ensure_running()
+
+
+class LocalPool:
+    """jobs worker processes on this machine, converting a series on `threads` threads."""
+
+    def __init__(self, jobs: int, threads: int = 1) -> None:
         self.workers = jobs
+        self.threads = threads
         self.where = f"{jobs} worker processes"
         self.pool: Any = None
 
     def __enter__(self) -> LocalPool:
-        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([WORKER_PRELOAD])
-        self.pool = ProcessPoolExecutor(self.workers, mp_context=context,
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=_forkserver_context(),
                                         initializer=_worker_setup)
         return self
 
@@ -125,12 +145,14 @@ LOCAL_SCHEDULER = "local"
 
 class DaskCluster:
     """An existing Dask scheduler (an address such as tcp://host:8786), or a LocalCluster of
-    `jobs` worker processes on 127.0.0.1 (address 'local'). Workers read the input and write
-    the output where the client sees them (shared storage), atomically."""
+    `jobs` worker processes on 127.0.0.1 (address 'local'), one thread each. Workers read the
+    input and write the output where the client sees them (shared storage), atomically; on a
+    cluster elsewhere a series may use every core of its worker."""
 
     def __init__(self, address: str, jobs: int) -> None:
         self.address = address
         self.workers = jobs
+        self.threads = 1 if address == LOCAL_SCHEDULER else 0
         self.where = f"Dask scheduler {address}"
         self.client: Any = None
         self.cluster: Any = None
@@ -181,4 +203,4 @@ class DaskCluster:
             self.client.cancel([f for f in futures if not f.done()])
 
 
-__all__ = ["DaskCluster", "Executor", "LOCAL_SCHEDULER", "LocalPool"]
+__all__ = ["DaskCluster", "Executor", "LOCAL_SCHEDULER", "LocalPool", "warm_up"]

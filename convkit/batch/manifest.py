@@ -3,7 +3,9 @@ WAL mode), what makes dicom2nii resumable.
 
 Tables (documented for users in README.md, "Batch conversion"):
 
-- ``meta(key, value)``: 'application' = 'convkit-manifest'.
+- ``meta(key, value)``: 'application' = 'convkit-manifest'; 'rerun' = the snapshot of the
+  last complete run (JSON, batch.rerun: the input tree's stat keys and the report of a
+  rerun), removed before any run changes anything.
 - ``series``: one row per output label: the SeriesInstanceUID, the fingerprint of its source
   files (work.fingerprint), the options key (work.options_key), the convkit version, the
   status (pending, written, refused, failed) with its reason, the series result as JSON and
@@ -35,7 +37,6 @@ from typing import Any
 from convkit import __version__, sqlite_files
 from convkit.batch.errors import ManifestBusyError, ManifestFileError
 from convkit.errors import ConvkitError, OutputError
-from convkit.formats.output import claimed
 
 #: The manifest's place in an output folder.
 MANIFEST_FOLDER = ".convkit"
@@ -54,6 +55,8 @@ MANIFEST_FILE = sqlite_files.FileKind("manifest", APPLICATION_ID, SCHEMA_VERSION
 BUSY_TIMEOUT_S = 60.0
 #: Status of a series whose conversion started and was not recorded yet.
 PENDING = "pending"
+#: The meta key of the snapshot of the last complete run (batch.rerun).
+RERUN_KEY = "rerun"
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -148,7 +151,28 @@ class Manifest:
                 rows[label].outputs.append(Output(path, size, sha256, key))
         return rows
 
+    def rerun(self) -> str | None:
+        """The snapshot of the last complete run (meta 'rerun': batch.rerun), or None."""
+        if self.connection is None and not self.path.exists():
+            return None
+        try:
+            found = self._connect().execute("SELECT value FROM meta WHERE key = ?",
+                                            (RERUN_KEY,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise _damaged(self.path, exc) from exc
+        return found[0] if found else None
+
     # -- writing -------------------------------------------------------------------------
+
+    def set_rerun(self, snapshot: str | None) -> None:
+        """Record the snapshot of a complete run (None: forget it, before a run changes
+        anything: batch.rerun trusts it only while nothing was written since)."""
+        if snapshot is None and self.rerun() is None:
+            return  # nothing to forget (and no manifest file made for it)
+        with self.transaction() as db:
+            db.execute("DELETE FROM meta WHERE key = ?", (RERUN_KEY,))
+            if snapshot is not None:
+                db.execute("INSERT INTO meta VALUES (?, ?)", (RERUN_KEY, snapshot))
 
     def begin(self, row: Row) -> None:
         """Mark a series pending (its outputs: the names it is about to write)."""
@@ -244,39 +268,6 @@ class Manifest:
             db.rollback()
 
 
-@contextmanager
-def one_run(out_dir: Path) -> Iterator[Manifest]:
-    """The manifest of out_dir for one run, under a lock (formats.output.claimed: a second
-    run into the same folder fails at once with OutputError, so that two runs never both
-    write one output); removed again, with out_dir when the run made it, if no series was
-    ever written there."""
-    existed = out_dir.exists()
-    folder = out_dir / MANIFEST_FOLDER
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot write to {out_dir}: {exc.strerror or exc}",
-                          "check the path and its permissions") from exc
-    try:
-        with claimed(folder / MANIFEST_NAME), open_manifest(out_dir) as manifest:
-            yield manifest
-    finally:
-        _drop_if_nothing_written(out_dir, existed)
-
-
-def _drop_if_nothing_written(out_dir: Path, existed: bool) -> None:
-    try:
-        with open_manifest(out_dir) as manifest:
-            manifest.drop_if_nothing_written()
-    except ManifestFileError:  # not convkit's to remove
-        return
-    if not existed:
-        try:
-            out_dir.rmdir()  # only when empty
-        except OSError:
-            pass
-
-
 def open_manifest(out_dir: Path | str, timeout: float = BUSY_TIMEOUT_S) -> Manifest:
     """The manifest of out_dir (OUT/.convkit/manifest.sqlite), opened lazily: reading a missing
     one gives no rows, the first write creates it."""
@@ -325,5 +316,5 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-__all__ = ["MANIFEST_FOLDER", "Manifest", "Output", "PENDING", "Row", "one_run", "open_manifest",
-           "__version__"]
+__all__ = ["MANIFEST_FOLDER", "Manifest", "Output", "PENDING", "RERUN_KEY", "Row",
+           "open_manifest", "__version__"]

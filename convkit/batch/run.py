@@ -10,14 +10,24 @@ series may write. dicom2nii.convert_folder is the caller.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from convkit import __version__
+from convkit import __version__, cores
+from convkit.batch.errors import ManifestFileError
 from convkit.batch.executors import DaskCluster, Executor, LocalPool
-from convkit.batch.manifest import PENDING, Manifest, Output, Row
+from convkit.batch.manifest import (
+    MANIFEST_FOLDER,
+    MANIFEST_NAME,
+    PENDING,
+    Manifest,
+    Output,
+    Row,
+    open_manifest,
+)
 from convkit.batch.work import (
     Item,
     SeriesTask,
@@ -29,7 +39,8 @@ from convkit.batch.work import (
 )
 from convkit.dicom.group import SeriesGroup
 from convkit.dicom.plan import ConvertOptions
-from convkit.formats.output import file_states
+from convkit.errors import OutputError
+from convkit.formats.output import claimed, file_states
 
 #: progress(stage, done, total) of series converted by workers: series done, and their bytes.
 BATCH_SERIES = "batch:series"
@@ -72,7 +83,7 @@ class BatchRun:
         template = self.template
         return SeriesTask(item.group, template.input, template.out_dir, template.suffix,
                           template.options, template.force or item.owned, template.overlays,
-                          template.max_bytes, source_bytes(item.group), cwd)
+                          template.max_bytes, source_bytes(item.group), cwd, template.threads)
 
     def pending(self, item: Item) -> Row:
         group, out_dir = item.group, Path(self.template.out_dir)
@@ -111,6 +122,7 @@ class BatchRun:
 
     def parallel(self, items: list[Item], executor: Executor) -> None:
         """Convert the series on an executor's workers; results in the order of items."""
+        self.template.threads = executor.threads
         todo = []
         for item in items:
             settled = self.hooks.settled(item)
@@ -120,7 +132,9 @@ class BatchRun:
                 self.settle(item, settled)
         for item in todo:
             self.manifest.begin(self.pending(item))
-        tasks = [self.task(item, os.getcwd()) for item in todo]
+        # the largest first: the last series to finish are small ones, so workers end together
+        tasks = sorted((self.task(item, os.getcwd()) for item in todo),
+                       key=lambda task: -task.source_bytes)
         by_label = {item.group.label: item for item in todo}
         total = sum(task.source_bytes for task in tasks)
         done = [0, 0]
@@ -138,18 +152,61 @@ class BatchRun:
             self.progress(BATCH_BYTES, done[1], total)
 
 
+@contextmanager
+def one_run(out_dir: Path) -> Iterator[Manifest]:
+    """The manifest of out_dir for one run, under a lock (formats.output.claimed: a second
+    run into the same folder fails at once with OutputError, so that two runs never both
+    write one output); removed again, with out_dir when the run made it, if no series was
+    ever written there. The snapshot of the last complete run (batch.rerun) is forgotten
+    first: this run may change what it describes."""
+    existed = out_dir.exists()
+    folder = out_dir / MANIFEST_FOLDER
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {out_dir}: {exc.strerror or exc}",
+                          "check the path and its permissions") from exc
+    try:
+        with claimed(folder / MANIFEST_NAME), open_manifest(out_dir) as manifest:
+            manifest.set_rerun(None)
+            yield manifest
+    finally:
+        _drop_if_nothing_written(out_dir, existed)
+
+
+def _drop_if_nothing_written(out_dir: Path, existed: bool) -> None:
+    try:
+        with open_manifest(out_dir) as manifest:
+            manifest.drop_if_nothing_written()
+    except ManifestFileError:  # not convkit's to remove
+        return
+    if not existed:
+        try:
+            out_dir.rmdir()  # only when empty
+        except OSError:
+            pass
+
+
 def in_order(results: list[Any], groups: list[SeriesGroup]) -> None:
     """Results (with a label) sorted in the order of the groups: workers finish in any order."""
     rank = {group.label: n for n, group in enumerate(groups)}
     results.sort(key=lambda result: rank.get(result.label, len(rank)))
 
 
+def workers_likely(source_bytes: int, jobs: int, scheduler: str | None) -> bool:
+    """Whether choose_executor will likely start local workers for a tree of source_bytes
+    (known before the scan: the caller warms them up meanwhile, executors.warm_up)."""
+    return not scheduler and cores.for_jobs(jobs) > 1 \
+        and (jobs > 1 or source_bytes >= PARALLEL_MIN_BYTES)
+
+
 def choose_executor(items: list[Item], jobs: int, scheduler: str | None,
                     options: ConvertOptions, notes: list[str]) -> Executor | None:
-    """Where the series are converted: None (here, one after the other), a Dask cluster, or
-    worker processes (at most one per series, and as many as fit in memory: else a note)."""
+    """Where the series are converted: None (here, one after the other, each on the run's
+    cores: cores.for_jobs), a Dask cluster, or worker processes (at most one per series, as
+    many as fit in memory: else a note), which share the run's cores."""
     todo = [item for item in items if item.converts]
-    wanted = jobs or os.cpu_count() or 1
+    wanted = cores.for_jobs(jobs)
     if scheduler:
         return DaskCluster(scheduler, wanted)
     workers = min(wanted, len(todo))
@@ -163,8 +220,8 @@ def choose_executor(items: list[Item], jobs: int, scheduler: str | None,
         notes.append(f"{fit} worker process{'es' if fit > 1 else ''} instead of {workers}: "
                      f"the largest series needs {largest / 2**30:.1f} GiB and "
                      f"{(available or 0) / 2**30:.1f} GiB of memory is available")
-    return LocalPool(fit) if fit > 1 else None
+    return LocalPool(fit, cores.share(wanted, fit)) if fit > 1 else None
 
 
 __all__ = ["BATCH_BYTES", "BATCH_SERIES", "BatchRun", "Hooks", "PARALLEL_MIN_BYTES",
-           "choose_executor", "in_order"]
+           "choose_executor", "in_order", "one_run", "workers_likely"]

@@ -7,12 +7,7 @@ on disk with its recorded size and sha256. Anything else is converted again (a f
 series only with retry_failed; force redoes everything).
 
 An output is hashed again only when its stat key (size, mtime_ns, inode, ctime_ns) is not
-the one recorded when it was hashed: any write changes its ctime, which no user can set
-back (touch and os.utime restore the mtime, not the ctime). On a file system that keeps
-whole seconds, a key taken within RACY_NS of its ctime is not trusted (a write in the same
-second would leave the ctime as it was), as git does with its index. Elsewhere the ctime
-has the kernel clock's tick (a few ms; exact on Linux 6.13+), so the one write a key can
-miss is one within that tick after convkit began hashing the file it had just written.
+the one recorded when it was hashed (batch.statkeys: when a key can be trusted).
 """
 
 from __future__ import annotations
@@ -30,6 +25,9 @@ from typing import Any
 
 from convkit import __version__
 from convkit.batch.manifest import PENDING, Output, Row
+from convkit.batch.rerun import options_text
+from convkit.batch.statkeys import RACY_NS, unchanged_since_hashed
+from convkit.batch.statkeys import stat_key as _key
 from convkit.dicom.group import SeriesGroup
 from convkit.dicom.plan import ConvertOptions, memory_needed, plan_series
 from convkit.errors import ConvkitError
@@ -38,10 +36,6 @@ from convkit.outcomes import Outcome
 
 #: Bytes read at a time when hashing an output.
 _HASH_CHUNK = 1 << 20
-#: On a file system with whole-second timestamps, a stat key is trusted only when taken
-#: this long after the file's ctime.
-RACY_NS = 2_000_000_000
-_SECOND_NS = 1_000_000_000
 
 
 class Why(StrEnum):
@@ -77,6 +71,8 @@ class SeriesTask:
     max_bytes: int  # the memory limit in force (volume.max_volume_bytes) in the parent
     source_bytes: int = 0
     cwd: str = ""  # local workers: the parent's working folder (paths may be relative to it)
+    #: the threads converting it may use (convkit.cores; 0: every core of its worker)
+    threads: int = 0
 
 
 @dataclass
@@ -138,9 +134,8 @@ def fingerprint(group: SeriesGroup, root: Path) -> str:
 
 def options_key(options: ConvertOptions, fmt: str, overlays: bool) -> str:
     """What the options that shape a series' outputs are, as text (compared, not hashed, so
-    that the manifest shows them)."""
-    return json.dumps({"options": asdict(options), "format": fmt, "overlays": overlays},
-                      sort_keys=True, default=str)
+    that the manifest shows them): rerun.options_text of the options' fields."""
+    return options_text(asdict(options), fmt, overlays)
 
 
 def source_bytes(group: SeriesGroup) -> int:
@@ -173,9 +168,6 @@ def digests(paths: list[str], out_dir: Path) -> list[Output]:
     return found
 
 
-def _key(info: os.stat_result) -> tuple[int, int, int, int]:
-    return info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns
-
 
 def outputs_intact(row: Row, out_dir: Path) -> bool:
     """Every recorded output is there, a regular file with its recorded size and sha256
@@ -199,17 +191,6 @@ def outputs_intact(row: Row, out_dir: Path) -> bool:
         except OSError:
             return False
     return bool(row.outputs)
-
-
-def unchanged_since_hashed(output: Output, info: os.stat_result) -> bool:
-    """The file has not been written since output.sha256 was taken: the same stat key,
-    taken after its ctime (RACY_NS after it where the file system keeps whole seconds)."""
-    if output.stat is None:
-        return False
-    mtime_ns, inode, ctime_ns, checked_ns = output.stat
-    margin = RACY_NS if ctime_ns % _SECOND_NS == 0 else 0
-    return ((info.st_mtime_ns, info.st_ino, info.st_ctime_ns) == (mtime_ns, inode, ctime_ns)
-            and checked_ns - ctime_ns >= margin)
 
 
 def decide(row: Row | None, print_: str, key: str, out_dir: Path, *, force: bool,
@@ -265,6 +246,6 @@ def jobs_that_fit(jobs: int, largest: int, available: int | None) -> int:
     return max(1, available // largest)
 
 
-__all__ = ["CONVERT", "Item", "SeriesTask", "TaskOutcome", "Why", "available_memory", "decide",
-           "digests", "fingerprint", "jobs_that_fit", "options_key", "outputs_intact", "owned",
-           "peak_bytes", "plan_items", "source_bytes", "unchanged_since_hashed"]
+__all__ = ["CONVERT", "RACY_NS", "Item", "SeriesTask", "TaskOutcome", "Why", "available_memory",
+           "decide", "digests", "fingerprint", "jobs_that_fit", "options_key", "outputs_intact",
+           "owned", "peak_bytes", "plan_items", "source_bytes", "unchanged_since_hashed"]

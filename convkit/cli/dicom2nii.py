@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -56,9 +57,11 @@ def dicom2nii(
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs (and convert "
                                                       "series the manifest says are up to date)."),
     jobs: int = typer.Option(0, "--jobs", "-j",
-                             help="Series converted at once in worker processes (0: one per "
-                                  "core for batches over 64 MiB; fewer when they would not "
-                                  "fit in memory)."),
+                             help="Cores to use in all, as make -j (0: every core). With 1, "
+                                  "everything runs on one core; with N, up to N series are "
+                                  "converted at once in worker processes (for batches over "
+                                  "64 MiB when 0; fewer when they would not fit in memory), "
+                                  "and a series converted alone uses all N."),
     scheduler: str = typer.Option(None, "--scheduler", metavar="ADDRESS",
                                   help="Convert on a Dask cluster: its scheduler's address "
                                        "(tcp://host:8786), or 'local' for a LocalCluster "
@@ -69,8 +72,6 @@ def dicom2nii(
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable report."),
 ) -> None:
     """Convert every DICOM series under IN_DIR to NIfTI (default) or NRRD in OUT_DIR."""
-    from convkit.dicom.plan import ConvertOptions
-    from convkit.dicom2nii import BatchInterrupted, convert_folder
     from convkit.errors import UsageError
 
     scaling = {"auto": None, "display": False, "precise": True}
@@ -78,10 +79,24 @@ def dicom2nii(
         raise UsageError(f"--philips-scaling {philips_scaling!r}"
                          + (" contradicts --philips-precise" if philips_precise else ""),
                          "choose one of auto, display, precise")
-    options = ConvertOptions(tilt=tilt, resample=resample, dtype=dtype,
-                             keep_identifiers=keep_identifiers,
-                             philips_precise=True if philips_precise else scaling[philips_scaling],
-                             provenance=provenance)
+    fields: dict[str, Any] = {"tilt": tilt, "resample": resample, "dtype": dtype,
+              "keep_identifiers": keep_identifiers,
+              "philips_precise": True if philips_precise else scaling[philips_scaling],
+              "provenance": provenance}
+    if out_dir is not None and not (list_only or force or scheduler) and jobs >= 0:
+        # an unchanged tree: the report of the last run, without numpy or pydicom
+        from convkit.batch.rerun import Request, options_text, unchanged_report
+
+        unchanged = unchanged_report(Request(in_dir, out_dir, options_text(fields, fmt, overlays),
+                                             name, list(series or []), seg_overlap,
+                                             retry_failed))
+        if unchanged is not None:
+            _show(unchanged, as_json, list_only)
+            raise typer.Exit(unchanged.exit_code)
+    from convkit.dicom.plan import ConvertOptions
+    from convkit.dicom2nii import BatchInterrupted, convert_folder
+
+    options = ConvertOptions(**fields)
     try:
         with progress_bar(enabled=not as_json, labels=BATCH_LABELS) as progress:
             report = convert_folder(in_dir, out_dir, options=options, fmt=fmt,

@@ -265,15 +265,20 @@ NOTABLE_FILES = 10
 def file_notes(report) -> list[str]:
     """Files the series table does not show but a user must know of: SOPInstanceUID
     conflicts and skipped screenshots or report pages (they may show identifiers)."""
-    from convkit.dicom.header import NOT_PATIENT_IMAGE
-
     notable = [record for record in report.files if record.status == "conflict"
-               or (record.status == "skipped" and record.reason.startswith(NOT_PATIENT_IMAGE))]
+               or (record.status == "skipped" and _not_patient_image(record.reason))]
     lines = [f"[yellow]{record.status}[/] {escape(record.path.name)}: {escape(record.reason)}"
              for record in notable[:NOTABLE_FILES]]
     if len(notable) > NOTABLE_FILES:
         lines.append(f"... and {len(notable) - NOTABLE_FILES} more (--json lists every file)")
     return lines
+
+
+def _not_patient_image(reason: str) -> bool:
+    # imported only when a file was skipped: an unchanged rerun's table needs no numpy
+    from convkit.dicom.header import NOT_PATIENT_IMAGE
+
+    return reason.startswith(NOT_PATIENT_IMAGE)
 
 
 def file_summary(report) -> str:

@@ -140,10 +140,10 @@ def _type_fits_float32(dtype: np.dtype, slope: float, intercept: float) -> bool:
 
 def _decoded_files(to_decode: list[list[tuple[SliceHeader, tuple]]], notes: list[str] | None,
                    ) -> tuple[Iterator[list[np.ndarray]], Any]:
-    """decode_images of each file's items, in order: in worker processes (one per core)
-    when there are many compressed files to decode (the JPEG decoders hold the GIL), started
-    at once; native ones (mosaics, multi-frame files) are read here, as a worker would read
-    them and then send every image back through a pipe.
+    """decode_images of each file's items, in order: in worker processes (one per core a
+    series may use, convkit.cores) when there are many compressed files to decode (the JPEG
+    decoders hold the GIL), started at once; native ones (mosaics, multi-frame files) are
+    read here, as a worker would read them and then send every image back through a pipe.
     A file a worker could not decode is decoded here again, so that its error is raised
     as usual. Returns (the images of each file, the worker pool to shut down or None)."""
     files = [(items[0][0], [header.frame for header, _ in items]) for items in to_decode]

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from convkit import cores
 from convkit.dicom.dataset import is_read_error, read_dataset, read_reason, warnings_caught
 from convkit.dicom.group import SeriesGroup, group_series
 from convkit.dicom.header import FileRecord, FileStatus, SliceHeader, read_header
@@ -166,7 +167,7 @@ def _read_headers(paths: Iterable[Path], jobs: int, progress: ProgressCallback |
     Chunks go to the workers while the folder is still being walked, so that the walk
     overlaps the reading.
     """
-    workers = (os.cpu_count() or 1) if jobs == 0 else max(jobs, 1)
+    workers = cores.for_jobs(jobs)
     paths = iter(paths)
     first = list(itertools.islice(paths, PARALLEL_MIN_FILES))
     if workers == 1 or len(first) < PARALLEL_MIN_FILES:

@@ -17,7 +17,6 @@ number of threads or on their timing.
 
 from __future__ import annotations
 
-import os
 import shutil
 import struct
 import tempfile
@@ -25,6 +24,8 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Protocol
+
+from convkit import cores
 
 #: ISA-L level (0-3). On a 512x512x300 CT with noise, level 2 with a block every 64 KiB is
 #: 1.04x the size of zlib level 6 (dcm2niix's default) at 1/20 of its time; level 1 is 1.07x
@@ -46,11 +47,8 @@ class Writable(Protocol):
 
 
 def worker_count() -> int:
-    """The threads to compress on: the cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    """The threads to compress on: what one series may use (convkit.cores)."""
+    return cores.threads()
 
 
 def deflate_piece(piece: memoryview, primer: memoryview | None, level: int,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from convkit import cores
 from convkit.dicom.plan import ConvertOptions
 from convkit.errors import ConvkitError, RefusedError, exception_reason
 from convkit.geometry import io_orientation
@@ -66,7 +66,7 @@ def draw_all(sources: list[tuple[str, Any]], jobs: int = 0,
 
     jobs: worker processes (0: one per core).
     """
-    workers = (os.cpu_count() or 1) if jobs == 0 else max(jobs, 1)
+    workers = cores.for_jobs(jobs)
     done: dict[str, Pictures] = {}
     if progress:
         progress("pictures", 0, len(sources))
