@@ -56,6 +56,7 @@ from convkit.formats.output import (
     check_targets,
     file_states,
     path_kind,
+    remove_stale_staging,
     staged_files,
 )
 from convkit.outcomes import DONE, Outcome
@@ -154,6 +155,10 @@ def convert_folder(
     with one_run(out_path) as manifest:
         if cache is not None:
             cache.save()
+        left = remove_stale_staging(out_path)  # under the run's lock: no other run writes
+        if left:
+            report.notes.append(f"removed {len(left)} staging folder(s) a killed run left "
+                                f"in {out_path}")
         items = plan_items(groups, manifest.rows(), in_dir, key, out_path,
                            lambda group: _all_targets(out_path, group, suffix),
                            force=force, retry_failed=retry_failed)

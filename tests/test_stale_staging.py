@@ -80,3 +80,24 @@ def test_young_folders_and_other_names_are_left_alone(tmp_path):
     age(left)
     assert remove_stale_staging(tmp_path) == [left.name]
     assert all(folder.is_dir() for folder in others)
+
+
+def test_dicom2nii_removes_what_a_killed_run_left(cli, tmp_path):
+    """The next run into the folder clears a killed run's staging folder, and says so."""
+    import json
+
+    import numpy as np
+
+    from convkit.testing.synthetic import regular_positions, write_series
+
+    write_series(tmp_path / "ct", np.zeros((4, 8, 8), dtype=np.int16), regular_positions(4))
+    out = tmp_path / "out"
+    killed = start_stager(out)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(30)
+    [left] = staging_folders(out)
+    age(left)
+    done = cli("dicom2nii", tmp_path / "ct", out, "--json", check_code=0)
+    assert not left.exists() and staging_folders(out) == []
+    assert any("staging folder" in note for note in json.loads(done.stdout)["notes"])
+    assert (out / "1_synthetic.nii.gz").is_file()

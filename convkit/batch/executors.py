@@ -31,8 +31,10 @@ DASK_RETRIES = 2
 #: Seconds to wait for a Dask scheduler to answer.
 DASK_CONNECT_SECONDS = 10
 #: The modules local workers import before their first task (forkserver preload): the
-#: conversion, and the libraries it would import on first use (nibabel alone takes ~0.1 s).
-WORKER_PRELOAD = ["convkit.dicom2nii", "nibabel", "isal.isal_zlib"]
+#: conversion, and the libraries it would import on first use (pydicom, which compressed
+#: series are decoded with, alone takes ~0.1 s; plain series and NIfTI need neither it nor
+#: nibabel).
+WORKER_PRELOAD = ["convkit.dicom2nii", "pydicom", "isal.isal_zlib"]
 
 TaskFunction = Callable[[SeriesTask], TaskOutcome]
 
