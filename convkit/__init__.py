@@ -12,10 +12,8 @@ The public API is imported lazily (start-up time counts on small jobs)::
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
-
-from convkit._version import __version__
+from convkit._version import __version__ as __version__
+from convkit.lazy import lazy_api
 
 _API = {
     "scan_folder": "convkit.dicom.scan",
@@ -41,14 +39,4 @@ _API = {
     "OutputError": "convkit.errors",
     "UsageError": "convkit.errors",
 }
-__all__ = sorted(_API) + ["__version__"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _API:
-        return getattr(import_module(_API[name]), name)
-    raise AttributeError(f"module 'convkit' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_api(__name__, _API, ("__version__",))

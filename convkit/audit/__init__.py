@@ -14,8 +14,7 @@ code its one severity. Headers only: no pixel data is decoded.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from convkit.lazy import lazy_api
 
 #: The package's API, imported on first use: the archive index and dicom2nii's file facts
 #: use the report's columns (audit.report) and need not import the whole audit.
@@ -23,14 +22,4 @@ _API = {"audit_path": "convkit.audit.core", "CODES": "convkit.audit.findings",
         "SEVERITIES": "convkit.audit.findings", "Code": "convkit.audit.findings",
         "Finding": "convkit.audit.findings", "SCHEMA_VERSION": "convkit.audit.report",
         "TABLES": "convkit.audit.report", "AuditReport": "convkit.audit.report"}
-__all__ = sorted(_API)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _API:
-        return getattr(import_module(_API[name]), name)
-    raise AttributeError(f"module 'convkit.audit' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_api(__name__, _API)

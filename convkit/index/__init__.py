@@ -12,22 +12,11 @@ The tables are described in convkit/index/db.py and in README.md ("Archive index
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from convkit.lazy import lazy_api
 
 #: The package's API, imported on first use: dicom2nii keeps its scan's facts in an index
 #: (index.db, index.facts) and need not import the audit that audit_indexed brings.
 _API = {"SCHEMA_VERSION": "convkit.index.db", "Index": "convkit.index.db",
         "IndexBusyError": "convkit.index.db", "IndexFileError": "convkit.index.db",
         "open_index": "convkit.index.db", "audit_indexed": "convkit.index.audit"}
-__all__ = sorted(_API)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _API:
-        return getattr(import_module(_API[name]), name)
-    raise AttributeError(f"module 'convkit.index' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_api(__name__, _API)
