@@ -136,7 +136,9 @@ def convert_folder(
     # the input tree as it is before the scan reads it: an unchanged rerun's snapshot
     tree = None if list_only else tree_state(in_dir)
     scan_jobs = jobs
-    if tree is not None and workers_likely(sum(entry[1] for entry in tree), jobs, scheduler):
+    if tree is not None and workers_likely(sum(entry[1] for entry in tree),
+                                           len({os.path.dirname(entry[0]) for entry in tree}),
+                                           jobs, scheduler):
         warm_up()  # the workers' process gets ready on one core while the others scan
         scan_jobs = max(1, cores.for_jobs(jobs) - 1)
     # big trees: headers in worker processes, as the audit; a rerun reads only new files
