@@ -16,7 +16,9 @@ import pytest
 import typer.main
 
 from convkit.cli import dicom2nii as dicom2nii_cli
-from convkit.cli.app import COMMANDS, app, main
+from convkit.cli.app import COMMANDS, app, main, register
+
+register(COMMANDS)  # a command line registers only the command it runs; these tests read all
 
 SAMPLE_DICOM = Path(__file__).resolve().parents[1] / "sample_data" / "dicom"
 #: Metavars that typer versions with drifted help print instead of TEXT, PATH, flags...

@@ -180,6 +180,29 @@ def test_help_and_version_import_no_heavy_library(argv: list[str]) -> None:
         assert done.stdout.strip() == f"convkit {convkit.__version__}"
 
 
+@pytest.mark.parametrize("argv, loaded", [
+    (["audit", "--help"], ["audit"]),
+    (["--max-memory", "2G", "compare", "--help"], ["compare"]),
+    (["--help"], ["dicom2nii", "nii2dicom", "convert", "compare", "preview", "audit", "report",
+                  "index"]),
+    (["dicom2nix", "x"], ["dicom2nii", "nii2dicom", "convert", "compare", "preview", "audit",
+                          "report", "index"]),
+])
+def test_a_command_line_loads_only_its_command(argv: list[str], loaded: list[str]) -> None:
+    """Start-up: the command a line names is the only command module imported (root --help
+    and an unknown name, which click suggests a name for, load them all)."""
+    probe = ("import runpy, sys\n"
+             f"sys.argv = ['convkit', *{argv!r}]\n"
+             "try:\n    runpy.run_module('convkit', run_name='__main__')\n"
+             "except SystemExit:\n    pass\n"
+             "from convkit.cli.app import COMMANDS\n"
+             "print(sorted(n for n in COMMANDS if f'convkit.cli.{n}' in sys.modules), "
+             "file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stderr.strip().splitlines()[-1] == str(sorted(loaded)), done.stderr
+
+
 # --- isal reads .nii.gz and gzip .nrrd: bit-exact, and damage found as zlib finds it -------
 
 def _nifti_cases(folder: Path) -> list[Path]:

@@ -13,8 +13,9 @@ import os
 import signal
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from importlib import import_module
 
 import typer
 
@@ -25,18 +26,6 @@ import typer
 # setting wins). Library users keep numpy's default.
 os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
 
-# Each command module imports only typer, rich and convkit.cli.* (plus convkit.errors) at import
-# time; the library and numpy/pydicom/nibabel load inside the command function. Importing all
-# six here keeps start-up fast, and a missing module is an ImportError at start-up rather than
-# a command that silently disappears from the CLI.
-from convkit.cli.audit import audit
-from convkit.cli.compare import compare
-from convkit.cli.convert import convert
-from convkit.cli.dicom2nii import dicom2nii
-from convkit.cli.index import index
-from convkit.cli.nii2dicom import nii2dicom
-from convkit.cli.preview import preview
-from convkit.cli.report import report
 from convkit.cli.signals import SignalGuard, signals_interrupt, stop_workers
 from convkit.errors import ConvkitError
 
@@ -52,17 +41,15 @@ app = typer.Typer(
 )
 
 
-#: command name -> function, in the order `convkit --help` lists them.
-COMMANDS: dict[str, Callable[..., None]] = {
-    "dicom2nii": dicom2nii,
-    "nii2dicom": nii2dicom,
-    "convert": convert,
-    "compare": compare,
-    "preview": preview,
-    "audit": audit,
-    "report": report,
-    "index": index,
-}
+#: command name -> the module defining it (convkit.cli.NAME, function NAME), in the order
+#: `convkit --help` lists them. Each command module imports only typer, rich and convkit.cli.*
+#: (plus convkit.errors) at import time; the library and numpy/pydicom/nibabel load inside
+#: the command function.
+COMMANDS: dict[str, str] = {name: f"convkit.cli.{name}" for name in (
+    "dicom2nii", "nii2dicom", "convert", "compare", "preview", "audit", "report", "index")}
+#: Root options that take a value (the command is the first argument that is neither an
+#: option nor one of these values).
+_ROOT_VALUES = ("--max-memory",)
 
 class _Stopped(Exception):
     """A command's KeyboardInterrupt (Ctrl-C, SIGTERM), carried past typer to main(): typer
@@ -86,8 +73,36 @@ def _stopping(function: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
-for _name, _function in COMMANDS.items():
-    app.command(_name, no_args_is_help=True)(_stopping(_function))
+def register(names: Iterable[str]) -> None:
+    """Register these commands with the app (importing their modules), in COMMANDS' order.
+
+    A command line registers only the command it runs (register_for): building and
+    importing the other seven cost ~5-10 ms of every run's start-up. `convkit --help`, an
+    unknown name and shell completion register them all."""
+    order = list(COMMANDS)
+    for name in names:
+        if name not in {command.name for command in app.registered_commands}:
+            function = getattr(import_module(COMMANDS[name]), name)
+            app.command(name, no_args_is_help=True)(_stopping(function))
+    app.registered_commands.sort(key=lambda command: order.index(command.name or ""))
+
+
+def register_for(args: list[str]) -> None:
+    """Register what a command line needs: its command, or every command when it names
+    none of them (root --help, a typo that click then suggests a name for, completion)."""
+    command = None
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in _ROOT_VALUES:
+            skip = True
+        elif not arg.startswith("-"):
+            command = arg
+            break
+    completing = any(name.startswith("_CONVKIT_COMPLETE") or name.startswith("_TYPER_COMPLETE")
+                     for name in os.environ)
+    register([command] if command in COMMANDS and not completing else COMMANDS)
 
 
 @app.callback(invoke_without_command=True)
@@ -169,6 +184,7 @@ def _run(argv: list[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]  # documented on the root callback, taken here
+    register_for(args)
     with signals_interrupt() as guard, _warnings_as_notes(debug):
         try:
             # its own context: --max-memory (a context variable) lasts for this call only
