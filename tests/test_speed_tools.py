@@ -160,19 +160,27 @@ def _marking_chunk(texts: list[str]):
     return _READ_CHUNK(texts)
 
 
+def run_and_look(argv: list[str], look: str) -> subprocess.CompletedProcess:
+    """The real CLI (`python -m convkit *argv`) in a fresh interpreter, then `look` (code that
+    prints a finding about sys.modules, or the exit `code`, on stderr's last line) in that
+    same process."""
+    probe = ("import runpy, sys\n"
+             f"sys.argv = ['convkit', *{[str(a) for a in argv]!r}]\n"
+             "code = None\n"
+             "try:\n    runpy.run_module('convkit', run_name='__main__')\n"
+             "except SystemExit as done:\n    code = done.code\n" + look)
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60)
+
+
 @pytest.mark.parametrize("argv", [["--version"], ["--help"], ["audit", "--help"]])
 def test_help_and_version_import_no_heavy_library(argv: list[str]) -> None:
     """Start-up: the CLI imports numpy, pydicom, nibabel only inside a command, and never
     importlib.metadata (the version is a constant, convkit/_version.py)."""
-    probe = ("import runpy, sys\n"
-             f"sys.argv = ['convkit', *{argv!r}]\n"
-             "try:\n    runpy.run_module('convkit', run_name='__main__')\n"
-             "except SystemExit:\n    pass\n"
-             "heavy = ['numpy', 'pydicom', 'nibabel', 'nrrd', 'SimpleITK']\n"
-             "heavy.append('importlib.metadata')\n"
-             "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          timeout=60)
+    done = run_and_look(argv, "heavy = ['numpy', 'pydicom', 'nibabel', 'nrrd', 'SimpleITK', "
+                              "'importlib.metadata']\n"
+                              "print(sorted(m for m in heavy if m in sys.modules), "
+                              "file=sys.stderr)\n")
     assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr
     if argv == ["--version"]:
         import convkit
@@ -191,15 +199,9 @@ def test_help_and_version_import_no_heavy_library(argv: list[str]) -> None:
 def test_a_command_line_loads_only_its_command(argv: list[str], loaded: list[str]) -> None:
     """Start-up: the command a line names is the only command module imported (root --help
     and an unknown name, which click suggests a name for, load them all)."""
-    probe = ("import runpy, sys\n"
-             f"sys.argv = ['convkit', *{argv!r}]\n"
-             "try:\n    runpy.run_module('convkit', run_name='__main__')\n"
-             "except SystemExit:\n    pass\n"
-             "from convkit.cli.app import COMMANDS\n"
-             "print(sorted(n for n in COMMANDS if f'convkit.cli.{n}' in sys.modules), "
-             "file=sys.stderr)\n")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          timeout=60)
+    done = run_and_look(argv, "from convkit.cli.app import COMMANDS\n"
+                              "print(sorted(n for n in COMMANDS if f'convkit.cli.{n}' in "
+                              "sys.modules), file=sys.stderr)\n")
     assert done.stderr.strip().splitlines()[-1] == str(sorted(loaded)), done.stderr
 
 
@@ -295,14 +297,6 @@ def test_damaged_gzip_fails_with_isal_as_with_zlib(tmp_path: Path, monkeypatch,
     assert expected in with_isal.value.message
 
 
-_IMPORTS_AFTER = ("import runpy, sys\n"
-                  "sys.argv = ['convkit', *sys.argv[1:]]\n"
-                  "try:\n    runpy.run_module('convkit', run_name='__main__')\n"
-                  "except SystemExit as done:\n    code = done.code\n"
-                  "print(code, sorted(m for m in ('pydicom', 'nibabel', 'SimpleITK', 'nrrd')"
-                  " if m in sys.modules), file=sys.stderr)\n")
-
-
 @pytest.mark.parametrize("command", ["dicom2nii", "dicom2nii nii", "preview", "compare",
                                      "convert"])
 def test_plain_files_need_neither_pydicom_nor_nibabel(tmp_path: Path, command: str,
@@ -321,6 +315,6 @@ def test_plain_files_need_neither_pydicom_nor_nibabel(tmp_path: Path, command: s
             "preview": ["preview", nifti, "-o", tmp_path / "p.png", "--mosaic", "3x3"],
             "compare": ["compare", nifti, nifti],
             "convert": ["convert", nifti, tmp_path / "copy.nii"]}[command]
-    done = subprocess.run([sys.executable, "-c", _IMPORTS_AFTER, *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+    done = run_and_look(args, "print(code, sorted(m for m in ('pydicom', 'nibabel', "
+                              "'SimpleITK', 'nrrd') if m in sys.modules), file=sys.stderr)\n")
     assert done.stderr.strip().splitlines()[-1] == "0 []", done.stderr
