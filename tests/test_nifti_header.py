@@ -113,7 +113,7 @@ def test_written_file_reads_back_in_nibabel(tmp_path):
     ({"slope": 0.0}, "volume.bad-scaling"),
 ])
 def test_what_nifti1_cannot_hold_is_refused(case, code):
-    """nibabel raised HeaderDataError for each of these (an exit 70 'bug' before)."""
+    """nibabel raised HeaderDataError for each of these, which convkit did not expect."""
     dtype, shape = case.get("dtype", np.int16), case.get("shape", (2, 2, 2))
     volume = Volume(np.zeros(shape, dtype=dtype, order="F"), np.eye(4),
                     slope=case.get("slope", 1.0))
