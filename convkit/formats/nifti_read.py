@@ -106,12 +106,12 @@ def read_nifti_header(path: Path, compressed: bool):
     a preview's time."""
     try:
         fixed = _head(path, compressed, 540)
-        plain = plain_nifti1(fixed)
-        if plain is not None:
-            return plain, _PLAIN_OFFSET, []
     except Exception as exc:  # gzip, OSError: the same reasons as below
         raise InputError(f"{path}: cannot read NIfTI: {exception_reason(exc)}",
                          "the file may be truncated or not NIfTI") from exc
+    plain = plain_nifti1(fixed)
+    if plain is not None:
+        return plain, _PLAIN_OFFSET, []
     return _nibabel_header(path, compressed, fixed)
 
 
