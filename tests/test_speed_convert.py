@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import threading
 import zlib
 from pathlib import Path
 
@@ -174,6 +175,38 @@ def test_gzip_writer_output_depends_on_the_data_only(monkeypatch):
     assert compressed(pieces, threads=3, prefix=b"nifti") == whole
     assert compressed([memoryview(data)], threads=2, prefix=b"nifti") == whole
     assert gzip.decompress(whole) == b"nifti" + data
+
+
+def test_one_thread_deflates_on_the_calling_thread(monkeypatch):
+    """threads=1 (--jobs 1) compresses every piece on the thread that feeds the stream, and
+    more threads on others; the bytes are the same. A failing piece raises, as in a pool:
+    when its result is taken (to spill it, or to write it)."""
+    monkeypatch.setattr(deflate, "PIECE_BYTES", 128 << 10)
+    data = noisy_bytes(700_000, seed=3)
+    real = deflate.deflate_piece
+    where: dict[int, list[int]] = {1: [], 2: []}
+
+    for threads in (1, 2):
+        def recorded(*args, threads=threads, **named):
+            where[threads].append(threading.get_ident())
+            return real(*args, **named)
+
+        monkeypatch.setattr(deflate, "deflate_piece", recorded)
+        assert gzip.decompress(compressed([data], threads=threads)) == data
+    assert len(where[1]) >= 6 and set(where[1]) == {threading.get_ident()}
+    # two threads: only the prefix (the file header) is deflated where the file is written
+    assert len(where[2]) == len(where[1]) and where[2].count(threading.get_ident()) == 1
+    monkeypatch.setattr(deflate, "deflate_piece", real)
+    assert compressed([data], threads=1) == compressed([data], threads=2)
+
+    def broken(*args, **named):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(deflate, "deflate_piece", broken)
+    stream = deflate.DeflatingStream(threads=1)
+    with pytest.raises(OSError, match="no space"):
+        stream.feed(data)
+        deflate.write_gzip(io.BytesIO(), b"", stream)
 
 
 def test_gzip_writer_levels_trade_size(monkeypatch):

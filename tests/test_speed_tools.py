@@ -205,6 +205,31 @@ def test_a_command_line_loads_only_its_command(argv: list[str], loaded: list[str
     assert done.stderr.strip().splitlines()[-1] == str(sorted(loaded)), done.stderr
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="threads counted in /proc")
+@pytest.mark.parametrize("user", [{}, {"OMP_NUM_THREADS": "2"}, {"OPENBLAS_NUM_THREADS": "2"}])
+def test_the_command_line_asks_for_one_blas_thread(tmp_path: Path, monkeypatch,
+                                                   user: dict[str, str]) -> None:
+    """numpy's OpenBLAS would start a spinning thread per core in every convkit process: the
+    command line asks for one (the process runs no other thread once numpy is loaded),
+    unless the user chose a count (theirs is kept)."""
+    write_series(tmp_path / "s", np.zeros((3, 8, 8), np.int16), regular_positions(3, spacing=1.0))
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in user.items():
+        monkeypatch.setenv(name, value)
+    done = run_and_look(["dicom2nii", "--list", str(tmp_path / "s")],
+                        "import os\nprint(code, 'numpy' in sys.modules, "
+                        "os.environ.get('OPENBLAS_NUM_THREADS'), "
+                        "len(os.listdir('/proc/self/task')), file=sys.stderr)\n")
+    code, numpy_loaded, asked, tasks = done.stderr.strip().splitlines()[-1].split()
+    assert (code, numpy_loaded) == ("0", "True"), done.stderr
+    if user:
+        assert asked == user.get("OPENBLAS_NUM_THREADS", "None")
+        assert int(tasks) == min(2, os.cpu_count() or 1)  # OpenBLAS's own choice: its threads
+    else:
+        assert (asked, tasks) == ("1", "1")
+
+
 # --- isal reads .nii.gz and gzip .nrrd: bit-exact, and damage found as zlib finds it -------
 
 def _nifti_cases(folder: Path) -> list[Path]:

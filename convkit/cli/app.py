@@ -25,6 +25,12 @@ import typer
 # line asks numpy not to (its documented switch, read when numpy is imported; a user's own
 # setting wins). Library users keep numpy's default.
 os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
+# numpy's OpenBLAS starts a thread per core when numpy is imported, and each spins for
+# ~50 ms of CPU before it sleeps: in every convkit process, on the core that deflates or
+# converts another series. convkit's matrix products are small (affines, N x 3 points), so
+# the command line asks for one BLAS thread, unless the user set OpenBLAS's or OpenMP's.
+if not os.environ.get("OMP_NUM_THREADS"):
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from convkit.cli.signals import SignalGuard, signals_interrupt, stop_workers
 from convkit.errors import ConvkitError

@@ -21,9 +21,10 @@ import shutil
 import struct
 import tempfile
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 from convkit import cores
 
@@ -36,6 +37,7 @@ PIECE_BYTES = 1 << 20
 #: Uncompressed bytes per deflate block within a piece.
 FLUSH_BYTES = 64 << 10
 _WINDOW = 32 << 10  # deflate's window: what a piece is primed with
+T = TypeVar("T")
 # ID1 ID2, deflate, no flags, no modification time, no extra flags, OS unknown (as pigz -n).
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 
@@ -88,8 +90,10 @@ class DeflatingStream:
         self.level = level
         self.source: object = None
         self._threads = threads or worker_count()
-        self._pool = ThreadPoolExecutor(max_workers=self._threads,
-                                        thread_name_prefix="convkit-gzip")
+        # one thread: the pieces are deflated as they are fed, on this thread (--jobs 1
+        # keeps to one core; a second thread would only hand the work back and forth)
+        self._pool: ThreadPoolExecutor | _ThisThread = _ThisThread() if self._threads == 1 \
+            else ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="convkit-gzip")
         self._pending: deque[tuple[Future[tuple[bytes, int]], int]] = deque()
         self._spill_dir = spill_dir
         self._spill: BinaryIO | None = None
@@ -183,6 +187,22 @@ class DeflatingStream:
         compressed, crc = future.result()
         self.crc = isal_zlib.crc32_combine(self.crc, crc, length)
         return compressed
+
+
+class _ThisThread:
+    """The part of ThreadPoolExecutor that DeflatingStream uses, running each task at once on
+    the calling thread."""
+
+    def submit(self, function: Callable[..., T], /, *args: Any) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(function(*args))
+        except Exception as exc:  # as a pool would: raised by result()
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, wait: bool = True) -> None:
+        return None
 
 
 def write_gzip(handle: Writable, prefix: bytes, stream: DeflatingStream) -> None:
