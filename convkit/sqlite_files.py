@@ -21,6 +21,9 @@ class FileKind:
     newer_hint: str  # what to do with a file of a newer convkit
     file_error: type[ConvkitError]  # (message, hint='') -> the file cannot be used
     busy_error: type[ConvkitError]  # another convkit holds it
+    #: bytes per page of a new file (SQLite's default, 4096, suits small rows; fixed once the
+    #: file is in WAL mode)
+    page_size: int = 4096
 
 
 def prepare(db: sqlite3.Connection, path: Path, kind: FileKind) -> tuple[int, int]:
@@ -45,6 +48,8 @@ def prepare(db: sqlite3.Connection, path: Path, kind: FileKind) -> tuple[int, in
                               f"{version}; this one reads {kind.schema_version})",
                               kind.newer_hint)
     try:
+        if not tables:  # a new file: its page size is set before WAL mode fixes it
+            db.execute(f"PRAGMA page_size={kind.page_size}")
         mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         db.execute(f"PRAGMA synchronous={kind.synchronous}")
     except sqlite3.OperationalError as exc:  # locked while another process changes the mode

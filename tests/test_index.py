@@ -132,6 +132,64 @@ def test_corpus_cold_warm_and_no_index_agree(cli, corpus, tmp_path):
     assert images >= plain["summary"]["file_status"]["used"]
 
 
+def headers_table(db: Path) -> list[tuple]:
+    with sqlite3.connect(db) as con:
+        return con.execute("SELECT * FROM headers ORDER BY path, frame").fetchall()
+
+
+def test_header_workers_give_the_index_what_a_serial_scan_gives(cli, tmp_path, monkeypatch):
+    """A tree scanned by header worker processes is stored from the fields the workers sent
+    (not made again from the headers): the same `headers` rows and the same facts as a scan
+    in the process, and a warm audit from them equals the audit without an index."""
+    from convkit.dicom import scan
+
+    tree = synthetic_tree(tmp_path / "tree")
+    write_series(tree / "ct1_copy", stored_values(6), regular_positions(6, spacing=2.0),
+                 series_number=1, series_description="ct one", seed=1, extra=NO_IDENTIFIERS)
+    plain = audit_json(cli, tree)
+    serial, parallel = tmp_path / "serial.sqlite", tmp_path / "parallel.sqlite"
+    assert without_counts(audit_json(cli, tree, "--index", serial, "--jobs", "1")) == plain
+    monkeypatch.setattr(scan, "PARALLEL_MIN_FILES", 4)  # workers even for this small tree
+    received = []  # what the workers sent back (the parallel path only)
+    real = scan._received
+    monkeypatch.setattr(scan, "_received", lambda chunk, sent: received.extend(sent) or
+                        real(chunk, sent))
+    cold = audit_json(cli, tree, "--index", parallel, "--jobs", "2")
+    assert len(received) == len(listing(tree))
+    assert without_counts(cold) == plain and cold["index"]["files_read"] == len(listing(tree))
+    assert headers_table(parallel) == headers_table(serial) != []
+    with sqlite3.connect(serial) as one, sqlite3.connect(parallel) as other:
+        facts = [dict(con.execute("SELECT path, facts FROM files")) for con in (one, other)]
+    from convkit.index.facts import load_facts
+
+    assert facts[0].keys() == facts[1].keys()
+    loaded = [load_facts([blobs[path] for path in sorted(facts[0])]) for blobs in facts]
+    assert [sorted(item) for item in loaded[0]] == [sorted(item) for item in loaded[1]]
+    assert [item["scan"] for item in loaded[0]] == [item["scan"] for item in loaded[1]]
+    (tree / "notes.txt").write_text("changed\n")  # not the stored report: facts are loaded
+    warm = audit_json(cli, tree, "--index", parallel, "--jobs", "2")
+    assert without_counts(warm) == audit_json(cli, tree)
+    assert warm["index"]["files_read"] == 1
+
+
+def test_a_new_index_has_16_kib_pages_an_older_file_keeps_its_own(cli, tmp_path):
+    tree = synthetic_tree(tmp_path / "tree")
+    new, old = tmp_path / "new.sqlite", tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as con:  # an empty file made with SQLite's default pages
+        con.execute("PRAGMA page_size = 4096")
+        con.execute("VACUUM")
+    for db in (new, old):
+        assert same_with_index(cli, tree, db)["files_read"] == len(listing(tree))
+        assert same_with_index(cli, tree, db)["files_read"] == 0
+    sizes = []
+    for db in (new, old):
+        with sqlite3.connect(db) as con:
+            sizes.append(con.execute("PRAGMA page_size").fetchone()[0])
+            assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert sizes == [16384, 4096]
+    assert headers_table(new) == headers_table(old)
+
+
 def test_changes_are_found_and_only_they_are_read(cli, tmp_path):
     tree = synthetic_tree(tmp_path / "tree")
     db = tmp_path / "index.sqlite"

@@ -43,9 +43,10 @@ class HeaderCache(Protocol):
     def split(self, paths: Iterable[Path]) -> tuple[Iterable[Path], list[Outcome]]:
         """(paths to read, outcomes known for the other paths)."""
 
-    def learned(self, outcomes: list[Outcome]) -> list[Outcome]:
-        """The outcomes of the paths split() gave to read, in their order; returns the
-        outcomes of other paths that could only be settled once these were known."""
+    def learned(self, outcomes: list[Outcome], fields: list | None = None) -> list[Outcome]:
+        """The outcomes of the paths split() gave to read, in their order (and their
+        outcome_fields when header workers sent them so); returns the outcomes of other
+        paths that could only be settled once these were known."""
 
     def differences(self, other: list[SliceHeader], mine: list[SliceHeader],
                     compute: Callable[[], list[Difference]]) -> list[Difference]:
@@ -123,11 +124,11 @@ def scan_folder(
     headers: list[SliceHeader] = []
     known: list[Outcome] = []
     if cache is None:
-        outcomes = _read_headers(iter_files(root), jobs, progress, while_waiting)
+        outcomes, _ = _read_headers(iter_files(root), jobs, progress, while_waiting)
     else:
         to_read, known = cache.split(iter_files(root))
-        outcomes = _read_headers(to_read, jobs, progress, while_waiting)
-        known = [*known, *cache.learned(outcomes)]
+        outcomes, fields = _read_headers(to_read, jobs, progress, while_waiting)
+        known = [*known, *cache.learned(outcomes, fields)]
     for outcome in itertools.chain(known, outcomes):
         if isinstance(outcome, FileRecord):
             result.files.append(outcome)
@@ -161,8 +162,10 @@ _CHUNK = 256
 
 def _read_headers(paths: Iterable[Path], jobs: int, progress: ProgressCallback | None,
                   while_waiting: Callable[[list[Path]], object] | None = None,
-                  ) -> list[list[SliceHeader] | FileRecord]:
+                  ) -> tuple[list[Outcome], list[list[tuple] | tuple] | None]:
     """read_header over paths, in order; in worker processes for big trees when jobs != 1.
+    Returns the outcomes, and the outcome_fields the workers sent (None when read here): an
+    index stores those, and would otherwise make them again.
 
     Chunks go to the workers while the folder is still being walked, so that the walk
     overlaps the reading.
@@ -177,11 +180,12 @@ def _read_headers(paths: Iterable[Path], jobs: int, progress: ProgressCallback |
             outcomes.append(read_header(path))
             if progress:
                 progress(len(outcomes), len(everything))
-        return outcomes
+        return outcomes, None
     from concurrent.futures import ProcessPoolExecutor
 
     chunks: list[list[Path]] = []
     outcomes = []
+    fields: list[list[tuple] | tuple] = []
     with ProcessPoolExecutor(max_workers=workers) as pool:
         futures = []
         for chunk in _batches(itertools.chain(first, paths), _CHUNK):
@@ -191,10 +195,12 @@ def _read_headers(paths: Iterable[Path], jobs: int, progress: ProgressCallback |
         if while_waiting:  # every worker is forked by now: imports here cannot race a fork
             while_waiting([path for chunk in chunks for path in chunk])
         for chunk, future in zip(chunks, futures, strict=True):
-            outcomes.extend(_received(chunk, future.result()))
+            sent = future.result()
+            fields.extend(sent)
+            outcomes.extend(_received(chunk, sent))
             if progress:
                 progress(len(outcomes), total)
-    return outcomes
+    return outcomes, fields
 
 
 def _batches(items: Iterable[Path], size: int) -> Iterable[list[Path]]:

@@ -155,6 +155,7 @@ def _file_rows(report: AuditReport, facts: FileFacts) -> list[FileRow]:
     audit's files table changed (an unchanged file with the same row is left as it is)."""
     rows = []
     entries, stored_files = facts.entries, facts.stored
+    texts: dict[tuple, str] = {}  # the text of each tuple value (a series' share most)
     for row in report.files:
         entry = entries.get(row["path"]) or facts.entry(Path(row["path"]))
         cells = (row["kind"], row["status"], row["reason"], row["series"])
@@ -165,23 +166,29 @@ def _file_rows(report: AuditReport, facts: FileFacts) -> list[FileRow]:
         keep = changed and entry.key is not None and "scan" in entry.facts
         rows.append(FileRow(entry.path, entry.key, cells, changed,
                             dump_facts(entry.facts) if keep else None,
-                            _header_rows(entry.path, entry.facts.get("scan")) if changed
+                            _header_rows(entry.path, entry.facts.get("scan"), texts) if changed
                             else None,
                             row_changed=stored is None or stored.row != cells,
                             was_stored=stored is not None))
     return rows
 
 
-def _header_rows(path: str, scan: Any) -> list[tuple]:
-    """`headers` rows of one file from its scan outcome (as scan.outcome_fields gives it)."""
+def _header_rows(path: str, scan: Any, texts: dict[tuple, str]) -> list[tuple]:
+    """`headers` rows of one file from its scan outcome (as scan.outcome_fields gives it).
+    texts: the backslash-joined text of tuples met before (its values are floats or text,
+    so equal tuples have equal text)."""
     if not isinstance(scan, list):
         return []
     rows = []
     for fields in scan:
         cells = list(_columns_of(fields))
         for i in _TUPLE_COLUMNS:
-            if cells[i] is not None:
-                cells[i] = "\\".join(map(str, cells[i]))
+            value = cells[i]
+            if value is not None:
+                text = texts.get(value)
+                if text is None:
+                    text = texts[value] = "\\".join(map(str, value))
+                cells[i] = text
         diffusion = fields[_DIFFUSION_AT]
         rows.append((path, fields[_FRAME_AT], *cells,
                      None if diffusion is None else float(diffusion.bvalue)))

@@ -247,14 +247,17 @@ class FileFacts:
             known.append(outcome_from_fields(Path(text), facts["scan"]))
         return known
 
-    def learned(self, outcomes: list[Outcome]) -> list[Outcome]:
-        """The outcomes of the paths split() gave to read, in their order; returns those of
-        the duplicates split() left whose SOPInstanceUIDs a file read now or gone shares
-        (loaded); the others are settled as the last audit had them (settled_copies)."""
+    def learned(self, outcomes: list[Outcome], fields: list | None = None) -> list[Outcome]:
+        """The outcomes of the paths split() gave to read, in their order (fields: their
+        outcome_fields, when known); returns those of the duplicates split() left whose
+        SOPInstanceUIDs a file read now or gone shares (loaded); the others are settled as
+        the last audit had them (settled_copies)."""
         self.read = len(outcomes)
-        for path, outcome in zip(self._reading, outcomes, strict=True):
+        if fields is None:
+            fields = [outcome_fields(outcome) for outcome in outcomes]
+        for path, scanned in zip(self._reading, fields, strict=True):
             entry = self.entries[str(path)]
-            entry.facts = {"scan": outcome_fields(outcome)}
+            entry.facts = {"scan": scanned}
             entry.learned = True
         if not self._deferred:
             return []
