@@ -1,14 +1,17 @@
 """Batch conversion of a tree of series: serial dcm2niix over the series folders (what users
 script today) against convkit dicom2nii --jobs 1, --jobs 2, the default --jobs (every core)
 and a two-worker local Dask cluster, and a no-op rerun of the whole tree, side by side in
-one run (with the start-up of `convkit dicom2nii --help`, the floor of any run).
+one run (with the start-up of `convkit dicom2nii --help`, the floor of any run, and two
+`--jobs 1` processes started together on the two halves of the folders, the ceiling of
+`--jobs 2` on two cores).
 
     .venv/bin/python benchmarks/batch.py [--series 16] [--size 256] [--repeats 1] [--pairs 0]
                                          [--work DIR]
 
 Input: --series synthetic CT series of 100 to 300 slices (evenly spread), --size x --size
 int16, in one folder each; built once and cached under --work. Every tool runs as a whole
-process into a fresh folder; reported: the median wall time and the ratio to --jobs 1.
+process into a fresh folder, after os.sync() (the last run's outputs are not written back
+during the next); reported: the median wall time and the ratio to --jobs 1.
 Afterwards the outputs of --jobs 2, the default and Dask are compared byte for byte with
 --jobs 1. On a shared machine the figures depend on what else runs: the script prints the
 load average and how many of two cores a pure-Python loop got before and after the run.
@@ -67,6 +70,7 @@ def build_tree(tree: Path, series: int, size: int) -> int:
 
 
 def timed(command: list[str]) -> float:
+    os.sync()  # the last run's outputs written back now, not during this run
     started = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                    env=ENV)
@@ -76,6 +80,38 @@ def timed(command: list[str]) -> float:
 def convkit_each(tree: Path, out: Path) -> list[list[str]]:
     return [[*CONVKIT, "dicom2nii", str(folder), str(out / folder.name), "--jobs", "1"]
             for folder in sorted(p for p in tree.iterdir() if p.is_dir())]
+
+
+def halves(tree: Path, work: Path) -> list[Path]:
+    """The series folders in two trees of hard links with about as many bytes each (the
+    largest folder first, each to the lighter half)."""
+    folders = sorted((p for p in tree.iterdir() if p.is_dir()),
+                     key=lambda p: -sum(f.stat().st_size for f in p.iterdir()))
+    roots = [work / "halves" / "a", work / "halves" / "b"]
+    shutil.rmtree(work / "halves", ignore_errors=True)
+    weight = [0, 0]
+    for folder in folders:
+        half = weight.index(min(weight))
+        weight[half] += sum(f.stat().st_size for f in folder.iterdir())
+        (roots[half] / folder.name).mkdir(parents=True)
+        for file in folder.iterdir():
+            os.link(file, roots[half] / folder.name / file.name)
+    return roots
+
+
+def two_at_once(roots: list[Path], out: Path) -> float:
+    """Wall time of two `--jobs 1` processes started together, one per half tree: what two
+    processes can do when neither waits for the other (no shared scan, no shared manifest),
+    the ceiling of --jobs 2 on two cores."""
+    os.sync()
+    started = time.perf_counter()
+    running = [subprocess.Popen([*CONVKIT, "dicom2nii", str(root), str(out / root.name),
+                                 "--jobs", "1"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=ENV) for root in roots]
+    codes = [process.wait() for process in running]
+    if any(codes):
+        raise RuntimeError(f"convkit exited with {codes}")
+    return time.perf_counter() - started
 
 
 def dcm2niix_each(tree: Path, out: Path) -> list[list[str]]:
@@ -100,11 +136,18 @@ def run_all(tree: Path, work: Path, repeats: int) -> dict[str, float]:
         "convkit --scheduler local (2 workers)": ["--scheduler", "local", "--jobs", "2"],
     }
     times: dict[str, list[float]] = {name: [] for name in tools}
+    roots = halves(tree, work)
+    together = "(two --jobs 1 at once, each on half the folders)"
+    times[together] = []
     for _ in range(repeats):
+        out = work / "two_at_once"
+        shutil.rmtree(out, ignore_errors=True)
+        times[together].append(two_at_once(roots, out))
         for name, extra in tools.items():
             out = work / name.replace(",", "").replace(" ", "_").replace("-", "")
             shutil.rmtree(out, ignore_errors=True)
             if extra is None:
+                os.sync()
                 started = time.perf_counter()
                 for command in each[name](tree, out):
                     subprocess.run(command, check=True, stdout=subprocess.DEVNULL,
