@@ -170,6 +170,15 @@ def test_header_workers_give_the_index_what_a_serial_scan_gives(cli, tmp_path, m
     warm = audit_json(cli, tree, "--index", parallel, "--jobs", "2")
     assert without_counts(warm) == audit_json(cli, tree)
     assert warm["index"]["files_read"] == 1
+    for path in (tree / "ct1").iterdir():  # read again by the workers: rows replaced, once
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    received.clear()
+    again = audit_json(cli, tree, "--index", parallel, "--jobs", "2")
+    assert len(received) == 6 and again["index"]["files_read"] == 6
+    assert without_counts(again) == audit_json(cli, tree)
+    fresh = tmp_path / "fresh.sqlite"
+    audit_json(cli, tree, "--index", fresh, "--jobs", "1")
+    assert headers_table(parallel) == headers_table(fresh)
 
 
 def test_a_new_index_has_16_kib_pages_an_older_file_keeps_its_own(cli, tmp_path):
