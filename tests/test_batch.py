@@ -491,6 +491,42 @@ def test_a_damaged_manifest_is_an_output_error(cli, tmp_path):
     assert visible(tmp_path / "out") == {}
 
 
+WORKER_TWICE_TERMINATED = """
+import os, shutil, signal, sys, time
+from pathlib import Path
+from convkit.batch import executors
+from convkit.formats import output
+
+executors._worker_setup()
+real = shutil.rmtree
+
+def removal_interrupted(path, *args, **named):
+    os.kill(os.getpid(), signal.SIGTERM)  # the pool's second terminate(), mid clean-up
+    time.sleep(0.05)
+    real(path, *args, **named)
+
+shutil.rmtree = removal_interrupted
+
+def convert(task):
+    with output.staged_files(Path(sys.argv[1])) as staging:
+        (staging / "1_s1.nii.gz").write_bytes(b"part of a volume")
+        os.kill(os.getpid(), signal.SIGTERM)  # the first: while converting
+        time.sleep(5)
+
+executors._worker_call(convert, None)
+"""
+
+
+@linux_only
+def test_a_worker_terminated_twice_still_removes_its_staging_folder(tmp_path):
+    """When one worker ends, the process pool terminates the others once more: a worker
+    whose first SIGTERM is unwinding its staging folder must finish removing it."""
+    done = subprocess.run([sys.executable, "-c", WORKER_TWICE_TERMINATED, str(tmp_path)],
+                          env=ENV, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 143, done.stderr
+    assert list(tmp_path.iterdir()) == []  # no staging folder, nothing published
+
+
 @linux_only
 @pytest.mark.subprocess
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)],

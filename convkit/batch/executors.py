@@ -6,7 +6,8 @@ progress bar.
 Local workers are started by forkserver (no fork of a process with threads: the progress
 bar's, SQLite's). They ignore SIGINT (Ctrl-C reaches the whole process group; the parent
 decides) and turn SIGTERM into a KeyboardInterrupt while converting, so that the staging
-folder of the series in progress is removed (formats.output) before they exit.
+folder of the series in progress is removed (formats.output) before they exit; a second
+SIGTERM meanwhile is ignored, as the command's own process ignores a second signal.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def _as_finished(futures: dict[Any, SeriesTask]) -> Iterator[tuple[SeriesTask, A
 
 # -- local worker processes ----------------------------------------------------------------
 
-_BUSY = {"converting": False}
+#: Set by item assignment only: a call would let a signal handler run in between.
+_BUSY = {"converting": False, "stopping": False}
 
 
 def _worker_setup() -> None:
@@ -79,7 +81,10 @@ def _worker_setup() -> None:
 
 
 def _worker_sigterm(signum: int, frame: FrameType | None) -> None:
+    if _BUSY["stopping"]:  # a second SIGTERM (the pool terminates the other workers again
+        return  # once one has ended) must not cut the clean-up short: the exit follows it
     if _BUSY["converting"]:
+        _BUSY["stopping"] = True
         raise KeyboardInterrupt  # unwinds the staging folder of the series in progress
     os._exit(128 + signum)
 
