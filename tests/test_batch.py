@@ -260,6 +260,30 @@ def test_a_damaged_file_facts_cache_is_made_anew(cli, tmp_path):
     db.close()
 
 
+def test_damaged_facts_in_the_cache_are_read_again_never_used(cli, tmp_path):
+    """A facts blob of OUT/.convkit/index.sqlite damaged on disk (its CRC-32 no longer
+    matches) costs one full scan: the conversion goes on, and the cache is made anew."""
+    stored = make_tree(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    cli("dicom2nii", tmp_path / "in", out, check_code=0)
+    index = out / ".convkit" / "index.sqlite"
+    db = sqlite3.connect(index)
+    path, blob = db.execute("SELECT path, facts FROM files WHERE facts IS NOT NULL "
+                            "LIMIT 1").fetchone()
+    damaged = bytearray(blob)
+    damaged[len(damaged) // 2] ^= 0x04
+    db.execute("UPDATE files SET facts = ? WHERE path = ?", (bytes(damaged), path))
+    db.commit()
+    db.close()
+    (tmp_path / "in" / "notes.txt").write_text("not DICOM")  # the tree changed: a scan runs
+    again = cli("dicom2nii", tmp_path / "in", out, "--json", check_code=0)
+    assert statuses(again) == {"1_s1": "up to date", "2_s2": "up to date"}
+    db = sqlite3.connect(index)
+    assert db.execute("SELECT files, files_read FROM runs").fetchall() == [(13, 13)]
+    db.close()
+    check_voxels(out, stored)
+
+
 def test_a_manifest_of_schema_1_is_upgraded_and_still_verified(cli, tmp_path):
     make_tree(tmp_path / "in", 2)
     out = tmp_path / "out"

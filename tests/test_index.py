@@ -344,12 +344,65 @@ def test_crafted_pickle_is_refused_and_never_run(cli, tmp_path):
         def __reduce__(self):
             return (os.system, (f"touch {marker}",))
 
+    from convkit.index.facts import seal
+
+    crafted = pickle.dumps(Payload(), 3)
+    # sealed as convkit seals facts, the unpickler refuses it; without the seal, the seal does
+    for blob, why in ((seal(crafted), "is not a class the index stores"), (crafted, "CRC-32")):
+        with sqlite3.connect(db) as con:
+            con.execute("UPDATE files SET facts = ?", (blob,))
+            con.execute("DELETE FROM reports")
+        done = cli("audit", tree, "--index", db, check_code=5)
+        assert "damaged file facts" in done.stderr and "--rebuild" in done.stderr
+        assert why in done.stderr, done.stderr
+        assert not marker.exists()
+
+
+def test_a_byte_damaged_in_stored_facts_is_an_error_never_another_answer(cli, tmp_path):
+    """SQLite checks its pages' structure, not the values in them: one byte of a stored
+    position changed on disk would be read as another geometry. Each facts blob carries
+    its CRC-32: the audit refuses the index (exit 5, --rebuild), and --rebuild gives the
+    audit without an index again."""
+    import dataclasses
+    import struct
+
+    from convkit.dicom.header import SliceHeader
+    from convkit.index.facts import load_facts
+
+    tree = synthetic_tree(tmp_path / "tree")
+    db = tmp_path / "index.sqlite"
+    same_with_index(cli, tree, db)
     with sqlite3.connect(db) as con:
-        con.execute("UPDATE files SET facts = ?", (pickle.dumps(Payload(), 3),))
-        con.execute("DELETE FROM reports")
-    done = cli("audit", tree, "--index", db, check_code=5)
+        path, blob = con.execute("SELECT path, facts FROM files WHERE path LIKE ? LIMIT 1",
+                                 (f"{tree}/ct1/%",)).fetchone()
+    at = [f.name for f in dataclasses.fields(SliceHeader)][1:].index("position")
+    z = load_facts([blob])[0]["scan"][0][at][2]
+    damaged = bytearray(blob)
+    start = bytes(damaged).index(struct.pack(">d", z))  # pickle stores floats big-endian
+    damaged[start + 1] ^= 0x01  # one bit of the slice position
+    unsealed = pickle.loads(bytes(damaged[:-4]))  # read without the seal: another position
+    assert unsealed["scan"][0][at][2] != z
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE files SET facts = ? WHERE path = ?", (bytes(damaged), path))
+    (tree / "notes.txt").write_text("changed\n")  # not the stored report: facts are loaded
+    done = cli("audit", tree, "--index", db, "--json", check_code=5)
     assert "damaged file facts" in done.stderr and "--rebuild" in done.stderr
-    assert not marker.exists()
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    rebuilt = audit_json(cli, tree, "--index", db, "--rebuild")
+    assert without_counts(rebuilt) == audit_json(cli, tree)
+
+
+def test_a_damaged_stored_report_is_an_error_with_a_hint(cli, tmp_path):
+    tree = synthetic_tree(tmp_path / "tree")
+    db = tmp_path / "index.sqlite"
+    same_with_index(cli, tree, db)
+    with sqlite3.connect(db) as con:
+        report = bytearray(con.execute("SELECT report FROM reports").fetchone()[0])
+        report[len(report) // 2] ^= 0x40
+        con.execute("UPDATE reports SET report = ?", (bytes(report),))
+    done = cli("audit", tree, "--index", db, "--json", check_code=5)  # unchanged: the report
+    assert "damaged report" in done.stderr and "--rebuild" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_older_schema_is_rebuilt_newer_refused(cli, tmp_path):

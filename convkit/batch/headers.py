@@ -40,16 +40,22 @@ class HeaderCache:
         self.path = index_path(out_dir)
         self.started = now()
         self.facts = FileFacts({}, dict)
+        self.damaged = False  # the file holds damaged facts: save() makes it anew
 
     def scan(self, progress: ProgressCallback | None, jobs: int) -> ScanResult:
-        """scan_folder of in_dir, opening only the files that are new or changed."""
+        """scan_folder of in_dir, opening only the files that are new or changed (every
+        file when the cache holds damaged facts)."""
         index = self._open() if self.path.is_file() else None
-        if index is None:
-            return scan_folder(self.in_dir, progress, jobs=jobs, cache=self.facts)
-        with index, index.snapshot():  # one consistent read
-            self.facts = FileFacts(index.stored_files(self.root),
-                                   functools.partial(index.stored_facts, self.root))
-            return scan_folder(self.in_dir, progress, jobs=jobs, cache=self.facts)
+        if index is not None:
+            try:
+                with index, index.snapshot():  # one consistent read
+                    self.facts = FileFacts(index.stored_files(self.root),
+                                           functools.partial(index.stored_facts, self.root))
+                    return scan_folder(self.in_dir, progress, jobs=jobs, cache=self.facts)
+            except IndexFileError:
+                self.damaged = True
+        self.facts = FileFacts({}, dict)
+        return scan_folder(self.in_dir, progress, jobs=jobs, cache=self.facts)
 
     def save(self) -> None:
         """Write the files the scan read (and drop those gone), unless there is none: a
@@ -76,7 +82,7 @@ class HeaderCache:
         or written: the scan reads every file, as without it."""
         try:
             try:
-                return open_index(self.path)
+                return open_index(self.path, rebuild=self.damaged)
             except IndexFileError:
                 return open_index(self.path, rebuild=True)
         except ConvkitError:

@@ -34,7 +34,7 @@ from typing import Any
 
 from convkit import __version__, sqlite_files
 from convkit.audit.report import FILE_COLUMNS, FINDING_COLUMNS, SERIES_COLUMNS, VOLUME_COLUMNS
-from convkit.errors import ConvkitError, OutputError
+from convkit.errors import ConvkitError, OutputError, exception_reason
 from convkit.index.errors import IndexBusyError, IndexFileError
 from convkit.index.facts import Stored, facts_version
 
@@ -216,7 +216,11 @@ class Index:
             return None
         if rows[0][2] < int(self.meta("files_run") or 0):  # files changed since, by the audit
             return None  # of another root of the index (a folder inside this one)
-        return json.loads(zlib.decompress(rows[0][1]))
+        try:  # zlib checks what it inflates (Adler-32): a damaged report is not read
+            return json.loads(zlib.decompress(rows[0][1]))
+        except (zlib.error, ValueError) as exc:
+            raise IndexFileError(f"the index {self.path} holds a damaged report of {root} "
+                                 f"({exception_reason(exc)})") from exc
 
     def _last_run(self) -> int:
         return int(self._query("SELECT coalesce(max(id), 0) FROM runs")[0][0])

@@ -7,8 +7,10 @@ FileFacts for them; FileFacts answers from the index when the file's stat key
 (size, mtime_ns, inode, ctime_ns) is the one stored with them, and otherwise
 computes them (reads the file) and remembers them for the index.
 
-Facts are stored as pickles, loaded by an unpickler that builds only the classes
-listed in SAFE_GLOBALS: a crafted index file cannot run code.
+Facts are stored as pickles, each sealed with its CRC-32 (checked before it is read:
+SQLite checks the structure of its pages, not the values in them, so a byte damaged on
+disk would otherwise be read as another position or UID), and loaded by an unpickler that
+builds only the classes listed in SAFE_GLOBALS: a crafted index file cannot run code.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import io
 import os
 import pickle
 import stat
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +43,10 @@ StatKey = tuple[int, int, int, int]
 #: Protocol 3: its memo entries carry explicit numbers, so that many pickles can be read
 #: by one unpickler in a row (protocol 4's implicit numbering would run on across them).
 PICKLE_PROTOCOL = 3
+#: How a facts blob is laid out: 2 = the pickle, then its CRC-32 (4 bytes, little endian).
+#: Part of facts_version: blobs of another layout are read again, never misread.
+FACTS_LAYOUT = 2
+_SEAL = 4
 
 #: Globals the index's pickles may name: numpy arrays and scalars, paths, convkit's own
 #: value classes. Anything else is refused (a foreign or crafted index).
@@ -66,7 +73,7 @@ def facts_version() -> str:
               for cls in (SliceHeader, FileRecord, VolumeHeader, SizeCheck, MosaicLayout,
                           Diffusion)]
     digest = hashlib.sha256(";".join(shapes).encode()).hexdigest()[:16]
-    return f"{__version__}:{digest}"
+    return f"{__version__}:{FACTS_LAYOUT}:{digest}"
 
 
 class _SafeUnpickler(pickle.Unpickler):
@@ -77,14 +84,26 @@ class _SafeUnpickler(pickle.Unpickler):
 
 
 def dump_facts(facts: dict[str, Any]) -> bytes:
-    return pickle.dumps(facts, PICKLE_PROTOCOL)
+    return seal(pickle.dumps(facts, PICKLE_PROTOCOL))
+
+
+def seal(data: bytes) -> bytes:
+    """data followed by its CRC-32: what a stored facts blob is (FACTS_LAYOUT)."""
+    return data + zlib.crc32(data).to_bytes(_SEAL, "little")
 
 
 def load_facts(blobs: list[bytes]) -> list[dict[str, Any]]:
-    """Unpickle many facts at once (one unpickler over the joined pickles: fast)."""
+    """Unpickle many facts at once (one unpickler over the joined pickles: fast), each
+    checked against its seal first (ValueError when one is damaged)."""
     if not blobs:
         return []
-    unpickler = _SafeUnpickler(io.BytesIO(b"".join(blobs)))
+    pickles = []
+    for blob in blobs:
+        data = memoryview(blob)[:-_SEAL]
+        if len(blob) <= _SEAL or zlib.crc32(data).to_bytes(_SEAL, "little") != blob[-_SEAL:]:
+            raise ValueError("a stored facts blob does not match its CRC-32")
+        pickles.append(data)
+    unpickler = _SafeUnpickler(io.BytesIO(b"".join(pickles)))
     return [unpickler.load() for _ in blobs]
 
 
