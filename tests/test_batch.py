@@ -246,27 +246,12 @@ def test_rerun_reads_only_new_and_changed_input_files(cli, tmp_path):
     check_voxels(out, {label: stored[label] for label in ("2_s2", "3_s3")})
 
 
-def test_a_damaged_file_facts_cache_is_made_anew(cli, tmp_path):
-    make_tree(tmp_path / "in", 2)
-    out = tmp_path / "out"
-    cli("dicom2nii", tmp_path / "in", out, check_code=0)
-    index = out / ".convkit" / "index.sqlite"
+def _garbage_over_the_file(index: Path) -> None:
     index.write_bytes(b"not a database" * 100)
-    (tmp_path / "in" / "notes.txt").write_text("not DICOM")  # the tree changed: a scan runs
-    again = cli("dicom2nii", tmp_path / "in", out, "--json", check_code=0)
-    assert statuses(again) == {"1_s1": "up to date", "2_s2": "up to date"}
-    db = sqlite3.connect(index)
-    assert db.execute("SELECT files, files_read FROM runs").fetchall() == [(13, 13)]
-    db.close()
 
 
-def test_damaged_facts_in_the_cache_are_read_again_never_used(cli, tmp_path):
-    """A facts blob of OUT/.convkit/index.sqlite damaged on disk (its CRC-32 no longer
-    matches) costs one full scan: the conversion goes on, and the cache is made anew."""
-    stored = make_tree(tmp_path / "in", 2)
-    out = tmp_path / "out"
-    cli("dicom2nii", tmp_path / "in", out, check_code=0)
-    index = out / ".convkit" / "index.sqlite"
+def _one_facts_blob_damaged(index: Path) -> None:
+    """One byte of a stored facts blob changed: its CRC-32 no longer matches."""
     db = sqlite3.connect(index)
     path, blob = db.execute("SELECT path, facts FROM files WHERE facts IS NOT NULL "
                             "LIMIT 1").fetchone()
@@ -275,6 +260,18 @@ def test_damaged_facts_in_the_cache_are_read_again_never_used(cli, tmp_path):
     db.execute("UPDATE files SET facts = ? WHERE path = ?", (bytes(damaged), path))
     db.commit()
     db.close()
+
+
+@pytest.mark.parametrize("damage", [_garbage_over_the_file, _one_facts_blob_damaged],
+                         ids=["file", "facts"])
+def test_a_damaged_file_facts_cache_is_made_anew(cli, tmp_path, damage):
+    """Damage to OUT/.convkit/index.sqlite (the whole file, or one facts blob) costs one
+    full scan: the conversion goes on, and the cache is made anew."""
+    stored = make_tree(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    cli("dicom2nii", tmp_path / "in", out, check_code=0)
+    index = out / ".convkit" / "index.sqlite"
+    damage(index)
     (tmp_path / "in" / "notes.txt").write_text("not DICOM")  # the tree changed: a scan runs
     again = cli("dicom2nii", tmp_path / "in", out, "--json", check_code=0)
     assert statuses(again) == {"1_s1": "up to date", "2_s2": "up to date"}
