@@ -538,6 +538,30 @@ executors._worker_call(convert, None)
 """
 
 
+WORKER_ABSORBS_THE_INTERRUPT = """
+import os, signal, time
+from convkit.batch import executors
+
+executors._worker_setup()
+
+def convert(task):
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    except KeyboardInterrupt:  # code that swallows it, and returns
+        return "converted"
+
+print(executors._worker_call(convert, None))
+"""
+
+
+@linux_only
+def test_a_terminated_worker_ends_even_when_its_task_absorbed_the_interrupt():
+    done = subprocess.run([sys.executable, "-c", WORKER_ABSORBS_THE_INTERRUPT], env=ENV,
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert (done.returncode, done.stdout) == (143, ""), done.stderr
+
+
 @linux_only
 def test_a_worker_terminated_twice_still_removes_its_staging_folder(tmp_path):
     """When one worker ends, the process pool terminates the others once more: a worker

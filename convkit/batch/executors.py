@@ -92,11 +92,14 @@ def _worker_sigterm(signum: int, frame: FrameType | None) -> None:
 def _worker_call(function: TaskFunction, task: SeriesTask) -> TaskOutcome:
     _BUSY["converting"] = True
     try:
-        return function(task)
+        outcome = function(task)
     except KeyboardInterrupt:
         os._exit(128 + signal.SIGTERM)
     finally:
         _BUSY["converting"] = False
+    if _BUSY["stopping"]:  # terminated, and the interrupt was absorbed on the way: end now
+        os._exit(128 + signal.SIGTERM)
+    return outcome
 
 
 def _forkserver_context() -> Any:
