@@ -85,14 +85,14 @@ def convkit_each(tree: Path, out: Path) -> list[list[str]]:
 def halves(tree: Path, work: Path) -> list[Path]:
     """The series folders in two trees of hard links with about as many bytes each (the
     largest folder first, each to the lighter half)."""
-    folders = sorted((p for p in tree.iterdir() if p.is_dir()),
-                     key=lambda p: -sum(f.stat().st_size for f in p.iterdir()))
+    sizes = {folder: sum(f.stat().st_size for f in folder.iterdir())
+             for folder in tree.iterdir() if folder.is_dir()}
     roots = [work / "halves" / "a", work / "halves" / "b"]
     shutil.rmtree(work / "halves", ignore_errors=True)
     weight = [0, 0]
-    for folder in folders:
+    for folder in sorted(sizes, key=lambda folder: -sizes[folder]):
         half = weight.index(min(weight))
-        weight[half] += sum(f.stat().st_size for f in folder.iterdir())
+        weight[half] += sizes[folder]
         (roots[half] / folder.name).mkdir(parents=True)
         for file in folder.iterdir():
             os.link(file, roots[half] / folder.name / file.name)

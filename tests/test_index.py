@@ -325,8 +325,9 @@ def test_damaged_index_pages_are_an_error_not_a_wrong_answer(cli, tmp_path):
     with sqlite3.connect(db) as con:
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     data = bytearray(db.read_bytes())
-    page = 4096
-    for start in range(page, len(data), page):  # every page after the header
+    page = int.from_bytes(data[16:18], "big")  # the file's page size (its header says)
+    assert page == 16384
+    for start in range(page, len(data), page):  # every page after the first
         data[start:start + 64] = os.urandom(64)
     db.write_bytes(bytes(data))
     done = cli("audit", tree, "--index", db, "--json")
