@@ -215,3 +215,29 @@ def test_transfer_syntaxes_decode_to_the_stored_values(cli, tmp_path, syntax):
     image = nib.load(tmp_path / "out" / "1_synthetic.nii.gz")
     np.testing.assert_array_equal(np.asarray(image.dataobj.get_unscaled()),
                                   stored.transpose(2, 1, 0))
+
+
+def test_the_progress_bar_starts_its_thread_at_its_first_update(monkeypatch):
+    """Until the first update the command runs one thread (it may then fork its batch
+    workers: batch.executors.can_fork); the bar draws from then on, and stops with it."""
+    import io
+    import threading
+    import time
+
+    from rich.console import Console
+
+    from convkit.cli import progress as progress_module
+
+    terminal = Console(file=io.StringIO(), force_terminal=True, width=80)
+    monkeypatch.setattr(progress_module, "error_console", lambda: terminal)
+    before = threading.active_count()
+    with progress_module.progress_bar() as update:
+        assert update is not None and threading.active_count() == before
+        update("scan", 1, 4)
+        assert threading.active_count() == before + 1  # the bar's redrawing thread
+        update("scan", 4, 4)
+    assert "Scanning headers" in terminal.file.getvalue()
+    deadline = time.monotonic() + 5  # rich tells its thread to stop, and does not wait
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() == before

@@ -24,7 +24,9 @@ STAGE_LABELS = {"scan": "Scanning headers"}
 def progress_bar(enabled: bool = True, labels: dict[str, str] | None = None) -> Iterator:
     """Yield a callback(stage, done, total); draws only when stderr is a terminal.
 
-    labels: task label per stage name (added to STAGE_LABELS).
+    labels: task label per stage name (added to STAGE_LABELS). The bar (and the thread
+    that redraws it) starts at the first call: until then the command runs one thread,
+    so that it may fork its workers (batch.executors.can_fork).
     """
     known = {**STAGE_LABELS, **(labels or {})}
     console = error_console()
@@ -33,13 +35,18 @@ def progress_bar(enabled: bool = True, labels: dict[str, str] | None = None) -> 
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
-        tasks: dict[str, TaskID] = {}
+    bar = Progress(*columns, console=console, transient=True)
+    tasks: dict[str, TaskID] = {}
 
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                label = known.get(stage, f"Converting {stage}")
-                tasks[stage] = bar.add_task(label, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
+    def update(stage: str, done: int, total: int) -> None:
+        if not tasks:
+            bar.start()
+        if stage not in tasks:
+            label = known.get(stage, f"Converting {stage}")
+            tasks[stage] = bar.add_task(label, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
 
+    try:
         yield update
+    finally:
+        bar.stop()
