@@ -12,12 +12,13 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from convkit import cores
-from convkit.batch.executors import warm_up
+from convkit import collector, cores
+from convkit.batch.executors import LocalPool, warm_up
 from convkit.batch.headers import HeaderCache
 from convkit.batch.manifest import Manifest
 from convkit.batch.report import ConversionReport, SeriesResult
@@ -135,64 +136,85 @@ def convert_folder(
     scan_progress = (lambda d, t: progress("scan", d, t)) if progress else None
     # the input tree as it is before the scan reads it: an unchanged rerun's snapshot
     tree = None if list_only else tree_state(in_dir)
-    scan_jobs = jobs
-    if tree is not None and workers_likely(sum(entry[1] for entry in tree),
-                                           len({os.path.dirname(entry[0]) for entry in tree}),
-                                           jobs, scheduler):
-        warm_up()  # the workers' process gets ready on one core while the others scan
-        scan_jobs = max(1, cores.for_jobs(jobs) - 1)
-    # big trees: headers in worker processes, as the audit; a rerun reads only new files
-    cache = None if out_path is None else HeaderCache(in_dir, out_path)
-    scan = scan_folder(in_dir, scan_progress, jobs=scan_jobs) if cache is None \
-        else cache.scan(scan_progress, scan_jobs)
-    name_series(scan.series, name_template)
-    groups = _select(scan, select)
-    report = ConversionReport(str(in_dir), str(out_path or ""), [], scan.files)
-    if list_only:
-        report.series = [_result(g, Outcome.FOUND) for g in groups]
-        return report
-    assert out_path is not None, "_check_output_dir returns a folder unless list_only"
-    suffix = FORMATS[fmt]
-    key = options_key(options, fmt, overlays)
-    with one_run(out_path) as manifest:
-        if cache is not None:
-            cache.save()
-        left = remove_stale_staging(out_path)  # under the run's lock: no other run writes
-        if left:
-            report.notes.append(f"removed {len(left)} staging folder(s) a killed run left "
-                                f"in {out_path}")
-        items = plan_items(groups, manifest.rows(), in_dir, key, out_path,
-                           lambda group: _all_targets(out_path, group, suffix),
-                           force=force, retry_failed=retry_failed)
-        check_collisions(out_path, [i.group for i in items if i.converts and not i.owned],
-                         suffix, force, overlays)
-        check_collisions(out_path, [i.group for i in items if i.converts and i.owned],
-                         suffix, True, overlays)
-        unreadable = _unreadable_by_series(scan)
-        hooks = Hooks(convert_task, lambda item: _settled(item, unreadable, out_path),
-                      lambda group: _all_targets(out_path, group, suffix),
-                      lambda group: _targets(out_path, group.label, suffix))
-        run = BatchRun(manifest, hooks, SeriesTask(groups[0], str(in_dir), str(out_path), suffix,
-                                                   options, force, overlays, max_volume_bytes()),
-                       key, progress, report.series, report.output_failed)
-        executor = choose_executor(items, jobs, scheduler, options, report.notes)
-        try:
-            if executor is None:
-                with cores.limited(cores.for_jobs(jobs)):  # --jobs: the cores of the run
-                    run.serial(items)
-            else:
-                with executor:
-                    run.parallel(items, executor)
-        except KeyboardInterrupt:
-            _interrupted(report, groups, run.before)
-        request = Request(in_dir, out_path, key, name_template, list(select or []),
-                          seg_overlap, retry_failed)
-        _remember_rerun(manifest, request, tree, report, items, scan)
+    with _early_workers(tree, jobs, scheduler) as (early, scan_jobs):
+        # big trees: headers in worker processes, as the audit; a rerun reads only new files
+        cache = None if out_path is None else HeaderCache(in_dir, out_path)
+        with collector.paused():  # thousands of headers, kept to the end
+            scan = scan_folder(in_dir, scan_progress, jobs=scan_jobs, workers=early) \
+                if cache is None else cache.scan(scan_progress, scan_jobs, early)
+        name_series(scan.series, name_template)
+        groups = _select(scan, select)
+        report = ConversionReport(str(in_dir), str(out_path or ""), [], scan.files)
+        if list_only:
+            report.series = [_result(g, Outcome.FOUND) for g in groups]
+            return report
+        assert out_path is not None, "_check_output_dir returns a folder unless list_only"
+        suffix = FORMATS[fmt]
+        key = options_key(options, fmt, overlays)
+        with one_run(out_path) as manifest:
+            left = remove_stale_staging(out_path)  # under the run's lock: no other run writes
+            if left:
+                report.notes.append(f"removed {len(left)} staging folder(s) a killed run "
+                                    f"left in {out_path}")
+            items = plan_items(groups, manifest.rows(), in_dir, key, out_path,
+                               lambda group: _all_targets(out_path, group, suffix),
+                               force=force, retry_failed=retry_failed,
+                               stat_of=cache.stat_of if cache else None)
+            converting = [item for item in items if item.converts]
+            check_collisions(out_path, [i.group for i in converting if not i.owned], suffix,
+                             force, overlays)
+            check_collisions(out_path, [i.group for i in converting if i.owned], suffix, True,
+                             overlays)
+            unreadable = _unreadable_by_series(scan)
+            hooks = Hooks(convert_task, lambda item: _settled(item, unreadable, out_path),
+                          lambda group: _all_targets(out_path, group, suffix),
+                          lambda group: _targets(out_path, group.label, suffix))
+            template = SeriesTask(groups[0], str(in_dir), str(out_path), suffix, options, force,
+                                  overlays, max_volume_bytes())
+            run = BatchRun(manifest, hooks, template, key, progress, report.series,
+                           report.output_failed, meanwhile=cache.save if cache else None)
+            executor = choose_executor(items, jobs, scheduler, options, report.notes, early)
+            if early is not None and executor is not early:
+                early.close()  # fewer series, or less memory, than workers
+            try:
+                if executor is None:
+                    with cores.limited(cores.for_jobs(jobs)):  # --jobs: the cores of the run
+                        run.serial(items)
+                else:
+                    with executor:
+                        run.parallel(items, executor)
+            except KeyboardInterrupt:
+                _interrupted(report, groups, run.before)
+            request = Request(in_dir, out_path, key, name_template, list(select or []),
+                              seg_overlap, retry_failed)
+            _remember_rerun(manifest, request, tree, report, items, scan)
     _mark_refused_files(report, groups)
     with cores.limited(cores.for_jobs(jobs)):
         _convert_segmentations(report, scan, groups, out_path, suffix, options, force,
                                seg_overlap)
     return report
+
+
+@contextmanager
+def _early_workers(tree: list | None, jobs: int, scheduler: str | None,
+                   ) -> Iterator[tuple[LocalPool | None, int]]:
+    """The worker processes started before the scan when the run will likely convert in
+    them (run.workers_likely), and the scan's jobs. Forked now (LocalPool.forked_now), they
+    read the tree's headers, then convert; where they cannot be forked, a forkserver gets
+    ready on one core while the others scan. Stopped on the way out, unless the run used
+    them (and stopped them) or closed them."""
+    if tree is None or not workers_likely(sum(entry[1] for entry in tree),
+                                          len({os.path.dirname(entry[0]) for entry in tree}),
+                                          jobs, scheduler):
+        yield None, jobs
+        return
+    early = LocalPool.forked_now(cores.for_jobs(jobs))
+    if early is None:
+        warm_up()
+        yield None, max(1, cores.for_jobs(jobs) - 1)
+        return
+    with early:
+        yield early, jobs
 
 
 def _remember_rerun(manifest: Manifest, request: Request, tree: list | None,

@@ -91,6 +91,102 @@ def test_jobs_lowered_when_the_series_would_not_fit_in_memory():
     assert jobs_that_fit(4, gib, None) == 4  # unknown memory: as asked
 
 
+#: convkit's command line, with the scan's header workers used for any tree of more than
+#: four files (in chunks of four), which records to PIDS the process (and its parent) that
+#: read each chunk of headers and that converted each series. argv: the command's.
+RECORDING_WORKERS = """
+import os, sys, threading
+from convkit.cli.app import main  # first: it asks for one BLAS thread (no thread of numpy's)
+from convkit import dicom2nii
+from convkit.dicom import scan
+
+def record(what):
+    with open(os.environ["PIDS"], "a") as pids:
+        pids.write(f"{what} {os.getpid()} {os.getppid()}\\n")
+
+read_chunk, convert_task = scan._read_chunk, dicom2nii.convert_task
+
+def _read_chunk(texts):
+    record("read")
+    return read_chunk(texts)
+
+def convert(task, progress=None):
+    record("convert")
+    return convert_task(task, progress)
+
+_read_chunk.__module__ = "convkit.dicom.scan"  # pickled by name: the patched function
+convert.__module__, convert.__qualname__ = "convkit.dicom2nii", "convert_task"
+scan._read_chunk, dicom2nii.convert_task = _read_chunk, convert
+scan.PARALLEL_MIN_FILES, scan._CHUNK = 4, 4
+if os.environ.get("WITH_A_THREAD"):  # a thread running: no fork
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _recorded(pids: Path) -> dict[str, list[tuple[int, int]]]:
+    found: dict[str, list[tuple[int, int]]] = {"read": [], "convert": []}
+    for line in pids.read_text().splitlines():
+        what, pid, parent = line.split()
+        found[what].append((int(pid), int(parent)))
+    return found
+
+
+@linux_only
+@pytest.mark.subprocess
+def test_parallel_run_forks_its_workers_which_read_the_headers_then_convert(cli, tmp_path):
+    """--jobs 2 forks its two workers before the scan: the same two processes (children of
+    the command's) read the tree's headers, then convert its series; with another thread
+    running, the command forks nothing (forkserver workers) and reads the headers itself.
+    Either way, the outputs are those of --jobs 1."""
+    stored = make_tree(tmp_path / "in", 4, slices=8)
+    cli("dicom2nii", tmp_path / "in", tmp_path / "one", "--jobs", "1", check_code=0)
+    for case, extra in (("forked", {}), ("threaded", {"WITH_A_THREAD": "1"})):
+        pids = tmp_path / f"{case}.pids"
+        done = subprocess.Popen([sys.executable, "-c", RECORDING_WORKERS, "dicom2nii",
+                                 str(tmp_path / "in"), str(tmp_path / case), "--jobs", "2"],
+                                env={**ENV, **extra, "PIDS": str(pids)}, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _, stderr = done.communicate(timeout=TIMEOUT)
+        assert done.returncode == 0, stderr
+        assert visible(tmp_path / case) == visible(tmp_path / "one"), case
+        if case == "threaded":  # headers read here; workers from a forkserver, which
+            assert not pids.exists()  # imported convkit anew: they record nothing
+            continue
+        found = _recorded(pids)
+        readers = {pid for pid, _ in found["read"]}
+        converters = {pid for pid, _ in found["convert"]}
+        assert len(found["read"]) == 8  # 32 files in chunks of 4, none read here
+        assert len(found["convert"]) == 4
+        assert readers and converters and len(readers | converters) <= 2  # one pool of two
+        assert {parent for _, parent in found["read"] + found["convert"]} == {done.pid}
+    check_voxels(tmp_path / "forked", stored)
+
+
+def test_a_file_changed_after_its_headers_were_read_is_converted_again(cli, tmp_path,
+                                                                        monkeypatch):
+    """The manifest's fingerprint holds each file's stat as the scan found it, before
+    reading it: a file rewritten after that (its new content never converted) makes its
+    series convert again on the next run, not 'up to date'."""
+    from convkit import dicom2nii
+
+    make_tree(tmp_path / "in", 2)
+    changed = sorted((tmp_path / "in" / "s1").iterdir())[0]
+    real = dicom2nii.name_series
+
+    def rewritten_after_the_scan(series, template):
+        info = changed.stat()
+        os.utime(changed, ns=(info.st_atime_ns, info.st_mtime_ns + 10**9))
+        return real(series, template)
+
+    monkeypatch.setattr(dicom2nii, "name_series", rewritten_after_the_scan)
+    first = cli("dicom2nii", tmp_path / "in", tmp_path / "out", "--json", check_code=0)
+    monkeypatch.undo()
+    assert statuses(first) == {"1_s1": "written", "2_s2": "written"}
+    again = cli("dicom2nii", tmp_path / "in", tmp_path / "out", "--json", check_code=0)
+    assert statuses(again) == {"1_s1": "written", "2_s2": "up to date"}
+
+
 # ================================================================== resumable
 
 def test_rerun_is_up_to_date_and_verified(cli, tmp_path):

@@ -16,7 +16,8 @@ import os
 from pathlib import Path
 
 from convkit.batch.manifest import HEADER_CACHE_NAME, MANIFEST_FOLDER
-from convkit.dicom.scan import ProgressCallback, ScanResult, scan_folder
+from convkit.batch.work import stat_now
+from convkit.dicom.scan import ProgressCallback, ScanResult, Workers, scan_folder
 from convkit.errors import ConvkitError
 from convkit.index.db import FileRow, Index, RunRecord, now, open_index
 from convkit.index.errors import IndexFileError
@@ -42,20 +43,31 @@ class HeaderCache:
         self.facts = FileFacts({}, dict)
         self.damaged = False  # the file holds damaged facts: save() makes it anew
 
-    def scan(self, progress: ProgressCallback | None, jobs: int) -> ScanResult:
+    def scan(self, progress: ProgressCallback | None, jobs: int,
+             workers: Workers | None = None) -> ScanResult:
         """scan_folder of in_dir, opening only the files that are new or changed (every
-        file when the cache holds damaged facts)."""
+        file when the cache holds damaged facts); workers: as scan_folder's."""
         index = self._open() if self.path.is_file() else None
         if index is not None:
             try:
                 with index, index.snapshot():  # one consistent read
                     self.facts = FileFacts(index.stored_files(self.root),
                                            functools.partial(index.stored_facts, self.root))
-                    return scan_folder(self.in_dir, progress, jobs=jobs, cache=self.facts)
+                    return scan_folder(self.in_dir, progress, jobs=jobs, cache=self.facts,
+                                       workers=workers)
             except IndexFileError:
                 self.damaged = True
         self.facts = FileFacts({}, dict)
-        return scan_folder(self.in_dir, progress, jobs=jobs, cache=self.facts)
+        return scan_folder(self.in_dir, progress, jobs=jobs, cache=self.facts,
+                                       workers=workers)
+
+    def stat_of(self, text: str) -> tuple[int, int] | None:
+        """(size, mtime_ns) of a file as the scan found it before reading it (work.StatOf);
+        the stat now for a file it did not stat."""
+        entry = self.facts.entries.get(text)
+        if entry is None or entry.key is None:
+            return stat_now(text)
+        return entry.key[0], entry.key[1]
 
     def save(self) -> None:
         """Write the files the scan read (and drop those gone), unless there is none: a

@@ -78,6 +78,9 @@ class BatchRun:
     output_failed: list[str] = field(default_factory=list)
     #: file_states of the series being converted in this process (an interrupt's report)
     before: dict = field(default_factory=dict)
+    #: work of this process that no series waits for: done while workers convert (once
+    #: every task is submitted), or first in a serial run
+    meanwhile: Callable[[], None] | None = None
 
     def task(self, item: Item, cwd: str = "") -> SeriesTask:
         template = self.template
@@ -110,6 +113,7 @@ class BatchRun:
 
     def serial(self, items: list[Item]) -> None:
         """Convert the series in this process, one after the other."""
+        self._meanwhile()
         for item in items:
             settled = self.hooks.settled(item)
             if settled is not None:
@@ -139,12 +143,18 @@ class BatchRun:
         total = sum(task.source_bytes for task in tasks)
         done = [0, 0]
         self._progress(done, len(tasks), total)
-        for task, outcome in executor.run(self.hooks.convert, tasks):
+        finished = executor.run(self.hooks.convert, tasks)
+        self._meanwhile()
+        for task, outcome in finished:
             self.finish(by_label[task.group.label], outcome)
             done[0] += 1
             done[1] += task.source_bytes
             self._progress(done, len(tasks), total)
         in_order(self.results, [item.group for item in items])
+
+    def _meanwhile(self) -> None:
+        if self.meanwhile is not None:
+            self.meanwhile()
 
     def _progress(self, done: list[int], series: int, total: int) -> None:
         if self.progress:
@@ -204,10 +214,12 @@ def workers_likely(source_bytes: int, folders: int, jobs: int, scheduler: str | 
 
 
 def choose_executor(items: list[Item], jobs: int, scheduler: str | None,
-                    options: ConvertOptions, notes: list[str]) -> Executor | None:
+                    options: ConvertOptions, notes: list[str],
+                    started: LocalPool | None = None) -> Executor | None:
     """Where the series are converted: None (here, one after the other, each on the run's
     cores: cores.for_jobs), a Dask cluster, or worker processes (at most one per series, as
-    many as fit in memory: else a note), which share the run's cores."""
+    many as fit in memory: else a note), which share the run's cores: `started` when it
+    has that many."""
     todo = [item for item in items if item.converts]
     wanted = cores.for_jobs(jobs)
     if scheduler:
@@ -223,7 +235,12 @@ def choose_executor(items: list[Item], jobs: int, scheduler: str | None,
         notes.append(f"{fit} worker process{'es' if fit > 1 else ''} instead of {workers}: "
                      f"the largest series needs {largest / 2**30:.1f} GiB and "
                      f"{(available or 0) / 2**30:.1f} GiB of memory is available")
-    return LocalPool(fit, cores.share(wanted, fit)) if fit > 1 else None
+    if fit <= 1:
+        return None
+    if started is not None and started.workers == fit:
+        started.threads = cores.share(wanted, fit)
+        return started
+    return LocalPool(fit, cores.share(wanted, fit))
 
 
 __all__ = ["BATCH_BYTES", "BATCH_SERIES", "BatchRun", "Hooks", "PARALLEL_MIN_BYTES",

@@ -101,12 +101,13 @@ class Item:
 
 def plan_items(groups: list[SeriesGroup], rows: dict[str, Row], root: Path, key: str,
                out_dir: Path, targets: Callable[[SeriesGroup], list[Path]], *, force: bool,
-               retry_failed: bool) -> list[Item]:
-    """The decision for every series. targets(group): every name a series may write."""
+               retry_failed: bool, stat_of: StatOf | None = None) -> list[Item]:
+    """The decision for every series. targets(group): every name a series may write;
+    stat_of: as fingerprint's."""
     items = []
     for group in groups:
         row = rows.get(group.label)
-        print_ = fingerprint(group, root)
+        print_ = fingerprint(group, root, stat_of or stat_now)
         why = decide(row, print_, key, out_dir, force=force, retry_failed=retry_failed)
         existing = {path for path in targets(group) if os.path.lexists(path)}
         # convkit's own files of this series (not of another that had its label) are replaced
@@ -116,17 +117,26 @@ def plan_items(groups: list[SeriesGroup], rows: dict[str, Row], root: Path, key:
     return items
 
 
-def fingerprint(group: SeriesGroup, root: Path) -> str:
+#: (size, mtime_ns) of a file given as text, or None when it cannot be stat'ed.
+StatOf = Callable[[str], tuple[int, int] | None]
+
+
+def stat_now(path: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns
+
+
+def fingerprint(group: SeriesGroup, root: Path, stat_of: StatOf = stat_now) -> str:
     """sha256 of the series' source files: paths (relative to root), sizes, mtimes (ns) and
-    SOPInstanceUIDs. A file that cannot be stat'ed counts as changed."""
+    SOPInstanceUIDs. A file that cannot be stat'ed counts as changed. stat_of: the stat
+    taken when the scan found the file (batch.headers), which is what its headers were
+    read from; by default, the stat now."""
     files = []
     for path in sorted({str(h.path) for h in group.headers}):
-        try:
-            info = os.stat(path)
-            stat: tuple[int, int] | None = (info.st_size, info.st_mtime_ns)
-        except OSError:
-            stat = None
-        files.append((os.path.relpath(path, root), stat))
+        files.append((os.path.relpath(path, root), stat_of(path)))
     uids = sorted({h.sop_instance_uid for h in group.headers})
     text = json.dumps({"files": files, "sop": uids}, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
@@ -248,4 +258,5 @@ def jobs_that_fit(jobs: int, largest: int, available: int | None) -> int:
 
 __all__ = ["CONVERT", "RACY_NS", "Item", "SeriesTask", "TaskOutcome", "Why", "available_memory",
            "decide", "digests", "fingerprint", "jobs_that_fit", "options_key", "outputs_intact",
-           "owned", "peak_bytes", "plan_items", "source_bytes", "unchanged_since_hashed"]
+           "owned", "peak_bytes", "plan_items", "source_bytes", "stat_now",
+           "unchanged_since_hashed"]

@@ -15,6 +15,7 @@ naming.py).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import filecmp
 import functools
@@ -66,6 +67,12 @@ class ScanResult:
         return sum(1 for record in self.files if record.status == status)
 
 
+class Workers(Protocol):
+    """Worker processes started by the caller (a ProcessPoolExecutor, batch's LocalPool)."""
+
+    def submit(self, function: Callable[..., Any], /, *args: Any) -> Any: ...
+
+
 def iter_files(root: Path) -> Iterable[Path]:
     """Every file under root (or root itself), in a stable order: a folder's own files by
     name, then its sub-folders by name, depth first (what os.walk gives, top-down with
@@ -110,6 +117,7 @@ def scan_folder(
     jobs: int = 1,
     while_waiting: Callable[[list[Path]], object] | None = None,
     cache: HeaderCache | None = None,
+    workers: Workers | None = None,
 ) -> ScanResult:
     """Read the headers of every file under root and group the DICOM images into series.
 
@@ -118,16 +126,17 @@ def scan_folder(
         processes have all the work (this process would otherwise only wait); the audit
         imports its volume readers there. Not called without workers.
     cache: outcomes known from before (the index); only the other files are read.
+    workers: worker processes the caller started (and stops), used instead of jobs ones.
     """
     root = Path(root)
     result = ScanResult(root)
     headers: list[SliceHeader] = []
     known: list[Outcome] = []
     if cache is None:
-        outcomes, _ = _read_headers(iter_files(root), jobs, progress, while_waiting)
+        outcomes, _ = _read_headers(iter_files(root), jobs, progress, while_waiting, workers)
     else:
         to_read, known = cache.split(iter_files(root))
-        outcomes, fields = _read_headers(to_read, jobs, progress, while_waiting)
+        outcomes, fields = _read_headers(to_read, jobs, progress, while_waiting, workers)
         known = [*known, *cache.learned(outcomes, fields)]
     for outcome in itertools.chain(known, outcomes):
         if isinstance(outcome, FileRecord):
@@ -162,6 +171,7 @@ _CHUNK = 256
 
 def _read_headers(paths: Iterable[Path], jobs: int, progress: ProgressCallback | None,
                   while_waiting: Callable[[list[Path]], object] | None = None,
+                  started: Workers | None = None,
                   ) -> tuple[list[Outcome], list[list[tuple] | tuple] | None]:
     """read_header over paths, in order; in worker processes for big trees when jobs != 1.
     Returns the outcomes, and the outcome_fields the workers sent (None when read here): an
@@ -173,7 +183,7 @@ def _read_headers(paths: Iterable[Path], jobs: int, progress: ProgressCallback |
     workers = cores.for_jobs(jobs)
     paths = iter(paths)
     first = list(itertools.islice(paths, PARALLEL_MIN_FILES))
-    if workers == 1 or len(first) < PARALLEL_MIN_FILES:
+    if (workers == 1 and started is None) or len(first) < PARALLEL_MIN_FILES:
         everything = first + list(paths)
         outcomes = []
         for path in everything:
@@ -186,7 +196,8 @@ def _read_headers(paths: Iterable[Path], jobs: int, progress: ProgressCallback |
     chunks: list[list[Path]] = []
     outcomes = []
     fields: list[list[tuple] | tuple] = []
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with (contextlib.nullcontext(started) if started is not None
+          else ProcessPoolExecutor(max_workers=workers)) as pool:
         futures = []
         for chunk in _batches(itertools.chain(first, paths), _CHUNK):
             chunks.append(chunk)

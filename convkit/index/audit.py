@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import gc
 import json
 import operator
 import os
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from convkit import collector
 from convkit.audit.core import Progress, audit_path
 from convkit.audit.findings import Finding, Severity
 from convkit.audit.report import AuditReport
@@ -54,25 +52,9 @@ def audit_indexed(path: Path | str, index: Index, *, jobs: int = 0,
     with_groups: the caller needs report.groups (the SeriesGroups, e.g. for pictures), which
     a stored report of an unchanged tree does not hold: the series are then grouped again
     from the stored headers (no file is read)."""
-    with _collector_paused():
+    with collector.paused():
         return _audit_indexed(Path(path), index, jobs, progress, show_identifiers,
                               with_groups)
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """The cyclic garbage collector off while the facts of every file are loaded and used:
-    it would walk those hundreds of thousands of objects again and again for nothing
-    (a third of a re-audit's time); reference counting still frees what is dropped."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:  # without a collection of every object made meanwhile (a quarter second)
-            gc.freeze()
-            gc.enable()
-            gc.unfreeze()
 
 
 def _audit_indexed(root: Path, index: Index, jobs: int, progress: Progress | None,
