@@ -187,6 +187,26 @@ def test_a_file_changed_after_its_headers_were_read_is_converted_again(cli, tmp_
     assert statuses(again) == {"1_s1": "written", "2_s2": "up to date"}
 
 
+def test_the_workers_forked_for_the_scan_convert_unless_fewer_fit_in_memory(monkeypatch):
+    from types import SimpleNamespace
+
+    from convkit.batch import run
+    from convkit.batch.executors import LocalPool
+
+    items = [SimpleNamespace(converts=True, group=None)] * 3
+    monkeypatch.setattr(run, "peak_bytes", lambda group, options: 2**30)
+    monkeypatch.setattr(run, "source_bytes", lambda group: 2**30)
+    monkeypatch.setattr(run, "available_memory", lambda: 8 * 2**30)
+    started, notes = LocalPool(4), []
+    assert run.choose_executor(items, 4, None, None, notes, started) is started  # 3 series
+    assert started.threads == 1 and notes == []
+    monkeypatch.setattr(run, "available_memory", lambda: 2 * 2**30)
+    other = run.choose_executor(items, 4, None, None, notes, started)
+    assert isinstance(other, LocalPool) and other is not started and other.workers == 2
+    assert notes == ["2 worker processes instead of 3: the largest series needs 1.0 GiB and "
+                     "2.0 GiB of memory is available"]
+
+
 # ================================================================== resumable
 
 def test_rerun_is_up_to_date_and_verified(cli, tmp_path):

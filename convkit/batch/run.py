@@ -218,8 +218,8 @@ def choose_executor(items: list[Item], jobs: int, scheduler: str | None,
                     started: LocalPool | None = None) -> Executor | None:
     """Where the series are converted: None (here, one after the other, each on the run's
     cores: cores.for_jobs), a Dask cluster, or worker processes (at most one per series, as
-    many as fit in memory: else a note), which share the run's cores: `started` when it
-    has that many."""
+    many as fit in memory: else a note), which share the run's cores: `started` unless
+    fewer fit in memory than it has (more than series is harmless: they wait)."""
     todo = [item for item in items if item.converts]
     wanted = cores.for_jobs(jobs)
     if scheduler:
@@ -237,7 +237,7 @@ def choose_executor(items: list[Item], jobs: int, scheduler: str | None,
                      f"{(available or 0) / 2**30:.1f} GiB of memory is available")
     if fit <= 1:
         return None
-    if started is not None and started.workers == fit:
+    if started is not None and fit == workers <= started.workers:
         started.threads = cores.share(wanted, fit)
         return started
     return LocalPool(fit, cores.share(wanted, fit))
