@@ -149,8 +149,8 @@ class LocalPool:
     def forked_now(cls, jobs: int) -> LocalPool | None:
         """jobs workers forked from this process at once, or None where that is not safe
         (can_fork). Forked before the tree is read, they start in milliseconds with this
-        process's imports and little of its memory; a forkserver would import everything
-        again (~0.4 s of CPU). Enter it (or close it) as any LocalPool."""
+        process's imports and little of its memory; a forkserver imports convkit and
+        pydicom again (0.3-1 s of CPU). Enter it (or close it) as any LocalPool."""
         if not can_fork():
             return None
         from concurrent.futures import ProcessPoolExecutor

@@ -58,8 +58,7 @@ class HeaderCache:
             except IndexFileError:
                 self.damaged = True
         self.facts = FileFacts({}, dict)
-        return scan_folder(self.in_dir, progress, jobs=jobs, cache=self.facts,
-                                       workers=workers)
+        return scan_folder(self.in_dir, progress, jobs=jobs, cache=self.facts, workers=workers)
 
     def stat_of(self, text: str) -> tuple[int, int] | None:
         """(size, mtime_ns) of a file as the scan found it before reading it (work.StatOf);
