@@ -194,7 +194,7 @@ def alternate(tree: Path, work: Path, pairs: int) -> None:
     """--jobs 1 then --jobs 2 (fresh output folders), `pairs` times, each pair after
     measuring the cores free: on a shared machine, the pairs run while both cores were
     free tell what --jobs 2 wins."""
-    ratios = []
+    ratios, every = [], []
     for _ in range(pairs):
         free = cores_free()
         seconds = []
@@ -204,8 +204,12 @@ def alternate(tree: Path, work: Path, pairs: int) -> None:
             seconds.append(timed([*CONVKIT, "dicom2nii", str(tree), str(out), "--jobs", jobs]))
         print(f"pair: cores free {free:4.2f}  --jobs 1 {seconds[0]:5.2f} s  --jobs 2 "
               f"{seconds[1]:5.2f} s  ratio {seconds[1] / seconds[0]:.2f}")
+        every.append(seconds[1] / seconds[0])
         if free >= IDLE_CORES:
             ratios.append(seconds[1] / seconds[0])
+    if every:  # adjacent runs: a machine whose speed drifts slows both runs of a pair alike
+        print(f"--jobs 2 / --jobs 1, median of all {len(every)} pairs: "
+              f"{statistics.median(every):.2f}")
     if ratios:
         print(f"--jobs 2 / --jobs 1, median of the {len(ratios)} pairs with {IDLE_CORES} cores "
               f"or more free: {statistics.median(ratios):.2f}")
