@@ -163,6 +163,27 @@ def test_parallel_run_forks_its_workers_which_read_the_headers_then_convert(cli,
     check_voxels(tmp_path / "forked", stored)
 
 
+def test_a_fork_that_fails_falls_back_to_the_forkserver_workers(cli, tmp_path, monkeypatch):
+    """No fork now (a process limit, no memory): the run starts its workers as it would
+    with a thread running, and writes what --jobs 1 writes; not an internal error."""
+    import multiprocessing.popen_fork
+
+    from convkit.batch import executors
+
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    make_tree(tmp_path / "in", 3)
+    cli("dicom2nii", tmp_path / "in", tmp_path / "one", "--jobs", "1", check_code=0)
+    monkeypatch.setattr(executors, "can_fork", lambda: True)
+    monkeypatch.setattr(multiprocessing.popen_fork.os, "fork", no_fork)
+    assert executors.LocalPool.forked_now(2) is None
+    done = cli("dicom2nii", tmp_path / "in", tmp_path / "two", "--jobs", "2", "--json",
+               check_code=0)
+    assert statuses(done) == {f"{n}_s{n}": "written" for n in (1, 2, 3)}
+    assert visible(tmp_path / "two") == visible(tmp_path / "one")
+
+
 def test_a_file_changed_after_its_headers_were_read_is_converted_again(cli, tmp_path,
                                                                         monkeypatch):
     """The manifest's fingerprint holds each file's stat as the scan found it, before

@@ -158,8 +158,12 @@ class LocalPool:
         pool = cls(jobs)
         pool.pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"),
                                         initializer=_worker_setup)
-        pool.pool.submit(int)  # a fork pool forks all its workers at its first task, before
-        return pool  # it starts a thread of its own
+        try:  # a fork pool forks all its workers at its first task, before it starts a
+            pool.pool.submit(int)  # thread of its own
+        except OSError:  # no fork now (a process limit, no memory): the caller's other way
+            pool.__exit__(OSError)  # the workers forked before it are stopped
+            return None
+        return pool
 
     def __enter__(self) -> LocalPool:
         from concurrent.futures import ProcessPoolExecutor
