@@ -233,10 +233,18 @@ def _find_gaps(distances: np.ndarray, spacing: float) -> tuple[Gap, ...]:
 
 def typical_step(steps: np.ndarray) -> float:
     """The step most other steps agree with (ties: the smallest), robust to a few gaps."""
-    steps = np.asarray(steps, dtype=float)
+    steps = np.asarray(steps, dtype=float).ravel()
     tol = np.maximum(SPACING_TOLERANCE_MM, SPACING_TOLERANCE_FRACTION * np.abs(steps))
-    support = [(int(np.sum(np.abs(steps - s) <= t)), -s) for s, t in zip(steps, tol, strict=True)]
-    return float(-max(support)[1])
+    support = np.empty(len(steps), dtype=np.intp)  # how many steps agree with each step
+    for start in range(0, len(steps), _STEP_BLOCK):  # blocks: n x n booleans at once is big
+        block = slice(start, start + _STEP_BLOCK)
+        agree = np.abs(steps[None, :] - steps[block, None]) <= tol[block, None]
+        support[block] = np.count_nonzero(agree, axis=1)
+    return float(np.min(steps[support == np.max(support)]))
+
+
+#: Steps whose support typical_step counts at once (a block of booleans: 1024 x n).
+_STEP_BLOCK = 1024
 
 
 def is_sheared(affine: np.ndarray) -> bool:

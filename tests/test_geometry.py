@@ -206,6 +206,26 @@ def test_misplaced_slice_above_tolerance_is_uneven():
     assert [g.step_mm for g in stack.gaps] == pytest.approx([1.1, 0.9])
 
 
+def test_typical_step_is_the_step_most_others_agree_with():
+    # 1.0 is within 0.02 mm of five steps (itself, 1.01 and the three 1.0s), 2.0 of two
+    assert geometry.typical_step([1.0, 1.01, 2.0, 1.0, 2.0, 1.0, 5.0]) == 1.0
+    # a tie between 1.0 and 3.0 (two each): the smaller step
+    assert geometry.typical_step([3.0, 1.0, 3.0, 1.0]) == 1.0
+    # the tolerance grows with the step (1 %): 10.0, 10.05 and 10.09 agree (three each, the
+    # smallest wins), 10.3 agrees with none of them, 0.5 with the other 0.5 only
+    assert geometry.typical_step([10.3, 10.0, 10.05, 10.09, 0.5, 0.5]) == 10.0
+
+
+def test_typical_step_over_many_steps_counts_across_blocks():
+    # more steps than one block of geometry._STEP_BLOCK: every block counts every step
+    steps = np.r_[np.full(1500, 2.5), np.full(1600, 0.7), np.full(900, 2.505)]
+    assert len(steps) > 2 * geometry._STEP_BLOCK
+    assert geometry.typical_step(steps) == 2.5  # 2.5 and 2.505 agree: 2,400 against 1,600
+    rng = np.random.default_rng(3)
+    mixed = rng.permutation(np.r_[np.full(1100, 1.25), np.full(1200, 3.0)])
+    assert geometry.typical_step(mixed) == 3.0
+
+
 @pytest.mark.parametrize("tilt", [15.0, 5.0, -20.0])
 def test_gantry_tilt_is_shear_with_the_right_angle(tilt):
     spacing = 2.5
