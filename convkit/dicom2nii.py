@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from convkit import collector, cores
-from convkit.batch.executors import LocalPool, warm_up
+from convkit.batch.executors import LocalPool
 from convkit.batch.headers import HeaderCache
 from convkit.batch.manifest import Manifest
 from convkit.batch.report import ConversionReport, SeriesResult
@@ -61,6 +61,7 @@ from convkit.formats.output import (
     staged_files,
 )
 from convkit.outcomes import DONE, Outcome
+from convkit.processes import warm_up
 from convkit.seg.folder import convert_segmentations, segmentation_records
 from convkit.volume import Volume, max_volume_bytes, memory_limit
 

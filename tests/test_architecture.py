@@ -4,7 +4,9 @@
 - convkit modules import each other at module level: a function-level import of a convkit
   module is allowed only in the CLI (start-up time), never to hide a cycle;
 - the library below the CLI never imports typer or rich;
-- the runtime never imports the test data package (convkit.testing).
+- the runtime never imports the test data package (convkit.testing);
+- worker processes are started in one place (convkit.processes): no other module names
+  ProcessPoolExecutor, multiprocessing's Pool or a start method.
 """
 
 from __future__ import annotations
@@ -107,6 +109,31 @@ def test_the_runtime_never_imports_the_test_data_package():
              for target, _ in imports(name, function_level=level)
              if target.startswith("convkit.testing")]
     assert users == []
+
+
+#: What starts worker processes: only convkit.processes may name it.
+PROCESS_STARTERS = {"ProcessPoolExecutor", "Pool", "get_context", "set_start_method",
+                    "fork", "Process"}
+
+
+def process_starters(path: Path) -> list[str]:
+    """The names and attributes in PROCESS_STARTERS a module's code uses."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        name = node.id if isinstance(node, ast.Name) else \
+            node.attr if isinstance(node, ast.Attribute) else None
+        if name in PROCESS_STARTERS:
+            found.append(f"{path.relative_to(REPO)}:{node.lineno} {name}")
+    return found
+
+
+def test_worker_processes_are_started_in_one_place():
+    """Every pool follows one rule (fork only from a process of one thread): its home is
+    convkit.processes, which must see it (a broken check would pass anyway)."""
+    outside = [hit for name, path in MODULES.items() if name != "convkit.processes"
+               for hit in process_starters(path)]
+    assert outside == []
+    assert len(process_starters(MODULES["convkit.processes"])) >= 2
 
 
 def test_the_checks_see_the_imports_they_must_see():

@@ -168,6 +168,7 @@ def test_a_fork_that_fails_falls_back_to_the_forkserver_workers(cli, tmp_path, m
     with a thread running, and writes what --jobs 1 writes; not an internal error."""
     import multiprocessing.popen_fork
 
+    from convkit import processes
     from convkit.batch import executors
 
     def no_fork() -> int:
@@ -175,7 +176,7 @@ def test_a_fork_that_fails_falls_back_to_the_forkserver_workers(cli, tmp_path, m
 
     make_tree(tmp_path / "in", 3)
     cli("dicom2nii", tmp_path / "in", tmp_path / "one", "--jobs", "1", check_code=0)
-    monkeypatch.setattr(executors, "can_fork", lambda: True)
+    monkeypatch.setattr(processes, "can_fork", lambda: True)
     monkeypatch.setattr(multiprocessing.popen_fork.os, "fork", no_fork)
     assert executors.LocalPool.forked_now(2) is None
     done = cli("dicom2nii", tmp_path / "in", tmp_path / "two", "--jobs", "2", "--json",

@@ -219,7 +219,7 @@ def test_transfer_syntaxes_decode_to_the_stored_values(cli, tmp_path, syntax):
 
 def test_the_progress_bar_starts_its_thread_at_its_first_update(monkeypatch):
     """Until the first update the command runs one thread (it may then fork its batch
-    workers: batch.executors.can_fork); the bar draws from then on, and stops with it."""
+    workers: processes.can_fork); the bar draws from then on, and stops with it."""
     import io
     import threading
     import time

@@ -114,7 +114,6 @@ def test_a_big_dicom_folder_loads_the_same_volume_in_workers(tmp_path: Path,
     monkeypatch.setattr(scan_module, "PARALLEL_MIN_FILES", 4)  # 12 files: in workers
     monkeypatch.setattr(scan_module, "_CHUNK", 3)
     monkeypatch.setattr(scan_module, "_read_chunk", _marking_chunk)
-    monkeypatch.setitem(_MARKS, "folder", tmp_path / "marks")
     (tmp_path / "marks").mkdir()
     parallel = load_volume(tmp_path / "ct")
     workers = {int(p.name) for p in (tmp_path / "marks").iterdir()}
@@ -137,7 +136,6 @@ def test_dicom2nii_of_a_big_folder_writes_the_same_files_from_workers(tmp_path: 
     monkeypatch.setattr(scan_module, "PARALLEL_MIN_FILES", 4)
     monkeypatch.setattr(scan_module, "_CHUNK", 3)
     monkeypatch.setattr(scan_module, "_read_chunk", _marking_chunk)
-    monkeypatch.setitem(_MARKS, "folder", tmp_path / "marks")
     (tmp_path / "marks").mkdir()
     convert_folder(tmp_path / "ct", tmp_path / "parallel")
     workers = {int(p.name) for p in (tmp_path / "marks").iterdir()}
@@ -150,13 +148,14 @@ def test_dicom2nii_of_a_big_folder_writes_the_same_files_from_workers(tmp_path: 
             (tmp_path / "parallel" / name).read_bytes(), name
 
 
-_MARKS: dict[str, Path] = {}
 _READ_CHUNK = scan_module._read_chunk
 
 
 def _marking_chunk(texts: list[str]):
-    """scan._read_chunk, leaving the reading process's id in _MARKS['folder']."""
-    (_MARKS["folder"] / str(os.getpid())).touch()
+    """scan._read_chunk, leaving the reading process's id in the folder `marks` beside the
+    series folder (found from the paths: a worker started by the forkserver imports this
+    module afresh, without anything the test set in it)."""
+    (Path(texts[0]).parents[1] / "marks" / str(os.getpid())).touch()
     return _READ_CHUNK(texts)
 
 

@@ -3,10 +3,9 @@ distributed cluster. Both run one task per series (a pure function of its Series
 hand back (task, outcome) pairs as they finish; the caller keeps the manifest and the
 progress bar.
 
-Local workers are never forked from a process with threads (a lock another thread holds at
-the fork would stay held in the child): they are forked before the scan while the command's
-process still runs one thread (LocalPool.forked_now: they get its imports for free, and read
-the tree's headers before they convert), else started by forkserver. They ignore SIGINT
+Local workers are started as convkit.processes says: forked before the scan while the
+command's process still runs one thread (LocalPool.forked_now: they get its imports for free,
+and read the tree's headers before they convert), else started by the forkserver. They ignore SIGINT
 (Ctrl-C reaches the whole process group; the parent decides) and turn SIGTERM into a
 KeyboardInterrupt while converting, so that the staging folder of the series in progress is
 removed (formats.output) before they exit; a second SIGTERM meanwhile is ignored, as the
@@ -15,18 +14,16 @@ command's own process ignores a second signal.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterator
-from multiprocessing import forkserver
 from types import FrameType
 from typing import Any, Protocol
 
 from convkit.batch.work import SeriesTask, TaskOutcome
 from convkit.errors import UsageError
+from convkit.processes import forked_pool, started_pool, stop
 
 #: Seconds between two looks at the running tasks (the main thread stays in convkit's code,
 #: where an interrupt can be raised at once: cli/signals.py defers it inside pool code).
@@ -35,12 +32,6 @@ POLL_SECONDS = 0.05
 DASK_RETRIES = 2
 #: Seconds to wait for a Dask scheduler to answer.
 DASK_CONNECT_SECONDS = 10
-#: The modules local workers import before their first task (forkserver preload): the
-#: conversion, and the libraries it would import on first use (pydicom, which compressed
-#: series are decoded with, alone takes ~0.1 s; plain series and NIfTI need neither it nor
-#: nibabel).
-WORKER_PRELOAD = ["convkit.dicom2nii", "pydicom", "isal.isal_zlib"]
-
 TaskFunction = Callable[[SeriesTask], TaskOutcome]
 
 
@@ -108,34 +99,6 @@ def _worker_call(function: TaskFunction, task: SeriesTask) -> TaskOutcome:
     return outcome
 
 
-def _forkserver_context() -> Any:
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(WORKER_PRELOAD)
-    return context
-
-
-def can_fork() -> bool:
-    """Whether worker processes may be forked from this process now: on Linux, while it runs
-    one thread (native threads included: /proc/self/task)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
-        return False
-
-
-def warm_up() -> None:
-    """Start the process local workers are forked from, which imports WORKER_PRELOAD, so that
-    it gets ready on another core while this one scans the tree (not waited for here).
-    Where there is no forkserver (Windows), nothing: LocalPool says so when it is used."""
-    try:
-        _forkserver_context()
-    except ValueError:
-        return
-    forkserver.ensure_running()
-
-
 class LocalPool:
     """jobs worker processes on this machine, converting a series on `threads` threads."""
 
@@ -151,36 +114,25 @@ class LocalPool:
         (can_fork). Forked before the tree is read, they start in milliseconds with this
         process's imports and little of its memory; a forkserver imports convkit and
         pydicom again (0.3-1 s of CPU). Enter it (or close it) as any LocalPool."""
-        if not can_fork():
+        executor = forked_pool(jobs, _worker_setup)
+        if executor is None:
             return None
-        from concurrent.futures import ProcessPoolExecutor
-
         pool = cls(jobs)
-        pool.pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"),
-                                        initializer=_worker_setup)
-        try:  # a fork pool forks all its workers at its first task, before it starts a
-            pool.pool.submit(int)  # thread of its own
-        except OSError:  # no fork now (a process limit, no memory): the caller's other way
-            pool.__exit__(OSError)  # the workers forked before it are stopped
-            return None
+        pool.pool = executor
         return pool
 
     def __enter__(self) -> LocalPool:
-        from concurrent.futures import ProcessPoolExecutor
-
-        if self.pool is None:
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=_forkserver_context(),
-                                            initializer=_worker_setup)
+        if self.pool is None:  # from the forkserver, which warm_up started
+            self.pool = started_pool(self.workers, _worker_setup)
         return self
 
     def __exit__(self, kind: Any, *exc: Any) -> None:
         if self.pool is None:  # closed already
             return
         if kind is not None:  # interrupted or failed: the series in progress are abandoned
-            for process in list((self.pool._processes or {}).values()):
-                if process.is_alive():
-                    process.terminate()
-        self.pool.shutdown(wait=True, cancel_futures=True)
+            stop(self.pool)
+        else:
+            self.pool.shutdown(wait=True, cancel_futures=True)
         self.pool = None
 
     def close(self) -> None:
@@ -265,4 +217,4 @@ class DaskCluster:
             self.client.cancel([f for f in futures if not f.done()])
 
 
-__all__ = ["DaskCluster", "Executor", "LOCAL_SCHEDULER", "LocalPool", "can_fork", "warm_up"]
+__all__ = ["DaskCluster", "Executor", "LOCAL_SCHEDULER", "LocalPool"]

@@ -206,7 +206,7 @@ def in_order(results: list[Any], groups: list[SeriesGroup]) -> None:
 def workers_likely(source_bytes: int, folders: int, jobs: int, scheduler: str | None) -> bool:
     """Whether choose_executor will likely start local workers for a tree of source_bytes in
     `folders` folders (known before the scan: the caller warms them up meanwhile,
-    executors.warm_up). A tree of one folder is taken for one series: warming workers up
+    processes.warm_up). A tree of one folder is taken for one series: warming workers up
     would take a core from the scan and the conversion for nothing (a 300-slice CT took
     0.1 s longer); if it holds several, its workers start cold."""
     return not scheduler and cores.for_jobs(jobs) > 1 and folders > 1 \

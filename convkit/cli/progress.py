@@ -26,7 +26,7 @@ def progress_bar(enabled: bool = True, labels: dict[str, str] | None = None) -> 
 
     labels: task label per stage name (added to STAGE_LABELS). The bar (and the thread
     that redraws it) starts at the first call: until then the command runs one thread,
-    so that it may fork its workers (batch.executors.can_fork).
+    so that it may fork its workers (processes.can_fork).
     """
     known = {**STAGE_LABELS, **(labels or {})}
     console = error_console()

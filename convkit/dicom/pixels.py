@@ -34,6 +34,7 @@ from convkit.dicom.mosaic import untile
 from convkit.dicom.plan import Layout, SeriesPlan, counted
 from convkit.errors import RefusedError, UnreadableFileError
 from convkit.formats.deflate import DeflatingStream, worker_count
+from convkit.processes import process_pool
 from convkit.volume import RGB_DTYPE, Volume
 
 SliceProgress = Callable[[int, int], None]
@@ -151,11 +152,9 @@ def _decoded_files(to_decode: list[list[tuple[SliceHeader, tuple]]], notes: list
     native = all(reads_directly(header) for header, _ in files)
     if workers < 2 or len(files) < PARALLEL_DECODE_MIN_FILES or native:
         return (decode_images(header, frames, notes) for header, frames in files), None
-    from concurrent.futures import ProcessPoolExecutor
-
     from pydicom.pixels import pixel_array  # noqa: F401  # imported once, before the fork
 
-    pool = ProcessPoolExecutor(max_workers=workers)
+    pool = process_pool(workers)
     try:
         results = pool.map(_decode_in_worker, *zip(*files, strict=True), chunksize=4)
     except BaseException:

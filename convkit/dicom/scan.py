@@ -32,6 +32,7 @@ from convkit.dicom.dataset import is_read_error, read_dataset, read_reason, warn
 from convkit.dicom.group import SeriesGroup, group_series
 from convkit.dicom.header import FileRecord, FileStatus, SliceHeader, read_header
 from convkit.dicom.naming import name_series
+from convkit.processes import process_pool
 
 ProgressCallback = Callable[[int, int], None]
 #: What reading one file gives: its images, or its fate when it gives none.
@@ -191,13 +192,11 @@ def _read_headers(paths: Iterable[Path], jobs: int, progress: ProgressCallback |
             if progress:
                 progress(len(outcomes), len(everything))
         return outcomes, None
-    from concurrent.futures import ProcessPoolExecutor
-
     chunks: list[list[Path]] = []
     outcomes = []
     fields: list[list[tuple] | tuple] = []
     with (contextlib.nullcontext(started) if started is not None
-          else ProcessPoolExecutor(max_workers=workers)) as pool:
+          else process_pool(workers)) as pool:
         futures = []
         for chunk in _batches(itertools.chain(first, paths), _CHUNK):
             chunks.append(chunk)

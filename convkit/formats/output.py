@@ -387,26 +387,35 @@ _THREADED_HASH_BYTES = 1 << 20
 _WRITTEN: dict[tuple[int, int, int, int], str] = {}
 _WRITTEN_MAX = 4096
 _HASH_LOCK = threading.Lock()
-_hash_pool: ThreadPoolExecutor | None = None
 
 
 class HashingWriter:
     """A binary file being written, and the sha256 of what was written to it: each large
     write is hashed on a second thread while it goes to the file (hashlib and the write
-    both release the GIL), so knowing an output's hash costs no second pass over it."""
+    both release the GIL), so knowing an output's hash costs no second pass over it. The
+    thread is the writer's own, ended when the file is closed: a process that converted
+    leaves no thread behind, and may still fork its workers (convkit.processes)."""
 
     def __init__(self, handle: BinaryIO, threaded: bool) -> None:
         self._handle, self._threaded = handle, threaded
+        self._thread: ThreadPoolExecutor | None = None
         self.sha256 = hashlib.sha256()
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         if self._threaded and len(data) >= _THREADED_HASH_BYTES:
-            hashed = _pool().submit(self.sha256.update, data)
+            if self._thread is None:
+                self._thread = ThreadPoolExecutor(1, thread_name_prefix="convkit-sha256")
+            hashed = self._thread.submit(self.sha256.update, data)
             written = self._handle.write(data)
             hashed.result()
             return written
         self.sha256.update(data)
         return self._handle.write(data)
+
+    def end_thread(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
 
 
 @contextmanager
@@ -415,7 +424,10 @@ def hashed_file(path: Path, threaded: bool = True) -> Iterator[HashingWriter]:
     sha256 of its content for the file's stat key (recorded_sha256)."""
     with open(path, "wb") as handle:
         writer = HashingWriter(handle, threaded)
-        yield writer
+        try:
+            yield writer
+        finally:
+            writer.end_thread()
     info = os.stat(path)
     with _HASH_LOCK:
         if len(_WRITTEN) >= _WRITTEN_MAX:
@@ -432,21 +444,3 @@ def recorded_sha256(info: os.stat_result) -> str | None:
 
 def _written_key(info: os.stat_result) -> tuple[int, int, int, int]:
     return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _hash_pool
-    with _HASH_LOCK:
-        if _hash_pool is None:
-            _hash_pool = ThreadPoolExecutor(1, thread_name_prefix="convkit-sha256")
-        return _hash_pool
-
-
-def _forget_in_child() -> None:
-    """A forked child has none of its parent's threads: a pool of its own when it needs one."""
-    global _hash_pool, _HASH_LOCK
-    _hash_pool, _HASH_LOCK = None, threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_in_child)

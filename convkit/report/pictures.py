@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import io
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from convkit.preview import PreviewOptions, PreviewSource, draw_preview, load_fo
 from convkit.preview import canvas as preview_canvas
 from convkit.preview.display import PLANES, plane_layout
 from convkit.preview.render import PreviewPlan, plan_preview
+from convkit.processes import process_pool
 from convkit.volume import Volume
 
 #: Longest side of each plane in a thumbnail (pixels); the full-size picture uses the
@@ -76,7 +77,7 @@ def draw_all(sources: list[tuple[str, Any]], jobs: int = 0,
             if progress:
                 progress("pictures", len(done), len(sources))
         return done
-    with ProcessPoolExecutor(max_workers=min(workers, len(sources))) as pool:
+    with process_pool(min(workers, len(sources))) as pool:
         futures = {pool.submit(card_pictures, source): key for key, source in sources}
         for future in as_completed(futures):
             done[futures[future]] = future.result()

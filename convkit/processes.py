@@ -1,0 +1,108 @@
+"""How convkit starts worker processes: one rule for every pool (the scan's header readers,
+the decoders of compressed images, the report's picture drawers, the batch's converters).
+
+A worker is forked from the process that needs it while that process runs one thread: it
+starts in milliseconds with the imports already made. Forked beside another thread, a child
+could inherit a lock that thread held at that moment, and wait for it forever. So beside a
+thread (a library user's, OpenBLAS's, a Dask client's), where a fork fails (a process limit)
+and off Linux, workers come from a forkserver: a clean process that has imported PRELOAD
+once. Where there is no forkserver (Windows), they are spawned.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported when a pool is made: commands without workers never need it
+    from concurrent.futures import ProcessPoolExecutor
+
+#: What the forkserver imports before it forks a worker: the conversion and the libraries it
+#: imports on first use (pydicom decodes compressed series, ISA-L deflates); one list for
+#: every pool, as a process has one forkserver.
+PRELOAD = ["convkit.dicom2nii", "pydicom", "isal.isal_zlib"]
+
+
+def can_fork() -> bool:
+    """Whether worker processes may be forked from this process now: on Linux, while it runs
+    one thread (native threads included: /proc/self/task)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
+def forkserver_context() -> Any:
+    """The forkserver start method, preloading PRELOAD (ValueError where there is none)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
+
+
+def process_pool(workers: int, initializer: Callable[[], object] | None = None,
+                 ) -> ProcessPoolExecutor:
+    """A pool of `workers` processes: forked now when this process may fork (forked_pool),
+    else started by the forkserver (started_pool)."""
+    return forked_pool(workers, initializer) or started_pool(workers, initializer)
+
+
+def forked_pool(workers: int, initializer: Callable[[], object] | None = None,
+                ) -> ProcessPoolExecutor | None:
+    """A pool whose `workers` processes are all forked now, or None when this process may
+    not fork (can_fork) or cannot (a process limit, no memory: the fork raises OSError)."""
+    if not can_fork():
+        return None
+    pool = _pool(workers, initializer, multiprocessing.get_context("fork"))
+    try:  # a fork pool forks all its workers at its first task, before it starts a thread
+        pool.submit(int)
+    except OSError:
+        stop(pool)  # the workers forked before the one that failed
+        return None
+    return pool
+
+
+def started_pool(workers: int, initializer: Callable[[], object] | None = None,
+                 ) -> ProcessPoolExecutor:
+    """A pool whose processes come from the forkserver (spawned where there is none), never
+    forked from this process; they start when the pool's first tasks are given."""
+    try:
+        context = forkserver_context()
+    except ValueError:
+        context = multiprocessing.get_context("spawn")
+    return _pool(workers, initializer, context)
+
+
+def _pool(workers: int, initializer: Callable[[], object] | None, context: Any,
+          ) -> ProcessPoolExecutor:
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=initializer)
+
+
+def stop(pool: ProcessPoolExecutor) -> None:
+    """End a pool at once: its running tasks are abandoned, its workers terminated."""
+    for process in list((pool._processes or {}).values()):
+        if process.is_alive():
+            process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def warm_up() -> None:
+    """Start the forkserver, which imports PRELOAD, so that it gets ready on another core
+    while this one works (not waited for here). Where there is none (Windows), nothing."""
+    try:
+        forkserver_context()
+    except ValueError:
+        return
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+
+
+__all__ = ["PRELOAD", "can_fork", "forked_pool", "forkserver_context", "process_pool",
+           "started_pool", "stop", "warm_up"]
