@@ -302,6 +302,7 @@ SLOW_TEXTS = {
 }
 
 
+@pytest.mark.subprocess
 def test_identifying_text_check_is_linear():
     """Timed in a child process: a regular expression holds the GIL, so a runaway one could
     not be stopped from this process."""
@@ -324,6 +325,7 @@ def test_identifying_text_still_found():
     assert text_identifiers("-^x '^y ^^") == []
 
 
+@pytest.mark.subprocess
 def test_audit_of_a_header_with_a_long_field_is_quick(tmp_path):
     write_nrrd(tmp_path / "x.nrrd", extra=f"note:={'b' * 300_000}\n# {'c' * 300_000}\n")
     try:

@@ -23,6 +23,9 @@ from convkit.batch.manifest import open_manifest
 from convkit.batch.run import one_run
 from convkit.testing.synthetic import regular_positions, write_series
 
+#: Every test runs the real command line in a fresh interpreter (what it imports is measured).
+pytestmark = pytest.mark.subprocess
+
 ENV = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 #: The real CLI in a fresh process; its last stderr line lists the heavy modules it loaded.
 PROBE = """

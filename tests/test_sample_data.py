@@ -30,6 +30,7 @@ def converted(tmp_path_factory, cli):
     return out
 
 
+@pytest.mark.subprocess
 def test_committed_sample_data_is_what_the_script_writes(tmp_path):
     subprocess.run([sys.executable, str(SAMPLE / "make_sample_data.py"), "--out", str(tmp_path)],
                    check=True, capture_output=True, timeout=300)

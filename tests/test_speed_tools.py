@@ -172,6 +172,7 @@ def run_and_look(argv: list[str], look: str) -> subprocess.CompletedProcess:
                           timeout=60)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("argv", [["--version"], ["--help"], ["audit", "--help"]])
 def test_help_and_version_import_no_heavy_library(argv: list[str]) -> None:
     """Start-up: the CLI imports numpy, pydicom, nibabel only inside a command, and never
@@ -195,6 +196,7 @@ def test_help_and_version_import_no_heavy_library(argv: list[str]) -> None:
     (["dicom2nix", "x"], ["dicom2nii", "nii2dicom", "convert", "compare", "preview", "audit",
                           "report", "index"]),
 ])
+@pytest.mark.subprocess
 def test_a_command_line_loads_only_its_command(argv: list[str], loaded: list[str]) -> None:
     """Start-up: the command a line names is the only command module imported (root --help
     and an unknown name, which click suggests a name for, load them all)."""
@@ -204,6 +206,7 @@ def test_a_command_line_loads_only_its_command(argv: list[str], loaded: list[str
     assert done.stderr.strip().splitlines()[-1] == str(sorted(loaded)), done.stderr
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="threads counted in /proc")
 @pytest.mark.parametrize("user", [{}, {"OMP_NUM_THREADS": "2"}, {"OPENBLAS_NUM_THREADS": "2"}])
 def test_the_command_line_asks_for_one_blas_thread(tmp_path: Path, monkeypatch,
@@ -324,6 +327,7 @@ def test_damaged_gzip_fails_with_isal_as_with_zlib(tmp_path: Path, monkeypatch,
 
 @pytest.mark.parametrize("command", ["dicom2nii", "dicom2nii nii", "preview", "compare",
                                      "convert"])
+@pytest.mark.subprocess
 def test_plain_files_need_neither_pydicom_nor_nibabel(tmp_path: Path, command: str,
                                                        cli) -> None:
     """A plain native series converts, and its NIfTI previews, compares and converts back to
