@@ -5,16 +5,17 @@ one run (with the start-up of `convkit dicom2nii --help`, the floor of any run, 
 `--jobs 1` processes started together on the two halves of the folders, the ceiling of
 `--jobs 2` on two cores).
 
-    .venv/bin/python benchmarks/batch.py [--series 16] [--size 256] [--repeats 1] [--pairs 0]
+    .venv/bin/python benchmarks/batch.py [--series 16] [--size 512] [--repeats 1] [--pairs 0]
                                          [--work DIR]
 
 Input: --series synthetic CT series of 100 to 300 slices (evenly spread), --size x --size
-int16, in one folder each; built once and cached under --work. Every tool runs as a whole
-process into a fresh folder, after os.sync() (the last run's outputs are not written back
-during the next); reported: the median wall time and the ratio to --jobs 1.
-Afterwards the outputs of --jobs 2, the default and Dask are compared byte for byte with
---jobs 1. On a shared machine the figures depend on what else runs: the script prints the
-load average and how many of two cores a pure-Python loop got before and after the run.
+int16 (512: a CT's matrix; 1.6 GB for 16 series), in one folder each; built once and cached
+under --work. Every tool runs as a whole process into a fresh folder, after os.sync() (the
+last run's outputs are not written back during the next); reported: the median wall time
+and the ratio to --jobs 1. The outputs of --jobs 2, the default and Dask are compared byte
+for byte with --jobs 1's, then removed (at most two runs' outputs are kept at once). On a
+shared machine the figures depend on what else runs: the script prints the load average
+and how many of two cores a pure-Python loop got before and after the run.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ ENV = {name: value for name, value in os.environ.items() if name != "PYTHONDONTW
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--series", type=int, default=16)
-    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--pairs", type=int, default=0,
                         help="then alternate --jobs 1 / --jobs 2 this many times, measuring "
@@ -124,13 +125,20 @@ def dcm2niix_each(tree: Path, out: Path) -> list[list[str]]:
     return commands
 
 
-def run_all(tree: Path, work: Path, repeats: int) -> dict[str, float]:
+#: The runs whose outputs must equal those of --jobs 1, byte for byte.
+COMPARED = ("convkit --jobs 2", "convkit, default --jobs (every core)",
+            "convkit --scheduler local (2 workers)")
+BASE = "convkit --jobs 1"
+
+
+def run_all(tree: Path, work: Path, repeats: int) -> tuple[dict[str, float], bool]:
+    """The median wall time of each tool, and whether the compared outputs were the same."""
     each = {"dcm2niix, one process per series folder": dcm2niix_each,
             "convkit, one process per series folder": convkit_each}
     tools: dict[str, list[str] | None] = {
         "dcm2niix, one process per series folder": None,
         "convkit, one process per series folder": None,
-        "convkit --jobs 1": ["--jobs", "1"],
+        BASE: ["--jobs", "1"],
         "convkit --jobs 2": ["--jobs", "2"],
         "convkit, default --jobs (every core)": [],
         "convkit --scheduler local (2 workers)": ["--scheduler", "local", "--jobs", "2"],
@@ -139,12 +147,14 @@ def run_all(tree: Path, work: Path, repeats: int) -> dict[str, float]:
     roots = halves(tree, work)
     together = "(two --jobs 1 at once, each on half the folders)"
     times[together] = []
+    same = True
+    base = work / "convkit_jobs_1"
     for _ in range(repeats):
         out = work / "two_at_once"
-        shutil.rmtree(out, ignore_errors=True)
         times[together].append(two_at_once(roots, out))
+        shutil.rmtree(out)
         for name, extra in tools.items():
-            out = work / name.replace(",", "").replace(" ", "_").replace("-", "")
+            out = base if name == BASE else work / "run"
             shutil.rmtree(out, ignore_errors=True)
             if extra is None:
                 os.sync()
@@ -155,13 +165,16 @@ def run_all(tree: Path, work: Path, repeats: int) -> dict[str, float]:
                 times[name].append(time.perf_counter() - started)
             else:
                 times[name].append(timed([*CONVKIT, "dicom2nii", str(tree), str(out), *extra]))
-    rerun = work / "convkit_jobs_1"
+            if name in COMPARED:
+                same = same and same_outputs(base, out)
+            if out != base:
+                shutil.rmtree(out)
     times["convkit rerun, all up to date"] = [
-        timed([*CONVKIT, "dicom2nii", str(tree), str(rerun)]) for _ in range(repeats)]
+        timed([*CONVKIT, "dicom2nii", str(tree), str(base)]) for _ in range(repeats)]
     # the floor of any run: Python, numpy and the CLI imported, nothing done
     times["(convkit dicom2nii --help: start-up only)"] = [
         timed([*CONVKIT, "dicom2nii", "--help"]) for _ in range(repeats)]
-    return {name: statistics.median(values) for name, values in times.items()}
+    return {name: statistics.median(values) for name, values in times.items()}, same
 
 
 def spin(_: object = None) -> float:
@@ -202,6 +215,7 @@ def alternate(tree: Path, work: Path, pairs: int) -> None:
             out = work / f"pair_jobs_{jobs}"
             shutil.rmtree(out, ignore_errors=True)
             seconds.append(timed([*CONVKIT, "dicom2nii", str(tree), str(out), "--jobs", jobs]))
+            shutil.rmtree(out)
         print(f"pair: cores free {free:4.2f}  --jobs 1 {seconds[0]:5.2f} s  --jobs 2 "
               f"{seconds[1]:5.2f} s  ratio {seconds[1] / seconds[0]:.2f}")
         every.append(seconds[1] / seconds[0])
@@ -230,16 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.series} series, {slices} slices of {args.size} x {args.size} int16 "
           f"({slices * args.size**2 * 2 / 2**20:.0f} MiB of pixels); {os.cpu_count()} cores")
     free_before = cores_free()
-    medians = run_all(tree, args.work, args.repeats)
+    medians, same = run_all(tree, args.work, args.repeats)
     free_after = cores_free()
-    base = medians["convkit --jobs 1"]
+    base = medians[BASE]
     default = medians["convkit, default --jobs (every core)"]
     for name, seconds in medians.items():
         print(f"{name:42s} {seconds:8.2f} s  {seconds / base:5.2f}x --jobs 1  "
               f"{seconds / default:5.2f}x default --jobs")
-    same = all(same_outputs(args.work / "convkit_jobs_1", args.work / other)
-               for other in ("convkit_jobs_2", "convkit_default_jobs_(every_core)",
-                             "convkit_scheduler_local_(2_workers)"))
     print("outputs of --jobs 2, default --jobs and Dask byte-identical to --jobs 1:", same)
     print(f"(figures are this machine's at this moment: load average "
           f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}; cores free (of 2) before "
