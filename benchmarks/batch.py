@@ -151,6 +151,7 @@ def run_all(tree: Path, work: Path, repeats: int) -> tuple[dict[str, float], boo
     base = work / "convkit_jobs_1"
     for _ in range(repeats):
         out = work / "two_at_once"
+        shutil.rmtree(out, ignore_errors=True)  # a killed run's outputs would be up to date
         times[together].append(two_at_once(roots, out))
         shutil.rmtree(out)
         for name, extra in tools.items():
