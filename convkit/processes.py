@@ -37,7 +37,7 @@ def can_fork() -> bool:
         return False
 
 
-def forkserver_context() -> Any:
+def _forkserver_context() -> Any:
     """The forkserver start method, preloading PRELOAD (ValueError where there is none)."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
@@ -71,7 +71,7 @@ def started_pool(workers: int, initializer: Callable[[], object] | None = None,
     """A pool whose processes come from the forkserver (spawned where there is none), never
     forked from this process; they start when the pool's first tasks are given."""
     try:
-        context = forkserver_context()
+        context = _forkserver_context()
     except ValueError:
         context = multiprocessing.get_context("spawn")
     return _pool(workers, initializer, context)
@@ -96,7 +96,7 @@ def warm_up() -> None:
     """Start the forkserver, which imports PRELOAD, so that it gets ready on another core
     while this one works (not waited for here). Where there is none (Windows), nothing."""
     try:
-        forkserver_context()
+        _forkserver_context()
     except ValueError:
         return
     from multiprocessing import forkserver
@@ -104,5 +104,5 @@ def warm_up() -> None:
     forkserver.ensure_running()
 
 
-__all__ = ["PRELOAD", "can_fork", "forked_pool", "forkserver_context", "process_pool",
+__all__ = ["PRELOAD", "can_fork", "forked_pool", "process_pool",
            "started_pool", "stop", "warm_up"]
