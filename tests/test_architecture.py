@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import ast
+import functools
+from collections.abc import Iterator
 from pathlib import Path
 
 from conftest import REPO
@@ -25,6 +27,12 @@ def module_name(path: Path) -> str:
 
 
 MODULES = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+@functools.cache
+def parsed(path: Path) -> ast.Module:
+    """A module's syntax tree, parsed once for every rule (parsing is most of their time)."""
+    return ast.parse(path.read_text(encoding="utf-8"))
 
 
 def imported(node: ast.Import | ast.ImportFrom, importer: str) -> list[str]:
@@ -44,20 +52,25 @@ def imported(node: ast.Import | ast.ImportFrom, importer: str) -> list[str]:
                    for alias in node.names})
 
 
+@functools.cache
 def imports(name: str, *, function_level: bool) -> list[tuple[str, int]]:
     """(module, line) of the convkit imports of a module, at module level or inside functions."""
-    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
-    inside: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            inside |= {id(sub) for sub in ast.walk(node) if sub is not node}
     found = []
-    for node in ast.walk(tree):
-        if not isinstance(node, (ast.Import, ast.ImportFrom)):
-            continue
-        if (id(node) in inside) == function_level and getattr(node, "module", "") != "__future__":
+    for node, in_function in _import_statements(parsed(MODULES[name])):
+        if in_function == function_level and getattr(node, "module", "") != "__future__":
             found += [(target, node.lineno) for target in imported(node, name)]
     return found
+
+
+def _import_statements(node: ast.AST, in_function: bool = False,
+                       ) -> Iterator[tuple[ast.Import | ast.ImportFrom, bool]]:
+    """Every import statement under node, and whether a function holds it."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, (ast.Import, ast.ImportFrom)):
+            yield child, in_function
+        else:
+            yield from _import_statements(
+                child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)))
 
 
 def test_no_import_cycle_between_convkit_modules():
@@ -96,7 +109,7 @@ def test_the_library_never_imports_typer_or_rich():
     for name, path in MODULES.items():
         if name.startswith("convkit.cli"):
             continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(parsed(path)):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
                      [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             offenders += [f"{name}: {n}" for n in names if n.split(".")[0] in ("typer", "rich")]
@@ -119,7 +132,7 @@ PROCESS_STARTERS = {"ProcessPoolExecutor", "Pool", "get_context", "set_start_met
 def process_starters(path: Path) -> list[str]:
     """The names and attributes in PROCESS_STARTERS a module's code uses."""
     found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(parsed(path)):
         name = node.id if isinstance(node, ast.Name) else \
             node.attr if isinstance(node, ast.Attribute) else None
         if name in PROCESS_STARTERS:
