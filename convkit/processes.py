@@ -4,22 +4,26 @@ the decoders of compressed images, the report's picture drawers, the batch's con
 A worker is forked from the process that needs it while that process runs one thread: it
 starts in milliseconds with the imports already made. Forked beside another thread, a child
 could inherit a lock that thread held at that moment, and wait for it forever. So beside a
-thread (a library user's, OpenBLAS's, a Dask client's), where a fork fails (a process limit)
-and off Linux, workers come from a forkserver: a clean process that has imported PRELOAD
+thread that cannot stop for a moment (a library user's, OpenBLAS's, a Dask client's; a
+progress bar's redrawing can: `pausable`), where a fork fails (a process limit) and off
+Linux, workers come from a forkserver: a clean process that has imported PRELOAD
 once. Where there is no forkserver (Windows), they are spawned.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # imported when a pool is made: commands without workers never need it
+if TYPE_CHECKING:  # imported when a pool is made (_context, _pool)
     from concurrent.futures import ProcessPoolExecutor
 
+#: Stops a thread of this process and returns what starts it again (None: it was not running).
+Pause = Callable[[], Callable[[], None] | None]
 #: What the forkserver imports before it forks a worker: the conversion and the libraries it
 #: imports on first use (pydicom decodes compressed series, ISA-L deflates); one list for
 #: every pool, as a process has one forkserver.
@@ -39,7 +43,7 @@ def can_fork() -> bool:
 
 def _forkserver_context() -> Any:
     """The forkserver start method, preloading PRELOAD (ValueError where there is none)."""
-    context = multiprocessing.get_context("forkserver")
+    context = _context("forkserver")
     context.set_forkserver_preload(PRELOAD)
     return context
 
@@ -54,16 +58,51 @@ def process_pool(workers: int, initializer: Callable[[], object] | None = None,
 def forked_pool(workers: int, initializer: Callable[[], object] | None = None,
                 ) -> ProcessPoolExecutor | None:
     """A pool whose `workers` processes are all forked now, or None when this process may
-    not fork (can_fork) or cannot (a process limit, no memory: the fork raises OSError)."""
-    if not can_fork():
-        return None
-    pool = _pool(workers, initializer, multiprocessing.get_context("fork"))
-    try:  # a fork pool forks all its workers at its first task, before it starts a thread
-        pool.submit(int)
-    except OSError:
-        stop(pool)  # the workers forked before the one that failed
-        return None
-    return pool
+    not fork (can_fork) or cannot (a process limit, no memory: the fork raises OSError).
+    The threads registered with `pausable` are stopped meanwhile."""
+    resumes = [resume for resume in (pause() for pause in list(_PAUSABLE)) if resume]
+    try:
+        if not (can_fork() or resumes and _alone_soon()):
+            return None
+        pool = _pool(workers, initializer, _context("fork"))
+        try:  # a fork pool forks all its workers at its first task, before its own thread
+            pool.submit(int)
+        except OSError:
+            stop(pool)  # the workers forked before the one that failed
+            return None
+        return pool
+    finally:
+        for resume in resumes:
+            resume()
+
+
+#: The pause() callables of `pausable`.
+_PAUSABLE: list[Pause] = []
+#: Seconds a thread just ended may still be listed in /proc/self/task (about 1 join in 130).
+_THREAD_END_SECONDS = 0.05
+
+
+@contextmanager
+def pausable(pause: Pause) -> Iterator[None]:
+    """Inside, workers may be forked beside a thread that can stop for a moment (a progress
+    bar's redrawing): forked_pool calls pause(), which stops it and waits for its end (or
+    returns None when it is not running), forks, then calls what pause() returned, which
+    starts it again."""
+    _PAUSABLE.append(pause)
+    try:
+        yield
+    finally:
+        _PAUSABLE.remove(pause)
+
+
+def _alone_soon() -> bool:
+    """can_fork, allowing a thread that has just ended to leave /proc/self/task."""
+    deadline = time.monotonic() + _THREAD_END_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(0.001)
+        if can_fork():
+            return True
+    return False
 
 
 def started_pool(workers: int, initializer: Callable[[], object] | None = None,
@@ -73,8 +112,14 @@ def started_pool(workers: int, initializer: Callable[[], object] | None = None,
     try:
         context = _forkserver_context()
     except ValueError:
-        context = multiprocessing.get_context("spawn")
+        context = _context("spawn")
     return _pool(workers, initializer, context)
+
+
+def _context(method: str) -> Any:
+    import multiprocessing  # here: a command that makes no pool (a rerun) never loads it
+
+    return multiprocessing.get_context(method)
 
 
 def _pool(workers: int, initializer: Callable[[], object] | None, context: Any,
@@ -104,5 +149,5 @@ def warm_up() -> None:
     forkserver.ensure_running()
 
 
-__all__ = ["PRELOAD", "can_fork", "forked_pool", "process_pool",
-           "started_pool", "stop", "warm_up"]
+__all__ = ["PRELOAD", "can_fork", "forked_pool", "pausable", "process_pool", "started_pool",
+           "stop", "warm_up"]

@@ -136,3 +136,30 @@ print(json.dumps({"started": started, "threads": threading.active_count(),
     assert any(name.startswith("convkit-sha256") for name in found["started"])
     assert found["threads"] == 1
     assert found["forked"] is True
+
+
+def test_a_progress_bar_stops_its_redrawing_while_workers_are_forked():
+    """The command line's bar redraws on a thread of its own (cli/progress.py); it stops for
+    the fork, so an interactive run forks its workers too, and it redraws again after."""
+    found = probe("""
+import io
+from rich.console import Console
+from convkit.cli import progress as bars
+terminal = Console(file=io.StringIO(), force_terminal=True, width=80)
+bars.error_console = lambda: terminal
+with bars.progress_bar() as update:
+    update("scan", 1, 4)
+    running = [thread.name for thread in threading.enumerate()]
+    FORKS.clear()
+    with processes.process_pool(2) as pool:
+        forked = sorted(parents(pool)) == [os.getpid()]
+        again = [thread.name for thread in threading.enumerate()]
+    update("scan", 4, 4)
+print(json.dumps({"running": running, "forked": forked, "forks": FORKS, "again": again,
+                  "after": threading.active_count(),
+                  "drawn": "Scanning headers" in terminal.file.getvalue()}))
+""")
+    assert "convkit-progress" in found["running"] and len(found["running"]) == 2
+    assert found["forked"] is True and found["forks"] == [1, 1]
+    assert "convkit-progress" in found["again"]  # redrawing again once the workers exist
+    assert found["after"] == 1 and found["drawn"] is True  # the bar's thread ended with it
